@@ -1,0 +1,142 @@
+"""Packed vs reference trainer, side by side in one process, on the two-layer protocol.
+
+d=100, m=20, c=50, batch 16, float32, for multi in {1, 2, 5, 10}. The packed trainer
+trains 32 runs a pack; two compositions are timed:
+  * ``shared``: 8 seeds x p in {0, 1, 2, 3}, as the sweep layer packs a polarity sweep
+    (runs of one seed share minibatches, so layer 1 is one wider matmul);
+  * ``distinct``: 32 seeds, nothing shared (a plain bmm over runs).
+Only SGD steps are timed. One checkpoint's metrics (eval set only, and with the
+training-set pass) and one epoch of the shared pack are shown in seconds beside them.
+Last line: ``speedup_vs_reference=<geometric mean over multi of shared/reference>``.
+
+    python benchmarks/engine.py            # about 3 minutes on a 2-core CPU
+    python benchmarks/engine.py --quick    # under 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import torch
+
+from spec_ray import construct
+from spec_ray.metrics import measure
+from spec_ray.pack import Pack
+from spec_ray.packed import init_state, prepare, train_until
+from spec_ray.reference import Student, build_problem, sgd_steps
+from spec_ray.spec import RunSpec
+
+MULTIS = (1, 2, 5, 10)
+
+
+def matmul_peak(dtype: torch.dtype, device: str, sizes: tuple[int, ...] = (2048, 4096), repeat: int = 6) -> float:
+    """Best GFLOP/s of large square matmuls over sizes and repeats: the machine's practical peak."""
+    best = 0.0
+    for size in sizes:
+        a = torch.randn(size, size, dtype=dtype, device=device)
+        b = torch.randn(size, size, dtype=dtype, device=device)
+        a @ b  # warm-up
+        for _ in range(repeat):
+            _sync(device)
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def flops_per_run_step(spec: RunSpec) -> float:
+    """Multiply-adds x 2 of one SGD step: forward, output and hidden gradients, weight gradients."""
+    b, d, c = spec.train.batch, spec.data.d, spec.teacher.c
+    widths = (d, *spec.student_widths, c)
+    fwd = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
+    back_input = sum(widths[i] * widths[i + 1] for i in range(1, len(widths) - 1))  # no dx at the input
+    return 2.0 * b * (2 * fwd + back_input)
+
+
+def protocol(multi: int, device: str) -> RunSpec:
+    return RunSpec().replace(**{"student.multi": multi, "train.dtype": "float32", "train.device": device})
+
+
+def time_reference(spec: RunSpec, steps: int, device: str) -> float:
+    """Reference steps per second (one run, autograd + torch.optim.SGD)."""
+    problem = build_problem(spec, device)
+    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
+    opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
+    sgd_steps(spec, net, opt, problem, 0, 50)  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    sgd_steps(spec, net, opt, problem, 50, 50 + steps)
+    _sync(device)
+    return steps / (time.perf_counter() - t)
+
+
+def time_packed(pack: Pack, steps: int) -> tuple[float, float, float]:
+    """Packed run-steps per second; seconds of one checkpoint without and with train-set metrics."""
+    data = prepare(pack)
+    state = train_until(pack, data, init_state(pack), 64)  # warm-up
+    dev = str(pack.device)
+    _sync(dev)
+    t = time.perf_counter()
+    state = train_until(pack, data, state, 64 + steps)
+    _sync(dev)
+    rate = pack.size * steps / (time.perf_counter() - t)
+    seconds = []
+    for at in (state, state._replace(step=0)):  # step 0 is on the train-metric schedule
+        t = time.perf_counter()
+        measure(pack, data, at)
+        _sync(dev)
+        seconds.append(time.perf_counter() - t)
+    return rate, seconds[0], seconds[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
+    parser.add_argument("--steps", type=int, default=None, help="packed steps per measurement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args()
+    packed_steps = args.steps or (300 if args.quick else 1500)
+    ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
+    dev = args.device
+    peak = matmul_peak(torch.float32, dev)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {dev}")  # fmt: skip
+    print(f"fp32 matmul peak (best of 2048^3, 4096^3): {peak:.1f} GFLOP/s")
+    header = (
+        f"{'multi':>5} {'reference':>11} {'distinct32':>11} {'shared32':>11} {'x distinct':>10} "
+        f"{'x shared':>9} {'GFLOP/s':>8} {'% peak':>7} {'ckpt s':>7} {'+train s':>8} {'epoch s':>7}"
+    )
+    print("run-steps/s (float32, d=100, m=20, c=50, batch 16)")
+    print(header)
+    ratios = []
+    for multi in MULTIS:
+        spec = protocol(multi, dev)
+        ref = time_reference(spec, ref_steps, dev)
+        distinct = Pack(tuple(spec.replace(seed=s) for s in range(1, 33)))
+        shared = Pack(
+            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 9) for p in (0.0, 1.0, 2.0, 3.0))
+        )
+        rate_distinct, _, _ = time_packed(distinct, packed_steps)
+        rate_shared, ckpt, ckpt_train = time_packed(shared, packed_steps)
+        gflops = rate_shared * flops_per_run_step(spec) / 1e9
+        ratios.append(rate_shared / ref)
+        print(
+            f"{multi:>5} {ref:>11,.0f} {rate_distinct:>11,.0f} {rate_shared:>11,.0f} {rate_distinct / ref:>10.1f} "
+            f"{rate_shared / ref:>9.1f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}% {ckpt:>7.2f} {ckpt_train:>8.2f} "
+            f"{shared.size * spec.train.iters_per_epoch / rate_shared:>7.2f}"
+        )
+    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    print(f"speedup_vs_reference={geo:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Protocol construction: teacher, student init, datasets and minibatch order.
+
+Everything is a pure function of a ``RunSpec`` and drawn on the CPU in float64, so a
+run is the same on any device and pack. Each random stream is keyed by the seed and
+the shapes it fills, never by p, lr or init scale: runs that differ only in those share
+teacher base weights, data, student init noise and minibatch order (common random
+numbers), so a sweep over p isolates p.
+
+Axes: N samples, d input, m_l teacher width, n_l student width, c outputs, B batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from torch import Tensor
+
+from spec_ray.network import Network, forward
+from spec_ray.spec import RunSpec
+
+F64 = torch.float64
+
+
+def stream(seed: int, *key: object) -> torch.Generator:
+    """A CPU generator determined by (seed, key); independent across keys."""
+    digest = hashlib.sha256(repr((seed, *key)).encode()).digest()
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return gen
+
+
+def separated_rows(gen: torch.Generator, rows: int, cols: int, choices: tuple[float, ...]) -> Tensor:
+    """Rows with entries from ``choices``, each non-zero and distinct from the others."""
+    values = torch.tensor(choices, dtype=F64)  # (k,)
+    codes = torch.randint(len(choices), (rows, cols), generator=gen)  # (rows, cols)
+    seen: set[bytes] = set()
+    for i in range(rows):
+        # Redraw a row that is all zero or repeats an earlier one (PROTOCOL.md).
+        while not values[codes[i]].any() or codes[i].numpy().tobytes() in seen:
+            codes[i] = torch.randint(len(choices), (cols,), generator=gen)  # (cols,)
+        seen.add(codes[i].numpy().tobytes())
+    return values[codes]  # (rows, cols)
+
+
+def build_teacher(spec: RunSpec) -> Network:
+    """The teacher: unit-norm separated rows, constant bias, fan-out of node j / (j+1)^p."""
+    t = spec.teacher
+    gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices)
+    fan_in = (spec.data.d, *t.widths)
+    fan_out = (*t.widths, t.c)
+    weights, biases = [], []
+    for layer, (rows, cols) in enumerate(zip(fan_out, fan_in)):
+        w = separated_rows(gen, rows, cols, t.weight_choices)  # (m_l, m_{l-1})
+        w = w / w.norm(dim=1, keepdim=True)  # unit-norm rows
+        if layer > 0:
+            # Eqn. 10: ||v*_j|| ~ 1/j^p on every layer above the first.
+            strength = torch.arange(1, cols + 1, dtype=F64) ** -t.p  # (m_{l-1},)
+            w = w * strength  # (m_l, m_{l-1})
+        weights.append(w)
+        biases.append(torch.full((rows,), t.teacher_bias, dtype=F64))  # (m_l,)
+    return Network(tuple(weights), tuple(biases))
+
+
+def init_student(spec: RunSpec) -> Network:
+    """Student init: weights N(0, init_std^2), biases 0."""
+    widths = spec.student_widths
+    gen = stream(spec.seed, "student", spec.data.d, widths, spec.teacher.c)
+    fan_in = (spec.data.d, *widths)
+    fan_out = (*widths, spec.teacher.c)
+    weights = tuple(
+        torch.randn(rows, cols, generator=gen, dtype=F64) * spec.student.init_std  # (n_l, n_{l-1})
+        for rows, cols in zip(fan_out, fan_in)
+    )
+    biases = tuple(torch.zeros(rows, dtype=F64) for rows in fan_out)  # (n_l,)
+    return Network(weights, biases)
+
+
+def eval_inputs(spec: RunSpec) -> Tensor:
+    """Fresh Gaussian evaluation set: (N_eval, d)."""
+    d = spec.data
+    gen = stream(spec.seed, "eval", d.d, d.n_eval)
+    return torch.randn(d.n_eval, d.d, generator=gen, dtype=F64) * d.sigma  # (N_eval, d)
+
+
+def train_inputs(spec: RunSpec) -> Tensor:
+    """The fixed training set, augmented as the spec says: (N_train, d)."""
+    d = spec.data
+    if d.augmentation == "teacher_agnostic":
+        return _agnostic(spec)
+    if d.augmentation == "teacher_aware":
+        return _aware(spec)
+    gen = stream(spec.seed, "train", d.d, d.n_train)
+    return torch.randn(d.n_train, d.d, generator=gen, dtype=F64) * d.sigma  # (N, d)
+
+
+def _agnostic(spec: RunSpec) -> Tensor:
+    """Definition 7a: every base point and its copies shifted +-delta along each axis."""
+    d = spec.data
+    copies = 2 * d.d + 1
+    base_n = math.ceil(d.n_train / copies)
+    gen = stream(spec.seed, "train_agnostic", d.d, d.n_train)
+    base = torch.randn(base_n, d.d, generator=gen, dtype=F64) * d.sigma  # (N0, d)
+    eye = torch.eye(d.d, dtype=F64) * d.agnostic_delta  # (d, d)
+    shifts = torch.cat([torch.zeros(1, d.d, dtype=F64), eye, -eye])  # (2d+1, d)
+    points = base[:, None, :] + shifts[None]  # (N0, 2d+1, d)
+    return points.reshape(-1, d.d)[: d.n_train]  # (N, d)
+
+
+def _aware(spec: RunSpec) -> Tensor:
+    """Definition 7b: points on each teacher boundary and shifted off it by +-alpha w~_i.
+
+    Per teacher node i: ceil(N / 3m) Gaussian points projected onto w_i . x + b_i = 0,
+    plus copies at +-alpha w~_i (alpha ~ U[lo, hi]); every point rescaled to norm
+    sigma * sqrt(d). Nodes are interleaved so truncating to N keeps them balanced.
+    """
+    d = spec.data
+    teacher = build_teacher(spec)
+    w, b = teacher.weights[0], teacher.biases[0]  # (m, d), (m,)
+    m = w.shape[0]
+    per_node = math.ceil(d.n_train / (3 * m))
+    gen = stream(spec.seed, "train_aware", d.d, d.n_train, spec.teacher.widths)
+    x = torch.randn(m, per_node, d.d, generator=gen, dtype=F64) * d.sigma  # (m, q, d)
+    alpha = d.aware_alpha_lo + (d.aware_alpha_hi - d.aware_alpha_lo) * torch.rand(
+        m, per_node, 1, generator=gen, dtype=F64
+    )  # (m, q, 1)
+    w_unit = w / w.norm(dim=1, keepdim=True)  # (m, d)
+    offset = (torch.einsum("iqd,id->iq", x, w) + b[:, None]) / w.norm(dim=1)[:, None] ** 2  # (m, q)
+    on_plane = x - offset[..., None] * w[:, None, :]  # (m, q, d)
+    shift = alpha * w_unit[:, None, :]  # (m, q, d)
+    points = torch.stack([on_plane, on_plane + shift, on_plane - shift], dim=2)  # (m, q, 3, d)
+    points = points.transpose(0, 1).reshape(-1, d.d)  # (q*m*3, d)
+    points = points * (d.sigma * math.sqrt(d.d) / points.norm(dim=1, keepdim=True))  # (.., d)
+    return points[: d.n_train]  # (N, d)
+
+
+def teacher_outputs(teacher: Network, x: Tensor) -> Tensor:
+    """Labels: the teacher's output on x, (N, c)."""
+    return forward(teacher, x)[1]  # (N, c)
+
+
+def batch_indices(spec: RunSpec, epoch: int) -> Tensor:
+    """Minibatch sample indices of one epoch, uniform with replacement: (iters, B)."""
+    t = spec.train
+    gen = stream(spec.seed, "batches", spec.data.n_train, t.batch, t.iters_per_epoch, epoch)
+    return torch.randint(spec.data.n_train, (t.iters_per_epoch, t.batch), generator=gen)

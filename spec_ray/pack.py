@@ -1,0 +1,165 @@
+"""A pack: runs with equal tensor shapes trained together, and its checkpoint schedule.
+
+Runs in a pack may differ in anything that leaves shapes and loop length alone (seed,
+p, lr, init scale, sigma, augmentation, ...). Runs that share a *data key* (same seed
+and data) see the same minibatches, so the packed trainer gives their layer-1 weights
+one wider matmul. Runs are kept group-major: group g holds runs g*k .. g*k+k-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spec_ray.spec import RunSpec, flat_fields
+
+# Fields that change no tensor shape, loop length or code path; all others must agree.
+PER_RUN_FIELDS = frozenset(
+    {
+        "seed", "p", "weight_choices", "teacher_bias", "init_std", "sigma",
+        "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
+    }
+)  # fmt: skip
+# Fields that decide a run's inputs and minibatch order (teacher-aware data also
+# depends on the teacher's layer 1, hence its weight choices and bias).
+DATA_FIELDS = (
+    "seed", "d", "sigma", "n_train", "n_eval", "augmentation", "agnostic_delta",
+    "aware_alpha_lo", "aware_alpha_hi", "batch", "iters_per_epoch", "weight_choices",
+    "teacher_bias", "widths", "c",
+)  # fmt: skip
+
+
+def _digest(obj: object, size: int) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:size]
+
+
+def run_id(spec: RunSpec) -> str:
+    """Stable id of a run: a hash of every field that shapes its result (not device)."""
+    fields = flat_fields(spec)
+    fields.pop("device")
+    return _digest(fields, 16)
+
+
+def shape_key(spec: RunSpec) -> tuple:
+    """Runs with equal shape keys can share a pack."""
+    fields = flat_fields(spec)
+    return tuple(sorted((k, v) for k, v in fields.items() if k not in PER_RUN_FIELDS))
+
+
+def data_key(spec: RunSpec) -> tuple:
+    """Runs with equal data keys see identical inputs and minibatches."""
+    fields = flat_fields(spec)
+    return tuple(fields[k] for k in DATA_FIELDS)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device='cuda' is invalid: no CUDA device here; allowed auto, cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs of equal shapes, in group-major order."""
+
+    runs: tuple[RunSpec, ...]
+    """The runs; reordered group-major on construction."""
+
+    def __post_init__(self) -> None:
+        runs = tuple(self.runs)
+        if not runs:
+            raise ValueError("pack.runs=() is invalid: allowed one or more RunSpec")
+        key = shape_key(runs[0])
+        for r in runs[1:]:
+            if shape_key(r) != key:
+                diff = sorted(set(key) ^ set(shape_key(r)))
+                raise ValueError(f"pack.runs mix shapes ({diff[:4]}): allowed equal shapes")
+        ids = [run_id(r) for r in runs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("pack.runs holds the same run twice: allowed distinct runs")
+        groups: dict[tuple, list[RunSpec]] = {}
+        for r in runs:
+            groups.setdefault(data_key(r), []).append(r)
+        ordered = tuple(r for g in groups.values() for r in g)
+        object.__setattr__(self, "runs", ordered)
+
+    @property
+    def spec(self) -> RunSpec:
+        """The first run; every shape field is the same across the pack."""
+        return self.runs[0]
+
+    @property
+    def size(self) -> int:
+        """R, runs in the pack."""
+        return len(self.runs)
+
+    @property
+    def group_size(self) -> int:
+        """k, runs per shared-minibatch group; 1 when groups are unequal."""
+        sizes = {}
+        for r in self.runs:
+            sizes[data_key(r)] = sizes.get(data_key(r), 0) + 1
+        return next(iter(sizes.values())) if len(set(sizes.values())) == 1 else 1
+
+    @property
+    def groups(self) -> int:
+        """G, shared-minibatch groups (R = G * k)."""
+        return self.size // self.group_size
+
+    @property
+    def group_leaders(self) -> tuple[RunSpec, ...]:
+        """One run per group: the source of the group's data and minibatch order."""
+        return self.runs[:: self.group_size]
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """Run ids in pack order."""
+        return tuple(run_id(r) for r in self.runs)
+
+    @property
+    def pack_id(self) -> str:
+        """Stable id of the pack: a hash of its sorted run ids."""
+        return _digest(sorted(self.run_ids), 12)
+
+    @property
+    def device(self) -> torch.device:
+        """The resolved device of the pack."""
+        return resolve_device(self.spec.train.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The training dtype."""
+        return getattr(torch, self.spec.train.dtype)
+
+    def with_device(self, device: str) -> Pack:
+        """The same pack on another device."""
+        runs = [dataclasses.replace(r, train=dataclasses.replace(r.train, device=device)) for r in self.runs]
+        return Pack(tuple(runs))
+
+
+def checkpoint_steps(spec: RunSpec) -> list[int]:
+    """Steps that get metrics: init, log-spaced ones in epoch 1, every k epochs, the end."""
+    iters, epochs = spec.train.iters_per_epoch, spec.train.epochs
+    ck = spec.checkpoint
+    steps = {0, iters * epochs}
+    if ck.first_epoch_points:
+        steps.update(int(s) for s in np.unique(np.round(np.logspace(0, np.log10(iters), ck.first_epoch_points + 1))))
+    steps.update(e * iters for e in range(ck.every_epochs, epochs + 1, ck.every_epochs))
+    return sorted(s for s in steps if 0 <= s <= iters * epochs)
+
+
+def train_metric_steps(spec: RunSpec) -> set[int]:
+    """Checkpoints that also take training-set metrics: init, every k epochs, the end."""
+    every = spec.checkpoint.train_every_epochs
+    if every == 0:
+        return set()
+    iters, epochs = spec.train.iters_per_epoch, spec.train.epochs
+    return {0, iters * epochs, *(e * iters for e in range(every, epochs + 1, every))}

@@ -1,0 +1,188 @@
+"""The reference trainer: one run at a time, written for clarity, as the paper's code trains.
+
+``torch.nn`` layers, autograd and ``torch.optim.SGD``; metrics in plain NumPy. It is the
+ground truth of the packed trainer in tests and its baseline in the benchmark. It reads
+the same construction (teacher, data, init, minibatch order), so the two must agree.
+
+Axes: N samples, B batch, d input, m_l teacher width, n_l student width, c outputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from spec_ray import construct
+from spec_ray import schema as S
+from spec_ray.network import Network, fanout_norms, forward
+from spec_ray.pack import checkpoint_steps, run_id, train_metric_steps
+from spec_ray.spec import RunSpec
+
+
+class Student(nn.Module):
+    """A ReLU MLP built from a ``Network`` record."""
+
+    def __init__(self, init: Network) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for w, b in zip(init.weights, init.biases):
+            layer = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
+            with torch.no_grad():
+                layer.weight.copy_(w)
+                layer.bias.copy_(b)
+            self.layers.append(layer)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        hidden = []
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))  # (N, n_l)
+            hidden.append(x)
+        return hidden, self.layers[-1](x)  # (N, c)
+
+    def network(self) -> Network:
+        """The current weights as a record."""
+        return Network(
+            tuple(layer.weight.detach().clone() for layer in self.layers),
+            tuple(layer.bias.detach().clone() for layer in self.layers),
+        )
+
+
+def mse_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/2) mean over samples of the squared error summed over the c outputs."""
+    return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
+
+
+def correlation(teacher_act: np.ndarray, student_act: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every teacher/student node pair: (N, m), (N, n) -> (m, n)."""
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        a = a - a.mean(axis=0)
+        return a / np.sqrt((a**2).sum(axis=0) + 1e-10)
+
+    return unit(teacher_act).T @ unit(student_act)
+
+
+class Problem(NamedTuple):
+    """One run's fixed inputs, in the training dtype."""
+
+    teacher: Network
+    x_train: torch.Tensor  # (N, d)
+    y_train: torch.Tensor  # (N, c)
+    x_eval: torch.Tensor  # (Ne, d)
+    y_eval: torch.Tensor  # (Ne, c)
+
+
+def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
+    """Teacher, data and labels of a run (float64 construction, then cast)."""
+    dtype = getattr(torch, spec.train.dtype)
+    teacher = construct.build_teacher(spec)
+    x_train, x_eval = construct.train_inputs(spec), construct.eval_inputs(spec)
+    y_train = construct.teacher_outputs(teacher, x_train)
+    y_eval = construct.teacher_outputs(teacher, x_eval)
+    cast = [t.to(device=device, dtype=dtype) for t in (x_train, y_train, x_eval, y_eval)]
+    return Problem(teacher.to(dtype, device), *cast)
+
+
+def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
+    """Plain SGD from step ``start`` to ``stop``. Returns the first non-finite step or -1."""
+    iters = spec.train.iters_per_epoch
+    indices = None
+    for step in range(start, stop):
+        if indices is None or step % iters == 0:
+            indices = construct.batch_indices(spec, step // iters).to(problem.x_train.device)
+        idx = indices[step % iters]  # (B,)
+        opt.zero_grad()
+        loss = mse_loss(net(problem.x_train[idx])[1], problem.y_train[idx])
+        if not torch.isfinite(loss):
+            return step
+        loss.backward()
+        opt.step()
+    return -1
+
+
+def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged: bool) -> dict[str, pd.DataFrame]:
+    """Rows of the three checkpoint tables for one run at one step."""
+    rid = run_id(spec)
+    epoch = step / spec.train.iters_per_epoch
+    key = {S.RUN_ID: rid, S.STEP: step, S.EPOCH: epoch}
+    with torch.no_grad():
+        s_eval, out_eval = net(problem.x_eval)
+        t_eval, _ = forward(problem.teacher, problem.x_eval)
+    with_train = step in train_metric_steps(spec)
+    train_loss, grad_norm = float("nan"), float("nan")
+    if with_train:
+        net.zero_grad()
+        s_train, out_train = net(problem.x_train)
+        loss = mse_loss(out_train, problem.y_train)
+        loss.backward()
+        train_loss = float(loss.detach())
+        grad_norm = float(np.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in net.parameters())))
+        t_train, _ = forward(problem.teacher, problem.x_train)
+    teacher_rows, student_rows = [], []
+    t_fan, s_fan = fanout_norms(problem.teacher), fanout_norms(net.network())
+    for layer in range(spec.teacher.depth):
+        corr = correlation(t_eval[layer].double().numpy(), s_eval[layer].detach().double().numpy())
+        corr_train = (
+            correlation(t_train[layer].double().numpy(), s_train[layer].detach().double().numpy())
+            if with_train
+            else np.full_like(corr, np.nan)
+        )
+        for j in range(corr.shape[0]):
+            best = corr[j].max()
+            teacher_rows.append(
+                {**key, S.LAYER: layer + 1, S.NODE: j, S.BEST_CORR: best, S.BEST_STUDENT: int(corr[j].argmax()),
+                 S.SUCCESS: bool(best > spec.checkpoint.success_threshold),
+                 S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max()}
+            )  # fmt: skip
+        for k in range(corr.shape[1]):
+            student_rows.append(
+                {**key, S.LAYER: layer + 1, S.NODE: k, S.BEST_CORR: corr[:, k].max(),
+                 S.BEST_TEACHER: int(corr[:, k].argmax()), S.FANOUT_NORM: float(s_fan[layer][k]),
+                 S.BEST_CORR_TRAIN: corr_train[:, k].max()}
+            )  # fmt: skip
+    first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
+    scalars = {
+        **key,
+        S.TRAIN_LOSS: train_loss,
+        S.EVAL_LOSS: float(mse_loss(out_eval, problem.y_eval)),
+        S.RHO_MEAN: float(first.max(axis=1).mean()),
+        S.GRAD_NORM: grad_norm,
+        S.DIVERGED: diverged,
+    }
+    return {
+        S.TEACHER_NODES: pd.DataFrame(teacher_rows),
+        S.STUDENT_NODES: pd.DataFrame(student_rows),
+        S.SCALARS: pd.DataFrame([scalars]),
+    }
+
+
+class ReferenceResult(NamedTuple):
+    """A reference run's final weights, checkpoint rows and divergence step."""
+
+    student: Network
+    tables: dict[str, pd.DataFrame]
+    diverged_step: int
+
+
+def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> ReferenceResult:
+    """Train one run to ``stop`` (default: the end), taking metrics at its checkpoints."""
+    stop = spec.train.total_steps if stop is None else stop
+    problem = build_problem(spec, device)
+    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
+    opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
+    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
+    step, diverged = 0, -1
+    for ckpt in [s for s in checkpoint_steps(spec) if s <= stop]:
+        if diverged < 0:
+            diverged = sgd_steps(spec, net, opt, problem, step, ckpt)
+        step = ckpt
+        for table, rows in _metrics(spec, net, problem, step, diverged >= 0).items():
+            parts[table].append(rows)
+    if step < stop and diverged < 0:
+        diverged = sgd_steps(spec, net, opt, problem, step, stop)
+    tables = {t: pd.concat(p, ignore_index=True) for t, p in parts.items()}
+    return ReferenceResult(net.network(), tables, diverged)

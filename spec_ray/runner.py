@@ -1,0 +1,85 @@
+"""Train one pack end to end and write its traces: the unit of work of every sweep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from spec_ray import schema as S
+from spec_ray.metrics import Checkpoint, measure
+from spec_ray.pack import Pack, checkpoint_steps
+from spec_ray.packed import PackData, PackState, init_state, prepare, train_until
+from spec_ray.progress import Progress
+from spec_ray.records import checkpoint_tables, runs_table
+from spec_ray.traces import TraceStore, block_name
+
+FLUSH_EPOCHS = 10  # epochs of checkpoint rows per Parquet file
+
+
+class PackResult(NamedTuple):
+    """What a finished pack leaves behind besides its traces."""
+
+    state: PackState
+    """Final students and divergence steps."""
+    last: Checkpoint
+    """Metrics at the final step."""
+    wall_time: float
+    """Seconds spent on the pack (construction, training, metrics, writes)."""
+
+
+def blocks(pack: Pack, flush_epochs: int = FLUSH_EPOCHS) -> list[tuple[int, int]]:
+    """Step blocks, one Parquet file each: [0, L], (L, 2L], ... fixed by the spec alone."""
+    total = pack.spec.train.total_steps
+    length = flush_epochs * pack.spec.train.iters_per_epoch
+    edges = list(range(0, total, length)) + [total]
+    return [(lo if lo == 0 else lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def run_pack(
+    pack: Pack,
+    store: TraceStore,
+    *,
+    flush_epochs: int = FLUSH_EPOCHS,
+    progress: bool = True,
+    on_block: Callable[[int, PackState, Checkpoint], None] | None = None,
+    start: tuple[PackData, PackState] | None = None,
+) -> PackResult:
+    """Train ``pack`` to the end, writing every checkpoint's rows block by block.
+
+    ``start`` resumes from a saved state; ``on_block`` is called after each block's
+    files are written (the place for a sweep to save a resumable checkpoint).
+    """
+    began = time.perf_counter()
+    data, state = start if start is not None else (prepare(pack), init_state(pack))
+    spec = pack.spec
+    total = spec.train.total_steps
+    store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
+    bar = Progress(total, pack.size, start_step=state.step) if progress else None
+    pending: dict[str, list[pa.Table]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
+    ckpt = None
+    todo = [s for s in checkpoint_steps(spec) if s > state.step or (s == 0 and state.step == 0)]
+    for lo, hi in blocks(pack, flush_epochs):
+        for step in (s for s in todo if lo <= s <= hi):
+            state = train_until(pack, data, state, step, bar.update if bar else None)
+            ckpt = measure(pack, data, state)
+            for table, rows in checkpoint_tables(pack, ckpt).items():
+                pending[table].append(rows)
+        if any(pending.values()):
+            for table, parts in pending.items():
+                store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
+                parts.clear()
+            if on_block is not None:
+                on_block(hi, state, ckpt)
+    if bar:
+        bar.close(state.step)
+    wall = time.perf_counter() - began
+    store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall))
+    return PackResult(state=state, last=ckpt, wall_time=wall)
+
+
+def _runs(pack: Pack, store: TraceStore, status: str, state: PackState, wall: float) -> pa.Table:
+    diverged = state.diverged_step.to("cpu").numpy()
+    return runs_table(pack, store.experiment, status, state.step, diverged, wall)

@@ -1,0 +1,288 @@
+"""Typed experiment specs: one frozen dataclass per concept, validated on construction.
+
+Defaults are the two-layer protocol of PROTOCOL.md (d=100, m=20, c=50, sigma=1.5,
+SGD lr 0.01, batch 16, 100 epochs x 1,000 iterations). Every invalid value raises
+``ValueError`` naming the field and the allowed values, before any tensor exists.
+Field names double as the ``runs`` table's column names (see ``spec_ray.schema``).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+from dataclasses import dataclass, field
+
+LOSSES = ("mse",)
+AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _fail(name: str, value: object, allowed: str) -> None:
+    raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+def _coerce_floats(obj: object) -> None:
+    """Store float fields as floats, so 1 and 1.0 give the same run id."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
+
+
+def _check_int(name: str, value: object, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        _fail(name, value, f"an integer >= {lo}")
+
+
+def _check_float(name: str, value: object, lo: float, *, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < lo or (strict and value == lo):
+        _fail(name, value, f"a finite number {'>' if strict else '>='} {lo}")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, value, "one of " + ", ".join(allowed))
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """The fixed teacher network that labels the data."""
+
+    widths: tuple[int, ...] = (20,)
+    """Hidden widths m_l, lowest layer first; (20,) is the two-layer protocol."""
+    c: int = 50
+    """Output dimension."""
+    p: float = 0.0
+    """Polarity: fan-out weights of node j (0-based) are divided by (j+1)^p."""
+    weight_choices: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
+    """Values the un-normalised teacher weight entries are drawn from."""
+    teacher_bias: float = -0.1
+    """Bias of every teacher node (hidden and output)."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        object.__setattr__(self, "widths", tuple(self.widths))
+        object.__setattr__(self, "weight_choices", tuple(float(v) for v in self.weight_choices))
+        if not self.widths:
+            _fail("teacher.widths", self.widths, "a non-empty list of integers >= 1")
+        for w in self.widths:
+            _check_int("teacher.widths", w, 1)
+        _check_int("teacher.c", self.c, 1)
+        _check_float("teacher.p", self.p, 0.0)
+        if not self.weight_choices or all(v == 0 for v in self.weight_choices):
+            _fail("teacher.weight_choices", self.weight_choices, "finite values, one non-zero")
+        if not all(math.isfinite(v) for v in self.weight_choices):
+            _fail("teacher.weight_choices", self.weight_choices, "finite values, one non-zero")
+        if len(set(self.weight_choices)) != len(self.weight_choices):
+            _fail("teacher.weight_choices", self.weight_choices, "distinct values")
+        _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
+
+    @property
+    def m(self) -> int:
+        """Width of the lowest hidden layer (the paper's m)."""
+        return self.widths[0]
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers."""
+        return len(self.widths)
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """The over-realised student network."""
+
+    multi: int = 5
+    """Over-realisation: student width n_l = multi * m_l at every hidden layer."""
+    init_std: float = 0.005
+    """Standard deviation of the Gaussian student weight init (biases start at 0)."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        _check_int("student.multi", self.multi, 1)
+        _check_float("student.init_std", self.init_std, 0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Inputs: Gaussian N(0, sigma^2 I), a fixed training set and a fresh evaluation set."""
+
+    d: int = 100
+    """Input dimension."""
+    sigma: float = 1.5
+    """Input standard deviation (authors' command 1.5; the paper's text says 10)."""
+    n_train: int = 10_000
+    """Training-set size after augmentation (the sample-size axis)."""
+    n_eval: int = 10_000
+    """Evaluation-set size (fresh Gaussian samples, never augmented)."""
+    augmentation: str = "none"
+    """none | teacher_agnostic (Definition 7a) | teacher_aware (Definition 7b)."""
+    agnostic_delta: float = 0.1
+    """Shift +-delta along every axis for teacher_agnostic augmentation."""
+    aware_alpha_lo: float = 1.0
+    """Lower end of alpha ~ U[lo, hi], the teacher_aware shift off a boundary."""
+    aware_alpha_hi: float = 2.0
+    """Upper end of alpha ~ U[lo, hi]."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        _check_int("data.d", self.d, 1)
+        _check_float("data.sigma", self.sigma, 0.0, strict=True)
+        _check_int("data.n_train", self.n_train, 1)
+        _check_int("data.n_eval", self.n_eval, 2)
+        _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS)
+        _check_float("data.agnostic_delta", self.agnostic_delta, 0.0, strict=True)
+        _check_float("data.aware_alpha_lo", self.aware_alpha_lo, 0.0)
+        _check_float("data.aware_alpha_hi", self.aware_alpha_hi, self.aware_alpha_lo)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Plain SGD on minibatches drawn uniformly with replacement."""
+
+    lr: float = 0.01
+    """Learning rate (no momentum, no weight decay)."""
+    batch: int = 16
+    """Minibatch size B."""
+    epochs: int = 100
+    """Number of epochs."""
+    iters_per_epoch: int = 1000
+    """SGD steps per epoch (an epoch is a step count, not a pass over the data)."""
+    loss: str = "mse"
+    """mse: (1/2) mean over the batch of the squared error summed over outputs."""
+    dtype: str = "float32"
+    """float32 | float64 (the authors used float64)."""
+    device: str = "auto"
+    """auto (CUDA when available) | cpu | cuda."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        _check_float("train.lr", self.lr, 0.0, strict=True)
+        _check_int("train.batch", self.batch, 1)
+        _check_int("train.epochs", self.epochs, 1)
+        _check_int("train.iters_per_epoch", self.iters_per_epoch, 1)
+        _check_choice("train.loss", self.loss, LOSSES)
+        _check_choice("train.dtype", self.dtype, DTYPES)
+        _check_choice("train.device", self.device, DEVICES)
+
+    @property
+    def total_steps(self) -> int:
+        """SGD steps of the whole run."""
+        return self.epochs * self.iters_per_epoch
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """When metrics are taken and what counts as a recovered teacher node."""
+
+    first_epoch_points: int = 8
+    """Log-spaced checkpoints inside the first epoch (for the dynamics figure)."""
+    every_epochs: int = 1
+    """A checkpoint every this many epochs (the last epoch always has one)."""
+    success_threshold: float = 0.95
+    """A teacher node is recovered when its best correlation exceeds this."""
+    train_every_epochs: int = 10
+    """Train loss, full-batch gradient norm and train-set correlations every this many
+    epochs, at init and at the end (0: never); they cost more than the eval metrics."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        _check_int("checkpoint.first_epoch_points", self.first_epoch_points, 0)
+        _check_int("checkpoint.every_epochs", self.every_epochs, 1)
+        t = self.success_threshold
+        if not isinstance(t, (int, float)) or not -1.0 <= t <= 1.0:
+            _fail("checkpoint.success_threshold", t, "a number in [-1, 1]")
+        _check_int("checkpoint.train_every_epochs", self.train_every_epochs, 0)
+
+
+SECTIONS = ("teacher", "student", "data", "train", "checkpoint")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: everything that determines its trajectory."""
+
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    student: StudentSpec = field(default_factory=StudentSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    seed: int = 1
+    """Seed of every random stream of the run (teacher, data, init, minibatch order)."""
+
+    def __post_init__(self) -> None:
+        _check_int("seed", self.seed, 0)
+        if self.data.n_train < self.train.batch:
+            _fail("data.n_train", self.data.n_train, f"at least train.batch={self.train.batch}")
+        # Teacher rows must be distinct and non-zero (PROTOCOL.md): the choice set
+        # must hold enough distinct rows for every layer, fan-in = row length.
+        fan_ins = (self.data.d, *self.teacher.widths)
+        fan_outs = (*self.teacher.widths, self.teacher.c)
+        k = len(self.teacher.weight_choices)
+        for layer, (rows, cols) in enumerate(zip(fan_outs, fan_ins), start=1):
+            if cols * math.log(k) < 60 and rows > k**cols - 1:
+                _fail(
+                    "teacher.widths",
+                    self.teacher.widths,
+                    f"layer {layer} needs {rows} distinct non-zero rows of length {cols}, "
+                    f"but {k} weight choices give only {k**cols - 1}",
+                )
+
+    @property
+    def student_widths(self) -> tuple[int, ...]:
+        """Hidden widths n_l = multi * m_l of the student."""
+        return tuple(self.student.multi * w for w in self.teacher.widths)
+
+    def replace(self, **changes: object) -> RunSpec:
+        """Copy with dotted-path changes, e.g. ``replace(**{"teacher.p": 1.0})``."""
+        return apply_overrides(self, changes)
+
+
+def apply_overrides(spec: RunSpec, changes: dict[str, object]) -> RunSpec:
+    """Return ``spec`` with ``{"section.field": value}`` changes; unknown keys raise."""
+    sections: dict[str, dict[str, object]] = {}
+    top: dict[str, object] = {}
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        if section == "" and name in {f.name for f in dataclasses.fields(RunSpec)}:
+            top[name] = value
+            continue
+        if section not in SECTIONS:
+            _fail("override", key, "section.field with section in " + ", ".join(SECTIONS))
+        names = {f.name for f in dataclasses.fields(getattr(spec, section))}
+        if name not in names:
+            _fail("override", key, f"a field of {section}: " + ", ".join(sorted(names)))
+        sections.setdefault(section, {})[name] = value
+    for section, fields_ in sections.items():
+        top[section] = dataclasses.replace(getattr(spec, section), **fields_)
+    return dataclasses.replace(spec, **top)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line doc under each field of a spec dataclass (for --help and docs)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = str(after.value.value).strip()
+    return docs
+
+
+def flat_fields(spec: RunSpec) -> dict[str, object]:
+    """Every spec field as one flat ``{column: value}`` record (tuples as strings)."""
+    out: dict[str, object] = {"seed": spec.seed}
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(spec, section)):
+            value = getattr(getattr(spec, section), f.name)
+            if isinstance(value, tuple):
+                value = "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+            out[f.name] = value
+    out["m"] = spec.teacher.m
+    out["depth"] = spec.teacher.depth
+    return out

@@ -1,0 +1,101 @@
+"""Parquet trace storage: atomic, idempotent writes to a local path or a filesystem URI.
+
+A file's name is fixed by what it holds (a pack and a step block), so writing the same
+rows again replaces the file instead of adding a second copy. Each write goes to a
+hidden temp file (``.tmp-*``, ignored by pyarrow, pandas and ``*.parquet`` globs) and
+is then renamed into place; on object stores (s3://, gs://) the final object appears
+whole when its upload completes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from spec_ray import schema as S
+
+TMP_PREFIX = ".tmp-"
+
+
+def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and root path for a local path or a URI."""
+    if "://" in storage:
+        try:
+            return pafs.FileSystem.from_uri(storage)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
+            raise ValueError(
+                f"storage={storage!r} is invalid: allowed a local path, s3://, gs:// or file:// URI ({err})"
+            ) from None
+    return pafs.LocalFileSystem(), Path(storage).expanduser().resolve().as_posix()
+
+
+def block_name(lo: int, hi: int) -> str:
+    """File name of the rows with lo <= step <= hi."""
+    return f"steps-{lo:010d}-{hi:010d}.parquet"
+
+
+class TraceStore:
+    """The tables of one experiment under a storage root."""
+
+    def __init__(self, storage: str, experiment: str) -> None:
+        if not experiment or "/" in experiment or experiment.startswith((".", "_")):
+            raise ValueError(
+                f"experiment={experiment!r} is invalid: allowed a non-empty name without '/', "
+                "not starting with '.' or '_'"
+            )
+        self.fs, root = open_storage(storage)
+        self.storage = storage
+        self.experiment = experiment
+        self.root = posixpath.join(root, experiment)
+
+    def table_dir(self, table: str) -> str:
+        """Directory of one table (the dataset root for readers)."""
+        return posixpath.join(self.root, table)
+
+    def file_path(self, table: str, pack_id: str, name: str) -> str:
+        """Final path of one file of a table."""
+        return posixpath.join(self.table_dir(table), f"{S.PARTITION}={pack_id}", name)
+
+    def check_writable(self) -> None:
+        """Raise ValueError naming the storage when nothing can be written there."""
+        probe = posixpath.join(self.root, f"{TMP_PREFIX}probe-{uuid.uuid4().hex}")
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            self.fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as err:
+            raise ValueError(
+                f"storage={self.storage!r} is not writable: allowed a writable directory or URI ({err})"
+            ) from None
+
+    def write_temp(self, table: str, pack_id: str, rows: pa.Table) -> str:
+        """First half of an atomic write: the rows in a hidden temp file. Returns its path."""
+        final = self.file_path(table, pack_id, "x")
+        folder = posixpath.dirname(final)
+        self.fs.create_dir(folder, recursive=True)
+        tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        pq.write_table(rows, tmp, filesystem=self.fs)
+        return tmp
+
+    def write(self, table: str, pack_id: str, name: str, rows: pa.Table) -> str:
+        """Write ``rows`` as ``name`` atomically, replacing any earlier file of that name."""
+        tmp = self.write_temp(table, pack_id, rows)
+        final = self.file_path(table, pack_id, name)
+        self.fs.move(tmp, final)
+        return final
+
+    def dataset(self, table: str) -> ds.Dataset:
+        """A pyarrow dataset of one table (hive partitions, push-down filters)."""
+        return ds.dataset(self.table_dir(table), filesystem=self.fs, format="parquet", partitioning="hive")
+
+    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One whole table as a pandas frame."""
+        return self.dataset(table).to_table(columns=columns).to_pandas()

@@ -1,0 +1,50 @@
+"""Metrics on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spec_ray import reference
+from spec_ray.metrics import correlation, mse
+from spec_ray.network import Network, fanout_norms
+
+
+def test_copied_node_correlates_one_and_constant_node_gives_zero() -> None:
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.relu(torch.randn(500, 3, generator=gen, dtype=torch.float64))  # (N, m)
+    student = torch.stack(
+        [
+            2.5 * teacher[:, 1],  # a positive multiple of teacher node 1
+            torch.zeros(500, dtype=torch.float64),  # a dead (constant) node
+            torch.full((500,), 3.0, dtype=torch.float64),  # a constant non-zero node
+            torch.relu(torch.randn(500, generator=gen, dtype=torch.float64)),  # unrelated
+        ],
+        dim=1,
+    )  # (N, n)
+    rho = correlation(teacher, student)  # (m, n)
+    assert rho.shape == (3, 4) and bool(rho.isfinite().all())
+    assert abs(float(rho[1, 0]) - 1.0) < 1e-12
+    assert float(rho[:, 1].abs().max()) == 0.0 and float(rho[:, 2].abs().max()) == 0.0
+    assert float(rho[:, 3].abs().max()) < 0.2
+    best, arg = rho.max(dim=1)
+    assert int(arg[1]) == 0 and float(best[1]) > 0.95  # teacher node 1 is recovered
+
+
+def test_batched_correlation_matches_numpy_reference() -> None:
+    gen = torch.Generator().manual_seed(1)
+    a = torch.relu(torch.randn(4, 200, 5, generator=gen, dtype=torch.float64))  # (R, N, m)
+    b = torch.relu(a @ torch.randn(4, 5, 7, generator=gen, dtype=torch.float64) + 2.0)  # (R, N, n)
+    got = correlation(a, b)  # (R, m, n)
+    for r in range(4):
+        np.testing.assert_allclose(got[r].numpy(), reference.correlation(a[r].numpy(), b[r].numpy()), rtol=1e-12)
+        np.testing.assert_allclose(got[r].numpy(), np.corrcoef(a[r].T, b[r].T)[:5, 5:], rtol=1e-8, atol=1e-12)
+
+
+def test_fanout_norm_and_mse_by_hand() -> None:
+    w_out = torch.tensor([[3.0, 0.0], [4.0, 1.0]], dtype=torch.float64)  # (c, n)
+    net = Network((torch.zeros(2, 3, dtype=torch.float64), w_out), (torch.zeros(2), torch.zeros(2)))
+    torch.testing.assert_close(fanout_norms(net)[0], torch.tensor([5.0, 1.0], dtype=torch.float64))
+    out = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    target = torch.zeros(2, 2)
+    assert float(mse(out, target)) == 0.5 * (1 + 4 + 0) / 2

@@ -1,0 +1,97 @@
+"""Spec validation: every invalid field raises ValueError naming it and what is allowed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spec_ray.pack import Pack, run_id
+from spec_ray.spec import RunSpec, apply_overrides, flat_fields
+
+INVALID = [
+    ("teacher.widths", ()),
+    ("teacher.widths", (20, 0)),
+    ("teacher.c", 0),
+    ("teacher.p", -0.5),
+    ("teacher.p", math.nan),
+    ("teacher.weight_choices", (0.0, 0.0)),
+    ("teacher.weight_choices", (0.0,)),
+    ("teacher.weight_choices", (1.0, math.inf)),
+    ("teacher.teacher_bias", math.nan),
+    ("student.multi", 0),
+    ("student.multi", 1.5),
+    ("student.init_std", 0.0),
+    ("data.d", 0),
+    ("data.sigma", -1.0),
+    ("data.n_train", 0),
+    ("data.n_train", 8),  # fewer than batch 16
+    ("data.n_eval", 1),
+    ("data.augmentation", "rotate"),
+    ("data.agnostic_delta", 0.0),
+    ("data.aware_alpha_hi", 0.5),  # below aware_alpha_lo = 1
+    ("train.lr", 0.0),
+    ("train.lr", math.inf),
+    ("train.lr", math.nan),
+    ("train.batch", 0),
+    ("train.epochs", 0),
+    ("train.iters_per_epoch", -1),
+    ("train.loss", "hinge"),
+    ("train.dtype", "float16"),
+    ("train.device", "tpu"),
+    ("checkpoint.first_epoch_points", -1),
+    ("checkpoint.every_epochs", 0),
+    ("checkpoint.success_threshold", 1.5),
+    ("checkpoint.train_every_epochs", -1),
+    ("seed", -1),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), INVALID, ids=[f"{f}={v!r}" for f, v in INVALID])
+def test_invalid_field_names_field_and_allowed(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match="allowed") as err:
+        RunSpec().replace(**{field: value})
+    assert str(err.value).startswith(field.split(".")[-1]) or field in str(err.value)
+
+
+def test_unknown_override_lists_allowed_fields() -> None:
+    with pytest.raises(ValueError, match="teacher.polarity") as err:
+        apply_overrides(RunSpec(), {"teacher.polarity": 1.0})
+    assert "p" in str(err.value) and "widths" in str(err.value)
+
+
+def test_too_many_teacher_rows_for_choices() -> None:
+    # 2 choices, fan-in 2 -> only 3 distinct non-zero rows, but 5 nodes asked for.
+    with pytest.raises(ValueError, match="teacher.widths"):
+        RunSpec().replace(**{"data.d": 2, "teacher.widths": (5,), "teacher.weight_choices": (0.0, 1.0)})
+
+
+def test_defaults_are_the_two_layer_protocol() -> None:
+    f = flat_fields(RunSpec())
+    assert (f["d"], f["m"], f["c"], f["sigma"], f["lr"], f["batch"]) == (100, 20, 50, 1.5, 0.01, 16)
+    assert (f["n_train"], f["n_eval"], f["epochs"], f["iters_per_epoch"]) == (10_000, 10_000, 100, 1000)
+    assert f["teacher_bias"] == -0.1 and f["init_std"] == 0.005 and f["success_threshold"] == 0.95
+
+
+def test_int_and_float_give_the_same_run_id() -> None:
+    assert run_id(RunSpec().replace(**{"teacher.p": 1})) == run_id(RunSpec().replace(**{"teacher.p": 1.0}))
+    assert run_id(RunSpec().replace(**{"teacher.p": 1.0})) != run_id(RunSpec().replace(**{"teacher.p": 2.0}))
+
+
+def test_pack_rejects_mixed_shapes_and_duplicates() -> None:
+    a = RunSpec()
+    with pytest.raises(ValueError, match="pack.runs"):
+        Pack((a, a.replace(**{"student.multi": 2})))
+    with pytest.raises(ValueError, match="pack.runs"):
+        Pack((a, a))
+    with pytest.raises(ValueError, match="pack.runs"):
+        Pack(())
+
+
+def test_pack_groups_runs_sharing_data() -> None:
+    runs = [RunSpec().replace(seed=s, **{"teacher.p": p}) for p in (0.0, 1.0, 2.0) for s in (1, 2)]
+    pack = Pack(tuple(runs))
+    assert (pack.groups, pack.group_size) == (2, 3)
+    assert [r.seed for r in pack.runs] == [1, 1, 1, 2, 2, 2]
+    # An unequal grouping falls back to one run per group.
+    assert Pack(tuple(runs[:5])).group_size == 1
