@@ -11,7 +11,7 @@ import pyarrow as pa
 from spec_ray import schema as S
 from spec_ray.metrics import Checkpoint, measure
 from spec_ray.pack import Pack, checkpoint_steps
-from spec_ray.packed import PackData, PackState, init_state, prepare, train_until
+from spec_ray.packed import PackState, init_state, prepare, train_until
 from spec_ray.progress import Progress
 from spec_ray.records import checkpoint_tables, runs_table
 from spec_ray.traces import TraceStore, block_name
@@ -44,16 +44,18 @@ def run_pack(
     *,
     flush_epochs: int = FLUSH_EPOCHS,
     progress: bool = True,
-    on_block: Callable[[int, PackState, Checkpoint], None] | None = None,
-    start: tuple[PackData, PackState] | None = None,
+    on_checkpoint: Callable[[PackState, Checkpoint, bool], None] | None = None,
+    start: PackState | None = None,
 ) -> PackResult:
     """Train ``pack`` to the end, writing every checkpoint's rows block by block.
 
-    ``start`` resumes from a saved state; ``on_block`` is called after each block's
-    files are written (the place for a sweep to save a resumable checkpoint).
+    ``start`` resumes from a saved state taken at a block end. ``on_checkpoint(state,
+    metrics, flushed)`` runs after every metric checkpoint; ``flushed`` is True once the
+    block's files are written, the moment a sweep may save a resumable checkpoint.
     """
     began = time.perf_counter()
-    data, state = start if start is not None else (prepare(pack), init_state(pack))
+    data = prepare(pack)
+    state = start if start is not None else init_state(pack)
     spec = pack.spec
     total = spec.train.total_steps
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
@@ -62,17 +64,19 @@ def run_pack(
     ckpt = None
     todo = [s for s in checkpoint_steps(spec) if s > state.step or (s == 0 and state.step == 0)]
     for lo, hi in blocks(pack, flush_epochs):
-        for step in (s for s in todo if lo <= s <= hi):
+        steps = [s for s in todo if lo <= s <= hi]
+        for step in steps:
             state = train_until(pack, data, state, step, bar.update if bar else None)
             ckpt = measure(pack, data, state)
             for table, rows in checkpoint_tables(pack, ckpt).items():
                 pending[table].append(rows)
-        if any(pending.values()):
-            for table, parts in pending.items():
-                store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
-                parts.clear()
-            if on_block is not None:
-                on_block(hi, state, ckpt)
+            last = step == steps[-1]  # the block's last checkpoint: write its file
+            if last:
+                for table, parts in pending.items():
+                    store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
+                    parts.clear()
+            if on_checkpoint is not None:
+                on_checkpoint(state, ckpt, last)
     if bar:
         bar.close(state.step)
     wall = time.perf_counter() - began

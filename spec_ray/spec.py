@@ -286,3 +286,23 @@ def flat_fields(spec: RunSpec) -> dict[str, object]:
     out["m"] = spec.teacher.m
     out["depth"] = spec.teacher.depth
     return out
+
+
+def spec_to_dict(spec: RunSpec) -> dict:
+    """A JSON-ready nested dict of the spec (tuples as lists)."""
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(data: dict) -> RunSpec:
+    """Inverse of ``spec_to_dict``; validates like the constructor."""
+    classes = {f.name: f.type for f in dataclasses.fields(RunSpec)}
+    sections = {
+        "teacher": TeacherSpec,
+        "student": StudentSpec,
+        "data": DataSpec,
+        "train": TrainSpec,
+        "checkpoint": CheckpointSpec,
+    }
+    kwargs = {name: sections[name](**data[name]) for name in SECTIONS}
+    kwargs.update({k: v for k, v in data.items() if k not in SECTIONS and k in classes})
+    return RunSpec(**kwargs)

@@ -22,3 +22,30 @@ def tiny_spec(**changes: object) -> RunSpec:
 @pytest.fixture
 def tiny() -> RunSpec:
     return tiny_spec()
+
+
+def assert_complete(root: str, packs) -> None:
+    """Every (run, step, node) row of every pack exists exactly once under an experiment root."""
+    import pandas as pd
+
+    from spec_ray import schema as S
+    from spec_ray.pack import checkpoint_steps
+
+    keys = {
+        S.RUNS: [S.RUN_ID],
+        S.SCALARS: [S.RUN_ID, S.STEP],
+        S.TEACHER_NODES: [S.RUN_ID, S.STEP, S.LAYER, S.NODE],
+        S.STUDENT_NODES: [S.RUN_ID, S.STEP, S.LAYER, S.NODE],
+    }
+    frames = {t: pd.read_parquet(f"{root}/{t}") for t in keys}
+    for table, key in keys.items():
+        assert not frames[table].duplicated(key).any(), f"duplicate rows in {table}"
+    for pack in packs:
+        spec, ids = pack.spec, set(pack.run_ids)
+        ckpts = len(checkpoint_steps(spec))
+        mine = {t: f[f[S.RUN_ID].isin(ids)] for t, f in frames.items()}
+        assert len(mine[S.RUNS]) == pack.size and (mine[S.RUNS][S.STATUS] == S.STATUS_DONE).all()
+        assert len(mine[S.SCALARS]) == pack.size * ckpts
+        assert len(mine[S.TEACHER_NODES]) == pack.size * ckpts * sum(spec.teacher.widths)
+        assert len(mine[S.STUDENT_NODES]) == pack.size * ckpts * sum(spec.student_widths)
+    assert set(frames[S.RUNS][S.RUN_ID]) == {r for p in packs for r in p.run_ids}

@@ -1,0 +1,115 @@
+"""An experiment: fixed settings plus axes, expanded to the full factorial and packed.
+
+Axes are named by spec field (``p``, ``multi``, ``n_train``, ``seed``, ...; see
+``AXES``) or by dotted path (``teacher.p``). ``m`` sets a one-hidden-layer teacher of
+width m. Runs with equal shapes go to one pack (all seeds x p of a shape by default),
+split into packs of at most ``pack_size`` runs, keeping shared-minibatch groups whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spec_ray.pack import Pack, data_key, shape_key
+from spec_ray.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
+
+
+def _axis_paths() -> dict[str, str]:
+    spec = RunSpec()
+    paths = {"seed": "seed"}
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(spec, section)):
+            paths[f.name] = f"{section}.{f.name}"
+    return paths
+
+
+AXES = _axis_paths()
+"""Axis name -> dotted spec path; ``m`` is added as a shorthand for ``teacher.widths=(m,)``."""
+
+
+def axis_path(name: str) -> str:
+    """The dotted spec path of an axis name; raises ValueError naming the allowed ones."""
+    if name == "m":
+        return "teacher.widths"
+    if name in AXES:
+        return AXES[name]
+    if name in AXES.values():
+        return name
+    raise ValueError(f"axis {name!r} is unknown: allowed m, " + ", ".join(sorted(AXES)))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named sweep: fixed settings, axes of values, and how to pack the runs."""
+
+    name: str
+    """Experiment name: the folder under storage."""
+    base: RunSpec = field(default_factory=RunSpec)
+    """Fixed settings shared by every run."""
+    axes: Mapping[str, tuple] = field(default_factory=dict)
+    """Axis name -> values; the runs are their full factorial."""
+    pack_size: int | None = None
+    """Most runs per pack (None: all runs of one shape in one pack)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axes", {k: tuple(v) for k, v in self.axes.items()})
+        for name, values in self.axes.items():
+            axis_path(name)
+            if not values:
+                raise ValueError(f"axis {name}=() is invalid: allowed one or more values")
+            if len(set(values)) != len(values):
+                raise ValueError(f"axis {name}={list(values)} is invalid: allowed distinct values")
+        if self.pack_size is not None and (not isinstance(self.pack_size, int) or self.pack_size < 1):
+            raise ValueError(f"pack_size={self.pack_size!r} is invalid: allowed an integer >= 1 or None")
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the factorial, validated (raises ValueError on the first bad one)."""
+        names = list(self.axes)
+        runs = []
+        for values in itertools.product(*(self.axes[n] for n in names)):
+            changes = {axis_path(n): ((v,) if n == "m" else v) for n, v in zip(names, values)}
+            runs.append(apply_overrides(self.base, changes))
+        return runs
+
+    def packs(self) -> list[Pack]:
+        """Runs grouped by shape, split to ``pack_size`` along shared-minibatch groups."""
+        by_shape: dict[tuple, list[RunSpec]] = {}
+        for run in self.runs():
+            by_shape.setdefault(shape_key(run), []).append(run)
+        packs = []
+        for runs in by_shape.values():
+            groups: dict[tuple, list[RunSpec]] = {}
+            for run in runs:
+                groups.setdefault(data_key(run), []).append(run)
+            pieces = []  # whole groups, or pack_size slices of groups larger than a pack
+            for group in groups.values():
+                size = self.pack_size or len(group)
+                pieces += [group[i : i + size] for i in range(0, len(group), size)]
+            chunk: list[RunSpec] = []
+            for piece in pieces:
+                if self.pack_size and chunk and len(chunk) + len(piece) > self.pack_size:
+                    packs.append(Pack(tuple(chunk)))
+                    chunk = []
+                chunk.extend(piece)
+            packs.append(Pack(tuple(chunk)))
+        return packs
+
+    def to_json(self) -> str:
+        """The packs' runs as JSON: what a resumed sweep reloads instead of re-deriving."""
+        packs = [[spec_to_dict(r) for r in p.runs] for p in self.packs()]
+        return json.dumps({"name": self.name, "packs": packs}, sort_keys=True)
+
+
+def packs_from_json(text: str) -> list[Pack]:
+    """The packs stored by ``Experiment.to_json``."""
+    return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in json.loads(text)["packs"]]
+
+
+def fingerprint(packs: list[Pack]) -> str:
+    """A hash of the packs' ids, to detect a changed declaration on resume."""
+    return hashlib.sha256(" ".join(p.pack_id for p in packs).encode()).hexdigest()[:16]

@@ -1,0 +1,259 @@
+"""Run an ``Experiment`` on Ray Tune: one trial per pack, fault tolerant and resumable.
+
+Every sweep script calls ``main(EXPERIMENT, smoke=...)``, which provides the common flags
+(``--storage --name --seeds --epochs --iters-per-epoch --smoke --resume --address
+--cpus-per-trial --gpus-per-trial --pack-size``) plus one flag per axis or spec field, e.g.
+``--m 10 --multi 1 5 --p 0 2``. Bad input exits 2 before Ray starts or storage is touched.
+
+Storage layout under ``<storage>/<name>/``: the four Parquet tables (docs/schema.md),
+``sweep.json`` (the packs, reloaded by ``--resume``) and ``tune/`` (Tune's own state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import posixpath
+import socket
+import sys
+import time
+import typing
+from urllib.parse import urlparse
+
+from spec_ray import schema as S
+from spec_ray.cli import Parser
+from spec_ray.experiment import AXES, Experiment, axis_path, fingerprint, packs_from_json
+from spec_ray.pack import Pack
+from spec_ray.runner import FLUSH_EPOCHS
+from spec_ray.spec import RunSpec
+from spec_ray.traces import TraceStore
+
+SWEEP_FILE = "sweep.json"
+TUNE_DIR = "tune"
+
+
+def _field_type(path: str) -> type:
+    if path == "seed":
+        return int
+    section, name = path.split(".")
+    return typing.get_type_hints(type(getattr(RunSpec(), section)))[name]
+
+
+def build_parser(experiment: Experiment, description: str) -> Parser:
+    """The common sweep flags plus one flag per axis or spec field."""
+    parser = Parser(description=description)
+    add = parser.add_argument
+    add("--storage", default="./results", help="local path, shared NFS path or URI (s3://, gs://); default ./results")
+    add(
+        "--name",
+        default=None,
+        help=f"experiment name (default {experiment.name}, {experiment.name}-smoke with --smoke)",
+    )
+    add("--smoke", action="store_true", help="a tiny version that finishes in under 2 minutes on a 2-core CPU")
+    add("--resume", action="store_true", help="continue an interrupted sweep: finish only what is missing")
+    add("--address", default=None, help="Ray address (default: RAY_ADDRESS, a running cluster, else a local Ray)")
+    add("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (one pack); default 1")
+    add("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, may be fractional; default 0")
+    add("--pack-size", type=int, default=None, help="most runs per pack (default: all seeds x p of one shape)")
+    add("--max-failures", type=int, default=3, help="retries of a failed trial from its last checkpoint; default 3")
+    add(
+        "--block-epochs",
+        type=int,
+        default=None,
+        help=f"epochs per Parquet file and Tune checkpoint; default {FLUSH_EPOCHS}",
+    )
+    add("--seeds", type=int, default=None, help="seeds 1..N")
+    axes = parser.add_argument_group("axes and settings (several values make an axis)")
+    axes.add_argument("--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m")
+    for name, path in AXES.items():
+        if name == "seed":
+            continue
+        hint = _field_type(path)
+        kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        flag = "--" + name.replace("_", "-")
+        axes.add_argument(flag, dest=name, type=kind, nargs="+", default=None, metavar=name.upper())
+    return parser
+
+
+def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: dict) -> Experiment:
+    """Apply --smoke settings, then the flags, to the declared experiment."""
+    given = {name: getattr(args, name) for name in ["m", "seeds", *AXES] if getattr(args, name, None) is not None}
+    smoke = dict(smoke) if args.smoke else {}
+    if args.block_epochs is None:
+        args.block_epochs = smoke.get("block_epochs", FLUSH_EPOCHS)
+    smoke.pop("block_epochs", None)
+    values: dict[str, object] = {**smoke, **given}
+    base, axes = experiment.base, dict(experiment.axes)
+    fixed: dict[str, object] = {}
+    for name, value in values.items():
+        if name == "seeds":
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"seeds={value!r} is invalid: allowed an integer >= 1")
+            axes["seed"] = tuple(range(1, value + 1))
+            continue
+        path = axis_path(name)
+        if typing.get_origin(_field_type(path)) is tuple and name != "m":
+            items = [tuple(value) if isinstance(value, (list, tuple)) else (value,)]  # one tuple value
+        else:
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(items) == 1 and name not in axes:
+            fixed[path] = (items[0],) if name == "m" else items[0]
+        else:
+            axes[name] = tuple(items)
+        if name in ("m", "widths"):
+            axes.pop("widths" if name == "m" else "m", None)
+    base = base.replace(**fixed) if fixed else base
+    name = args.name or (f"{experiment.name}-smoke" if args.smoke else experiment.name)
+    return Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size)
+
+
+def check_address(address: str | None) -> str | None:
+    """Fail fast (ValueError) when an explicit Ray address does not answer."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return address
+    url = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = url.hostname, url.port or (10001 if address.startswith("ray://") else 6379)
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return address
+    except OSError as err:
+        raise ValueError(f"address={address!r} is unreachable ({err}): allowed a running Ray head host:port") from None
+
+
+def _sweep_path(store: TraceStore) -> str:
+    return posixpath.join(store.root, SWEEP_FILE)
+
+
+def _read_sweep(store: TraceStore) -> dict | None:
+    try:
+        with store.fs.open_input_stream(_sweep_path(store)) as f:
+            return json.loads(f.read().decode())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, list[Pack], dict]:
+    """Validate everything and decide the packs; raises ValueError before any side effect."""
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0 or args.max_failures < 0 or args.block_epochs < 1:
+        raise ValueError(
+            "resources are invalid: allowed --cpus-per-trial > 0, --gpus-per-trial >= 0, "
+            "--max-failures >= 0, --block-epochs >= 1"
+        )
+    store = TraceStore(os.path.abspath(args.storage) if "://" not in args.storage else args.storage, experiment.name)
+    packs = experiment.packs()  # validates every run of the factorial, also before a resume
+    stored = _read_sweep(store)
+    if args.resume:
+        if stored is None:
+            raise ValueError(
+                f"--resume: no sweep {experiment.name!r} in storage={args.storage!r}: allowed an existing one"
+            )
+        packs = packs_from_json(stored["sweep"])
+    elif stored is not None:
+        raise ValueError(
+            f"name={experiment.name!r} already exists in storage={args.storage!r}: "
+            "allowed --resume to continue it, or a new --name"
+        )
+    store.check_writable()
+    meta = stored or {
+        "name": experiment.name,
+        "sweep": experiment.to_json(),
+        "fingerprint": fingerprint(packs),
+        "block_epochs": args.block_epochs,
+    }
+    return store, packs, meta
+
+
+def _write_sweep(store: TraceStore, meta: dict) -> None:
+    tmp = posixpath.join(store.root, f".tmp-{SWEEP_FILE}")
+    with store.fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(meta).encode())
+    store.fs.move(tmp, _sweep_path(store))
+
+
+def label(pack: Pack) -> str:
+    """Readable trial name part: the shape of the pack."""
+    s = pack.spec
+    return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
+
+
+def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.Namespace) -> int:
+    """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
+    import ray
+    from ray import tune
+
+    from spec_ray.trial import train_pack
+
+    # Two kept checkpoints force a state snapshot per save: harmless at our block rate.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not os.environ.get("RAY_ADDRESS", "x"):
+        del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
+    address = check_address(args.address)
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    if not args.resume:
+        _write_sweep(store, meta)
+    trainable = tune.with_parameters(
+        train_pack, sweep_json=meta["sweep"], storage=store.storage, experiment=store.experiment,
+        block_epochs=meta["block_epochs"],
+    )  # fmt: skip
+    trainable = tune.with_resources(trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    tune_path = posixpath.join(store.storage.rstrip("/"), store.experiment)
+    began = time.perf_counter()
+    if args.resume:
+        tuner = tune.Tuner.restore(posixpath.join(tune_path, TUNE_DIR), trainable, resume_errored=True)
+    else:
+        space = {
+            "pack": tune.grid_search([f"{i:03d}_{label(p)}_r{p.size}" for i, p in enumerate(packs)]),
+            "threads": max(1, int(args.cpus_per_trial)),
+            "gpu_fraction": args.gpus_per_trial,
+        }  # fmt: skip
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=tune_path,
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=1,  # the live status table only: per-trial detail goes to Parquet
+            ),
+        )
+    results = tuner.fit()
+    wall = time.perf_counter() - began
+    errors = sum(1 for r in results if r.error is not None)
+    return report_end(store, packs, wall, errors)
+
+
+def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -> int:
+    """Print what landed where and the next command; exit 1 if any pack failed."""
+    expected = sum(p.size for p in packs)
+    try:
+        runs = store.read(S.RUNS, columns=[S.RUN_ID, S.STATUS])
+        done = int((runs[S.STATUS] == S.STATUS_DONE).sum())
+    except (FileNotFoundError, OSError):
+        done = 0
+    where = store.root if "://" not in store.storage else f"{store.storage.rstrip('/')}/{store.experiment}"
+    print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {errors} pack(s) failed")
+    print(f"results: {where}  (tables: runs, teacher_nodes, student_nodes, scalars)")
+    print(f"next:    python -m analysis report {where} --out {where}/report")
+    if errors:
+        print("resume:  rerun the same command with --resume to retry what failed")
+    return 1 if errors or done < expected else 0
+
+
+def main(experiment: Experiment, smoke: dict | None = None, argv: list[str] | None = None) -> int:
+    """Entry point of every sweep script."""
+    doc = (sys.modules["__main__"].__doc__ or "").strip()
+    parser = build_parser(experiment, doc.splitlines()[0] if doc else None)
+    args = parser.parse_args(argv)
+    try:
+        exp = experiment_from_args(experiment, args, smoke or {})
+        check_address(args.address)
+        store, packs, meta = plan(exp, args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"sweep {exp.name}: {sum(p.size for p in packs)} runs in {len(packs)} packs -> {store.root}", file=sys.stderr)
+    return run_sweep(store, packs, meta, args)

@@ -1,0 +1,103 @@
+"""One pack as one Ray Tune trial (function API), resumable from Tune checkpoints.
+
+The trial trains its pack with ``runner.run_pack``. It reports per-epoch summaries, which
+Tune's console shows live. At the end of every Parquet block it saves the pack state as a
+Tune checkpoint. A retried or restored trial starts from that state and rewrites only later
+blocks, whose file names are fixed, so no row is lost or duplicated. The RNG needs no
+saving: every stream is a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import ray
+import torch
+from ray import tune
+
+from spec_ray.experiment import packs_from_json
+from spec_ray.metrics import Checkpoint
+from spec_ray.pack import Pack
+from spec_ray.packed import PackState
+from spec_ray.runner import run_pack
+from spec_ray.traces import TraceStore
+
+STATE_FILE = "pack_state.pt"
+
+
+def save_state(state: PackState, folder: str) -> None:
+    """Write a pack state (CPU tensors) into ``folder``."""
+    payload = {
+        "params": [p.cpu() for p in state.params],
+        "step": state.step,
+        "diverged_step": state.diverged_step.cpu(),
+        "frozen": None if state.frozen is None else [f.cpu() for f in state.frozen],
+    }
+    torch.save(payload, os.path.join(folder, STATE_FILE))
+
+
+def load_state(pack: Pack, folder: str) -> PackState:
+    """Read a pack state written by ``save_state`` onto the pack's device."""
+    payload = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+    dev = pack.device
+    frozen = payload["frozen"]
+    return PackState(
+        params=tuple(p.to(dev) for p in payload["params"]),
+        step=int(payload["step"]),
+        diverged_step=payload["diverged_step"].to(dev),
+        frozen=None if frozen is None else tuple(f.to(dev) for f in frozen),
+    )
+
+
+def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_step: int) -> dict:
+    """Per-epoch console metrics: progress, success rate, rho_mean, eval loss, ETA."""
+    spec = pack.spec
+    total = spec.train.total_steps
+    threshold = spec.checkpoint.success_threshold
+    rate = (state.step - start_step) / max(1e-9, time.perf_counter() - began)
+    return {  # the console shows the first few columns: progress and ETA first
+        "progress": round(state.step / total, 4),
+        "eta_s": round((total - state.step) / rate, 1) if rate > 0 else float("nan"),
+        "success_rate": float((ckpt.eval_corr[0].amax(dim=2) > threshold).float().mean()),
+        "rho_mean": float(ckpt.eval_corr[0].amax(dim=2).mean()),
+        "eval_loss": float(ckpt.eval_loss.nanmean()),
+        "epoch": state.step / spec.train.iters_per_epoch,
+        "runs": pack.size,
+        "runs_diverged": int((state.diverged_step >= 0).sum()),
+        "runs_done": pack.size if state.step >= total else 0,
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
+
+
+def train_pack(config: dict, sweep_json: str, storage: str, experiment: str, block_epochs: int) -> None:
+    """Tune trainable: train the pack named ``config["pack"]`` ("<index>_<shape>_r<runs>")."""
+    pack = packs_from_json(sweep_json)[int(config["pack"].split("_")[0])]
+    threads = config.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    if pack.device.type == "cuda" and config.get("gpu_fraction", 1.0) < 1.0:
+        # Fractional GPUs are logical in Ray: cap this process's real share.
+        torch.cuda.set_per_process_memory_fraction(float(config["gpu_fraction"]))
+    store = TraceStore(storage, experiment)
+    start = None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            start = load_state(pack, folder)
+    began, start_step = time.perf_counter(), 0 if start is None else start.step
+    every = pack.spec.train.iters_per_epoch
+
+    def report(state: PackState, ckpt: Checkpoint, flushed: bool) -> None:
+        if not flushed and state.step % every:
+            return  # report per epoch; the first epoch's log-spaced points stay in Parquet
+        metrics = summary(pack, state, ckpt, began, start_step)
+        if flushed:
+            with tempfile.TemporaryDirectory() as folder:
+                save_state(state, folder)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    run_pack(pack, store, flush_epochs=block_epochs, progress=False, on_checkpoint=report, start=start)

@@ -1,0 +1,89 @@
+"""Sweeps on a real multi-node Ray on this machine: trials spread over nodes and survive a node's death."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import assert_complete
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
+from test_sweep import stored_packs, sweep
+
+from spec_ray import schema as S
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two packs of 8 runs, long enough (several seconds each) to kill a node mid-trial.
+ARGS = ["--smoke", "--m", "20", "--multi", "5", "10", "--seeds", "4", "--n-train", "2000", "--epochs", "10",
+        "--iters-per-epoch", "1000", "--block-epochs", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head that runs no trials (0 CPUs) and two 1-CPU worker nodes."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    yield c, workers
+    c.shutdown()
+
+
+def trial_results(root: Path) -> dict[str, list[dict]]:
+    out = {}
+    for f in (root / "tune").glob("*/result.json"):
+        out[f.parent.name] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+def test_trials_run_on_several_nodes_and_land_in_shared_storage(cluster, tmp_path: Path) -> None:
+    c, _ = cluster
+    proc = sweep("polarity", *ARGS, "--storage", str(tmp_path), "--address", c.address, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / "polarity-smoke"
+    assert_complete(str(root), stored_packs(root))
+    nodes = {r[-1]["node_id"] for r in trial_results(root).values()}
+    assert len(nodes) == 2  # each pack trained on its own worker node
+
+
+def test_sweep_survives_a_worker_node_dying_mid_trial(cluster, tmp_path: Path) -> None:
+    c, workers = cluster
+    driver = sweep("polarity", *ARGS, "--storage", str(tmp_path), "--address", c.address, background=True)
+    root = tmp_path / "polarity-smoke"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # both packs have written their first block: mid-trial
+        if len({p.parent.name for p in root.glob(f"{S.SCALARS}/pack=*/*.parquet")}) >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        driver.kill()
+        pytest.fail("trials did not start")
+    c.remove_node(workers[1], allow_graceful=False)  # kills the node's raylet and its trial
+    c.add_node(num_cpus=1)  # a replacement, as an autoscaler would bring
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, out[-4000:]
+    assert_complete(str(root), stored_packs(root))
+    # A trial was restored from its checkpoint: its iteration count since restore restarted.
+    restarts = [
+        name for name, rows in trial_results(root).items()
+        if any(b["iterations_since_restore"] <= a["iterations_since_restore"] for a, b in zip(rows, rows[1:]))
+    ]  # fmt: skip
+    assert restarts, "no trial was restarted after the node died"
+
+
+def test_cluster_yaml_passes_rays_validation() -> None:
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    prepared = prepare_config(copy.deepcopy(config))  # defaults filled as `ray up` does
+    validate_config(prepared)  # ray/autoscaler/ray-schema.json and the node-type checks
+    assert prepared["provider"]["type"] == "aws" and prepared["head_node_type"] == "head"
+    worker = prepared["available_node_types"]["gpu_worker"]
+    assert worker["min_workers"] == 0 and worker["max_workers"] >= 1
+    assert any("pip install" in cmd and "spec-ray" in cmd for cmd in prepared["setup_commands"])
+    assert "~/spec-ray" in prepared["file_mounts"]
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["gpu_worker"]["max_workers"] = "many"
+    with pytest.raises(Exception, match="many"):
+        validate_config(prepare_config(broken))

@@ -1,0 +1,122 @@
+"""Sweeps on a real local Ray: each script's smoke run end to end, resume after an interrupt, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import assert_complete
+
+from spec_ray import schema as S
+from spec_ray.experiment import packs_from_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["polarity", "overrealization", "teacher_aware"]
+
+
+def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "sweeps" / f"{script}.py"), *args]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    env.update(kwargs.pop("env", {}))
+    if kwargs.pop("background", False):
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kwargs.pop("timeout", 240), env=env)
+
+
+def stored_packs(root: Path):
+    return packs_from_json(json.loads((root / "sweep.json").read_text())["sweep"])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
+    proc = sweep(script, "--smoke", "--storage", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / f"{script}-smoke"
+    packs = stored_packs(root)
+    assert_complete(str(root), packs)
+    runs = pd.read_parquet(root / S.RUNS)
+    expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8}[script]
+    assert len(runs) == expected and sum(p.size for p in packs) == expected
+    assert f"python -m analysis report {root}" in proc.stdout
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory) -> Path:
+    """A finished smoke sweep whose files bad input must not touch."""
+    storage = tmp_path_factory.mktemp("existing")
+    proc = sweep("polarity", "--smoke", "--storage", str(storage), "--multi", "1", "--p", "0")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return storage
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--foo", "1"], "unrecognized arguments: --foo"),
+        (["--multi", "0"], "student.multi"),
+        (["--p", "1", "-2"], "teacher.p"),
+        (["--p"], "expected at least one argument"),
+        (["--p", "1", "1"], "distinct"),
+        (["--loss", "hinge"], "train.loss"),
+        (["--seeds", "0"], "seeds"),
+        (["--lr", "inf"], "train.lr"),
+        (["--address", "127.0.0.1:1"], "unreachable"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+        ([], "already exists"),  # same name again without --resume
+        (["--resume", "--name", "never-ran"], "no sweep"),
+    ],
+)
+def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str) -> None:
+    before = snapshot(existing)
+    proc = sweep("polarity", "--smoke", "--storage", str(existing), "--multi", "1", "--p", "0", *args, timeout=60)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+    assert snapshot(existing) == before
+
+
+def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = sweep("polarity", "--smoke", "--storage", str(blocker / "sub"), timeout=60)
+    assert proc.returncode == 2 and "storage" in proc.stderr and blocker.read_text() == "x"
+
+
+def test_interrupted_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> None:
+    args = ["--smoke", "--storage", str(tmp_path), "--multi", "1", "2", "3", "4", "--epochs", "6",
+            "--iters-per-epoch", "400", "--cpus-per-trial", "2"]  # fmt: skip
+    root = tmp_path / "polarity-smoke"
+    driver = sweep("polarity", *args, background=True)
+    deadline = time.time() + 180
+    done_pack = None
+    while time.time() < deadline and done_pack is None:
+        time.sleep(0.5)
+        for runs_file in root.glob(f"{S.RUNS}/pack=*/runs.parquet"):
+            try:
+                if (pd.read_parquet(runs_file)[S.STATUS] == S.STATUS_DONE).all():
+                    done_pack = runs_file
+            except Exception:  # noqa: BLE001 - a file being replaced right now
+                continue
+    assert done_pack is not None, "no pack finished before the deadline"
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C does
+    out, _ = driver.communicate(timeout=120)
+    packs = stored_packs(root)
+    finished = {p.parent.name for p in root.glob(f"{S.RUNS}/pack=*/runs.parquet")
+                if (pd.read_parquet(p)[S.STATUS] == S.STATUS_DONE).all()}  # fmt: skip
+    assert 1 <= len(finished) < len(packs), out[-3000:]
+    mtimes = {p: p.stat().st_mtime_ns for name in finished for p in (root / S.SCALARS / name).glob("*.parquet")}
+    proc = sweep("polarity", *args, "--resume")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_complete(str(root), packs)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # finished packs were not rerun
