@@ -103,11 +103,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
     parser.add_argument("--steps", type=int, default=None, help="packed steps per measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--multi", type=int, nargs="+", default=list(MULTIS), help="over-realizations to time")
     args = parser.parse_args()
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
     dev = args.device
-    peak = matmul_peak(torch.float32, dev)
+    peak = matmul_peak(torch.float32, dev, sizes=(1024,) if args.steps and args.steps < 100 else (2048, 4096))
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {dev}")  # fmt: skip
     print(f"fp32 matmul peak (best of 2048^3, 4096^3): {peak:.1f} GFLOP/s")
@@ -118,7 +119,7 @@ def main() -> None:
     print("run-steps/s (float32, d=100, m=20, c=50, batch 16)")
     print(header)
     ratios = []
-    for multi in MULTIS:
+    for multi in args.multi:
         spec = protocol(multi, dev)
         ref = time_reference(spec, ref_steps, dev)
         distinct = Pack(tuple(spec.replace(seed=s) for s in range(1, 33)))

@@ -1,0 +1,167 @@
+"""The paper's figures from the tidy frames of ``analysis.queries``, as PNG and PDF.
+
+One style for all (seaborn "paper" context, white grid), panels about 2.6 inches wide so
+a row of panels fits a paper's text width. Every function takes a tidy frame and an
+output stem and returns the files it wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+PANEL = 2.6  # inches per panel side
+MAX_COLS = 6
+
+
+def _style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
+
+
+def _grid(n: int, rows: int = 1, sharey: bool = True) -> tuple[plt.Figure, np.ndarray]:
+    _style()
+    fig, axes = plt.subplots(rows, n, figsize=(PANEL * n, PANEL * rows), sharey=sharey, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=160)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def _multi_colors(values) -> dict:
+    palette = sns.color_palette("viridis", n_colors=max(2, len(values)))
+    return {v: palette[i] for i, v in enumerate(sorted(values))}
+
+
+def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 7: success rate vs teacher node index; line per multi, panel per p (and m)."""
+    ps, ms = sorted(frame["p"].unique()), sorted(frame["m"].unique())
+    fig, axes = _grid(len(ps), len(ms))
+    colors = _multi_colors(frame["multi"].unique())
+    final = frame["epoch"].max()
+    for i, m in enumerate(ms):
+        for j, p in enumerate(ps):
+            ax = axes[i, j]
+            sub = frame[(frame["p"] == p) & (frame["m"] == m)]
+            for (multi, epoch), line in sub.groupby(["multi", "epoch"]):
+                is_final = epoch == final
+                ax.plot(line["node"], line["success_rate"], color=colors[multi], lw=1.4,
+                        ls="-" if is_final else ":", label=f"{multi}x" if is_final else None)  # fmt: skip
+            ax.set_title(f"p = {p:g}" + (f", m = {m}" if len(ms) > 1 else ""))
+            ax.set_xlabel("teacher node (strongest first)")
+            ax.set_ylim(-0.03, 1.03)
+    axes[0, 0].set_ylabel("success rate")
+    axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7, loc="best")
+    fig.suptitle(f"Success rate (dotted: epoch 5, solid: epoch {final:g})", y=1.0, fontsize=9)
+    return _save(fig, stem)
+
+
+def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 8: best correlation of each teacher node vs iteration, rainbow by strength."""
+    ps = sorted(frame["p"].unique())
+    fig, axes = _grid(len(ps))
+    frame = frame[frame["step"] > 0]
+    m = int(frame["node"].max()) + 1
+    cmap = plt.get_cmap("jet")  # blue: strongest (node 0), red: weakest
+    for j, p in enumerate(ps):
+        ax = axes[0, j]
+        for node, line in frame[frame["p"] == p].groupby("node"):
+            ax.plot(line["step"], line["best_corr"], color=cmap(node / max(1, m - 1)), lw=1.0)
+        ax.set_xscale("log")
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("best correlation (mean over seeds)")
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, m - 1))
+    fig.colorbar(mappable, ax=axes[0, -1], label="teacher node (0 = strongest)", fraction=0.08)
+    fig.suptitle(f"Specialization dynamics, multi = {int(frame['multi'].iloc[0])}", y=1.0, fontsize=9)
+    return _save(fig, stem)
+
+
+def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 5: student specialization vs fan-out norm, panels p x multi, seeds coloured."""
+    ps, multis = sorted(frame["p"].unique()), sorted(frame["multi"].unique())
+    fig, axes = _grid(len(multis), len(ps), sharey=False)
+    seeds = sorted(frame["seed"].unique())
+    palette = dict(zip(seeds, sns.color_palette("husl", n_colors=len(seeds))))
+    for i, p in enumerate(ps):
+        for j, multi in enumerate(multis):
+            ax = axes[i, j]
+            sub = frame[(frame["p"] == p) & (frame["multi"] == multi)]
+            ax.scatter(sub["specialization"], sub["fanout_norm"], s=5, alpha=0.7,
+                       c=[palette[s] for s in sub["seed"]], linewidths=0)  # fmt: skip
+            ax.set_title(f"p = {p:g}, {multi}x", fontsize=8)
+            ax.set_xlim(-0.05, 1.05)
+            if i == len(ps) - 1:
+                ax.set_xlabel("specialization (max corr.)")
+            if j == 0:
+                ax.set_ylabel("fan-out norm")
+    where = "training set" if frame["on_train"].all() else "evaluation set"
+    fig.suptitle(f"Student specialization ({where}) vs fan-out norm; colour = seed", y=1.0, fontsize=9)
+    return _save(fig, stem)
+
+
+def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """log10 evaluation loss vs epoch, mean +- std over seeds; line per multi, panel per p."""
+    ps = sorted(frame["p"].unique())
+    fig, axes = _grid(len(ps))
+    colors = _multi_colors(frame["multi"].unique())
+    for j, p in enumerate(ps):
+        ax = axes[0, j]
+        for multi, line in frame[frame["p"] == p].groupby("multi"):
+            mean, std = line["log10_eval_loss"], line["std"].fillna(0)
+            ax.plot(line["epoch"], mean, color=colors[multi], lw=1.4, label=f"{multi}x")
+            ax.fill_between(line["epoch"], mean - std, mean + std, color=colors[multi], alpha=0.2, lw=0)
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("epoch")
+    axes[0, 0].set_ylabel("log10 evaluation loss")
+    axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7)
+    return _save(fig, stem)
+
+
+def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
+    fig, axes = _grid(2, sharey=False)
+    frame = frame.assign(samples_k=frame["n_train"] / 1000)
+    layers = sorted(frame["layer"].unique())
+    colors = dict(zip(layers, sns.color_palette("crest", n_colors=max(2, len(layers)))))
+    styles = {"mse": "-", "ce": "--"}
+    for (loss, layer), line in frame.groupby(["loss", "layer"]):
+        axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=styles.get(loss, "-"), color=colors[layer],
+                        marker="o", ms=3, label=f"layer {layer}, {loss.upper()}")  # fmt: skip
+    for loss, line in frame[frame["layer"] == layers[0]].groupby("loss"):
+        axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
+                        ms=3, label=loss.upper())  # fmt: skip
+    axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
+    axes[0, 1].set(xlabel="samples (x1000)", ylabel="evaluation loss", title="evaluation loss", yscale="log")
+    axes[0, 0].legend(fontsize=6)
+    axes[0, 1].legend(fontsize=7)
+    return _save(fig, stem)
+
+
+def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 9: train and evaluation MSE vs samples, teacher-aware vs agnostic data."""
+    fig, axes = _grid(1)
+    ax = axes[0, 0]
+    colors = {"teacher_aware": "tab:blue", "none": "tab:orange", "teacher_agnostic": "tab:green"}
+    names = {"teacher_aware": "teacher-aware", "none": "agnostic (Gaussian)", "teacher_agnostic": "agnostic (7a)"}
+    for (aug, which), line in frame.groupby(["augmentation", "set"]):
+        ax.errorbar(line["n_train"], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
+                    ls="-" if which == "eval" else "--", marker="o", ms=3, capsize=2, lw=1.2,
+                    label=f"{names.get(aug, aug)}, {which}")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="training samples", ylabel="MSE loss")
+    ax.legend(fontsize=6)
+    fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
+    return _save(fig, stem)

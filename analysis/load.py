@@ -1,0 +1,109 @@
+"""Open experiments written by spec-ray and read their tables with push-down.
+
+An experiment is a folder holding the ``runs`` table (docs/schema.md). A path may name one
+experiment, or a storage root whose sub-folders are experiments: then all of them are
+read together. Every read goes through ``pyarrow.dataset``: hive partitions, column
+selection and row filters are pushed down, so a query reads only what it needs.
+
+Runs are classified once: ``done`` (finished, never diverged), ``diverged``, and
+``unfinished`` (still running, or crashed). Queries use only done runs and report the rest.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from spec_ray import schema as S
+from spec_ray.traces import open_storage
+
+
+class AnalysisError(ValueError):
+    """Bad input to the analysis: a path that is no experiment, a missing table, no runs."""
+
+
+def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def experiment_roots(path: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The experiment folders at ``path``: itself, or its sub-folders that hold a runs table."""
+    fs, root = open_storage(path)
+    if not _is_dir(fs, root):
+        raise AnalysisError(f"results={path!r} is not a directory: allowed an experiment folder or a storage root")
+    if _is_dir(fs, posixpath.join(root, S.RUNS)):
+        return fs, [root]
+    subs = [i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.Directory]
+    roots = sorted(p for p in subs if _is_dir(fs, posixpath.join(p, S.RUNS)))
+    if not roots:
+        raise AnalysisError(
+            f"results={path!r} is not an experiment: no '{S.RUNS}' table in it or its sub-folders "
+            "(allowed: a folder written by a sweep or `python -m spec_ray run`)"
+        )
+    return fs, roots
+
+
+@dataclass
+class Results:
+    """One or several experiments' tables, with run status resolved."""
+
+    path: str
+    fs: pafs.FileSystem
+    roots: list[str]
+    runs: pd.DataFrame = field(init=False)
+    """Every run: spec fields, status, and ``state`` in {done, diverged, unfinished}."""
+
+    def __post_init__(self) -> None:
+        self.runs = self.dataset(S.RUNS).to_table().to_pandas()
+        if self.runs.empty:
+            raise AnalysisError(f"results={self.path!r} has no runs yet: allowed an experiment with written runs")
+        state = pd.Series("done", index=self.runs.index)
+        state[self.runs[S.DIVERGED].fillna(False).astype(bool)] = "diverged"
+        state[self.runs[S.STATUS] != S.STATUS_DONE] = "unfinished"
+        self.runs["state"] = state
+        self.runs["final_step"] = self.runs["epochs"] * self.runs["iters_per_epoch"]
+
+    def dataset(self, table: str) -> ds.Dataset:
+        """The union of one table over every experiment (hive partitions)."""
+        parts = []
+        for root in self.roots:
+            folder = posixpath.join(root, table)
+            if not _is_dir(self.fs, folder):
+                raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
+            parts.append(ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive"))
+        return parts[0] if len(parts) == 1 else ds.dataset(parts)
+
+    @property
+    def done(self) -> pd.DataFrame:
+        """Runs that finished without diverging: the only ones queries use."""
+        return self.runs[self.runs["state"] == "done"]
+
+    def counts(self) -> dict[str, int]:
+        """How many runs are done, diverged and unfinished."""
+        return {k: int((self.runs["state"] == k).sum()) for k in ("done", "diverged", "unfinished")}
+
+    def read(self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None) -> pd.DataFrame:
+        """Rows of ``table`` for the given runs and steps, only the given columns (push-down)."""
+        expr = None
+        conditions = []
+        if run_ids is not None:
+            conditions.append(pc.field(S.RUN_ID).isin(pa.array(list(run_ids), pa.string())))
+        if steps is not None:
+            conditions.append(pc.field(S.STEP).isin(pa.array(sorted(int(s) for s in steps), pa.int64())))
+        if layer is not None:
+            conditions.append(pc.field(S.LAYER) == layer)
+        for c in conditions:
+            expr = c if expr is None else expr & c
+        return self.dataset(table).to_table(columns=columns, filter=expr).to_pandas()
+
+
+def open_results(path: str) -> Results:
+    """Open an experiment folder or a storage root of experiments."""
+    fs, roots = experiment_roots(path)
+    return Results(path=path, fs=fs, roots=roots)

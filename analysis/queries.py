@@ -1,0 +1,161 @@
+"""Tidy frames behind the paper's figures and claims, over finished, non-diverged runs only.
+
+Each helper reads only the columns and steps it needs (push-down through ``Results.read``)
+and returns one row per plotted point, with the configuration columns (p, multi, m, ...)
+joined from the ``runs`` table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import Results
+from spec_ray import schema as S
+
+CONFIG = ["p", "multi", "m"]
+EARLY_EPOCHS = 5  # figure 7's dotted line: success after 5 epochs
+
+
+def _join(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFrame:
+    keep = [c for c in dict.fromkeys([S.RUN_ID, *cols]) if c in res.done.columns]
+    return frame.merge(res.done[keep], on=S.RUN_ID, how="inner")
+
+
+def final_steps(res: Results) -> set[int]:
+    """The last step of every done run."""
+    return set(res.done["final_step"].astype(int))
+
+
+def early_epoch(res: Results) -> float | None:
+    """Figure 7's early epoch (5), when every done run is longer than that."""
+    return float(EARLY_EPOCHS) if (res.done["epochs"] > EARLY_EPOCHS).all() else None
+
+
+def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
+    """Success rate over seeds per (p, multi, m, node, epoch) at the early and final epochs.
+
+    Columns: p, multi, m, node, epoch, success_rate, seeds.
+    """
+    steps = final_steps(res)
+    early = early_epoch(res)
+    if early is not None:
+        steps |= set((res.done["iters_per_epoch"] * early).astype(int))
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.EPOCH, S.NODE, S.SUCCESS], res.done[S.RUN_ID], steps, layer)
+    rows = _join(rows, res, CONFIG + ["final_step", "iters_per_epoch"])
+    wanted = (rows[S.STEP] == rows["final_step"]) | (
+        (early is not None) & (rows[S.STEP] == rows["iters_per_epoch"] * (early or 0))
+    )
+    rows = rows[wanted]
+    out = (
+        rows.groupby(CONFIG + [S.NODE, S.EPOCH], as_index=False)
+        .agg(success_rate=(S.SUCCESS, "mean"), seeds=(S.RUN_ID, "nunique"))
+        .sort_values(CONFIG + [S.EPOCH, S.NODE])
+    )
+    return out.reset_index(drop=True)
+
+
+def dynamics_multi(res: Results) -> int:
+    """Figure 8's over-realization: 5 when present, else the largest."""
+    values = sorted(res.done["multi"].unique())
+    return 5 if 5 in values else int(values[-1])
+
+
+def dynamics(res: Results, multi: int | None = None, layer: int = 1) -> pd.DataFrame:
+    """Mean best correlation over seeds per (p, m, node, step) for one over-realization.
+
+    Columns: p, m, multi, node, step, best_corr, seeds.
+    """
+    multi = dynamics_multi(res) if multi is None else multi
+    ids = res.done.loc[res.done["multi"] == multi, S.RUN_ID]
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR], ids, layer=layer)
+    rows = _join(rows, res, CONFIG)
+    out = rows.groupby(CONFIG + [S.NODE, S.STEP], as_index=False).agg(
+        best_corr=(S.BEST_CORR, "mean"), seeds=(S.RUN_ID, "nunique")
+    )
+    return out.sort_values(CONFIG + [S.NODE, S.STEP]).reset_index(drop=True)
+
+
+def first_success(res: Results, layer: int = 1) -> pd.DataFrame:
+    """First checkpoint step at which each teacher node of each run was recovered (NaN: never).
+
+    Columns: run_id, node, first_step, p, multi, m.
+    """
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.SUCCESS], res.done[S.RUN_ID], layer=layer)
+    nodes = rows[[S.RUN_ID, S.NODE]].drop_duplicates()
+    first = rows[rows[S.SUCCESS]].groupby([S.RUN_ID, S.NODE], as_index=False)[S.STEP].min()
+    out = nodes.merge(first, on=[S.RUN_ID, S.NODE], how="left").rename(columns={S.STEP: "first_step"})
+    return _join(out, res, CONFIG)
+
+
+def lshape(res: Results, layer: int = 1) -> pd.DataFrame:
+    """Every student node at the final step: specialization and fan-out norm (figure 5).
+
+    Specialization is the training-set best correlation (the paper's figure 5) where it
+    was taken, else the evaluation-set one. Columns: p, multi, m, seed, run_id, node,
+    specialization, fanout_norm, on_train.
+    """
+    cols = [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR, S.BEST_CORR_TRAIN, S.FANOUT_NORM]
+    rows = res.read(S.STUDENT_NODES, cols, res.done[S.RUN_ID], final_steps(res), layer)
+    rows = _join(rows, res, CONFIG + ["seed", "final_step"])
+    rows = rows[rows[S.STEP] == rows["final_step"]]
+    rows["on_train"] = rows[S.BEST_CORR_TRAIN].notna()
+    rows["specialization"] = rows[S.BEST_CORR_TRAIN].where(rows["on_train"], rows[S.BEST_CORR])
+    return rows[CONFIG + ["seed", S.RUN_ID, S.NODE, "specialization", S.FANOUT_NORM, "on_train"]].reset_index(drop=True)
+
+
+def loss_curves(res: Results) -> pd.DataFrame:
+    """log10 eval loss over seeds per (p, multi, m, epoch) at whole epochs: mean and std.
+
+    Columns: p, multi, m, epoch, log10_eval_loss, std, seeds.
+    """
+    rows = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_LOSS], res.done[S.RUN_ID])
+    rows = rows[np.isclose(rows[S.EPOCH] % 1, 0)]
+    rows = _join(rows, res, CONFIG)
+    rows["log10_eval_loss"] = np.log10(rows[S.EVAL_LOSS].clip(lower=1e-300))
+    out = rows.groupby(CONFIG + [S.EPOCH], as_index=False).agg(
+        log10_eval_loss=("log10_eval_loss", "mean"), std=("log10_eval_loss", "std"), seeds=(S.RUN_ID, "nunique")
+    )
+    return out.sort_values(CONFIG + [S.EPOCH]).reset_index(drop=True)
+
+
+def final_scalars(res: Results) -> pd.DataFrame:
+    """Each done run's final train and eval loss with its configuration."""
+    rows = res.read(S.SCALARS, [S.RUN_ID, S.STEP, S.TRAIN_LOSS, S.EVAL_LOSS], res.done[S.RUN_ID], final_steps(res))
+    rows = _join(rows, res, CONFIG + ["final_step", "n_train", "loss", "augmentation", "depth", "seed"])
+    return rows[rows[S.STEP] == rows["final_step"]].reset_index(drop=True)
+
+
+def sample_size(res: Results) -> pd.DataFrame:
+    """rho_mean per hidden layer and eval loss vs sample size, per loss (figure 6).
+
+    Uses plain-data runs (augmentation none) when the experiment has any.
+    Columns: n_train, loss, layer, rho_mean, eval_loss, seeds (layer-level rows).
+    """
+    plain = res.done[res.done["augmentation"] == "none"]
+    ids = (plain if not plain.empty else res.done)[S.RUN_ID]
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.BEST_CORR], ids, final_steps(res))
+    rows = _join(rows, res, ["final_step", "n_train", "loss"])
+    rows = rows[rows[S.STEP] == rows["final_step"]]
+    per_run = rows.groupby([S.RUN_ID, "n_train", "loss", S.LAYER], as_index=False)[S.BEST_CORR].mean()
+    per_run = per_run.merge(final_scalars(res)[[S.RUN_ID, S.EVAL_LOSS]], on=S.RUN_ID)
+    out = per_run.groupby(["n_train", "loss", S.LAYER], as_index=False).agg(
+        rho_mean=(S.BEST_CORR, "mean"), eval_loss=(S.EVAL_LOSS, "mean"), seeds=(S.RUN_ID, "nunique")
+    )
+    return out.sort_values(["loss", S.LAYER, "n_train"]).reset_index(drop=True)
+
+
+def teacher_aware(res: Results) -> pd.DataFrame:
+    """Final train and eval MSE vs number of samples, per augmentation (figure 9).
+
+    Columns: n_train, augmentation, set (train | eval), mse, std, seeds.
+    """
+    rows = final_scalars(res)
+    long = rows.melt(
+        id_vars=[S.RUN_ID, "n_train", "augmentation"], value_vars=[S.TRAIN_LOSS, S.EVAL_LOSS], var_name="set"
+    )
+    long["set"] = long["set"].map({S.TRAIN_LOSS: "train", S.EVAL_LOSS: "eval"})
+    out = long.groupby(["n_train", "augmentation", "set"], as_index=False).agg(
+        mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
+    )
+    return out.sort_values(["augmentation", "set", "n_train"]).reset_index(drop=True)

@@ -1,0 +1,122 @@
+"""``python -m analysis report``: every figure the data supports, and a claims table, in one folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import claims, figures, queries
+from analysis.load import Results, open_results
+
+# Columns that describe a run but are not an experimental axis.
+NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", "seed",
+            "state", "final_step", "device", "pack"}  # fmt: skip
+
+
+def _if_varies(column: str, query):
+    """Run ``query`` only when the done runs vary in ``column`` (else: no data, no figure)."""
+    return lambda res: query(res) if res.done[column].nunique() > 1 else pd.DataFrame()
+
+
+# name, title, caption, query, draw: every figure the report can render.
+FIGURES = [
+    ("success_rate", "Figure 7: success rate",
+     "Success rate over seeds per teacher node (strongest first); dotted after 5 epochs, solid at the end.",
+     queries.success_rate, figures.success_rate),
+    ("dynamics", "Figure 8: specialization dynamics",
+     "Best correlation of each teacher node vs iteration, mean over seeds; blue strongest, red weakest.",
+     queries.dynamics, figures.dynamics),
+    ("lshape", "Figure 5: specialization vs fan-out norm",
+     "Every student node at the end; unspecialized nodes should have small fan-out norms.",
+     queries.lshape, figures.lshape),
+    ("loss_curves", "Loss curves", "log10 evaluation loss, mean +- std over seeds.",
+     queries.loss_curves, figures.loss_curves),
+    ("sample_size", "Figure 6: sample size", "rho_mean per layer and evaluation loss vs training samples.",
+     _if_varies("n_train", queries.sample_size), figures.sample_size),
+    ("teacher_aware", "Figure 9: teacher-aware vs agnostic data",
+     "Final train (dashed) and evaluation (solid) MSE vs training samples.",
+     _if_varies("augmentation", queries.teacher_aware), figures.teacher_aware),
+]  # fmt: skip
+
+
+def configurations(res: Results) -> pd.DataFrame:
+    """One row per configuration (the columns that vary across runs): runs by state."""
+    axes = [c for c in res.runs.columns if c not in NOT_AXES and res.runs[c].nunique(dropna=False) > 1]
+    keys = axes or ["experiment"]
+    table = res.runs.groupby(keys + ["state"]).size().unstack("state", fill_value=0)
+    for state in ("done", "diverged", "unfinished"):
+        if state not in table.columns:
+            table[state] = 0
+    seeds = res.runs.groupby(keys)["seed"].nunique().rename("seeds")
+    return table[["done", "diverged", "unfinished"]].join(seeds).reset_index()
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def build_report(path: str, out: Path) -> Path:
+    """Render figures and write ``out/report.md``. Returns the report's path."""
+    began = time.perf_counter()
+    res = open_results(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(exist_ok=True)
+    counts = res.counts()
+    sections: list[tuple[str, str, str]] = []  # (title, caption, png file name)
+    found = []
+
+    def render(name: str, title: str, caption: str, frame: pd.DataFrame, draw) -> pd.DataFrame:
+        if not frame.empty:
+            frame.to_csv(out / "data" / f"{name}.csv", index=False)
+            draw(frame, out / name)
+            sections.append((title, caption, f"{name}.png"))
+        return frame
+
+    if counts["done"]:
+        threshold = float(res.done["success_threshold"].iloc[0])
+        frames = {name: render(name, title, caption, query(res), draw) for name, title, caption, query, draw in FIGURES}
+        success = frames["success_rate"]
+        found = [
+            claims.claim1(success),
+            claims.claim2(success),
+            claims.claim3(success, queries.first_success(res)),
+            claims.claim4(frames["lshape"], threshold),
+            claims.claim5(frames["sample_size"]),
+            claims.claim6(frames["teacher_aware"]),
+        ]
+    text = [
+        "# spec-ray report",
+        "",
+        f"Results: `{path}` ({len(res.roots)} experiment(s): {', '.join(sorted(res.runs['experiment'].unique()))})",
+        "",
+        f"Runs: **{counts['done']} done**, {counts['diverged']} diverged, {counts['unfinished']} unfinished. "
+        "Figures and claims use done runs only; diverged and unfinished runs are counted here and left out.",
+        "",
+        "## Claims",
+        "",
+        "| # | claim | measured | verdict |",
+        "|---|---|---|---|",
+        *[f"| {c.number} | {c.text} | {c.evidence} | **{c.verdict}** |" for c in found],
+        "",
+        "Criteria are in `analysis/claims.py`: strongest/weakest = the first/last quarter of teacher "
+        "nodes; 'much lower' = under half; unspecialized = best correlation < "
+        f"{claims.UNSPECIALIZED_BELOW}.",
+        "",
+        "## Figures",
+        "",
+    ]
+    for title, caption, png in sections:
+        text += [f"### {title}", "", caption, "", f"![{title}]({png})", ""]
+    if not sections:
+        text += ["No finished runs yet: nothing to draw.", ""]
+    text += ["## Runs and configurations", "", _markdown(configurations(res)), ""]
+    text += [f"Report built in {time.perf_counter() - began:.1f} s; figure data as CSV in `data/`.", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(text))
+    return report

@@ -1,0 +1,201 @@
+"""The analysis package: queries and claim verdicts on traces with known answers, figures from
+real engine output (including diverged and unfinished runs), and its CLI's bad-input paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_spec
+from PIL import Image
+
+from analysis import claims, queries
+from analysis.load import AnalysisError, open_results
+from analysis.report import build_report
+from analysis.synthetic import write_experiment
+from spec_ray import schema as S
+from spec_ray.pack import Pack
+from spec_ray.runner import run_pack
+from spec_ray.traces import TraceStore
+
+
+def strong_first(p, multi, node, m):
+    """Strong half always recovered; the weak half only at p = 0."""
+    weak = node >= m // 2
+    return np.where(weak & (p > 0), 0.5, 1.0) + 0 * multi
+
+
+def weak_first(p, multi, node, m):
+    """The reverse: the strong half fails at p > 0."""
+    strong = node < m // 2
+    return np.where(strong & (p > 0), 0.5, 1.0) + 0 * multi
+
+
+def more_with_multi(p, multi, node, m):
+    """Recovery of the weak half grows with over-realization."""
+    return np.where((node >= m // 2) & (multi < 2), 0.5, 1.0) + 0 * p
+
+
+def synthetic(tmp_path: Path, recovery, **kw):
+    write_experiment(str(tmp_path), "syn", recovery=recovery, noise=0.0, **kw)
+    return open_results(str(tmp_path / "syn"))
+
+
+def test_success_rate_has_known_values(tmp_path: Path) -> None:
+    res = synthetic(tmp_path, strong_first, ps=(0.0, 2.0), multis=(1,), seeds=(1, 2), m=8, epochs=6, iters=50)
+    sr = queries.success_rate(res)
+    final = sr[sr["epoch"] == 6]
+    assert set(sr["epoch"]) == {5.0, 6.0} and (final["seeds"] == 2).all()
+    at_p2 = final[final["p"] == 2.0].set_index("node")["success_rate"]
+    assert list(at_p2) == [1.0] * 4 + [0.0] * 4
+    assert (final[final["p"] == 0.0]["success_rate"] == 1.0).all()
+
+
+def test_claim1_supported_when_strong_nodes_win_and_not_when_reversed(tmp_path: Path) -> None:
+    kw = {"ps": (0.0, 1.0, 2.0), "multis": (1,), "m": 8, "epochs": 6, "iters": 50}
+    good = claims.claim1(queries.success_rate(synthetic(tmp_path / "a", strong_first, **kw)))
+    bad = claims.claim1(queries.success_rate(synthetic(tmp_path / "b", weak_first, **kw)))
+    assert good.verdict == claims.SUPPORTED and "p=2: strongest 1.00 vs weakest 0.00" in good.evidence
+    assert bad.verdict == claims.NOT_SUPPORTED and "p=2: strongest 0.00 vs weakest 1.00" in bad.evidence
+    one_p = claims.claim1(queries.success_rate(synthetic(tmp_path / "c", strong_first, ps=(2.0,), m=8)))
+    assert one_p.verdict == claims.NO_DATA
+
+
+def test_claim2_slope_over_multi(tmp_path: Path) -> None:
+    res = synthetic(tmp_path / "a", more_with_multi, ps=(1.0,), multis=(1, 2, 5), m=8, epochs=6, iters=50)
+    claim = claims.claim2(queries.success_rate(res))
+    assert claim.verdict == claims.SUPPORTED and "1x: 0.50, 2x: 1.00, 5x: 1.00" in claim.evidence
+    flat = synthetic(tmp_path / "b", strong_first, ps=(0.0,), multis=(1, 2), m=8, epochs=6, iters=50)
+    assert claims.claim2(queries.success_rate(flat)).verdict == claims.NOT_SUPPORTED  # all 1.0: no gain
+    assert claims.claim2(queries.success_rate(synthetic(tmp_path / "c", strong_first))).verdict != claims.NO_DATA
+
+
+def test_claim3_early_vs_final_and_strong_nodes_first(tmp_path: Path) -> None:
+    res = synthetic(tmp_path, strong_first, ps=(0.0, 2.0), multis=(1,), m=8, epochs=20, iters=100)
+    first = queries.first_success(res)
+    strong = first[(first["p"] == 2.0) & (first["node"] < 2)]["first_step"]
+    assert strong.notna().all() and (strong < 100).all()  # onset ~ step 10
+    assert first[(first["p"] == 2.0) & (first["node"] >= 4)]["first_step"].isna().all()  # never recovered
+    claim = claims.claim3(queries.success_rate(res), first)
+    assert claim.verdict == claims.SUPPORTED
+    short = synthetic(tmp_path / "short", strong_first, ps=(0.0, 2.0), epochs=5, iters=50)
+    assert claims.claim3(queries.success_rate(short), queries.first_success(short)).verdict == claims.NO_DATA
+
+
+def test_claim4_fanout_of_unspecialized_students(tmp_path: Path) -> None:
+    lshape = queries.lshape(synthetic(tmp_path, strong_first, m=6))
+    assert lshape["on_train"].all() and len(lshape) == 3 * 2 * 3 * 6 * 1.5  # p x multi{1,2} x seeds x n
+    assert claims.claim4(lshape, 0.95).verdict == claims.SUPPORTED  # synthetic: norm ~ corr^4
+    flipped = lshape.assign(fanout_norm=1.0 / (0.1 + lshape["fanout_norm"]))
+    assert claims.claim4(flipped, 0.95).verdict == claims.NOT_SUPPORTED
+
+
+def _rows(n_train, loss, layer, rho, eval_loss):
+    import pandas as pd
+
+    return pd.DataFrame({"n_train": n_train, "loss": loss, "layer": layer, "rho_mean": rho, "eval_loss": eval_loss})
+
+
+def test_claim5_and_claim6_on_known_tables() -> None:
+    import pandas as pd
+
+    up = _rows([1000, 1000, 8000, 8000], ["mse"] * 4, [1, 2, 1, 2], [0.6, 0.5, 0.9, 0.7], [1.0, 1.0, 0.1, 0.1])
+    assert claims.claim5(up).verdict == claims.SUPPORTED
+    top_layer_best = up.assign(rho_mean=[0.6, 0.7, 0.8, 0.95])
+    assert claims.claim5(top_layer_best).verdict == claims.NOT_SUPPORTED
+    assert claims.claim5(up[up["n_train"] == 1000]).verdict == claims.NO_DATA
+    aware = pd.DataFrame({"n_train": [100, 100, 1000, 1000], "augmentation": ["none", "teacher_aware"] * 2,
+                          "set": "eval", "mse": [4.0, 0.5, 0.2, 0.2], "std": 0.0, "seeds": 3})  # fmt: skip
+    claim = claims.claim6(aware)
+    assert claim.verdict == claims.SUPPORTED and "ratio 0.12" in claim.evidence
+    assert claims.claim6(aware.assign(mse=[1.0, 0.9, 0.2, 0.2])).verdict == claims.NOT_SUPPORTED
+    assert claims.claim6(aware[aware["augmentation"] == "none"]).verdict == claims.NO_DATA
+
+
+@pytest.fixture(scope="module")
+def engine_experiment(tmp_path_factory) -> Path:
+    """A small real experiment from the engine, with one diverged run and one unfinished pack."""
+    storage = tmp_path_factory.mktemp("engine")
+    store = TraceStore(str(storage), "real")
+    kw = {"train.epochs": 6, "train.iters_per_epoch": 100, "teacher.widths": (5,), "data.d": 20, "train.lr": 0.02}
+    for multi in (1, 2):
+        runs = [
+            tiny_spec(seed=s, **kw, **{"teacher.p": p, "student.multi": multi}) for s in (1, 2, 3) for p in (0.0, 2.0)
+        ]
+        if multi == 2:
+            runs.append(tiny_spec(seed=9, **{**kw, "student.multi": 2, "train.lr": 50.0}))  # diverges
+        run_pack(Pack(tuple(runs)), store, flush_epochs=1, progress=False)
+
+    def crash(state, ckpt, flushed):
+        if flushed and state.step >= 200:
+            raise RuntimeError("node lost")
+
+    unfinished = Pack(tuple(tiny_spec(seed=s, **kw, **{"student.multi": 3}) for s in (1, 2)))
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_pack(unfinished, store, flush_epochs=1, progress=False, on_checkpoint=crash)
+    return storage / "real"
+
+
+def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experiment: Path, tmp_path: Path) -> None:
+    res = open_results(str(engine_experiment))
+    assert res.counts() == {"done": 12, "diverged": 1, "unfinished": 2}
+    sr = queries.success_rate(res)
+    assert set(sr["multi"]) == {1, 2} and (sr["seeds"] == 3).all()  # neither bad run mixed in
+    report = build_report(str(engine_experiment), tmp_path / "out")
+    text = report.read_text()
+    assert "**12 done**, 1 diverged, 2 unfinished" in text
+    for name in ("success_rate", "dynamics", "lshape", "loss_curves"):
+        png = tmp_path / "out" / f"{name}.png"
+        assert (tmp_path / "out" / f"{name}.pdf").stat().st_size > 1000
+        with Image.open(png) as img:
+            assert img.width >= 400 and img.height >= 300
+            assert len(np.unique(np.asarray(img.convert("L")))) > 20  # drawn, not blank
+        assert f"]({name}.png)" in text
+    assert not (tmp_path / "out" / "sample_size.png").exists()  # one sample size: figure 6 not supported
+    assert text.count("| ") > 20 and "not enough data" in text
+
+
+def test_report_draws_sample_size_and_teacher_aware_when_data_exists(tmp_path: Path) -> None:
+    store = TraceStore(str(tmp_path), "aware")
+    kw = {"train.epochs": 2, "train.iters_per_epoch": 100, "teacher.widths": (5,), "data.d": 20}
+    for n in (60, 240):
+        runs = [tiny_spec(seed=s, **kw, **{"data.n_train": n, "data.augmentation": a})
+                for s in (1, 2) for a in ("none", "teacher_aware")]  # fmt: skip
+        run_pack(Pack(tuple(runs)), store, progress=False)
+    report = build_report(str(tmp_path / "aware"), tmp_path / "out")
+    assert (tmp_path / "out" / "sample_size.png").exists() and (tmp_path / "out" / "teacher_aware.png").exists()
+    assert "| 6 | With few samples" in report.read_text()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_paths_exit_2(engine_experiment: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "missing"): "not a directory",
+        str(tmp_path / "empty"): "is not an experiment",
+    }
+    broken = tmp_path / "broken"
+    (broken / S.RUNS).mkdir(parents=True)
+    cases[str(broken)] = "no runs yet"
+    for path, says in cases.items():
+        proc = run_cli("report", path, "--out", str(tmp_path / "r"))
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(AnalysisError, match="table 'scalars' is missing"):
+        import shutil
+
+        shutil.copytree(engine_experiment, tmp_path / "partial")
+        shutil.rmtree(tmp_path / "partial" / S.SCALARS)
+        queries.loss_curves(open_results(str(tmp_path / "partial")))
+    proc = run_cli("query", str(engine_experiment), "select count(*) as n from teacher_nodes")
+    assert proc.returncode == 0
+    assert int(proc.stdout.split()[-1]) == len(open_results(str(engine_experiment)).dataset(S.TEACHER_NODES).to_table())
+    proc = run_cli("query", str(engine_experiment), "select nope")
+    assert proc.returncode == 2 and "sql is invalid" in proc.stderr
+    help_text = run_cli("--help").stdout
+    assert "report" in help_text and "query" in help_text

@@ -1,0 +1,37 @@
+"""Tiny-budget smoke test of the benchmark script (speed itself is measured, not asserted here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_engine_benchmark_runs_side_by_side_and_prints_the_ratio() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "engine.py"), "--steps", "30", "--multi", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("speedup_vs_reference=")
+    row = next(line.split() for line in lines if line.split()[:1] == ["1"])
+    reference, distinct, shared = (float(v.replace(",", "")) for v in row[1:4])
+    assert reference > 0 and distinct > 0 and shared > 0
+    # 32 runs a pack beat one run at a time by far even at a 30-step budget.
+    assert float(lines[-1].split("=")[1]) > 3
+
+
+def test_analysis_benchmark_quick_builds_and_reports() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "analysis.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
+    assert int(fields["rows"]) > 1_000_000 and float(fields["report_seconds"]) > 0
+    assert "success_rate.png" in proc.stdout and "lshape.png" in proc.stdout
