@@ -131,19 +131,23 @@ def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def _loss_name(loss: str) -> str:
+    return {"mse": "MSE", "mse_mean": "MSE", "ce": "CE"}.get(loss, loss)
+
+
 def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
     fig, axes = _grid(2, sharey=False)
     frame = frame.assign(samples_k=frame["n_train"] / 1000)
     layers = sorted(frame["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("crest", n_colors=max(2, len(layers)))))
-    styles = {"mse": "-", "ce": "--"}
+    styles = {"mse": "-", "mse_mean": "-", "ce": "--"}
     for (loss, layer), line in frame.groupby(["loss", "layer"]):
         axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=styles.get(loss, "-"), color=colors[layer],
-                        marker="o", ms=3, label=f"layer {layer}, {loss.upper()}")  # fmt: skip
+                        marker="o", ms=3, label=f"layer {layer}, {_loss_name(loss)}")  # fmt: skip
     for loss, line in frame[frame["layer"] == layers[0]].groupby("loss"):
         axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
-                        ms=3, label=loss.upper())  # fmt: skip
+                        ms=3, label=_loss_name(loss))  # fmt: skip
     axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
     axes[0, 1].set(xlabel="samples (x1000)", ylabel="evaluation loss", title="evaluation loss", yscale="log")
     axes[0, 0].legend(fontsize=6)

@@ -88,7 +88,8 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
              S.NODE: np.tile(np.arange(m, dtype=np.int32), r * k)}  # fmt: skip
     best = t_best.ravel()
     teacher = {**key_t, S.BEST_CORR: best, S.BEST_STUDENT: rng.integers(0, n, best.size, dtype=np.int32),
-               S.SUCCESS: best > 0.95, S.FANOUT_NORM: np.ones(r * k * m), S.BEST_CORR_TRAIN: best}  # fmt: skip
+               S.SUCCESS: best > 0.95, S.FANOUT_NORM: np.ones(r * k * m), S.BEST_CORR_TRAIN: best,
+               S.INIT_RANK: rng.random(best.size)}  # fmt: skip
     s_best = np.clip(rng.beta(2, 1, r * k * n), 0, 1)  # (R K n,)
     student = {S.RUN_ID: np.repeat(ids, k * n), S.STEP: np.tile(np.repeat(block, n), r),
                S.EPOCH: np.tile(np.repeat(block / iters, n), r), S.LAYER: np.ones(r * k * n, np.int16),
@@ -98,7 +99,8 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
     eval_loss = 10 ** (1 - 2 * t_best.mean(axis=2)).ravel()  # (R K,)
     scalars = {S.RUN_ID: np.repeat(ids, k), S.STEP: np.tile(block, r), S.EPOCH: np.tile(block / iters, r),
                S.TRAIN_LOSS: eval_loss * 0.8, S.EVAL_LOSS: eval_loss, S.RHO_MEAN: t_best.mean(axis=2).ravel(),
-               S.GRAD_NORM: eval_loss * 0.1, S.DIVERGED: np.zeros(r * k, bool)}  # fmt: skip
+               S.GRAD_NORM: eval_loss * 0.1, S.DIVERGED: np.zeros(r * k, bool),
+               S.EVAL_ACCURACY: np.full(r * k, np.nan), S.MEAN_RANK: rng.random(r * k)}  # fmt: skip
     name = block_name(lo if lo == 0 else lo + 1, hi)
     for table, cols in ((S.TEACHER_NODES, teacher), (S.STUDENT_NODES, student), (S.SCALARS, scalars)):
         store.write(table, pack, name, pa.table(cols, schema=S.SCHEMAS[table]))

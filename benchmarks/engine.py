@@ -7,7 +7,8 @@ trains 32 runs a pack; two compositions are timed:
   * ``distinct``: 32 seeds, nothing shared (a plain bmm over runs).
 Only SGD steps are timed. One checkpoint's metrics (eval set only, and with the
 training-set pass) and one epoch of the shared pack are shown in seconds beside them.
-Last line: ``speedup_vs_reference=<geometric mean over multi of shared/reference>``.
+A second section times figure 6's 4-layer setting (MSE and CE). The last line stays the
+two-layer result: ``speedup_vs_reference=<geometric mean over multi of shared/reference>``.
 
     python benchmarks/engine.py            # about 3 minutes on a 2-core CPU
     python benchmarks/engine.py --quick    # under 60 s
@@ -23,7 +24,7 @@ import time
 import torch
 
 from spec_ray import construct
-from spec_ray.metrics import measure
+from spec_ray.metrics import init_correlations, measure
 from spec_ray.pack import Pack
 from spec_ray.packed import init_state, prepare, train_until
 from spec_ray.reference import Student, build_problem, sgd_steps
@@ -90,9 +91,10 @@ def time_packed(pack: Pack, steps: int) -> tuple[float, float, float]:
     _sync(dev)
     rate = pack.size * steps / (time.perf_counter() - t)
     seconds = []
+    init = init_correlations(pack, data)  # once per pack, as the runner does
     for at in (state, state._replace(step=0)):  # step 0 is on the train-metric schedule
         t = time.perf_counter()
-        measure(pack, data, at)
+        measure(pack, data, at, init)
         _sync(dev)
         seconds.append(time.perf_counter() - t)
     return rate, seconds[0], seconds[1]
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="packed steps per measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--multi", type=int, nargs="+", default=list(MULTIS), help="over-realizations to time")
+    parser.add_argument("--no-deep", dest="deep", action="store_false", help="skip the 4-layer section")
     args = parser.parse_args()
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
@@ -135,8 +138,32 @@ def main() -> None:
             f"{rate_shared / ref:>9.1f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}% {ckpt:>7.2f} {ckpt_train:>8.2f} "
             f"{shared.size * spec.train.iters_per_epoch / rate_shared:>7.2f}"
         )
+    if args.deep:
+        deep_section(packed_steps, ref_steps, dev, peak)
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(f"speedup_vs_reference={geo:.2f}")
+
+
+def deep_protocol(loss: str, device: str) -> RunSpec:
+    """Figure 6's setting: teacher 50-75-100-125, student 2x, d=20, c=100, batch 64."""
+    return RunSpec().replace(
+        **{"teacher.widths": (50, 75, 100, 125), "teacher.c": 100, "student.multi": 2, "student.init": "torch",
+           "data.d": 20, "data.sigma": 10.0, "data.n_train": 10_000, "train.batch": 64, "train.lr": 0.1,
+           "train.loss": loss, "train.dtype": "float32", "train.device": device}
+    )  # fmt: skip
+
+
+def deep_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> None:
+    """4 hidden layers: packed (32 runs = 16 seeds x 2 p) vs reference, per loss."""
+    print("4-layer teacher 50-75-100-125, student 2x, d=20, c=100, batch 64, float32; run-steps/s")
+    print(f"{'loss':>8} {'reference':>11} {'shared32':>11} {'x shared':>9} {'GFLOP/s':>8} {'% peak':>7}")
+    for loss in ("mse_mean", "ce"):
+        spec = deep_protocol(loss, dev)
+        ref = time_reference(spec, max(20, ref_steps // 4), dev)
+        pack = Pack(tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 17) for p in (0.0, 1.0)))
+        rate, _, _ = time_packed(pack, max(20, packed_steps // 4))
+        gflops = rate * flops_per_run_step(spec) / 1e9
+        print(f"{loss:>8} {ref:>11,.0f} {rate:>11,.0f} {rate / ref:>9.1f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,27 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: allowed true, false")
 
 
+def _epoch_lr(text: str) -> tuple[int, float]:
+    epoch, sep, lr = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(epoch), float(lr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not EPOCH:LR, e.g. 20:0.1") from None
+
+
+def value_parser(hint: object) -> tuple[object, bool]:
+    """(parse one command-line word, is the field a tuple) for a spec field's type hint."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        inner = args[0]
+        return (_epoch_lr if typing.get_origin(inner) is tuple else inner), True
+    if type(None) in args:  # Optional[X]
+        return next(a for a in args if a is not type(None)), False
+    return (_parse_bool if hint is bool else hint), False
+
+
 def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Add one flag per spec field; return {dest: 'section.field'}."""
     dests = {}
@@ -59,13 +80,10 @@ def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
             hint = hints[section][f.name]
             doc = f"{docs.get(f.name, '')} (default {f.default!r})".replace("%", "%%")
             kwargs: dict = {"dest": f.name, "default": None, "help": doc}
-            origin = typing.get_origin(hint)
-            if origin is tuple:
-                kwargs.update(nargs="+", type=typing.get_args(hint)[0])
-            elif hint is bool:
-                kwargs.update(type=_parse_bool, metavar="BOOL")
-            else:
-                kwargs.update(type=hint)
+            parse, is_tuple = value_parser(hint)
+            kwargs.update(type=parse, **({"nargs": "+"} if is_tuple else {}))
+            if hint is bool:
+                kwargs.update(metavar="BOOL")
             if f.name in PACK_AXES:
                 kwargs.update(nargs="+", help=f"{docs.get(f.name, '')} One or more values: a pack axis.")
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
@@ -82,6 +100,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     run.add_argument("--smoke", action="store_true", help="a tiny pack that finishes in seconds")
     run.add_argument("--seeds", type=int, default=None, help="run seeds 1..N (default 1; 4 with --smoke)")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
+    run.add_argument("--online", action="store_true", help="online data: a fresh batch every step (n_train = None)")
     return parser, _field_flags(run)
 
 
@@ -99,6 +118,8 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
             axes[dest] = list(value)
         else:
             changes[path] = tuple(value) if isinstance(value, list) else value
+    if args.online:
+        changes["data.n_train"] = None
     seeds = args.seeds if args.seeds is not None else (SMOKE_AXES["seeds"] if args.smoke else 1)
     if seeds < 1:
         raise ValueError(f"seeds={seeds} is invalid: allowed an integer >= 1")

@@ -45,7 +45,7 @@ def separated_rows(gen: torch.Generator, rows: int, cols: int, choices: tuple[fl
 
 
 def build_teacher(spec: RunSpec) -> Network:
-    """The teacher: unit-norm separated rows, constant bias, fan-out of node j / (j+1)^p."""
+    """The teacher: unit-norm separated rows, biases, fan-out of node j / (j+1)^p, calibration."""
     t = spec.teacher
     gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices)
     fan_in = (spec.data.d, *t.widths)
@@ -59,22 +59,50 @@ def build_teacher(spec: RunSpec) -> Network:
             strength = torch.arange(1, cols + 1, dtype=F64) ** -t.p  # (m_{l-1},)
             w = w * strength  # (m_l, m_{l-1})
         weights.append(w)
-        biases.append(torch.full((rows,), t.teacher_bias, dtype=F64))  # (m_l,)
+        # Uniform noise is drawn even at spread 0, so the rest of the stream never shifts.
+        noise = torch.rand(rows, generator=gen, dtype=F64) * 2 - 1  # (m_l,) U[-1, 1]
+        biases.append(t.teacher_bias + t.teacher_bias_spread * noise)  # (m_l,)
+    teacher = Network(tuple(weights), tuple(biases))
+    return calibrate(teacher, eval_inputs(spec)) if t.calibrate else teacher
+
+
+def calibrate(teacher: Network, x: Tensor) -> Network:
+    """Deep protocol: every hidden node active on half of ``x``, outputs standardised.
+
+    Hidden layers, lowest first: the bias is shifted by the median pre-activation over x.
+    The output layer is rescaled so each output has zero mean and unit std over x.
+    """
+    weights, biases = list(teacher.weights), list(teacher.biases)
+    h = x  # (N, d)
+    for layer in range(len(weights) - 1):
+        pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
+        biases[layer] = biases[layer] - pre.median(dim=0).values  # (m_l,)
+        h = torch.relu(h @ weights[layer].T + biases[layer])  # (N, m_l)
+    out = h @ weights[-1].T + biases[-1]  # (N, c)
+    mean, std = out.mean(dim=0), out.std(dim=0).clamp_min(1e-12)  # (c,), (c,)
+    weights[-1] = weights[-1] / std[:, None]  # (c, m_L)
+    biases[-1] = (biases[-1] - mean) / std  # (c,)
     return Network(tuple(weights), tuple(biases))
 
 
 def init_student(spec: RunSpec) -> Network:
-    """Student init: weights N(0, init_std^2), biases 0."""
+    """Student init: N(0, init_std^2) weights and zero biases, or torch's default x init_scale."""
     widths = spec.student_widths
     gen = stream(spec.seed, "student", spec.data.d, widths, spec.teacher.c)
     fan_in = (spec.data.d, *widths)
     fan_out = (*widths, spec.teacher.c)
-    weights = tuple(
-        torch.randn(rows, cols, generator=gen, dtype=F64) * spec.student.init_std  # (n_l, n_{l-1})
-        for rows, cols in zip(fan_out, fan_in)
-    )
-    biases = tuple(torch.zeros(rows, dtype=F64) for rows in fan_out)  # (n_l,)
-    return Network(weights, biases)
+    s = spec.student
+    weights, biases = [], []
+    for rows, cols in zip(fan_out, fan_in):
+        if s.init == "torch":
+            # nn.Linear's default (kaiming_uniform with a=sqrt(5)): U[-1/sqrt(fan_in), 1/sqrt(fan_in)].
+            bound = s.init_scale / cols**0.5
+            weights.append((torch.rand(rows, cols, generator=gen, dtype=F64) * 2 - 1) * bound)  # (n_l, n_{l-1})
+            biases.append((torch.rand(rows, generator=gen, dtype=F64) * 2 - 1) * bound)  # (n_l,)
+        else:
+            weights.append(torch.randn(rows, cols, generator=gen, dtype=F64) * s.init_std)  # (n_l, n_{l-1})
+            biases.append(torch.zeros(rows, dtype=F64))  # (n_l,)
+    return Network(tuple(weights), tuple(biases))
 
 
 def eval_inputs(spec: RunSpec) -> Tensor:
@@ -85,8 +113,10 @@ def eval_inputs(spec: RunSpec) -> Tensor:
 
 
 def train_inputs(spec: RunSpec) -> Tensor:
-    """The fixed training set, augmented as the spec says: (N_train, d)."""
+    """The fixed training set, augmented as the spec says: (N_train, d); online runs: (0, d)."""
     d = spec.data
+    if d.n_train is None:
+        return torch.zeros(0, d.d, dtype=F64)
     if d.augmentation == "teacher_agnostic":
         return _agnostic(spec)
     if d.augmentation == "teacher_aware":
@@ -138,6 +168,18 @@ def _aware(spec: RunSpec) -> Tensor:
 def teacher_outputs(teacher: Network, x: Tensor) -> Tensor:
     """Labels: the teacher's output on x, (N, c)."""
     return forward(teacher, x)[1]  # (N, c)
+
+
+def online_inputs(spec: RunSpec, epoch: int) -> Tensor:
+    """Online data: a fresh Gaussian minibatch for every step of one epoch, (iters, B, d)."""
+    t, d = spec.train, spec.data
+    gen = stream(spec.seed, "online", d.d, t.batch, t.iters_per_epoch, epoch)
+    return torch.randn(t.iters_per_epoch, t.batch, d.d, generator=gen, dtype=F64) * d.sigma  # (iters, B, d)
+
+
+def labels(outputs: Tensor) -> Tensor:
+    """Cross-entropy labels: the argmax of the teacher output, (.., N, c) -> (.., N)."""
+    return outputs.argmax(dim=-1)
 
 
 def batch_indices(spec: RunSpec, epoch: int) -> Tensor:

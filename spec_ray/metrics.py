@@ -17,7 +17,7 @@ from torch import Tensor
 
 from spec_ray.network import Network, fanout_norms, forward, slice_runs
 from spec_ray.pack import Pack, train_metric_steps
-from spec_ray.packed import PackData, PackState
+from spec_ray.packed import PackData, PackState, init_state
 
 # Bytes of activations per run chunk: small temporaries stay in reused heap memory and
 # in cache instead of fresh page-faulting mmaps (measured 1.9x faster than 1 GiB chunks).
@@ -45,6 +45,11 @@ class Checkpoint(NamedTuple):
     """Per hidden layer, (R, n_l) student fan-out norms."""
     diverged_step: Tensor
     """(R,) int64, -1 while the run is alive."""
+    eval_accuracy: Tensor | None
+    """(R,) fraction of eval samples whose argmax matches the teacher's (cross-entropy only)."""
+    init_rank: list[Tensor]
+    """Per hidden layer, (R, m_l): rank at init of each teacher node's current best student
+    among all students by correlation with that teacher, scaled to [0, 1] (Luck Matters)."""
 
 
 def normalize(a: Tensor) -> Tensor:
@@ -69,26 +74,45 @@ def mse(out: Tensor, target: Tensor) -> Tensor:
     return 0.5 * (out - target).square().sum(dim=-1).mean(dim=-1)
 
 
-def full_batch(student: Network, x: Tensor, t: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-    """Activations, MSE loss and full-batch gradient norm of every run on a whole set.
+def cross_entropy(out: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy against label = argmax of the teacher output: (.., N, c) -> (..)."""
+    label = target.argmax(dim=-1, keepdim=True)  # (.., N, 1)
+    return (torch.logsumexp(out, dim=-1) - out.gather(-1, label).squeeze(-1)).mean(dim=-1)
 
-    x: (R, N, d), t: (R, N, c). Returns ([(R, N, n_l)], loss (R,), grad_norm (R,)).
-    The gradient is the training objective's, over all weights and biases.
+
+def objective(loss: str, out: Tensor, target: Tensor) -> Tensor:
+    """The training objective named by ``train.loss``."""
+    if loss == "ce":
+        return cross_entropy(out, target)
+    if loss == "mse_mean":
+        return (out - target).square().mean(dim=(-1, -2))
+    return mse(out, target)
+
+
+def full_batch(student: Network, x: Tensor, t: Tensor, loss: str = "mse") -> tuple[list[Tensor], Tensor, Tensor]:
+    """Activations, loss and full-batch gradient norm of every run on a whole set.
+
+    x: (R, N, d), t: (R, N, c) teacher outputs. Returns ([(R, N, n_l)], loss (R,),
+    grad_norm (R,)). The gradient is the training objective's, over all weights and biases.
     """
     hidden, out = forward(student, x)  # [(R, N, n_l)], (R, N, c)
     n = x.shape[-2]
-    err = out.sub_(t)  # (R, N, c)
-    loss = 0.5 * torch.linalg.vector_norm(err, dim=(1, 2)).square() / n  # (R,)
+    value = objective(loss, out, t)  # (R,)
+    if loss == "ce":
+        err = torch.softmax(out, dim=-1)  # (R, N, c)
+        err.scatter_add_(-1, t.argmax(dim=-1, keepdim=True), torch.full_like(out[..., :1], -1.0))
+    else:
+        err = out.sub_(t).mul_(2.0 / t.shape[-1] if loss == "mse_mean" else 1.0)  # (R, N, c)
     g = err.div_(n)  # (R, N, c) dLoss/dy
     acts = [x, *hidden]
-    sq = torch.zeros_like(loss)  # (R,)
+    sq = torch.zeros_like(value)  # (R,)
     for layer in range(len(student.weights) - 1, -1, -1):
         a = acts[layer]  # (R, N, n_{l-1})
         sq += torch.linalg.vector_norm(g.transpose(1, 2) @ a, dim=(1, 2)).square()  # weights
         sq += torch.linalg.vector_norm(g.sum(dim=1), dim=1).square()  # biases
         if layer:
             g = torch.ops.aten.threshold_backward(g @ student.weights[layer], a, 0)  # (R, N, n_{l-1})
-    return hidden, loss, sq.sqrt()
+    return hidden, value, sq.sqrt()
 
 
 def _chunk_size(pack: Pack, n_samples: int) -> int:
@@ -99,41 +123,73 @@ def _chunk_size(pack: Pack, n_samples: int) -> int:
     return max(1, min(pack.size, MEMORY_BUDGET // (per_run * pack.dtype.itemsize)))
 
 
+def _runs(pack: Pack, data: PackData, lo: int, hi: int, which: str) -> tuple[Tensor, Tensor]:
+    """Inputs (Rc, N, d) and teacher outputs (Rc, N, c) of runs lo..hi-1 on the eval or train set."""
+    groups = torch.arange(lo, hi, device=data.x_eval.device) // pack.group_size  # (Rc,)
+    if which == "eval":
+        return data.x_eval.index_select(0, groups), data.y_eval[lo:hi]
+    return data.x_train[..., :-1].index_select(0, groups), data.y_train[lo:hi]  # ones column dropped
+
+
 @torch.no_grad()
-def measure(pack: Pack, data: PackData, state: PackState) -> Checkpoint:
+def init_correlations(pack: Pack, data: PackData) -> list[Tensor]:
+    """Teacher x student correlations of the initial students on the eval set: [(R, m_l, n_l)].
+
+    Recomputed from the deterministic init, so a resumed trial ranks exactly as a fresh one.
+    """
+    return measure(pack, data, init_state(pack), init_corr=[], with_train=False).eval_corr
+
+
+def ranks(init_corr: Tensor, corr: Tensor) -> Tensor:
+    """Rank at init of each teacher node's current best student, scaled to [0, 1]: (R, m)."""
+    best = corr.argmax(dim=2, keepdim=True)  # (R, m, 1)
+    above = (init_corr > init_corr.gather(2, best)).sum(dim=2)  # (R, m) students ranked higher
+    return above.to(corr.dtype) / max(1, corr.shape[2] - 1)
+
+
+@torch.no_grad()
+def measure(
+    pack: Pack, data: PackData, state: PackState, init_corr: list[Tensor] | None = None, with_train: bool | None = None
+) -> Checkpoint:
     """All checkpoint metrics of every run of the pack at ``state`` (train-set ones on schedule)."""
-    k = pack.group_size
-    with_train = state.step in train_metric_steps(pack.spec)
-    eval_loss, train_loss, grad_norm = [], [], []
+    spec = pack.spec
+    loss = spec.train.loss
+    if with_train is None:
+        with_train = state.step in train_metric_steps(spec) and spec.data.n_train is not None
+    eval_loss, train_loss, grad_norm, accuracy = [], [], [], []
     eval_corr: list[list[Tensor]] = []
     train_corr: list[list[Tensor]] = []
     size = _chunk_size(pack, max(data.x_eval.shape[1], data.x_train.shape[1] if with_train else 0))
     for lo in range(0, pack.size, size):
         hi = min(pack.size, lo + size)
-        groups = torch.arange(lo, hi, device=data.x_eval.device) // k  # (Rc,)
         teacher = slice_runs(data.teacher, lo, hi)
         student = slice_runs(state.student, lo, hi)
-        x = data.x_eval.index_select(0, groups)  # (Rc, Ne, d)
+        x, t = _runs(pack, data, lo, hi, "eval")  # (Rc, Ne, d), (Rc, Ne, c)
         t_hidden, _ = forward(teacher, x)  # [(Rc, Ne, m_l)]
         s_hidden, out = forward(student, x)  # [(Rc, Ne, n_l)], (Rc, Ne, c)
-        eval_loss.append(mse(out, data.y_eval[lo:hi]))  # (Rc,)
-        eval_corr.append([correlation(t, s) for t, s in zip(t_hidden, s_hidden)])
+        eval_loss.append(objective(loss, out, t))  # (Rc,)
+        accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
+        eval_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])
         if with_train:
-            x = data.x_train[..., :-1].index_select(0, groups)  # (Rc, N, d), ones column dropped
+            x, t = _runs(pack, data, lo, hi, "train")  # (Rc, N, d), (Rc, N, c)
             t_hidden, _ = forward(teacher, x)  # [(Rc, N, m_l)]
-            s_hidden, loss, gnorm = full_batch(student, x, data.y_train[lo:hi])
-            train_loss.append(loss)  # (Rc,)
+            s_hidden, value, gnorm = full_batch(student, x, t, loss)
+            train_loss.append(value)  # (Rc,)
             grad_norm.append(gnorm)  # (Rc,)
-            train_corr.append([correlation(t, s) for t, s in zip(t_hidden, s_hidden)])
-    layers = range(pack.spec.teacher.depth)
+            train_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])
+    layers = range(spec.teacher.depth)
+    corr = [torch.cat([c[i] for c in eval_corr]) for i in layers]  # [(R, m_l, n_l)]
+    init_corr = init_correlations(pack, data) if init_corr is None else init_corr
     return Checkpoint(
         step=state.step,
         eval_loss=torch.cat(eval_loss),  # (R,)
         train_loss=torch.cat(train_loss) if with_train else None,  # (R,)
         grad_norm=torch.cat(grad_norm) if with_train else None,  # (R,)
-        eval_corr=[torch.cat([c[i] for c in eval_corr]) for i in layers],  # [(R, m_l, n_l)]
+        eval_corr=corr,
         train_corr=[torch.cat([c[i] for c in train_corr]) for i in layers] if with_train else None,
         teacher_fanout=fanout_norms(data.teacher),  # [(R, m_l)]
         student_fanout=fanout_norms(state.student),  # [(R, n_l)]
         diverged_step=state.diverged_step.clone(),  # (R,)
+        eval_accuracy=torch.cat(accuracy) if loss == "ce" else None,  # (R,)
+        init_rank=[ranks(i, c) for i, c in zip(init_corr, corr)] if init_corr else [],  # [(R, m_l)]
     )

@@ -59,9 +59,11 @@ def slice_runs(net: Network, lo: int, hi: int) -> Network:
 
 def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """h W^T + b with the bias fused into the matmul: (.., N, n_in) -> (.., N, n_out)."""
-    if h.dim() == 2:
+    if h.dim() == 2 and w.dim() == 2:
         return torch.addmm(b, h, w.T)  # (N, n_out)
-    return torch.baddbmm(b.unsqueeze(-2), h, w.transpose(-1, -2))  # (R, N, n_out)
+    if h.dim() == 3 and w.dim() == 3:
+        return torch.baddbmm(b.unsqueeze(-2), h, w.transpose(-1, -2))  # (R, N, n_out)
+    return h @ w.transpose(-1, -2) + b.unsqueeze(-2)  # broadcast, e.g. (T, R, B, n_out)
 
 
 def forward(net: Network, x: Tensor) -> tuple[list[Tensor], Tensor]:

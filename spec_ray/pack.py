@@ -21,8 +21,9 @@ from spec_ray.spec import RunSpec, flat_fields
 # Fields that change no tensor shape, loop length or code path; all others must agree.
 PER_RUN_FIELDS = frozenset(
     {
-        "seed", "p", "weight_choices", "teacher_bias", "init_std", "sigma",
-        "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
+        "seed", "p", "weight_choices", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std", "init",
+        "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
+        "lr_schedule",
     }
 )  # fmt: skip
 # Fields that decide a run's inputs and minibatch order (teacher-aware data also
@@ -30,7 +31,7 @@ PER_RUN_FIELDS = frozenset(
 DATA_FIELDS = (
     "seed", "d", "sigma", "n_train", "n_eval", "augmentation", "agnostic_delta",
     "aware_alpha_lo", "aware_alpha_hi", "batch", "iters_per_epoch", "weight_choices",
-    "teacher_bias", "widths", "c",
+    "teacher_bias", "teacher_bias_spread", "calibrate", "widths", "c",
 )  # fmt: skip
 
 

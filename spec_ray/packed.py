@@ -10,7 +10,9 @@ Measured choices (docs/performance.md), each cutting kernels on the hot path:
   a ones column, so a layer is one bmm forward and one ``baddbmm_`` update.
 * Runs of a group share their minibatch, so layer 1 of a whole group is one
   (B, d+1) x (d+1, k*n_1) matmul; weights are run-major, so the group view is free.
-* Divergence costs nothing per step: each step records its error norm, and a chunk
+* Cross-entropy (label = argmax of the teacher output) shares the path: its output
+  error is softmax(y) - onehot(label) instead of y - t.
+* Divergence costs nothing per step: each step records its loss statistic, and a chunk
   with a non-finite loss is replayed from its snapshot with the diverged runs frozen
   (their last finite weights kept aside, their live weights zeroed).
 """
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from spec_ray import construct
-from spec_ray.network import Network, stack
+from spec_ray.network import Network, forward, stack
 from spec_ray.pack import Pack
 
 STEPS_PER_CHUNK = 64  # minibatches gathered in one index_select (bounds memory)
@@ -36,7 +38,7 @@ class PackData(NamedTuple):
     teacher: Network
     """Stacked teachers, (R, ..)."""
     x_train: Tensor
-    """Training inputs per group with a ones column, (G, N, d+1)."""
+    """Training inputs per group with a ones column, (G, N, d+1); N = 0 for online data."""
     y_train: Tensor
     """Teacher outputs on them per run, (R, N, c): computed once."""
     x_eval: Tensor
@@ -44,7 +46,7 @@ class PackData(NamedTuple):
     y_eval: Tensor
     """Teacher outputs on them per run, (R, N_eval, c)."""
     lr: Tensor
-    """Learning rate per run, (R, 1, 1)."""
+    """Learning rate per run and epoch, (epochs, R, 1, 1): the schedules, resolved."""
 
 
 class PackState(NamedTuple):
@@ -89,14 +91,16 @@ def prepare(pack: Pack) -> PackData:
     # Labels in float64 before the cast, so float32 runs see rounded exact labels.
     y_train = torch.stack([construct.teacher_outputs(t, x_train[i // k]) for i, t in enumerate(teachers)])
     y_eval = torch.stack([construct.teacher_outputs(t, x_eval[i // k]) for i, t in enumerate(teachers)])
-    lr = torch.tensor([r.train.lr for r in pack.runs], dtype=torch.float64).view(-1, 1, 1)  # (R, 1, 1)
+    epochs = pack.spec.train.epochs
+    lr = torch.tensor([[r.train.lr_at(e) for r in pack.runs] for e in range(epochs)], dtype=torch.float64)
+    lr = lr.view(epochs, pack.size, 1, 1)  # (E, R, 1, 1)
     return PackData(
         teacher=stack(teachers).to(dt, dev),
         x_train=with_ones(x_train).to(device=dev, dtype=dt),  # (G, N, d+1)
         y_train=y_train.to(device=dev, dtype=dt),  # (R, N, c)
         x_eval=x_eval.to(device=dev, dtype=dt),  # (G, Ne, d)
         y_eval=y_eval.to(device=dev, dtype=dt),  # (R, Ne, c)
-        lr=lr.to(device=dev, dtype=dt),  # (R, 1, 1)
+        lr=lr.to(device=dev, dtype=dt),  # (E, R, 1, 1)
     )
 
 
@@ -114,12 +118,20 @@ def epoch_indices(pack: Pack, epoch: int) -> Tensor:
 
 
 def sgd_step(
-    params: tuple[Tensor, ...], x: Tensor, t: Tensor, scale: Tensor, norm: Tensor, acts: list[Tensor], k: int
+    params: tuple[Tensor, ...],
+    x: Tensor,
+    t: Tensor,
+    scale: Tensor,
+    stat: Tensor,
+    acts: list[Tensor],
+    k: int,
+    labels: Tensor | None = None,
 ) -> None:
     """One SGD step of every run, in place.
 
-    params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (R, B, c) targets;
-    scale: (R, 1, 1) lr / B, 0 for diverged runs; norm: (R,) receives ||y - t|| per run;
+    params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (R, B, c) teacher
+    outputs (MSE) or labels: (R, B) int64 (cross-entropy); scale: (R, 1, 1) lr / B, 0 for
+    diverged runs; stat: (R,) receives ||y - t|| (MSE) or the mean loss (CE);
     acts: [(R, B, n_l+1)] activation buffers whose last column holds ones.
     """
     g_count, batch, d1 = x.shape
@@ -131,9 +143,17 @@ def sgd_step(
     for w, a_in, a_out in zip(params[1:-1], acts[:-1], acts[1:]):
         z = torch.bmm(a_in, w.transpose(1, 2))  # (R, B, n_l)
         torch.clamp_min(z, 0, out=a_out[..., :-1])  # (R, B, n_l)
-    err = torch.bmm(acts[-1], params[-1].transpose(1, 2)).sub_(t)  # (R, B, c)
-    torch.linalg.vector_norm(err, dim=(1, 2), out=norm)  # (R,)
-    g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy, dLoss/dy = (y - t) / B
+    y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
+    if labels is None:
+        err = y.sub_(t)  # (R, B, c) = dLoss/dy * B
+        torch.linalg.vector_norm(err, dim=(1, 2), out=stat)  # (R,)
+    else:
+        lse = torch.logsumexp(y, dim=2, keepdim=True)  # (R, B, 1)
+        picked = y.gather(2, labels.unsqueeze(2))  # (R, B, 1)
+        torch.mean((lse - picked).squeeze(2), dim=1, out=stat)  # (R,) cross-entropy
+        err = y.sub_(lse).exp_()  # (R, B, c) softmax
+        err.scatter_add_(2, labels.unsqueeze(2), torch.full_like(picked, -1.0))  # softmax - onehot
+    g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
     for layer in range(len(params) - 1, 0, -1):
         a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
         g_below = torch.ops.aten.threshold_backward(torch.bmm(g, w[..., :-1]), a[..., :-1], 0)  # (R, B, n_{l-1})
@@ -141,6 +161,61 @@ def sgd_step(
         g = g_below
     gg = g.view(g_count, k, batch, n1).transpose(1, 2).reshape(g_count, batch, k * n1)  # (G, B, k n1)
     w1g.baddbmm_(gg.transpose(1, 2), x, alpha=-1.0)  # (G, k n1, d+1)
+
+
+def grad_factor(spec) -> float:
+    """dLoss/dy = factor * err, err = y - t (MSE) or softmax - onehot (CE)."""
+    batch, c = spec.train.batch, spec.teacher.c
+    return 2.0 / (batch * c) if spec.train.loss == "mse_mean" else 1.0 / batch
+
+
+def minibatch_loss(spec, stats: Tensor) -> Tensor:
+    """The minibatch loss from ``sgd_step``'s statistic: ||y - t|| (MSE) or the mean CE itself."""
+    batch, c = spec.train.batch, spec.teacher.c
+    if spec.train.loss == "ce":
+        return stats
+    return stats.square() * (1.0 / (batch * c) if spec.train.loss == "mse_mean" else 0.5 / batch)
+
+
+def minibatches(pack: Pack, data: PackData, epoch_data: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    """Inputs (T, G, B, d+1) and targets of steps lo..hi-1 of an epoch.
+
+    ``epoch_data`` is the epoch's minibatch indices (iters, G, B), or for online data its
+    fresh inputs (iters, G, B, d). Targets: teacher outputs (T, R, B, c), or labels
+    (T, R, B) for cross-entropy.
+    """
+    k, r_count = pack.group_size, pack.size
+    dev = data.x_eval.device
+    if pack.spec.data.n_train is None:
+        x = epoch_data[lo:hi].to(data.x_eval.dtype)  # (T, G, B, d)
+        t = forward(data.teacher, x.repeat_interleave(k, dim=1))[1]  # (T, R, B, c)
+        x = with_ones(x)  # (T, G, B, d+1)
+    else:
+        g_count, n_train, d1 = data.x_train.shape
+        idx = epoch_data[lo:hi]  # (T, G, B)
+        g_offset = (torch.arange(g_count, device=dev) * n_train).view(1, g_count, 1)  # (1, G, 1)
+        r_offset = (torch.arange(r_count, device=dev) * n_train).view(1, r_count, 1)  # (1, R, 1)
+        x = data.x_train.view(-1, d1).index_select(0, (idx + g_offset).view(-1))  # (T G B, d+1)
+        x = x.view(*idx.shape, d1)  # (T, G, B, d+1)
+        run_idx = idx.repeat_interleave(k, dim=1) + r_offset  # (T, R, B)
+        t = data.y_train.view(r_count * n_train, -1).index_select(0, run_idx.view(-1))  # (T R B, c)
+        t = t.view(*run_idx.shape, -1)  # (T, R, B, c)
+    if pack.spec.train.loss == "ce":
+        t = construct.labels(t)  # (T, R, B)
+    return x, t
+
+
+def epoch_data(pack: Pack, epoch: int) -> Tensor:
+    """Minibatch indices (iters, G, B), or fresh online inputs (iters, G, B, d), of one epoch."""
+    if pack.spec.data.n_train is None:
+        x = torch.stack([construct.online_inputs(r, epoch) for r in pack.group_leaders], dim=1)
+        return x.to(pack.device)  # (iters, G, B, d)
+    return epoch_indices(pack, epoch)  # (iters, G, B)
+
+
+def _step(params, xs: Tensor, ts: Tensor, i: int, scale: Tensor, stats: Tensor, acts, k: int, ce: bool) -> None:
+    """Step i of a chunk: targets are outputs (MSE) or labels (CE)."""
+    sgd_step(params, xs[i], None if ce else ts[i], scale, stats[i], acts, k, ts[i] if ce else None)
 
 
 def train_until(
@@ -153,34 +228,28 @@ def train_until(
     """Train from ``state.step`` to step ``stop``; updates ``state.params`` in place."""
     spec = pack.spec
     iters, k, batch = spec.train.iters_per_epoch, pack.group_size, spec.train.batch
-    g_count, n_train, d1 = data.x_train.shape
-    r_count, c = pack.size, spec.teacher.c
-    dev, dt = data.x_train.device, data.x_train.dtype
-    x_flat = data.x_train.view(g_count * n_train, d1)  # (G N, d+1)
-    y_flat = data.y_train.view(r_count * n_train, c)  # (R N, c)
-    g_offset = (torch.arange(g_count, device=dev) * n_train).view(1, g_count, 1)  # (1, G, 1)
-    r_offset = (torch.arange(r_count, device=dev) * n_train).view(1, r_count, 1)  # (1, R, 1)
+    ce = spec.train.loss == "ce"
+    r_count = pack.size
+    dev, dt = data.x_eval.device, data.x_eval.dtype
     acts = [torch.ones(r_count, batch, n + 1, dtype=dt, device=dev) for n in spec.student_widths]  # [(R, B, n_l+1)]
     params, frozen = state.params, state.frozen
     diverged = state.diverged_step.clone()  # (R,)
-    scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr / batch, 0.0)  # (R, 1, 1)
-    step, epoch_idx, epoch = state.step, None, -1
+    step, this_epoch, epoch = state.step, None, -1
     while step < stop:
         if step // iters != epoch:
             epoch = step // iters
-            epoch_idx = epoch_indices(pack, epoch)  # (iters, G, B)
+            this_epoch = epoch_data(pack, epoch)  # (iters, G, B) or (iters, G, B, d)
+            scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr[epoch] * grad_factor(spec), 0.0)  # (R, 1, 1)
         lo = step % iters
         count = min(iters - lo, STEPS_PER_CHUNK, stop - step)
-        idx = epoch_idx[lo : lo + count]  # (T, G, B)
-        xs = x_flat.index_select(0, (idx + g_offset).view(-1)).view(count, g_count, batch, d1)  # (T, G, B, d+1)
-        run_idx = idx.repeat_interleave(k, dim=1) + r_offset  # (T, R, B)
-        ts = y_flat.index_select(0, run_idx.view(-1)).view(count, r_count, batch, c)  # (T, R, B, c)
+        xs, ts = minibatches(pack, data, this_epoch, lo, lo + count)  # (T, G, B, d+1), (T, R, B[, c])
         snapshot = [p.clone() for p in params]
-        norms = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
+        stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
+
         for i in range(count):
-            sgd_step(params, xs[i], ts[i], scale, norms[i], acts, k)
-        # The minibatch loss (1/2B)||y - t||^2, as the reference computes it.
-        bad = ~(norms.square() * (0.5 / batch)).isfinite() & (diverged < 0)  # (T, R)
+            _step(params, xs, ts, i, scale, stats, acts, k, ce)
+        losses = minibatch_loss(spec, stats)  # (T, R) as the reference computes it
+        bad = ~losses.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
             frozen = frozen or tuple(torch.zeros_like(p) for p in params)
             first = torch.where(bad.any(dim=0), bad.to(torch.int64).argmax(dim=0), -1)  # (R,)
@@ -194,7 +263,7 @@ def train_until(
                         p[dying] = 0.0  # a zero student's loss stays finite; its scale is 0
                     scale[dying] = 0.0
                     diverged[dying] = step + i
-                sgd_step(params, xs[i], ts[i], scale, norms[i], acts, k)
+                _step(params, xs, ts, i, scale, stats, acts, k, ce)
         step += count
         if on_progress is not None:
             on_progress(step)

@@ -57,6 +57,7 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
         t_rows[S.SUCCESS] = t_rows[S.BEST_CORR] > threshold
         t_rows[S.FANOUT_NORM] = _np(ckpt.teacher_fanout[i]).ravel()
         t_rows[S.BEST_CORR_TRAIN] = t_train
+        t_rows[S.INIT_RANK] = _np(ckpt.init_rank[i]).ravel() if ckpt.init_rank else np.full(r * m, np.nan)
         teacher_parts.append(t_rows)
         s_rows = _node_rows(ids, step, epoch, i + 1, n)
         s_rows[S.BEST_CORR] = _np(s_best).ravel()
@@ -74,6 +75,8 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
         S.RHO_MEAN: _np(ckpt.eval_corr[0].amax(dim=2).mean(dim=1)),
         S.GRAD_NORM: nan if ckpt.grad_norm is None else _np(ckpt.grad_norm),
         S.DIVERGED: _np(ckpt.diverged_step) >= 0,
+        S.EVAL_ACCURACY: nan if ckpt.eval_accuracy is None else _np(ckpt.eval_accuracy),
+        S.MEAN_RANK: _np(ckpt.init_rank[0].mean(dim=1)) if ckpt.init_rank else nan,
     }
     return {
         S.TEACHER_NODES: _concat(teacher_parts, S.TEACHER_NODES),

@@ -56,6 +56,15 @@ def mse_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
 
 
+def loss_fn(spec: RunSpec, out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+    """The run's objective: MSE to the teacher's outputs, or cross-entropy to their argmax."""
+    if spec.train.loss == "ce":
+        return torch.nn.functional.cross_entropy(out, teacher_out.argmax(dim=1))
+    if spec.train.loss == "mse_mean":
+        return torch.nn.functional.mse_loss(out, teacher_out)
+    return mse_loss(out, teacher_out)
+
+
 def correlation(teacher_act: np.ndarray, student_act: np.ndarray) -> np.ndarray:
     """Pearson correlation of every teacher/student node pair: (N, m), (N, n) -> (m, n)."""
 
@@ -90,13 +99,23 @@ def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
 def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
     """Plain SGD from step ``start`` to ``stop``. Returns the first non-finite step or -1."""
     iters = spec.train.iters_per_epoch
-    indices = None
+    online = spec.data.n_train is None
+    epoch_batches = None
     for step in range(start, stop):
-        if indices is None or step % iters == 0:
-            indices = construct.batch_indices(spec, step // iters).to(problem.x_train.device)
-        idx = indices[step % iters]  # (B,)
+        if epoch_batches is None or step % iters == 0:
+            epoch = step // iters
+            for group in opt.param_groups:
+                group["lr"] = spec.train.lr_at(epoch)
+            make = construct.online_inputs if online else construct.batch_indices
+            epoch_batches = make(spec, epoch).to(problem.x_train.device)
+        if online:
+            x = epoch_batches[step % iters].to(problem.x_train.dtype)  # (B, d)
+            target = forward(problem.teacher, x)[1]  # (B, c)
+        else:
+            idx = epoch_batches[step % iters]  # (B,)
+            x, target = problem.x_train[idx], problem.y_train[idx]
         opt.zero_grad()
-        loss = mse_loss(net(problem.x_train[idx])[1], problem.y_train[idx])
+        loss = loss_fn(spec, net(x)[1], target)
         if not torch.isfinite(loss):
             return step
         loss.backward()
@@ -104,7 +123,15 @@ def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: 
     return -1
 
 
-def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged: bool) -> dict[str, pd.DataFrame]:
+def _rank(init_corr: np.ndarray, corr: np.ndarray, j: int) -> float:
+    """Rank at init of teacher j's current best student among all students, in [0, 1]."""
+    best = corr[j].argmax()
+    return float((init_corr[j] > init_corr[j, best]).sum() / max(1, corr.shape[1] - 1))
+
+
+def _metrics(
+    spec: RunSpec, net: Student, problem: Problem, step: int, diverged: bool, init_corr: list[np.ndarray]
+) -> dict[str, pd.DataFrame]:
     """Rows of the three checkpoint tables for one run at one step."""
     rid = run_id(spec)
     epoch = step / spec.train.iters_per_epoch
@@ -112,12 +139,12 @@ def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged:
     with torch.no_grad():
         s_eval, out_eval = net(problem.x_eval)
         t_eval, _ = forward(problem.teacher, problem.x_eval)
-    with_train = step in train_metric_steps(spec)
+    with_train = step in train_metric_steps(spec) and spec.data.n_train is not None
     train_loss, grad_norm = float("nan"), float("nan")
     if with_train:
         net.zero_grad()
         s_train, out_train = net(problem.x_train)
-        loss = mse_loss(out_train, problem.y_train)
+        loss = loss_fn(spec, out_train, problem.y_train)
         loss.backward()
         train_loss = float(loss.detach())
         grad_norm = float(np.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in net.parameters())))
@@ -126,6 +153,8 @@ def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged:
     t_fan, s_fan = fanout_norms(problem.teacher), fanout_norms(net.network())
     for layer in range(spec.teacher.depth):
         corr = correlation(t_eval[layer].double().numpy(), s_eval[layer].detach().double().numpy())
+        if len(init_corr) == layer:  # the first call, at step 0, records the init correlations
+            init_corr.append(corr)
         corr_train = (
             correlation(t_train[layer].double().numpy(), s_train[layer].detach().double().numpy())
             if with_train
@@ -136,7 +165,8 @@ def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged:
             teacher_rows.append(
                 {**key, S.LAYER: layer + 1, S.NODE: j, S.BEST_CORR: best, S.BEST_STUDENT: int(corr[j].argmax()),
                  S.SUCCESS: bool(best > spec.checkpoint.success_threshold),
-                 S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max()}
+                 S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max(),
+                 S.INIT_RANK: _rank(init_corr[layer], corr, j)}
             )  # fmt: skip
         for k in range(corr.shape[1]):
             student_rows.append(
@@ -145,13 +175,17 @@ def _metrics(spec: RunSpec, net: Student, problem: Problem, step: int, diverged:
                  S.BEST_CORR_TRAIN: corr_train[:, k].max()}
             )  # fmt: skip
     first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
+    ce = spec.train.loss == "ce"
+    accuracy = float((out_eval.argmax(dim=1) == problem.y_eval.argmax(dim=1)).double().mean())
     scalars = {
         **key,
         S.TRAIN_LOSS: train_loss,
-        S.EVAL_LOSS: float(mse_loss(out_eval, problem.y_eval)),
+        S.EVAL_LOSS: float(loss_fn(spec, out_eval, problem.y_eval)),
         S.RHO_MEAN: float(first.max(axis=1).mean()),
         S.GRAD_NORM: grad_norm,
         S.DIVERGED: diverged,
+        S.EVAL_ACCURACY: accuracy if ce else float("nan"),
+        S.MEAN_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
     }
     return {
         S.TEACHER_NODES: pd.DataFrame(teacher_rows),
@@ -176,11 +210,12 @@ def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> Re
     opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
     step, diverged = 0, -1
+    init_corr: list[np.ndarray] = []
     for ckpt in [s for s in checkpoint_steps(spec) if s <= stop]:
         if diverged < 0:
             diverged = sgd_steps(spec, net, opt, problem, step, ckpt)
         step = ckpt
-        for table, rows in _metrics(spec, net, problem, step, diverged >= 0).items():
+        for table, rows in _metrics(spec, net, problem, step, diverged >= 0, init_corr).items():
             parts[table].append(rows)
     if step < stop and diverged < 0:
         diverged = sgd_steps(spec, net, opt, problem, step, stop)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from spec_ray import schema as S
-from spec_ray.metrics import Checkpoint, measure
+from spec_ray.metrics import Checkpoint, init_correlations, measure
 from spec_ray.pack import Pack, checkpoint_steps
 from spec_ray.packed import PackState, init_state, prepare, train_until
 from spec_ray.progress import Progress
@@ -56,6 +56,7 @@ def run_pack(
     began = time.perf_counter()
     data = prepare(pack)
     state = start if start is not None else init_state(pack)
+    init_corr = init_correlations(pack, data)
     spec = pack.spec
     total = spec.train.total_steps
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
@@ -67,7 +68,7 @@ def run_pack(
         steps = [s for s in todo if lo <= s <= hi]
         for step in steps:
             state = train_until(pack, data, state, step, bar.update if bar else None)
-            ckpt = measure(pack, data, state)
+            ckpt = measure(pack, data, state, init_corr)
             for table, rows in checkpoint_tables(pack, ckpt).items():
                 pending[table].append(rows)
             last = step == steps[-1]  # the block's last checkpoint: write its file

@@ -36,6 +36,9 @@ EVAL_LOSS = "eval_loss"
 RHO_MEAN = "rho_mean"
 GRAD_NORM = "grad_norm"
 DIVERGED = "diverged"
+EVAL_ACCURACY = "eval_accuracy"
+MEAN_RANK = "mean_rank"
+INIT_RANK = "init_rank"
 
 # Columns of the runs table beyond the spec fields.
 PACK_ID = "pack_id"
@@ -60,6 +63,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             (SUCCESS, pa.bool_()),
             (FANOUT_NORM, pa.float64()),
             (BEST_CORR_TRAIN, pa.float64()),
+            (INIT_RANK, pa.float64()),
         ]
     ),
     STUDENT_NODES: pa.schema(
@@ -81,11 +85,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             (RHO_MEAN, pa.float64()),
             (GRAD_NORM, pa.float64()),
             (DIVERGED, pa.bool_()),
+            (EVAL_ACCURACY, pa.float64()),
+            (MEAN_RANK, pa.float64()),
         ]
     ),
 }
 
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+_NULLABLE = {"n_train": pa.int64()}  # None: online data
 
 
 def runs_schema(spec: RunSpec | None = None) -> pa.Schema:
@@ -101,7 +108,7 @@ def runs_schema(spec: RunSpec | None = None) -> pa.Schema:
         (STEPS_DONE, pa.int64()),
         (WALL_TIME, pa.float64()),
     ]
-    fields += [(k, _ARROW_TYPES[type(v)]) for k, v in flat_fields(spec).items()]
+    fields += [(k, _NULLABLE.get(k) or _ARROW_TYPES[type(v)]) for k, v in flat_fields(spec).items()]
     return pa.schema(fields)
 
 

@@ -15,7 +15,8 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-LOSSES = ("mse",)
+LOSSES = ("mse", "mse_mean", "ce")
+INITS = ("gaussian", "torch")
 AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,7 +63,12 @@ class TeacherSpec:
     weight_choices: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
     """Values the un-normalised teacher weight entries are drawn from."""
     teacher_bias: float = -0.1
-    """Bias of every teacher node (hidden and output)."""
+    """Bias of every teacher node (hidden and output), the centre of its range."""
+    teacher_bias_spread: float = 0.0
+    """Biases drawn from U[teacher_bias - spread, teacher_bias + spread] (deep protocol: 0.5)."""
+    calibrate: bool = False
+    """Shift hidden biases by the median pre-activation on the eval set and rescale the
+    output layer to zero mean and unit std (deep protocol)."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -81,6 +87,9 @@ class TeacherSpec:
         if len(set(self.weight_choices)) != len(self.weight_choices):
             _fail("teacher.weight_choices", self.weight_choices, "distinct values")
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
+        _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
+        if not isinstance(self.calibrate, bool):
+            _fail("teacher.calibrate", self.calibrate, "true or false")
 
     @property
     def m(self) -> int:
@@ -101,11 +110,18 @@ class StudentSpec:
     """Over-realisation: student width n_l = multi * m_l at every hidden layer."""
     init_std: float = 0.005
     """Standard deviation of the Gaussian student weight init (biases start at 0)."""
+    init: str = "gaussian"
+    """gaussian: N(0, init_std^2) weights, zero biases | torch: PyTorch's default Linear
+    init (U[+-1/sqrt(fan_in)] weights and biases) times init_scale (deep protocol)."""
+    init_scale: float = 0.1
+    """Scale of the torch init."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
         _check_int("student.multi", self.multi, 1)
         _check_float("student.init_std", self.init_std, 0.0, strict=True)
+        _check_choice("student.init", self.init, INITS)
+        _check_float("student.init_scale", self.init_scale, 0.0, strict=True)
 
 
 @dataclass(frozen=True)
@@ -116,8 +132,9 @@ class DataSpec:
     """Input dimension."""
     sigma: float = 1.5
     """Input standard deviation (authors' command 1.5; the paper's text says 10)."""
-    n_train: int = 10_000
-    """Training-set size after augmentation (the sample-size axis)."""
+    n_train: int | None = 10_000
+    """Training-set size after augmentation (the sample-size axis); None: online, a fresh
+    Gaussian batch every step."""
     n_eval: int = 10_000
     """Evaluation-set size (fresh Gaussian samples, never augmented)."""
     augmentation: str = "none"
@@ -133,12 +150,15 @@ class DataSpec:
         _coerce_floats(self)
         _check_int("data.d", self.d, 1)
         _check_float("data.sigma", self.sigma, 0.0, strict=True)
-        _check_int("data.n_train", self.n_train, 1)
+        if self.n_train is not None:
+            _check_int("data.n_train", self.n_train, 1)
         _check_int("data.n_eval", self.n_eval, 2)
         _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS)
         _check_float("data.agnostic_delta", self.agnostic_delta, 0.0, strict=True)
         _check_float("data.aware_alpha_lo", self.aware_alpha_lo, 0.0)
         _check_float("data.aware_alpha_hi", self.aware_alpha_hi, self.aware_alpha_lo)
+        if self.n_train is None and self.augmentation != "none":
+            _fail("data.augmentation", self.augmentation, "none when data.n_train is None (online data)")
 
 
 @dataclass(frozen=True)
@@ -154,7 +174,11 @@ class TrainSpec:
     iters_per_epoch: int = 1000
     """SGD steps per epoch (an epoch is a step count, not a pass over the data)."""
     loss: str = "mse"
-    """mse: (1/2) mean over the batch of the squared error summed over outputs."""
+    """mse: (1/2) mean over the batch of the squared error summed over outputs (two-layer
+    protocol) | mse_mean: mean over batch and outputs, as nn.MSELoss (deep protocol) | ce:
+    cross-entropy with label = argmax of the teacher output."""
+    lr_schedule: tuple[tuple[int, float], ...] = ()
+    """(epoch, lr) pairs: from that epoch on, that learning rate (deep protocol: ((20, 0.1),))."""
     dtype: str = "float32"
     """float32 | float64 (the authors used float64)."""
     device: str = "auto"
@@ -167,6 +191,10 @@ class TrainSpec:
         _check_int("train.epochs", self.epochs, 1)
         _check_int("train.iters_per_epoch", self.iters_per_epoch, 1)
         _check_choice("train.loss", self.loss, LOSSES)
+        object.__setattr__(self, "lr_schedule", tuple((int(e), float(v)) for e, v in self.lr_schedule))
+        for epoch, value in self.lr_schedule:
+            if epoch < 0 or not math.isfinite(value) or value <= 0:
+                _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
         _check_choice("train.dtype", self.dtype, DTYPES)
         _check_choice("train.device", self.device, DEVICES)
 
@@ -174,6 +202,14 @@ class TrainSpec:
     def total_steps(self) -> int:
         """SGD steps of the whole run."""
         return self.epochs * self.iters_per_epoch
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate during ``epoch`` (0-based), after the schedule."""
+        value = self.lr
+        for start, rate in sorted(self.lr_schedule):
+            if epoch >= start:
+                value = rate
+        return value
 
 
 @dataclass(frozen=True)
@@ -217,7 +253,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, 0)
-        if self.data.n_train < self.train.batch:
+        if self.data.n_train is not None and self.data.n_train < self.train.batch:
             _fail("data.n_train", self.data.n_train, f"at least train.batch={self.train.batch}")
         # Teacher rows must be distinct and non-zero (PROTOCOL.md): the choice set
         # must hold enough distinct rows for every layer, fan-in = row length.
@@ -274,6 +310,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _tuple_text(value: tuple) -> str:
+    """(20,) -> '20'; (-0.5, 0.5) -> '-0.5_0.5'; ((20, 0.1),) -> '20:0.1'."""
+    items = [":".join(_tuple_text((x,)) for x in v) if isinstance(v, tuple) else f"{v:g}" for v in value]
+    return "_".join(items)
+
+
 def flat_fields(spec: RunSpec) -> dict[str, object]:
     """Every spec field as one flat ``{column: value}`` record (tuples as strings)."""
     out: dict[str, object] = {"seed": spec.seed}
@@ -281,7 +323,7 @@ def flat_fields(spec: RunSpec) -> dict[str, object]:
         for f in dataclasses.fields(getattr(spec, section)):
             value = getattr(getattr(spec, section), f.name)
             if isinstance(value, tuple):
-                value = "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+                value = _tuple_text(value)
             out[f.name] = value
     out["m"] = spec.teacher.m
     out["depth"] = spec.teacher.depth

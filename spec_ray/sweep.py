@@ -22,7 +22,7 @@ import typing
 from urllib.parse import urlparse
 
 from spec_ray import schema as S
-from spec_ray.cli import Parser
+from spec_ray.cli import Parser, value_parser
 from spec_ray.experiment import AXES, Experiment, axis_path, fingerprint, packs_from_json
 from spec_ray.pack import Pack
 from spec_ray.runner import FLUSH_EPOCHS
@@ -64,15 +64,15 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
         help=f"epochs per Parquet file and Tune checkpoint; default {FLUSH_EPOCHS}",
     )
     add("--seeds", type=int, default=None, help="seeds 1..N")
+    add("--online", action="store_true", help="online data: a fresh Gaussian batch every step (n_train = None)")
     axes = parser.add_argument_group("axes and settings (several values make an axis)")
     axes.add_argument("--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m")
     for name, path in AXES.items():
         if name == "seed":
             continue
-        hint = _field_type(path)
-        kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        parse, _ = value_parser(_field_type(path))
         flag = "--" + name.replace("_", "-")
-        axes.add_argument(flag, dest=name, type=kind, nargs="+", default=None, metavar=name.upper())
+        axes.add_argument(flag, dest=name, type=parse, nargs="+", default=None, metavar=name.upper())
     return parser
 
 
@@ -103,6 +103,9 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
             axes[name] = tuple(items)
         if name in ("m", "widths"):
             axes.pop("widths" if name == "m" else "m", None)
+    if args.online:
+        fixed["data.n_train"] = None
+        axes.pop("n_train", None)
     base = base.replace(**fixed) if fixed else base
     name = args.name or (f"{experiment.name}-smoke" if args.smoke else experiment.name)
     return Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size)

@@ -19,7 +19,7 @@ from spec_ray import schema as S
 from spec_ray.experiment import packs_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["polarity", "overrealization", "teacher_aware"]
+SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size"]
 
 
 def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
@@ -43,8 +43,13 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
     packs = stored_packs(root)
     assert_complete(str(root), packs)
     runs = pd.read_parquet(root / S.RUNS)
-    expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8}[script]
+    expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8, "sample_size": 8}[script]
     assert len(runs) == expected and sum(p.size for p in packs) == expected
+    depth = int(runs["depth"].iloc[0])
+    for table in (S.TEACHER_NODES, S.STUDENT_NODES):  # every hidden layer is traced
+        assert sorted(pd.read_parquet(root / table, columns=[S.LAYER])[S.LAYER].unique()) == list(range(1, depth + 1))
+    if script == "sample_size":
+        assert depth == 4 and set(runs["loss"]) == {"mse_mean", "ce"} and runs["calibrate"].all()
     assert f"python -m analysis report {root}" in proc.stdout
 
 
