@@ -64,7 +64,9 @@ def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
             ax.set_ylim(-0.03, 1.03)
     axes[0, 0].set_ylabel("success rate")
     axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7, loc="best")
-    fig.suptitle(f"Success rate (dotted: epoch 5, solid: epoch {final:g})", y=1.0, fontsize=9)
+    early = sorted(frame["epoch"].unique())[:-1]
+    dotted = f"dotted: epoch {early[0]:g}, " if early else ""
+    fig.suptitle(f"Success rate ({dotted}solid: epoch {final:g})", y=1.0, fontsize=9)
     return _save(fig, stem)
 
 

@@ -107,7 +107,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
 def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[specs.RunSpec]:
     """The runs of the pack the flags describe (raises ValueError on bad values)."""
     changes: dict[str, object] = dict(SMOKE) if args.smoke else {}
-    axes = {name: [getattr(specs.RunSpec(), PACK_AXES[name]).__getattribute__(name)] for name in PACK_AXES}
+    default = specs.RunSpec()
+    axes = {name: [getattr(getattr(default, section), name)] for name, section in PACK_AXES.items()}
     if args.smoke:
         axes["p"] = SMOKE_AXES["p"]
     for dest, path in dests.items():

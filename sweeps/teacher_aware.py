@@ -14,7 +14,7 @@ EXPERIMENT = Experiment(
         "seed": tuple(range(1, 11)),
     },
 )
-SMOKE = {"m": 5, "multi": [2], "n_train": [60, 240], "seeds": 2, "epochs": 2, "iters_per_epoch": 100,
+SMOKE = {"m": 5, "multi": [2], "n_train": [60, 240], "seeds": 2, "epochs": 6, "iters_per_epoch": 300,
          "n_eval": 500, "block_epochs": 1}  # fmt: skip
 
 if __name__ == "__main__":

@@ -24,6 +24,14 @@ def tiny() -> RunSpec:
     return tiny_spec()
 
 
+def snapshot(root) -> dict[str, str]:
+    """Content hash of every file under ``root``: proves bad input touched nothing."""
+    import hashlib
+    from pathlib import Path
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
 def assert_complete(root: str, packs) -> None:
     """Every (run, step, node) row of every pack exists exactly once under an experiment root."""
     import pandas as pd

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import assert_complete
+from conftest import assert_complete, snapshot
 
 from spec_ray import schema as S
 from spec_ray.experiment import packs_from_json
@@ -51,10 +50,6 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
     if script == "sample_size":
         assert depth == 4 and set(runs["loss"]) == {"mse_mean", "ce"} and runs["calibrate"].all()
     assert f"python -m analysis report {root}" in proc.stdout
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
