@@ -168,7 +168,8 @@ def measure(
         t_hidden, _ = forward(teacher, x)  # [(Rc, Ne, m_l)]
         s_hidden, out = forward(student, x)  # [(Rc, Ne, n_l)], (Rc, Ne, c)
         eval_loss.append(objective(loss, out, t))  # (Rc,)
-        accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
+        if loss == "ce":
+            accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
         eval_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])
         if with_train:
             x, t = _runs(pack, data, lo, hi, "train")  # (Rc, N, d), (Rc, N, c)
