@@ -54,7 +54,9 @@ class Experiment:
     axes: Mapping[str, tuple] = field(default_factory=dict)
     """Axis name -> values; the runs are their full factorial."""
     pack_size: int | None = None
-    """Most runs per pack (None: all runs of one shape in one pack)."""
+    """Most runs per pack (None: all runs of one shape in one pack, memory permitting)."""
+    pack_memory: int = 2 << 30
+    """Bytes of device memory a pack may hold (data, labels, parameters); larger packs are split."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", {k: tuple(v) for k, v in self.axes.items()})
@@ -66,6 +68,8 @@ class Experiment:
                 raise ValueError(f"axis {name}={list(values)} is invalid: allowed distinct values")
         if self.pack_size is not None and (not isinstance(self.pack_size, int) or self.pack_size < 1):
             raise ValueError(f"pack_size={self.pack_size!r} is invalid: allowed an integer >= 1 or None")
+        if not isinstance(self.pack_memory, int) or self.pack_memory < 1 << 20:
+            raise ValueError(f"pack_memory={self.pack_memory!r} is invalid: allowed at least 1 MiB")
 
     def runs(self) -> list[RunSpec]:
         """Every run of the factorial, validated (raises ValueError on the first bad one)."""
@@ -83,16 +87,16 @@ class Experiment:
             by_shape.setdefault(shape_key(run), []).append(run)
         packs = []
         for runs in by_shape.values():
+            limit = min(self.pack_size or len(runs), max(1, self.pack_memory // run_bytes(runs[0])))
             groups: dict[tuple, list[RunSpec]] = {}
             for run in runs:
                 groups.setdefault(data_key(run), []).append(run)
-            pieces = []  # whole groups, or pack_size slices of groups larger than a pack
+            pieces = []  # whole groups, or slices of groups larger than a pack
             for group in groups.values():
-                size = self.pack_size or len(group)
-                pieces += [group[i : i + size] for i in range(0, len(group), size)]
+                pieces += [group[i : i + limit] for i in range(0, len(group), limit)]
             chunk: list[RunSpec] = []
             for piece in pieces:
-                if self.pack_size and chunk and len(chunk) + len(piece) > self.pack_size:
+                if chunk and len(chunk) + len(piece) > limit:
                     packs.append(Pack(tuple(chunk)))
                     chunk = []
                 chunk.extend(piece)
@@ -103,6 +107,19 @@ class Experiment:
         """The packs' runs as JSON: what a resumed sweep reloads instead of re-deriving."""
         packs = [[spec_to_dict(r) for r in p.runs] for p in self.packs()]
         return json.dumps({"name": self.name, "packs": packs}, sort_keys=True)
+
+
+def run_bytes(spec: RunSpec) -> int:
+    """Device memory one run adds to a pack: its inputs and teacher labels on both sets (an
+    upper bound: runs of a group share inputs), parameters with their diverged copy, and
+    minibatch buffers. Checkpoint metrics work in bounded chunks on top of this."""
+    item = 4 if spec.train.dtype == "float32" else 8
+    d, c = spec.data.d, spec.teacher.c
+    samples = (spec.data.n_train or 0) + spec.data.n_eval
+    widths = (d, *spec.student_widths, c)
+    params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    buffers = 64 * spec.train.batch * (d + 1 + c)  # a chunk of gathered minibatches
+    return item * (samples * (d + 1 + c) + 3 * params + buffers)
 
 
 def packs_from_json(text: str) -> list[Pack]:

@@ -56,6 +56,7 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
     add("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (one pack); default 1")
     add("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, may be fractional; default 0")
     add("--pack-size", type=int, default=None, help="most runs per pack (default: all seeds x p of one shape)")
+    add("--pack-memory-gib", type=float, default=2.0, help="device memory per pack; larger packs are split; default 2")
     add("--max-failures", type=int, default=3, help="retries of a failed trial from its last checkpoint; default 3")
     add(
         "--block-epochs",
@@ -108,7 +109,10 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
         axes.pop("n_train", None)
     base = base.replace(**fixed) if fixed else base
     name = args.name or (f"{experiment.name}-smoke" if args.smoke else experiment.name)
-    return Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size)
+    if not args.pack_memory_gib > 0:
+        raise ValueError(f"--pack-memory-gib={args.pack_memory_gib} is invalid: allowed a number > 0")
+    memory = int(args.pack_memory_gib * 2**30)
+    return Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory)
 
 
 def check_address(address: str | None) -> str | None:

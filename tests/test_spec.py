@@ -95,3 +95,18 @@ def test_pack_groups_runs_sharing_data() -> None:
     assert [r.seed for r in pack.runs] == [1, 1, 1, 2, 2, 2]
     # An unequal grouping falls back to one run per group.
     assert Pack(tuple(runs[:5])).group_size == 1
+
+
+def test_experiment_splits_packs_to_fit_memory_along_groups() -> None:
+    from spec_ray.experiment import Experiment, run_bytes
+
+    axes = {"seed": tuple(range(1, 9)), "p": (0.0, 1.0, 2.0)}
+    whole = Experiment("e", axes=axes).packs()
+    assert [p.size for p in whole] == [24] and whole[0].group_size == 3
+    per_run = run_bytes(RunSpec())
+    assert 12_080_000 < per_run < 13_000_000  # 20k samples x (101 inputs + 50 labels) x 4 bytes, mostly
+    split = Experiment("e", axes=axes, pack_memory=7 * per_run).packs()
+    assert [p.size for p in split] == [6, 6, 6, 6] and all(p.group_size == 3 for p in split)
+    assert sorted(r for p in split for r in p.run_ids) == sorted(whole[0].run_ids)
+    with pytest.raises(ValueError, match="pack_memory"):
+        Experiment("e", axes=axes, pack_memory=10)
