@@ -199,3 +199,11 @@ def test_cli_bad_paths_exit_2(engine_experiment: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "sql is invalid" in proc.stderr
     help_text = run_cli("--help").stdout
     assert "report" in help_text and "query" in help_text
+
+
+def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monkeypatch) -> None:
+    from analysis.cli import query
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # the optional extra is not installed
+    with pytest.raises(AnalysisError, match=r"pip install 'spec-ray\[duckdb\]'"):
+        query(str(engine_experiment), "select 1")
