@@ -9,7 +9,6 @@ split into packs of at most ``pack_size`` runs, keeping shared-minibatch groups 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 from collections.abc import Mapping
@@ -125,8 +124,3 @@ def run_bytes(spec: RunSpec) -> int:
 def packs_from_json(text: str) -> list[Pack]:
     """The packs stored by ``Experiment.to_json``."""
     return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in json.loads(text)["packs"]]
-
-
-def fingerprint(packs: list[Pack]) -> str:
-    """A hash of the packs' ids, to detect a changed declaration on resume."""
-    return hashlib.sha256(" ".join(p.pack_id for p in packs).encode()).hexdigest()[:16]

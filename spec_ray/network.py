@@ -47,11 +47,6 @@ def stack(nets: list[Network]) -> Network:
     )
 
 
-def unstack(net: Network, r: int) -> Network:
-    """The r-th network of a stacked one (views, no copy)."""
-    return Network(tuple(w[r] for w in net.weights), tuple(b[r] for b in net.biases))
-
-
 def slice_runs(net: Network, lo: int, hi: int) -> Network:
     """Runs lo..hi-1 of a stacked network (views, no copy)."""
     return Network(tuple(w[lo:hi] for w in net.weights), tuple(b[lo:hi] for b in net.biases))

@@ -8,7 +8,6 @@ one wider matmul. Runs are kept group-major: group g holds runs g*k .. g*k+k-1.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -139,11 +138,6 @@ class Pack:
     def dtype(self) -> torch.dtype:
         """The training dtype."""
         return getattr(torch, self.spec.train.dtype)
-
-    def with_device(self, device: str) -> Pack:
-        """The same pack on another device."""
-        runs = [dataclasses.replace(r, train=dataclasses.replace(r.train, device=device)) for r in self.runs]
-        return Pack(tuple(runs))
 
 
 def checkpoint_steps(spec: RunSpec) -> list[int]:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from spec_ray import schema as S
 from spec_ray.cli import Parser, value_parser
-from spec_ray.experiment import AXES, Experiment, axis_path, fingerprint, packs_from_json
+from spec_ray.experiment import AXES, Experiment, axis_path, packs_from_json
 from spec_ray.pack import Pack
 from spec_ray.runner import FLUSH_EPOCHS
 from spec_ray.spec import RunSpec
@@ -166,7 +166,6 @@ def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, 
     meta = stored or {
         "name": experiment.name,
         "sweep": experiment.to_json(),
-        "fingerprint": fingerprint(packs),
         "block_epochs": args.block_epochs,
     }
     return store, packs, meta
