@@ -1,4 +1,4 @@
-"""The claims of PROTOCOL.md checked against an experiment's numbers.
+"""The claims of docs/protocol.md checked against an experiment's numbers.
 
 Each check returns a ``Claim``: the measured numbers behind it and a verdict, one of
 ``supported``, ``not supported`` or ``not enough data``. The criteria are stated in
@@ -27,6 +27,14 @@ def _verdict(ok: bool) -> str:
     return SUPPORTED if ok else NOT_SUPPORTED
 
 
+TOLERANCE = 0.05
+"""Success rates within this are equal: the seed noise of a rate over ~8 seeds x 5 nodes."""
+MIN_RANK_CORR = 0.2
+"""Claim 3: the least Spearman correlation between weakness and first-success step."""
+BOOTSTRAP = 2000
+"""Claim 2: paired bootstrap resamples of the seeds (fixed generator: the verdict is repeatable)."""
+
+
 def _k(m: int) -> int:
     """How many strongest / weakest nodes are compared: a quarter of the teacher (5 of 20)."""
     return max(1, m // 4)
@@ -51,54 +59,113 @@ def strong_vs_weak(success: pd.DataFrame) -> pd.DataFrame:
 def claim1(success: pd.DataFrame) -> Claim:
     """Stronger nodes are recovered more often, and the drop is steeper for larger p.
 
-    Supported when, at the final epoch, the k strongest nodes (k = m/4) beat the k weakest
-    at every p > 0, and the strong-weak gap at the largest p exceeds that at the smallest.
+    At the final epoch, per p: gap = success of the k strongest nodes (k = m/4) minus the k
+    weakest, averaged over multi and m. A p > 0 where both reach 1 - TOLERANCE is a tie at
+    1.0 (too easy to tell), not a failure. Supported when every other p > 0 has gap >
+    TOLERANCE, and the gap never shrinks by more than TOLERANCE from one p to the next
+    larger (p = 0 included, ties counting as gap 0). Not enough data: fewer than two p,
+    m < 2, or every p > 0 a tie.
     """
     text = "Stronger teacher nodes are recovered more often; the drop with index is steeper for larger p."
-    if success.empty or success["p"].nunique() < 2 or (success["m"] < 2).all():
-        return Claim(1, text, "needs at least two values of p and m >= 2", NO_DATA)
-    table = strong_vs_weak(success)
-    evidence = "; ".join(f"p={r.p:g}: strongest {r.strong:.2f} vs weakest {r.weak:.2f}" for r in table.itertuples())
+    if success.empty or success["p"].nunique() < 2 or (success["m"] < 2).all() or (success["p"] <= 0).all():
+        return Claim(1, text, "needs at least two values of p, one > 0, and m >= 2", NO_DATA)
+    table = strong_vs_weak(success).sort_values("p")
+    table["tie"] = (table["strong"] >= 1 - TOLERANCE) & (table["weak"] >= 1 - TOLERANCE)
+    table["gap"] = table["gap"].where(~table["tie"], 0.0)
     positive = table[table["p"] > 0]
-    ok = bool((positive["gap"] > 0).all()) and table.iloc[-1]["gap"] > table.iloc[0]["gap"]
+    evidence = "; ".join(
+        f"p={r.p:g}: strongest {r.strong:.2f} vs weakest {r.weak:.2f}" + (" (tie at 1.0)" if r.tie else "")
+        for r in table.itertuples()
+    )
+    if positive["tie"].all():
+        return Claim(1, text, evidence + "; every p > 0 ties at 1.0: nothing to compare", NO_DATA)
+    drops = table["gap"].diff().dropna()
+    worst = float(drops.min())
+    evidence += f"; largest shrink of the gap from one p to the next {max(0.0, -worst):.2f} (tolerance {TOLERANCE})"
+    ok = bool((positive["tie"] | (positive["gap"] > TOLERANCE)).all()) and worst >= -TOLERANCE
     return Claim(1, text, evidence, _verdict(ok))
 
 
-def claim2(success: pd.DataFrame) -> Claim:
-    """More over-realization recovers more nodes: final success rises from the smallest to the largest multi."""
+def _paired_interval(diff: np.ndarray) -> tuple[float, float]:
+    """95 % paired bootstrap interval of the mean of per-seed differences."""
+    gen = np.random.default_rng(0)
+    means = diff[gen.integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)  # (BOOTSTRAP,)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def claim2(seeds: pd.DataFrame) -> Claim:
+    """More over-realization recovers more nodes, within each p.
+
+    Per (p, m): each seed's fraction of recovered teacher nodes at the final step, at the
+    largest multi minus the smallest, paired by seed (equal seeds share teacher and data).
+    A (p, m) passes when the 95 % paired bootstrap interval of the mean difference lies
+    above 0, or when both multis recover >= 1 - TOLERANCE (a tie at 1.0). Supported when
+    every (p, m) passes; the worst one is reported. Not enough data: one multi, fewer than
+    3 seeds with both multis in a (p, m), or every (p, m) a tie.
+    """
     text = "More over-realization recovers more teacher nodes."
-    if success.empty or success["multi"].nunique() < 2:
+    if seeds.empty or seeds["multi"].nunique() < 2:
         return Claim(2, text, "needs at least two values of multi", NO_DATA)
-    final = success[success["epoch"] == success["epoch"].max()]
-    by_multi = final.groupby("multi")["success_rate"].mean()
-    slope = np.polyfit(by_multi.index.to_numpy(float), by_multi.to_numpy(), 1)[0]
-    evidence = ", ".join(f"{m}x: {v:.2f}" for m, v in by_multi.items()) + f"; slope {slope:+.3f} per unit of multi"
-    return Claim(2, text, evidence, _verdict(bool(by_multi.iloc[-1] > by_multi.iloc[0] and slope > 0)))
+    lo, hi = seeds["multi"].min(), seeds["multi"].max()
+    rows = []
+    for (p, m), sub in seeds.groupby(["p", "m"]):
+        paired = sub.pivot_table(index="seed", columns="multi", values="success")
+        if lo not in paired or hi not in paired:
+            continue
+        paired = paired[[lo, hi]].dropna()
+        if len(paired) < 3:
+            return Claim(2, text, f"p={p:g}, m={m}: {len(paired)} paired seeds; needs 3 or more", NO_DATA)
+        diff = (paired[hi] - paired[lo]).to_numpy()
+        low, high = _paired_interval(diff)
+        tie = bool(paired[lo].mean() >= 1 - TOLERANCE and paired[hi].mean() >= 1 - TOLERANCE)
+        rows.append({"p": p, "m": m, "lo": paired[lo].mean(), "hi": paired[hi].mean(), "low": low, "high": high,
+                     "tie": tie, "ok": tie or low > 0})  # fmt: skip
+    if not rows:
+        return Claim(2, text, f"no (p, m) has both {lo}x and {hi}x", NO_DATA)
+    table = pd.DataFrame(rows)
+    worst = table.sort_values(["ok", "tie", "low"]).iloc[0]
+    evidence = (
+        f"success {lo}x -> {hi}x, 95 % interval of the paired difference: "
+        + "; ".join(
+            f"p={r.p:g}"
+            + (f", m={r.m}" if table["m"].nunique() > 1 else "")
+            + f": {r.lo:.2f} -> {r.hi:.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+            + (" (tie at 1.0)" if r.tie else "")
+            for r in table.itertuples()
+        )
+        + f"; worst p={worst['p']:g}"
+    )
+    if table["tie"].all():
+        return Claim(2, text, evidence + ": every p ties at 1.0, nothing to compare", NO_DATA)
+    return Claim(2, text, evidence, _verdict(bool(table["ok"].all())))
 
 
 def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
-    """Success at the end >= after 5 epochs (tolerance 0.02 for every configuration), and the
-    k strongest nodes reach success earlier (median first-success step, never = infinity)
-    than the k weakest, over runs with p > 0."""
+    """Success does not drop from 5 epochs to the end; strong nodes specialize early, weak ones late.
+
+    Mean success rate (all configurations) at the final epoch >= at the early epoch minus
+    TOLERANCE / 5 (0.01). Among node-runs with p > 0 recovered at the end, the Spearman
+    correlation between node index (weakness: node 0 is the strongest, relative to m) and
+    first-success step is > MIN_RANK_CORR. Not enough data: no early epoch, or fewer than
+    10 recovered node-runs with p > 0, or all of them at one node index.
+    """
     text = "Success after 100 epochs is at least that after 5; strong nodes specialize early, weak ones late."
     epochs = sorted(success["epoch"].unique()) if not success.empty else []
     if len(epochs) < 2 or first.empty:
         return Claim(3, text, "needs runs longer than 5 epochs", NO_DATA)
-    keys = ["p", "multi", "m"]
-    early = success[success["epoch"] == epochs[0]].groupby(keys)["success_rate"].mean()
-    final = success[success["epoch"] == epochs[-1]].groupby(keys)["success_rate"].mean()
-    worst = float((final - early).min())
-    steps = first[first["p"] > 0].assign(first_step=lambda f: f["first_step"].fillna(np.inf))
-    if steps.empty:
-        return Claim(3, text, "needs runs with p > 0 for the strong/weak timing", NO_DATA)
-    k = steps["m"].map(lambda m: _k(int(m)))
-    strong = float(steps[steps["node"] < k]["first_step"].median())
-    weak = float(steps[steps["node"] >= steps["m"] - k]["first_step"].median())
+    early = float(success[success["epoch"] == epochs[0]]["success_rate"].mean())
+    final = float(success[success["epoch"] == epochs[-1]]["success_rate"].mean())
+    found = first[(first["p"] > 0) & first["recovered"] & first["first_step"].notna()]
+    if len(found) < 10 or found["node"].nunique() < 2:
+        return Claim(3, text, f"needs 10 node-runs with p > 0 recovered at the end ({len(found)})", NO_DATA)
+    weakness = found["node"] / (found["m"] - 1).clip(lower=1)
+    rho = float(weakness.rank().corr(found["first_step"].rank()))  # Spearman: Pearson of average ranks
+    rho = 0.0 if np.isnan(rho) else rho  # every node recovered at the same step: no ordering
     evidence = (
-        f"mean success epoch {epochs[0]:g} {early.mean():.2f} -> epoch {epochs[-1]:g} {final.mean():.2f} "
-        f"(worst configuration change {worst:+.2f}); median first-success step: strongest {strong:g}, weakest {weak:g}"
+        f"mean success epoch {epochs[0]:g} {early:.2f} -> epoch {epochs[-1]:g} {final:.2f}; "
+        f"Spearman(node index, first-success step) {rho:+.2f} over {len(found)} recovered node-runs with p > 0"
     )
-    return Claim(3, text, evidence, _verdict(worst >= -0.02 and strong < weak))
+    return Claim(3, text, evidence, _verdict(final >= early - TOLERANCE / 5 and rho > MIN_RANK_CORR))
 
 
 def claim4(lshape: pd.DataFrame, threshold: float) -> Claim:

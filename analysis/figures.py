@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from spec_ray.losses import UNITS  # noqa: E402
+
 PANEL = 2.6  # inches per panel side
 MAX_COLS = 6
 
@@ -38,6 +40,12 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
     fig.savefig(paths[1])
     plt.close(fig)
     return paths
+
+
+def loss_label(kinds, what: str = "evaluation loss") -> str:
+    """Axis label naming the unit of every loss present, e.g. 'evaluation loss (MSE, mean over ...)'."""
+    units = list(dict.fromkeys(UNITS.get(k, k) for k in sorted(kinds)))
+    return f"{what}\n({'; '.join(units)})"
 
 
 def _multi_colors(values) -> dict:
@@ -128,7 +136,7 @@ def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
             ax.fill_between(line["epoch"], mean - std, mean + std, color=colors[multi], alpha=0.2, lw=0)
         ax.set_title(f"p = {p:g}")
         ax.set_xlabel("epoch")
-    axes[0, 0].set_ylabel("log10 evaluation loss")
+    axes[0, 0].set_ylabel(loss_label(frame["loss"].unique(), "log10 evaluation loss"), fontsize=7)
     axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7)
     return _save(fig, stem)
 
@@ -151,7 +159,8 @@ def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
         axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
                         ms=3, label=_loss_name(loss))  # fmt: skip
     axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
-    axes[0, 1].set(xlabel="samples (x1000)", ylabel="evaluation loss", title="evaluation loss", yscale="log")
+    axes[0, 1].set(xlabel="samples (x1000)", title="evaluation loss", yscale="log")
+    axes[0, 1].set_ylabel(loss_label(frame["loss"].unique()), fontsize=7)
     axes[0, 0].legend(fontsize=6)
     axes[0, 1].legend(fontsize=7)
     return _save(fig, stem)
@@ -163,11 +172,12 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     ax = axes[0, 0]
     colors = {"teacher_aware": "tab:blue", "none": "tab:orange", "teacher_agnostic": "tab:green"}
     names = {"teacher_aware": "teacher-aware", "none": "agnostic (Gaussian)", "teacher_agnostic": "agnostic (7a)"}
-    for (aug, which), line in frame.groupby(["augmentation", "set"]):
+    for (aug, which), line in frame.groupby(["augmentation", "set"]):  # one loss per experiment
         ax.errorbar(line["n_train"], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
                     ls="-" if which == "eval" else "--", marker="o", ms=3, capsize=2, lw=1.2,
                     label=f"{names.get(aug, aug)}, {which}")  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="training samples", ylabel="MSE loss")
+    ax.set(xscale="log", yscale="log", xlabel="training samples")
+    ax.set_ylabel(loss_label(frame["loss"].unique(), "loss"), fontsize=7)
     ax.legend(fontsize=6)
     fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
     return _save(fig, stem)

@@ -67,7 +67,9 @@ class Results:
         state[self.runs[S.DIVERGED].fillna(False).astype(bool)] = "diverged"
         state[self.runs[S.STATUS] != S.STATUS_DONE] = "unfinished"
         self.runs["state"] = state
-        self.runs["final_step"] = self.runs["epochs"] * self.runs["iters_per_epoch"]
+        if "steps_per_epoch" not in self.runs:  # written before epochs could be shuffled passes
+            self.runs["steps_per_epoch"] = self.runs["iters_per_epoch"]
+        self.runs["final_step"] = self.runs["epochs"] * self.runs["steps_per_epoch"]
 
     def dataset(self, table: str) -> ds.Dataset:
         """The union of one table over every experiment (hive partitions)."""

@@ -40,11 +40,11 @@ def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
     steps = final_steps(res)
     early = early_epoch(res)
     if early is not None:
-        steps |= set((res.done["iters_per_epoch"] * early).astype(int))
+        steps |= set((res.done["steps_per_epoch"] * early).astype(int))
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.EPOCH, S.NODE, S.SUCCESS], res.done[S.RUN_ID], steps, layer)
-    rows = _join(rows, res, CONFIG + ["final_step", "iters_per_epoch"])
+    rows = _join(rows, res, CONFIG + ["final_step", "steps_per_epoch"])
     wanted = (rows[S.STEP] == rows["final_step"]) | (
-        (early is not None) & (rows[S.STEP] == rows["iters_per_epoch"] * (early or 0))
+        (early is not None) & (rows[S.STEP] == rows["steps_per_epoch"] * (early or 0))
     )
     rows = rows[wanted]
     out = (
@@ -53,6 +53,18 @@ def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
         .sort_values(CONFIG + [S.EPOCH, S.NODE])
     )
     return out.reset_index(drop=True)
+
+
+def seed_success(res: Results, layer: int = 1) -> pd.DataFrame:
+    """Fraction of teacher nodes recovered per run at its final step (claim 2's paired unit).
+
+    Columns: p, multi, m, seed, success.
+    """
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.SUCCESS], res.done[S.RUN_ID], final_steps(res), layer)
+    rows = _join(rows, res, CONFIG + ["seed", "final_step"])
+    rows = rows[rows[S.STEP] == rows["final_step"]]
+    out = rows.groupby(CONFIG + ["seed"], as_index=False).agg(success=(S.SUCCESS, "mean"))
+    return out.sort_values(CONFIG + ["seed"]).reset_index(drop=True)
 
 
 def dynamics_multi(res: Results) -> int:
@@ -77,14 +89,19 @@ def dynamics(res: Results, multi: int | None = None, layer: int = 1) -> pd.DataF
 
 
 def first_success(res: Results, layer: int = 1) -> pd.DataFrame:
-    """First checkpoint step at which each teacher node of each run was recovered (NaN: never).
+    """First checkpoint step at which each teacher node of each run was recovered (NaN: never),
+    and whether it is recovered at the run's final step.
 
-    Columns: run_id, node, first_step, p, multi, m.
+    Columns: run_id, node, first_step, recovered, p, multi, m.
     """
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.SUCCESS], res.done[S.RUN_ID], layer=layer)
+    rows = _join(rows, res, ["final_step"])
     nodes = rows[[S.RUN_ID, S.NODE]].drop_duplicates()
     first = rows[rows[S.SUCCESS]].groupby([S.RUN_ID, S.NODE], as_index=False)[S.STEP].min()
+    final = rows[rows[S.STEP] == rows["final_step"]][[S.RUN_ID, S.NODE, S.SUCCESS]]
     out = nodes.merge(first, on=[S.RUN_ID, S.NODE], how="left").rename(columns={S.STEP: "first_step"})
+    out = out.merge(final.rename(columns={S.SUCCESS: "recovered"}), on=[S.RUN_ID, S.NODE], how="left")
+    out["recovered"] = out["recovered"].fillna(False).astype(bool)
     return _join(out, res, CONFIG)
 
 
@@ -107,16 +124,17 @@ def lshape(res: Results, layer: int = 1) -> pd.DataFrame:
 def loss_curves(res: Results) -> pd.DataFrame:
     """log10 eval loss over seeds per (p, multi, m, epoch) at whole epochs: mean and std.
 
-    Columns: p, multi, m, epoch, log10_eval_loss, std, seeds.
+    Columns: p, multi, m, loss, epoch, log10_eval_loss, std, seeds (loss: ``train.loss``,
+    whose unit is ``spec_ray.losses.UNITS[loss]``).
     """
     rows = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_LOSS], res.done[S.RUN_ID])
     rows = rows[np.isclose(rows[S.EPOCH] % 1, 0)]
-    rows = _join(rows, res, CONFIG)
+    rows = _join(rows, res, CONFIG + ["loss"])
     rows["log10_eval_loss"] = np.log10(rows[S.EVAL_LOSS].clip(lower=1e-300))
-    out = rows.groupby(CONFIG + [S.EPOCH], as_index=False).agg(
+    out = rows.groupby(CONFIG + ["loss", S.EPOCH], as_index=False).agg(
         log10_eval_loss=("log10_eval_loss", "mean"), std=("log10_eval_loss", "std"), seeds=(S.RUN_ID, "nunique")
     )
-    return out.sort_values(CONFIG + [S.EPOCH]).reset_index(drop=True)
+    return out.sort_values(CONFIG + ["loss", S.EPOCH]).reset_index(drop=True)
 
 
 def final_scalars(res: Results) -> pd.DataFrame:
@@ -148,14 +166,14 @@ def sample_size(res: Results) -> pd.DataFrame:
 def teacher_aware(res: Results) -> pd.DataFrame:
     """Final train and eval MSE vs number of samples, per augmentation (figure 9).
 
-    Columns: n_train, augmentation, set (train | eval), mse, std, seeds.
+    Columns: n_train, augmentation, loss, set (train | eval), mse, std, seeds.
     """
     rows = final_scalars(res)
     long = rows.melt(
-        id_vars=[S.RUN_ID, "n_train", "augmentation"], value_vars=[S.TRAIN_LOSS, S.EVAL_LOSS], var_name="set"
+        id_vars=[S.RUN_ID, "n_train", "augmentation", "loss"], value_vars=[S.TRAIN_LOSS, S.EVAL_LOSS], var_name="set"
     )
     long["set"] = long["set"].map({S.TRAIN_LOSS: "train", S.EVAL_LOSS: "eval"})
-    out = long.groupby(["n_train", "augmentation", "set"], as_index=False).agg(
+    out = long.groupby(["n_train", "augmentation", "loss", "set"], as_index=False).agg(
         mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
     )
     return out.sort_values(["augmentation", "set", "n_train"]).reset_index(drop=True)

@@ -84,7 +84,7 @@ def build_report(path: str, out: Path) -> Path:
         success = frames["success_rate"]
         found = [
             claims.claim1(success),
-            claims.claim2(success),
+            claims.claim2(queries.seed_success(res)),
             claims.claim3(success, queries.first_success(res)),
             claims.claim4(frames["lshape"], threshold),
             claims.claim5(frames["sample_size"]),
@@ -104,8 +104,10 @@ def build_report(path: str, out: Path) -> Path:
         "|---|---|---|---|",
         *[f"| {c.number} | {c.text} | {c.evidence} | **{c.verdict}** |" for c in found],
         "",
-        "Criteria are in `analysis/claims.py`: strongest/weakest = the first/last quarter of teacher "
-        "nodes; 'much lower' = under half; unspecialized = best correlation < "
+        "Criteria are in `analysis/claims.py` and docs/protocol.md: strongest/weakest = the first/last "
+        f"quarter of teacher nodes; rates within {claims.TOLERANCE} are equal, both >= {1 - claims.TOLERANCE:g} "
+        "is a tie; claim 2 is a paired bootstrap over seeds within each p; claim 3 a Spearman correlation > "
+        f"{claims.MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < "
         f"{claims.UNSPECIALIZED_BELOW}.",
         "",
         "## Figures",

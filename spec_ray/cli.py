@@ -18,6 +18,7 @@ from spec_ray.pack import Pack
 from spec_ray.runner import run_pack
 from spec_ray.traces import TraceStore
 
+NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
 PACK_AXES = {"p": "teacher", "lr": "train"}  # fields that take several values in one pack
 
 # A small pack that finishes in seconds on a 2-core CPU.
@@ -57,14 +58,25 @@ def _epoch_lr(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not EPOCH:LR, e.g. 20:0.1") from None
 
 
+def _or_none(parse):
+    """A parser that also takes the word 'none' (an optional spec field)."""
+
+    def parse_optional(text: str):
+        return None if text.lower() == "none" else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse names it in errors
+    return parse_optional
+
+
 def value_parser(hint: object) -> tuple[object, bool]:
     """(parse one command-line word, is the field a tuple) for a spec field's type hint."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:
         inner = args[0]
         return (_epoch_lr if typing.get_origin(inner) is tuple else inner), True
-    if type(None) in args:  # Optional[X]
-        return next(a for a in args if a is not type(None)), False
+    if type(None) in args:  # Optional[X]: the word "none" gives None
+        inner = next(a for a in args if a is not type(None))
+        return _or_none(inner), False
     return (_parse_bool if hint is bool else hint), False
 
 
@@ -79,7 +91,7 @@ def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
         for f in dataclasses.fields(cls):
             hint = hints[section][f.name]
             doc = f"{docs.get(f.name, '')} (default {f.default!r})".replace("%", "%%")
-            kwargs: dict = {"dest": f.name, "default": None, "help": doc}
+            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "help": doc}
             parse, is_tuple = value_parser(hint)
             kwargs.update(type=parse, **({"nargs": "+"} if is_tuple else {}))
             if hint is bool:
@@ -112,8 +124,8 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
     if args.smoke:
         axes["p"] = SMOKE_AXES["p"]
     for dest, path in dests.items():
-        value = getattr(args, dest)
-        if value is None:
+        value = getattr(args, dest, NOT_GIVEN)
+        if value is NOT_GIVEN:
             continue
         if dest in PACK_AXES:
             axes[dest] = list(value)
@@ -148,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = pack.spec
     print(
         f"pack {pack.pack_id}: {pack.size} runs (m={spec.teacher.widths}, multi={spec.student.multi}, "
-        f"{spec.train.total_steps} steps, {spec.train.dtype} on {pack.device})",
+        f"{spec.total_steps} steps, {spec.train.dtype} on {pack.device})",
         file=sys.stderr,
     )
     result = run_pack(pack, store, progress=not args.no_progress)

@@ -37,7 +37,7 @@ def separated_rows(gen: torch.Generator, rows: int, cols: int, choices: tuple[fl
     codes = torch.randint(len(choices), (rows, cols), generator=gen)  # (rows, cols)
     seen: set[bytes] = set()
     for i in range(rows):
-        # Redraw a row that is all zero or repeats an earlier one (PROTOCOL.md).
+        # Redraw a row that is all zero or repeats an earlier one (docs/protocol.md).
         while not values[codes[i]].any() or codes[i].numpy().tobytes() in seen:
             codes[i] = torch.randint(len(choices), (cols,), generator=gen)  # (cols,)
         seen.add(codes[i].numpy().tobytes())
@@ -45,7 +45,13 @@ def separated_rows(gen: torch.Generator, rows: int, cols: int, choices: tuple[fl
 
 
 def build_teacher(spec: RunSpec) -> Network:
-    """The teacher: unit-norm separated rows, biases, fan-out of node j / (j+1)^p, calibration."""
+    """The teacher: separated rows, biases, fan-out of node j / (j+1)^p, row norms, calibration.
+
+    ``teacher.normalize`` follows the authors' two scripts (docs/protocol.md, "Teacher"):
+    ``first`` scales layer-1 rows to unit norm and keeps the layers above as drawn before
+    dividing them by (j+1)^p; ``all`` divides by (j+1)^p first, then every row and its bias
+    by the row norm, so polarity only reweights fan-in within each row.
+    """
     t = spec.teacher
     gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices)
     fan_in = (spec.data.d, *t.widths)
@@ -53,15 +59,20 @@ def build_teacher(spec: RunSpec) -> Network:
     weights, biases = [], []
     for layer, (rows, cols) in enumerate(zip(fan_out, fan_in)):
         w = separated_rows(gen, rows, cols, t.weight_choices)  # (m_l, m_{l-1})
-        w = w / w.norm(dim=1, keepdim=True)  # unit-norm rows
+        # Uniform noise is drawn even at spread 0, so the rest of the stream never shifts.
+        noise = torch.rand(rows, generator=gen, dtype=F64) * 2 - 1  # (m_l,) U[-1, 1]
+        b = t.teacher_bias + t.teacher_bias_spread * noise  # (m_l,)
+        if layer == 0 and t.normalize == "first":
+            w = w / w.norm(dim=1, keepdim=True)  # unit-norm rows; the bias is kept
         if layer > 0:
             # Eqn. 10: ||v*_j|| ~ 1/j^p on every layer above the first.
             strength = torch.arange(1, cols + 1, dtype=F64) ** -t.p  # (m_{l-1},)
             w = w * strength  # (m_l, m_{l-1})
+        if t.normalize == "all":
+            norm = w.norm(dim=1)  # (m_l,)
+            w, b = w / norm[:, None], b / norm  # (m_l, m_{l-1}), (m_l,)
         weights.append(w)
-        # Uniform noise is drawn even at spread 0, so the rest of the stream never shifts.
-        noise = torch.rand(rows, generator=gen, dtype=F64) * 2 - 1  # (m_l,) U[-1, 1]
-        biases.append(t.teacher_bias + t.teacher_bias_spread * noise)  # (m_l,)
+        biases.append(b)
     teacher = Network(tuple(weights), tuple(biases))
     return calibrate(teacher, eval_inputs(spec)) if t.calibrate else teacher
 
@@ -183,7 +194,18 @@ def labels(outputs: Tensor) -> Tensor:
 
 
 def batch_indices(spec: RunSpec, epoch: int) -> Tensor:
-    """Minibatch sample indices of one epoch, uniform with replacement: (iters, B)."""
-    t = spec.train
-    gen = stream(spec.seed, "batches", spec.data.n_train, t.batch, t.iters_per_epoch, epoch)
-    return torch.randint(spec.data.n_train, (t.iters_per_epoch, t.batch), generator=gen)
+    """Minibatch sample indices of one epoch: (steps, B).
+
+    With replacement: uniform draws. A shuffled pass: one permutation of the training set,
+    cut into batches; the last batch holds ``spec.last_batch`` indices, and its row is
+    padded with the permutation's first ones so the tensor stays rectangular (the
+    trainers read only the first ``last_batch`` of that row).
+    """
+    t, n = spec.train, spec.data.n_train
+    steps = spec.steps_per_epoch
+    if not spec.passes:
+        gen = stream(spec.seed, "batches", n, t.batch, t.iters_per_epoch, epoch)
+        return torch.randint(n, (steps, t.batch), generator=gen)
+    gen = stream(spec.seed, "pass", n, t.batch, epoch)
+    order = torch.randperm(n, generator=gen)  # (N,)
+    return torch.cat([order, order[: steps * t.batch - n]]).view(steps, t.batch)  # (steps, B)

@@ -3,7 +3,7 @@
 Axes: R runs (Rc in a chunk of runs), N samples, d input, m_l teacher width,
 n_l student width, c outputs.
 
-rho_jk (PROTOCOL "Metrics") is the Pearson correlation of post-ReLU activations over
+rho_jk (docs/protocol.md, "Metrics") is the Pearson correlation of post-ReLU activations over
 a set: mean-subtracted, divided by the norm with 1e-10 under the root, so a constant
 node correlates 0 with everything instead of giving NaN.
 """
@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from spec_ray import losses
 from spec_ray.network import Network, fanout_norms, forward, slice_runs
 from spec_ray.pack import Pack, train_metric_steps
 from spec_ray.packed import PackData, PackState, init_state
@@ -30,9 +31,9 @@ class Checkpoint(NamedTuple):
     step: int
     """SGD steps taken."""
     eval_loss: Tensor
-    """(R,) MSE objective on the evaluation set."""
+    """(R,) loss on the evaluation set, in ``losses.UNITS``."""
     train_loss: Tensor | None
-    """(R,) MSE objective on the whole training set (None off the train-metric schedule)."""
+    """(R,) loss on the whole training set, same unit (None off the train-metric schedule)."""
     grad_norm: Tensor | None
     """(R,) norm of the full-batch training gradient over all parameters."""
     eval_corr: list[Tensor]
@@ -69,41 +70,17 @@ def correlation(teacher_act: Tensor, student_act: Tensor) -> Tensor:
     return (normalize(teacher_act).transpose(-1, -2) @ centred) / norm.unsqueeze(-2)  # (.., m, n)
 
 
-def mse(out: Tensor, target: Tensor) -> Tensor:
-    """(1/2) mean over samples of the squared error summed over outputs: (.., N, c) -> (..)."""
-    return 0.5 * (out - target).square().sum(dim=-1).mean(dim=-1)
-
-
-def cross_entropy(out: Tensor, target: Tensor) -> Tensor:
-    """Mean cross-entropy against label = argmax of the teacher output: (.., N, c) -> (..)."""
-    label = target.argmax(dim=-1, keepdim=True)  # (.., N, 1)
-    return (torch.logsumexp(out, dim=-1) - out.gather(-1, label).squeeze(-1)).mean(dim=-1)
-
-
-def objective(loss: str, out: Tensor, target: Tensor) -> Tensor:
-    """The training objective named by ``train.loss``."""
-    if loss == "ce":
-        return cross_entropy(out, target)
-    if loss == "mse_mean":
-        return (out - target).square().mean(dim=(-1, -2))
-    return mse(out, target)
-
-
 def full_batch(student: Network, x: Tensor, t: Tensor, loss: str = "mse") -> tuple[list[Tensor], Tensor, Tensor]:
-    """Activations, loss and full-batch gradient norm of every run on a whole set.
+    """Activations, reported loss and full-batch gradient norm of every run on a whole set.
 
-    x: (R, N, d), t: (R, N, c) teacher outputs. Returns ([(R, N, n_l)], loss (R,),
-    grad_norm (R,)). The gradient is the training objective's, over all weights and biases.
+    x: (R, N, d), t: (R, N, c) teacher outputs. Returns ([(R, N, n_l)], loss (R,) in
+    ``losses.UNITS``, grad_norm (R,)). The gradient is the SGD objective's, over all
+    weights and biases.
     """
     hidden, out = forward(student, x)  # [(R, N, n_l)], (R, N, c)
-    n = x.shape[-2]
-    value = objective(loss, out, t)  # (R,)
-    if loss == "ce":
-        err = torch.softmax(out, dim=-1)  # (R, N, c)
-        err.scatter_add_(-1, t.argmax(dim=-1, keepdim=True), torch.full_like(out[..., :1], -1.0))
-    else:
-        err = out.sub_(t).mul_(2.0 / t.shape[-1] if loss == "mse_mean" else 1.0)  # (R, N, c)
-    g = err.div_(n)  # (R, N, c) dLoss/dy
+    n, c = x.shape[-2], t.shape[-1]
+    value = losses.reported(loss, out, t)  # (R,)
+    g = losses.residual_(loss, out, t).mul_(losses.grad_scale(loss, n, c))  # (R, N, c) dObjective/dy
     acts = [x, *hidden]
     sq = torch.zeros_like(value)  # (R,)
     for layer in range(len(student.weights) - 1, -1, -1):
@@ -167,7 +144,7 @@ def measure(
         x, t = _runs(pack, data, lo, hi, "eval")  # (Rc, Ne, d), (Rc, Ne, c)
         t_hidden, _ = forward(teacher, x)  # [(Rc, Ne, m_l)]
         s_hidden, out = forward(student, x)  # [(Rc, Ne, n_l)], (Rc, Ne, c)
-        eval_loss.append(objective(loss, out, t))  # (Rc,)
+        eval_loss.append(losses.reported(loss, out, t))  # (Rc,)
         if loss == "ce":
             accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
         eval_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])

@@ -20,8 +20,8 @@ from spec_ray.spec import RunSpec, flat_fields
 # Fields that change no tensor shape, loop length or code path; all others must agree.
 PER_RUN_FIELDS = frozenset(
     {
-        "seed", "p", "weight_choices", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std", "init",
-        "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
+        "seed", "p", "weight_choices", "normalize", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std",
+        "init", "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
         "lr_schedule",
     }
 )  # fmt: skip
@@ -29,7 +29,7 @@ PER_RUN_FIELDS = frozenset(
 # depends on the teacher's layer 1, hence its weight choices and bias).
 DATA_FIELDS = (
     "seed", "d", "sigma", "n_train", "n_eval", "augmentation", "agnostic_delta",
-    "aware_alpha_lo", "aware_alpha_hi", "batch", "iters_per_epoch", "weight_choices",
+    "aware_alpha_lo", "aware_alpha_hi", "batch", "iters_per_epoch", "weight_choices", "normalize",
     "teacher_bias", "teacher_bias_spread", "calibrate", "widths", "c",
 )  # fmt: skip
 
@@ -142,7 +142,7 @@ class Pack:
 
 def checkpoint_steps(spec: RunSpec) -> list[int]:
     """Steps that get metrics: init, log-spaced ones in epoch 1, every k epochs, the end."""
-    iters, epochs = spec.train.iters_per_epoch, spec.train.epochs
+    iters, epochs = spec.steps_per_epoch, spec.train.epochs
     ck = spec.checkpoint
     steps = {0, iters * epochs}
     if ck.first_epoch_points:
@@ -156,5 +156,5 @@ def train_metric_steps(spec: RunSpec) -> set[int]:
     every = spec.checkpoint.train_every_epochs
     if every == 0:
         return set()
-    iters, epochs = spec.train.iters_per_epoch, spec.train.epochs
+    iters, epochs = spec.steps_per_epoch, spec.train.epochs
     return {0, iters * epochs, *(e * iters for e in range(every, epochs + 1, every))}

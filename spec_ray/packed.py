@@ -4,14 +4,16 @@ Axes: R runs, G shared-minibatch groups (R = G * k), T steps in a chunk, B batch
 N samples, d input, n_l student width of hidden layer l, c outputs.
 
 Measured choices (docs/performance.md), each cutting kernels on the hot path:
-* Gradients are written out by hand (MSE, PROTOCOL "Loss and update") and fused into
-  the update with ``baddbmm_``; lr is folded into the output error.
+* Gradients are written out by hand (``spec_ray.losses``: residual x scale) and fused
+  into the update with ``baddbmm_``; lr is folded into the output error.
 * Biases live in the last column of each weight ``(R, n_l, n_{l-1} + 1)`` and inputs carry
   a ones column, so a layer is one bmm forward and one ``baddbmm_`` update.
 * Runs of a group share their minibatch, so layer 1 of a whole group is one
   (B, d+1) x (d+1, k*n_1) matmul; weights are run-major, so the group view is free.
 * Cross-entropy (label = argmax of the teacher output) shares the path: its output
   error is softmax(y) - onehot(label) instead of y - t.
+* A shuffled pass whose last minibatch is short (N not a multiple of B) takes that step
+  alone, on the first rows of the padded batch, with the gradient scaled to its rows.
 * Divergence costs nothing per step: each step records its loss statistic, and a chunk
   with a non-finite loss is replayed from its snapshot with the diverged runs frozen
   (their last finite weights kept aside, their live weights zeroed).
@@ -25,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray import construct
+from spec_ray import construct, losses
 from spec_ray.network import Network, forward, stack
 from spec_ray.pack import Pack
 
@@ -145,14 +147,12 @@ def sgd_step(
         torch.clamp_min(z, 0, out=a_out[..., :-1])  # (R, B, n_l)
     y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
     if labels is None:
-        err = y.sub_(t)  # (R, B, c) = dLoss/dy * B
+        err = losses.residual_("mse", y, t)  # (R, B, c) y - t
         torch.linalg.vector_norm(err, dim=(1, 2), out=stat)  # (R,)
     else:
         lse = torch.logsumexp(y, dim=2, keepdim=True)  # (R, B, 1)
-        picked = y.gather(2, labels.unsqueeze(2))  # (R, B, 1)
-        torch.mean((lse - picked).squeeze(2), dim=1, out=stat)  # (R,) cross-entropy
-        err = y.sub_(lse).exp_()  # (R, B, c) softmax
-        err.scatter_add_(2, labels.unsqueeze(2), torch.full_like(picked, -1.0))  # softmax - onehot
+        stat.copy_(losses.cross_entropy(y, labels, lse))  # (R,)
+        err = losses.residual_("ce", y, None, labels, lse)  # (R, B, c) softmax - onehot
     g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
     for layer in range(len(params) - 1, 0, -1):
         a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
@@ -163,22 +163,10 @@ def sgd_step(
     w1g.baddbmm_(gg.transpose(1, 2), x, alpha=-1.0)  # (G, k n1, d+1)
 
 
-def grad_factor(spec) -> float:
-    """dLoss/dy = factor * err, err = y - t (MSE) or softmax - onehot (CE)."""
-    batch, c = spec.train.batch, spec.teacher.c
-    return 2.0 / (batch * c) if spec.train.loss == "mse_mean" else 1.0 / batch
-
-
-def minibatch_loss(spec, stats: Tensor) -> Tensor:
-    """The minibatch loss from ``sgd_step``'s statistic: ||y - t|| (MSE) or the mean CE itself."""
-    batch, c = spec.train.batch, spec.teacher.c
-    if spec.train.loss == "ce":
-        return stats
-    return stats.square() * (1.0 / (batch * c) if spec.train.loss == "mse_mean" else 0.5 / batch)
-
-
-def minibatches(pack: Pack, data: PackData, epoch_data: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
-    """Inputs (T, G, B, d+1) and targets of steps lo..hi-1 of an epoch.
+def minibatches(
+    pack: Pack, data: PackData, epoch_data: Tensor, lo: int, hi: int, rows: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Inputs (T, G, B, d+1) and targets of steps lo..hi-1 of an epoch; ``rows``: the first B only.
 
     ``epoch_data`` is the epoch's minibatch indices (iters, G, B), or for online data its
     fresh inputs (iters, G, B, d). Targets: teacher outputs (T, R, B, c), or labels
@@ -200,6 +188,8 @@ def minibatches(pack: Pack, data: PackData, epoch_data: Tensor, lo: int, hi: int
         run_idx = idx.repeat_interleave(k, dim=1) + r_offset  # (T, R, B)
         t = data.y_train.view(r_count * n_train, -1).index_select(0, run_idx.view(-1))  # (T R B, c)
         t = t.view(*run_idx.shape, -1)  # (T, R, B, c)
+    if rows is not None:
+        x, t = x[:, :, :rows], t[:, :, :rows]  # a pass's short last batch
     if pack.spec.train.loss == "ce":
         t = construct.labels(t)  # (T, R, B)
     return x, t
@@ -227,11 +217,11 @@ def train_until(
 ) -> PackState:
     """Train from ``state.step`` to step ``stop``; updates ``state.params`` in place."""
     spec = pack.spec
-    iters, k, batch = spec.train.iters_per_epoch, pack.group_size, spec.train.batch
-    ce = spec.train.loss == "ce"
+    iters, k, batch, c = spec.steps_per_epoch, pack.group_size, spec.train.batch, spec.teacher.c
+    loss, ce = spec.train.loss, spec.train.loss == "ce"
     r_count = pack.size
     dev, dt = data.x_eval.device, data.x_eval.dtype
-    acts = [torch.ones(r_count, batch, n + 1, dtype=dt, device=dev) for n in spec.student_widths]  # [(R, B, n_l+1)]
+    buffers: dict[int, list[Tensor]] = {}  # rows -> [(R, rows, n_l+1)] activations, ones column last
     params, frozen = state.params, state.frozen
     diverged = state.diverged_step.clone()  # (R,)
     step, this_epoch, epoch = state.step, None, -1
@@ -239,17 +229,26 @@ def train_until(
         if step // iters != epoch:
             epoch = step // iters
             this_epoch = epoch_data(pack, epoch)  # (iters, G, B) or (iters, G, B, d)
-            scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr[epoch] * grad_factor(spec), 0.0)  # (R, 1, 1)
         lo = step % iters
         count = min(iters - lo, STEPS_PER_CHUNK, stop - step)
-        xs, ts = minibatches(pack, data, this_epoch, lo, lo + count)  # (T, G, B, d+1), (T, R, B[, c])
+        short = spec.last_batch < batch and lo + count == iters  # the chunk holds a pass's short last batch
+        if short and count > 1:
+            count -= 1  # the short step goes alone, next
+            short = False
+        rows = spec.last_batch if short else batch
+        if rows not in buffers:
+            buffers[rows] = [torch.ones(r_count, rows, n + 1, dtype=dt, device=dev) for n in spec.student_widths]
+        acts = buffers[rows]  # [(R, rows, n_l+1)]
+        # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
+        scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr[epoch] * losses.grad_scale(loss, rows, c), 0.0)
+        xs, ts = minibatches(pack, data, this_epoch, lo, lo + count, rows if short else None)  # (T, G, B, d+1), ..
         snapshot = [p.clone() for p in params]
         stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
 
         for i in range(count):
             _step(params, xs, ts, i, scale, stats, acts, k, ce)
-        losses = minibatch_loss(spec, stats)  # (T, R) as the reference computes it
-        bad = ~losses.isfinite() & (diverged < 0)  # (T, R)
+        values = losses.minibatch_objective(loss, stats, rows, c)  # (T, R) as the reference computes it
+        bad = ~values.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
             frozen = frozen or tuple(torch.zeros_like(p) for p in params)
             first = torch.where(bad.any(dim=0), bad.to(torch.int64).argmax(dim=0), -1)  # (R,)

@@ -39,7 +39,7 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
     """The teacher_nodes, student_nodes and scalars rows of one checkpoint."""
     ids = np.array(pack.run_ids, dtype=object)
     step = ckpt.step
-    epoch = step / pack.spec.train.iters_per_epoch
+    epoch = step / pack.spec.steps_per_epoch
     threshold = pack.spec.checkpoint.success_threshold
     teacher_parts, student_parts = [], []
     for i, corr in enumerate(ckpt.eval_corr):

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray import construct
+from spec_ray import construct, losses
 from spec_ray import schema as S
 from spec_ray.network import Network, fanout_norms, forward
 from spec_ray.pack import checkpoint_steps, run_id, train_metric_steps
@@ -49,20 +49,6 @@ class Student(nn.Module):
             tuple(layer.weight.detach().clone() for layer in self.layers),
             tuple(layer.bias.detach().clone() for layer in self.layers),
         )
-
-
-def mse_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(1/2) mean over samples of the squared error summed over the c outputs."""
-    return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
-
-
-def loss_fn(spec: RunSpec, out: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
-    """The run's objective: MSE to the teacher's outputs, or cross-entropy to their argmax."""
-    if spec.train.loss == "ce":
-        return torch.nn.functional.cross_entropy(out, teacher_out.argmax(dim=1))
-    if spec.train.loss == "mse_mean":
-        return torch.nn.functional.mse_loss(out, teacher_out)
-    return mse_loss(out, teacher_out)
 
 
 def correlation(teacher_act: np.ndarray, student_act: np.ndarray) -> np.ndarray:
@@ -98,7 +84,7 @@ def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
 
 def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
     """Plain SGD from step ``start`` to ``stop``. Returns the first non-finite step or -1."""
-    iters = spec.train.iters_per_epoch
+    iters = spec.steps_per_epoch
     online = spec.data.n_train is None
     epoch_batches = None
     for step in range(start, stop):
@@ -113,9 +99,11 @@ def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: 
             target = forward(problem.teacher, x)[1]  # (B, c)
         else:
             idx = epoch_batches[step % iters]  # (B,)
+            if step % iters == iters - 1:
+                idx = idx[: spec.last_batch]  # a shuffled pass ends on the remainder
             x, target = problem.x_train[idx], problem.y_train[idx]
         opt.zero_grad()
-        loss = loss_fn(spec, net(x)[1], target)
+        loss = losses.objective(spec.train.loss, net(x)[1], target)
         if not torch.isfinite(loss):
             return step
         loss.backward()
@@ -134,7 +122,7 @@ def _metrics(
 ) -> dict[str, pd.DataFrame]:
     """Rows of the three checkpoint tables for one run at one step."""
     rid = run_id(spec)
-    epoch = step / spec.train.iters_per_epoch
+    epoch = step / spec.steps_per_epoch
     key = {S.RUN_ID: rid, S.STEP: step, S.EPOCH: epoch}
     with torch.no_grad():
         s_eval, out_eval = net(problem.x_eval)
@@ -144,9 +132,9 @@ def _metrics(
     if with_train:
         net.zero_grad()
         s_train, out_train = net(problem.x_train)
-        loss = loss_fn(spec, out_train, problem.y_train)
+        loss = losses.objective(spec.train.loss, out_train, problem.y_train)
         loss.backward()
-        train_loss = float(loss.detach())
+        train_loss = float(loss.detach()) * losses.report_factor(spec.train.loss, spec.teacher.c)
         grad_norm = float(np.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in net.parameters())))
         t_train, _ = forward(problem.teacher, problem.x_train)
     teacher_rows, student_rows = [], []
@@ -180,7 +168,7 @@ def _metrics(
     scalars = {
         **key,
         S.TRAIN_LOSS: train_loss,
-        S.EVAL_LOSS: float(loss_fn(spec, out_eval, problem.y_eval)),
+        S.EVAL_LOSS: float(losses.reported(spec.train.loss, out_eval, problem.y_eval)),
         S.RHO_MEAN: float(first.max(axis=1).mean()),
         S.GRAD_NORM: grad_norm,
         S.DIVERGED: diverged,
@@ -204,7 +192,7 @@ class ReferenceResult(NamedTuple):
 
 def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> ReferenceResult:
     """Train one run to ``stop`` (default: the end), taking metrics at its checkpoints."""
-    stop = spec.train.total_steps if stop is None else stop
+    stop = spec.total_steps if stop is None else stop
     problem = build_problem(spec, device)
     net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
     opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)

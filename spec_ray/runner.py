@@ -32,8 +32,8 @@ class PackResult(NamedTuple):
 
 def blocks(pack: Pack, flush_epochs: int = FLUSH_EPOCHS) -> list[tuple[int, int]]:
     """Step blocks, one Parquet file each: [0, L], (L, 2L], ... fixed by the spec alone."""
-    total = pack.spec.train.total_steps
-    length = flush_epochs * pack.spec.train.iters_per_epoch
+    total = pack.spec.total_steps
+    length = flush_epochs * pack.spec.steps_per_epoch
     edges = list(range(0, total, length)) + [total]
     return [(lo if lo == 0 else lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
 
@@ -58,7 +58,7 @@ def run_pack(
     state = start if start is not None else init_state(pack)
     init_corr = init_correlations(pack, data)
     spec = pack.spec
-    total = spec.train.total_steps
+    total = spec.total_steps
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
     bar = Progress(total, pack.size, start_step=state.step) if progress else None
     pending: dict[str, list[pa.Table]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}

@@ -92,7 +92,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-_NULLABLE = {"n_train": pa.int64()}  # None: online data
+_NULLABLE = {"n_train": pa.int64(), "iters_per_epoch": pa.int64()}  # None: online data, shuffled passes
 
 
 def runs_schema(spec: RunSpec | None = None) -> pa.Schema:

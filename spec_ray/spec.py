@@ -1,6 +1,6 @@
 """Typed experiment specs: one frozen dataclass per concept, validated on construction.
 
-Defaults are the two-layer protocol of PROTOCOL.md (d=100, m=20, c=50, sigma=1.5,
+Defaults are the two-layer protocol of docs/protocol.md (d=100, m=20, c=50, sigma=1.5,
 SGD lr 0.01, batch 16, 100 epochs x 1,000 iterations). Every invalid value raises
 ``ValueError`` naming the field and the allowed values, before any tensor exists.
 Field names double as the ``runs`` table's column names (see ``spec_ray.schema``).
@@ -20,6 +20,7 @@ INITS = ("gaussian", "torch")
 AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
+NORMALIZATIONS = ("first", "all")
 
 
 def _fail(name: str, value: object, allowed: str) -> None:
@@ -62,6 +63,10 @@ class TeacherSpec:
     """Polarity: fan-out weights of node j (0-based) are divided by (j+1)^p."""
     weight_choices: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
     """Values the un-normalised teacher weight entries are drawn from."""
+    normalize: str = "first"
+    """first: layer-1 rows scaled to unit norm, the layers above kept as drawn, then the
+    polarity division (two-layer protocol) | all: the polarity division first, then every
+    layer's rows and biases divided by the row norm (deep protocol)."""
     teacher_bias: float = -0.1
     """Bias of every teacher node (hidden and output), the centre of its range."""
     teacher_bias_spread: float = 0.0
@@ -86,6 +91,7 @@ class TeacherSpec:
             _fail("teacher.weight_choices", self.weight_choices, "finite values, one non-zero")
         if len(set(self.weight_choices)) != len(self.weight_choices):
             _fail("teacher.weight_choices", self.weight_choices, "distinct values")
+        _check_choice("teacher.normalize", self.normalize, NORMALIZATIONS)
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
         _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
         if not isinstance(self.calibrate, bool):
@@ -163,7 +169,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Plain SGD on minibatches drawn uniformly with replacement."""
+    """Plain SGD on minibatches: drawn with replacement, or one shuffled pass an epoch."""
 
     lr: float = 0.01
     """Learning rate (no momentum, no weight decay)."""
@@ -171,8 +177,10 @@ class TrainSpec:
     """Minibatch size B."""
     epochs: int = 100
     """Number of epochs."""
-    iters_per_epoch: int = 1000
-    """SGD steps per epoch (an epoch is a step count, not a pass over the data)."""
+    iters_per_epoch: int | None = 1000
+    """SGD steps per epoch, minibatches drawn uniformly with replacement (two-layer protocol,
+    online data) | None: an epoch is one shuffled pass over the training set without
+    replacement, ceil(N/B) steps, the last batch holding the remainder (deep protocol)."""
     loss: str = "mse"
     """mse: (1/2) mean over the batch of the squared error summed over outputs (two-layer
     protocol) | mse_mean: mean over batch and outputs, as nn.MSELoss (deep protocol) | ce:
@@ -189,7 +197,8 @@ class TrainSpec:
         _check_float("train.lr", self.lr, 0.0, strict=True)
         _check_int("train.batch", self.batch, 1)
         _check_int("train.epochs", self.epochs, 1)
-        _check_int("train.iters_per_epoch", self.iters_per_epoch, 1)
+        if self.iters_per_epoch is not None:
+            _check_int("train.iters_per_epoch", self.iters_per_epoch, 1)
         _check_choice("train.loss", self.loss, LOSSES)
         object.__setattr__(self, "lr_schedule", tuple((int(e), float(v)) for e, v in self.lr_schedule))
         for epoch, value in self.lr_schedule:
@@ -197,11 +206,6 @@ class TrainSpec:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
         _check_choice("train.dtype", self.dtype, DTYPES)
         _check_choice("train.device", self.device, DEVICES)
-
-    @property
-    def total_steps(self) -> int:
-        """SGD steps of the whole run."""
-        return self.epochs * self.iters_per_epoch
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate during ``epoch`` (0-based), after the schedule."""
@@ -255,7 +259,9 @@ class RunSpec:
         _check_int("seed", self.seed, 0)
         if self.data.n_train is not None and self.data.n_train < self.train.batch:
             _fail("data.n_train", self.data.n_train, f"at least train.batch={self.train.batch}")
-        # Teacher rows must be distinct and non-zero (PROTOCOL.md): the choice set
+        if self.data.n_train is None and self.train.iters_per_epoch is None:
+            _fail("train.iters_per_epoch", None, "an integer >= 1 with online data (data.n_train None)")
+        # Teacher rows must be distinct and non-zero (docs/protocol.md): the choice set
         # must hold enough distinct rows for every layer, fan-in = row length.
         fan_ins = (self.data.d, *self.teacher.widths)
         fan_outs = (*self.teacher.widths, self.teacher.c)
@@ -268,6 +274,30 @@ class RunSpec:
                     f"layer {layer} needs {rows} distinct non-zero rows of length {cols}, "
                     f"but {k} weight choices give only {k**cols - 1}",
                 )
+
+    @property
+    def passes(self) -> bool:
+        """True when an epoch is one shuffled pass over the training set (iters_per_epoch None)."""
+        return self.train.iters_per_epoch is None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """SGD steps in one epoch: iters_per_epoch, or ceil(N/B) for a shuffled pass."""
+        if self.passes:
+            return -(-self.data.n_train // self.train.batch)
+        return self.train.iters_per_epoch
+
+    @property
+    def last_batch(self) -> int:
+        """Rows of an epoch's last minibatch: the remainder N - (steps - 1) B of a pass, else B."""
+        if self.passes:
+            return self.data.n_train - (self.steps_per_epoch - 1) * self.train.batch
+        return self.train.batch
+
+    @property
+    def total_steps(self) -> int:
+        """SGD steps of the whole run."""
+        return self.train.epochs * self.steps_per_epoch
 
     @property
     def student_widths(self) -> tuple[int, ...]:
@@ -327,6 +357,7 @@ def flat_fields(spec: RunSpec) -> dict[str, object]:
             out[f.name] = value
     out["m"] = spec.teacher.m
     out["depth"] = spec.teacher.depth
+    out["steps_per_epoch"] = spec.steps_per_epoch
     return out
 
 

@@ -54,7 +54,7 @@ def load_state(pack: Pack, folder: str) -> PackState:
 def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_step: int) -> dict:
     """Per-epoch console metrics: progress, success rate, rho_mean, eval loss, ETA."""
     spec = pack.spec
-    total = spec.train.total_steps
+    total = spec.total_steps
     threshold = spec.checkpoint.success_threshold
     rate = (state.step - start_step) / max(1e-9, time.perf_counter() - began)
     return {  # the console shows the first few columns: progress and ETA first
@@ -63,7 +63,7 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
         "success_rate": float((ckpt.eval_corr[0].amax(dim=2) > threshold).float().mean()),
         "rho_mean": float(ckpt.eval_corr[0].amax(dim=2).mean()),
         "eval_loss": float(ckpt.eval_loss.nanmean()),
-        "epoch": state.step / spec.train.iters_per_epoch,
+        "epoch": state.step / spec.steps_per_epoch,
         "runs": pack.size,
         "runs_diverged": int((state.diverged_step >= 0).sum()),
         "runs_done": pack.size if state.step >= total else 0,
@@ -87,7 +87,7 @@ def train_pack(config: dict, sweep_json: str, storage: str, experiment: str, blo
         with restored.as_directory() as folder:
             start = load_state(pack, folder)
     began, start_step = time.perf_counter(), 0 if start is None else start.step
-    every = pack.spec.train.iters_per_epoch
+    every = pack.spec.steps_per_epoch
 
     def report(state: PackState, ckpt: Checkpoint, flushed: bool) -> None:
         if not flushed and state.step % every:

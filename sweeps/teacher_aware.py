@@ -6,7 +6,7 @@ from spec_ray.sweep import main
 
 EXPERIMENT = Experiment(
     name="teacher_aware",
-    # The teacher-agnostic baseline of PROTOCOL.md is the plain Gaussian set of the same size.
+    # The teacher-agnostic baseline of docs/protocol.md is the plain Gaussian set of the same size.
     base=RunSpec().replace(**{"teacher.widths": (20,), "student.multi": 5}),
     axes={
         "augmentation": ("none", "teacher_aware"),

@@ -64,21 +64,27 @@ def test_claim1_supported_when_strong_nodes_win_and_not_when_reversed(tmp_path: 
     assert one_p.verdict == claims.NO_DATA
 
 
-def test_claim2_slope_over_multi(tmp_path: Path) -> None:
+def test_claim2_through_the_per_seed_query(tmp_path: Path) -> None:
     res = synthetic(tmp_path / "a", more_with_multi, ps=(1.0,), multis=(1, 2, 5), m=8, epochs=6, iters=50)
-    claim = claims.claim2(queries.success_rate(res))
-    assert claim.verdict == claims.SUPPORTED and "1x: 0.50, 2x: 1.00, 5x: 1.00" in claim.evidence
+    seeds = queries.seed_success(res)
+    assert len(seeds) == 3 * 3 and set(seeds[seeds["multi"] == 1]["success"]) == {0.5}
+    claim = claims.claim2(seeds)
+    assert claim.verdict == claims.SUPPORTED and "p=1: 0.50 -> 1.00 [+0.50, +0.50]" in claim.evidence
     flat = synthetic(tmp_path / "b", strong_first, ps=(0.0,), multis=(1, 2), m=8, epochs=6, iters=50)
-    assert claims.claim2(queries.success_rate(flat)).verdict == claims.NOT_SUPPORTED  # all 1.0: no gain
-    assert claims.claim2(queries.success_rate(synthetic(tmp_path / "c", strong_first))).verdict != claims.NO_DATA
+    assert claims.claim2(queries.seed_success(flat)).verdict == claims.NO_DATA  # all 1.0: a tie, nothing to test
+    worse = synthetic(tmp_path / "c", lambda p, multi, node, m: more_with_multi(p, 6 - multi, node, m), ps=(1.0,),
+                      multis=(1, 5), m=8, epochs=6, iters=50)  # fmt: skip
+    assert claims.claim2(queries.seed_success(worse)).verdict == claims.NOT_SUPPORTED
 
 
 def test_claim3_early_vs_final_and_strong_nodes_first(tmp_path: Path) -> None:
     res = synthetic(tmp_path, strong_first, ps=(0.0, 2.0), multis=(1,), m=8, epochs=20, iters=100)
     first = queries.first_success(res)
-    strong = first[(first["p"] == 2.0) & (first["node"] < 2)]["first_step"]
-    assert strong.notna().all() and (strong < 100).all()  # onset ~ step 10
-    assert first[(first["p"] == 2.0) & (first["node"] >= 4)]["first_step"].isna().all()  # never recovered
+    strong = first[(first["p"] == 2.0) & (first["node"] < 2)]
+    assert strong["first_step"].notna().all() and (strong["first_step"] < 100).all()  # onset ~ step 10
+    assert strong["recovered"].all()
+    weak = first[(first["p"] == 2.0) & (first["node"] >= 4)]
+    assert weak["first_step"].isna().all() and not weak["recovered"].any()  # never recovered
     claim = claims.claim3(queries.success_rate(res), first)
     assert claim.verdict == claims.SUPPORTED
     short = synthetic(tmp_path / "short", strong_first, ps=(0.0, 2.0), epochs=5, iters=50)

@@ -63,6 +63,8 @@ def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
         (["--train-every-epochs", "often"], "--train-every-epochs"),
         (["--epochs", "two"], "--epochs"),
         (["--name", "../x"], "experiment"),
+        (["--iters-per-epoch", "none", "--online"], "train.iters_per_epoch"),
+        (["--normalize", "rows"], "teacher.normalize"),
     ],
 )
 def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str) -> None:

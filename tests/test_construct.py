@@ -1,13 +1,19 @@
-"""Protocol construction: separated unit-norm teacher rows, exact polarity, common random numbers."""
+"""Protocol construction: the authors' two teachers, exact polarity, shuffled passes, common random numbers."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from spec_ray import construct
+from spec_ray import construct, protocols
 from spec_ray.spec import RunSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import authors_recipe  # noqa: E402  (held out: imports nothing from spec_ray)
 
 
 def test_teacher_rows_distinct_nonzero_unit_norm() -> None:
@@ -23,6 +29,49 @@ def test_teacher_rows_distinct_nonzero_unit_norm() -> None:
     assert len({tuple(r.tolist()) for r in raw}) == 50 and bool((raw.abs().sum(dim=1) > 0).all())
     assert torch.equal(teacher.biases[0], torch.full((20,), -0.1, dtype=torch.float64))
     assert torch.equal(teacher.biases[1], torch.full((50,), -0.1, dtype=torch.float64))
+
+
+def test_two_layer_output_layer_is_kept_as_drawn_then_divided_by_polarity() -> None:
+    spec = RunSpec(seed=3).replace(**{"teacher.p": 1.5})
+    v = construct.build_teacher(spec).weights[1]  # (c, m)
+    raw = v * torch.arange(1, 21, dtype=torch.float64) ** 1.5  # undo the polarity division
+    choices = torch.tensor(spec.teacher.weight_choices, dtype=torch.float64)
+    assert bool(torch.isclose(raw[..., None], choices).any(dim=-1).all())  # every entry a raw choice: no norm
+
+
+def test_two_layer_teacher_statistics_equal_the_authors_recipe() -> None:
+    # m = 20, p = 0: output std and node fan-out norms, mean over 12 seeds, ours vs the held-out
+    # re-implementation (independent random streams). Row-normalizing the output layer, as
+    # spec-ray once did, gives std 1.00 and fan-out norms 1.51 instead.
+    ours_std, ours_fan, their_std, their_fan = [], [], [], []
+    gen = np.random.default_rng(0)
+    for seed in range(1, 13):
+        spec = RunSpec(seed=seed).replace(**{"data.n_eval": 4000})
+        teacher = construct.build_teacher(spec)
+        ours_std.append(float(construct.teacher_outputs(teacher, construct.eval_inputs(spec)).std()))
+        ours_fan.append(teacher.weights[1].norm(dim=0).numpy())  # (m,)
+        w1, w2 = authors_recipe.teacher(authors_recipe.Recipe(), seed)
+        x = gen.standard_normal((4000, 100)) * 1.5
+        their_std.append(float(authors_recipe.forward(x, w1, w2)[2].std()))
+        their_fan.append(np.linalg.norm(w2[:-1], axis=1))  # (m,)
+    assert abs(np.mean(ours_std) - np.mean(their_std)) < 0.1 and 1.45 < np.mean(ours_std) < 1.75
+    assert abs(np.mean(ours_fan) - np.mean(their_fan)) < 0.05 and abs(np.mean(ours_fan) - math.sqrt(50 * 0.125)) < 0.05
+    # Node by node (strength order matters, p = 0 or not): each fan-out norm within seed noise of 2.5.
+    assert abs(np.mean(ours_fan, axis=0) - np.mean(their_fan, axis=0)).max() < 0.25
+
+
+def test_deep_teacher_normalizes_rows_after_polarity() -> None:
+    spec = RunSpec(seed=2).replace(**{**protocols.DEEP_TEACHER, "teacher.calibrate": False, "teacher.p": 2.0,
+                                      "teacher.widths": (8, 6), "data.d": 10, "teacher.c": 5})  # fmt: skip
+    teacher = construct.build_teacher(spec)
+    for w in teacher.weights:
+        torch.testing.assert_close(w.norm(dim=1), torch.ones(w.shape[0], dtype=torch.float64))
+    # "first" keeps the layers above 1 as drawn / (j+1)^p, biases raw: the same draws, divided by the row norm.
+    first = construct.build_teacher(spec.replace(**{"teacher.normalize": "first"}))
+    for w_all, b_all, w, b in zip(teacher.weights[1:], teacher.biases[1:], first.weights[1:], first.biases[1:]):
+        norm = w.norm(dim=1)  # (m_l,) row norms after the polarity division
+        torch.testing.assert_close(w_all, w / norm[:, None])
+        torch.testing.assert_close(b_all, b / norm)
 
 
 def test_separated_rows_with_few_choices_still_distinct() -> None:

@@ -8,19 +8,16 @@ import torch
 from conftest import tiny_spec
 from test_packed import STEPS, assert_same_run, packed_run
 
-from spec_ray import construct
+from spec_ray import construct, losses, protocols
 from spec_ray.metrics import ranks
 from spec_ray.network import Network, forward
 from spec_ray.pack import Pack
-from spec_ray.packed import grad_factor, init_state, minibatch_loss, prepare, sgd_step, with_bias_column, with_ones
+from spec_ray.packed import init_state, prepare, sgd_step, with_bias_column, with_ones
 from spec_ray.reference import train_run
 from spec_ray.spec import RunSpec
 
 DEEP = {
-    "teacher.weight_choices": (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0),
-    "teacher.teacher_bias": 0.0,
-    "teacher.teacher_bias_spread": 0.5,
-    "teacher.calibrate": True,
+    **protocols.DEEP_TEACHER,
     "student.init": "torch",
     "student.init_scale": 0.1,
     "train.lr": 0.05,
@@ -40,6 +37,34 @@ def test_deep_packed_matches_reference(depth: int, loss: str) -> None:
         assert_same_run(pack, state, tables, spec, train_run(spec, stop=STEPS), STEPS)
     layers = set(tables["teacher_nodes"]["layer"])
     assert layers == set(range(1, depth + 1))
+
+
+@pytest.mark.parametrize("loss", ["mse_mean", "ce"])
+@pytest.mark.parametrize("depth", [1, 4])
+def test_shuffled_passes_match_reference(depth: int, loss: str) -> None:
+    # 410 samples in batches of 16: 26 steps an epoch, the last one of 10 rows; 300 steps
+    # cross 11 epoch boundaries, each a fresh permutation shared by the runs of a seed.
+    kw = {**DEEP, "teacher.widths": WIDTHS[depth], "train.loss": loss, "data.n_train": 410,
+          "train.iters_per_epoch": None, "train.epochs": 12}  # fmt: skip
+    runs = [tiny_spec(seed=s, **kw, **{"teacher.p": p}) for s in (1, 2) for p in (0.0, 1.5)]
+    spec = runs[0]
+    assert (spec.steps_per_epoch, spec.last_batch, spec.total_steps) == (26, 10, 312)
+    pack, state, tables = packed_run(runs, STEPS)
+    for spec in runs:
+        assert_same_run(pack, state, tables, spec, train_run(spec, stop=STEPS), STEPS)
+    epochs = tables["scalars"]["epoch"].to_numpy()
+    assert {1.0, 2.0, 11.0} <= set(epochs)  # an epoch is 26 steps, not iters_per_epoch
+
+
+def test_a_pass_visits_every_sample_once() -> None:
+    spec = tiny_spec(**{"data.n_train": 410, "train.iters_per_epoch": None})
+    for epoch in (0, 1):
+        idx = construct.batch_indices(spec, epoch)  # (26, 16)
+        seen = torch.cat([idx[:-1].flatten(), idx[-1, : spec.last_batch]])
+        assert torch.equal(seen.sort().values, torch.arange(410))
+    assert not torch.equal(construct.batch_indices(spec, 0), construct.batch_indices(spec, 1))
+    same_seed = spec.replace(**{"teacher.p": 2.0, "train.lr": 0.3})
+    assert torch.equal(construct.batch_indices(spec, 3), construct.batch_indices(same_seed, 3))
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
@@ -63,7 +88,7 @@ def test_sgd_step_gradients_equal_autograd(loss: str) -> None:
     t = data.y_train[:, idx]  # (R, B, c)
     target = t.argmax(dim=-1) if loss == "ce" else t
     lr = 0.1
-    scale = torch.full((2, 1, 1), lr * grad_factor(spec), dtype=torch.float64)
+    scale = torch.full((2, 1, 1), lr * losses.grad_scale(loss, spec.train.batch, spec.teacher.c), dtype=torch.float64)
     acts = [torch.ones(2, spec.train.batch, n + 1, dtype=torch.float64) for n in spec.student_widths]
     stat = torch.empty(2, dtype=torch.float64)
     sgd_step(state.params, x, None if loss == "ce" else t, scale, stat, acts, pack.group_size,
@@ -78,7 +103,8 @@ def test_sgd_step_gradients_equal_autograd(loss: str) -> None:
             value = torch.nn.functional.mse_loss(out, t[r])
         else:
             value = 0.5 * ((out - t[r]) ** 2).sum(dim=1).mean()
-        torch.testing.assert_close(minibatch_loss(spec, stat[r : r + 1])[0], value.detach())
+        got = losses.minibatch_objective(loss, stat[r : r + 1], spec.train.batch, spec.teacher.c)[0]
+        torch.testing.assert_close(got, value.detach())
         grads = torch.autograd.grad(value, params)
         for p_new, p_old, grad in zip(state.params, before, grads):
             torch.testing.assert_close(p_new[r], p_old[r] - lr * grad, rtol=1e-10, atol=1e-12)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spec_ray import reference
-from spec_ray.metrics import correlation, mse
+from spec_ray import losses, reference
+from spec_ray.metrics import correlation
 from spec_ray.network import Network, fanout_norms
 
 
@@ -41,10 +41,17 @@ def test_batched_correlation_matches_numpy_reference() -> None:
         np.testing.assert_allclose(got[r].numpy(), np.corrcoef(a[r].T, b[r].T)[:5, 5:], rtol=1e-8, atol=1e-12)
 
 
-def test_fanout_norm_and_mse_by_hand() -> None:
+def test_fanout_norm_and_losses_by_hand() -> None:
     w_out = torch.tensor([[3.0, 0.0], [4.0, 1.0]], dtype=torch.float64)  # (c, n)
     net = Network((torch.zeros(2, 3, dtype=torch.float64), w_out), (torch.zeros(2), torch.zeros(2)))
     torch.testing.assert_close(fanout_norms(net)[0], torch.tensor([5.0, 1.0], dtype=torch.float64))
     out = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
     target = torch.zeros(2, 2)
-    assert float(mse(out, target)) == 0.5 * (1 + 4 + 0) / 2
+    # Two samples, two outputs, squared errors 1, 4, 0, 0.
+    assert float(losses.objective("mse", out, target)) == 0.5 * (1 + 4 + 0) / 2  # the SGD objective
+    assert float(losses.reported("mse", out, target)) == (1 + 4 + 0) / 4  # the authors' unit
+    assert float(losses.objective("mse_mean", out, target)) == float(losses.reported("mse_mean", out, target)) == 5 / 4
+    # CE against argmax labels (output 1, then output 0 on a tie): log(1 + e^-1) and log 2.
+    ce = float(losses.reported("ce", out, torch.tensor([[0.0, 1.0], [1.0, 0.0]])))
+    assert abs(ce - (np.log1p(np.exp(-1.0)) + np.log(2.0)) / 2) < 1e-6
+    assert losses.UNITS["mse"] == losses.UNITS["mse_mean"] and "outputs" in losses.UNITS["mse"]

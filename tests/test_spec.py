@@ -36,6 +36,7 @@ INVALID = [
     ("train.batch", 0),
     ("train.epochs", 0),
     ("train.iters_per_epoch", -1),
+    ("teacher.normalize", "none"),
     ("train.loss", "hinge"),
     ("train.dtype", "float16"),
     ("train.device", "tpu"),
@@ -52,6 +53,19 @@ def test_invalid_field_names_field_and_allowed(field: str, value: object) -> Non
     with pytest.raises(ValueError, match="allowed") as err:
         RunSpec().replace(**{field: value})
     assert str(err.value).startswith(field.split(".")[-1]) or field in str(err.value)
+
+
+def test_online_data_needs_a_step_count_per_epoch() -> None:
+    with pytest.raises(ValueError, match=r"train.iters_per_epoch=None is invalid: allowed an integer >= 1 with online"):
+        RunSpec().replace(**{"train.iters_per_epoch": None, "data.n_train": None})
+
+
+def test_shuffled_pass_epoch_length() -> None:
+    spec = RunSpec().replace(**{"train.iters_per_epoch": None, "data.n_train": 50_000, "train.batch": 64})
+    assert (spec.steps_per_epoch, spec.last_batch, spec.total_steps) == (782, 16, 78_200)
+    exact = spec.replace(**{"data.n_train": 1024})
+    assert (exact.steps_per_epoch, exact.last_batch) == (16, 64)
+    assert (RunSpec().steps_per_epoch, RunSpec().last_batch, RunSpec().total_steps) == (1000, 16, 100_000)
 
 
 def test_unknown_override_lists_allowed_fields() -> None:
