@@ -20,7 +20,7 @@ import seaborn as sns  # noqa: E402
 from spec_ray.losses import UNITS  # noqa: E402
 
 PANEL = 2.6  # inches per panel side
-MAX_COLS = 6
+WRAP = 3  # panels a row: six in a row (2496 px at 160 dpi) do not read on a page
 
 
 def _style() -> None:
@@ -29,12 +29,32 @@ def _style() -> None:
 
 def _grid(n: int, rows: int = 1, sharey: bool = True) -> tuple[plt.Figure, np.ndarray]:
     _style()
-    fig, axes = plt.subplots(rows, n, figsize=(PANEL * n, PANEL * rows), sharey=sharey, squeeze=False)
+    # Constrained layout: it makes room for a colorbar shared by several panels; tight_layout cannot.
+    fig, axes = plt.subplots(
+        rows, n, figsize=(PANEL * n, PANEL * rows), sharey=sharey, squeeze=False, layout="constrained"
+    )
     return fig, axes
 
 
+def _wrapped(n: int, sharey: bool = True) -> tuple[plt.Figure, list[plt.Axes]]:
+    """n panels, at most WRAP a row, row by row; unused cells hidden. Returns the n axes in order."""
+    cols = min(n, WRAP)
+    rows = -(-n // cols)
+    fig, axes = _grid(cols, rows, sharey=sharey)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _label_rows(axes: list[plt.Axes], label: str, **kw) -> None:
+    """The y label on the first panel of every row."""
+    for i, ax in enumerate(axes):
+        if i % WRAP == 0:
+            ax.set_ylabel(label, **kw)
+
+
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    fig.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=160)
     fig.savefig(paths[1])
@@ -45,7 +65,7 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
 def loss_label(kinds, what: str = "evaluation loss") -> str:
     """Axis label naming the unit of every loss present, e.g. 'evaluation loss (MSE, mean over ...)'."""
     units = list(dict.fromkeys(UNITS.get(k, k) for k in sorted(kinds)))
-    return f"{what}\n({'; '.join(units)})"
+    return "\n".join([what, *(f"({u})" for u in units)])
 
 
 def _multi_colors(values) -> dict:
@@ -56,47 +76,53 @@ def _multi_colors(values) -> dict:
 def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 7: success rate vs teacher node index; line per multi, panel per p (and m)."""
     ps, ms = sorted(frame["p"].unique()), sorted(frame["m"].unique())
-    fig, axes = _grid(len(ps), len(ms))
+    if len(ms) == 1:
+        fig, flat = _wrapped(len(ps))
+        panels = {(ms[0], p): ax for p, ax in zip(ps, flat)}
+    else:  # a row of p panels per m
+        fig, grid = _grid(len(ps), len(ms))
+        panels = {(m, p): grid[i, j] for i, m in enumerate(ms) for j, p in enumerate(ps)}
     colors = _multi_colors(frame["multi"].unique())
     final = frame["epoch"].max()
-    for i, m in enumerate(ms):
-        for j, p in enumerate(ps):
-            ax = axes[i, j]
-            sub = frame[(frame["p"] == p) & (frame["m"] == m)]
-            for (multi, epoch), line in sub.groupby(["multi", "epoch"]):
-                is_final = epoch == final
-                ax.plot(line["node"], line["success_rate"], color=colors[multi], lw=1.4,
-                        ls="-" if is_final else ":", label=f"{multi}x" if is_final else None)  # fmt: skip
-            ax.set_title(f"p = {p:g}" + (f", m = {m}" if len(ms) > 1 else ""))
-            ax.set_xlabel("teacher node (strongest first)")
-            ax.set_ylim(-0.03, 1.03)
-    axes[0, 0].set_ylabel("success rate")
-    axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7, loc="best")
+    for (m, p), ax in panels.items():
+        sub = frame[(frame["p"] == p) & (frame["m"] == m)]
+        for (multi, epoch), line in sub.groupby(["multi", "epoch"]):
+            is_final = epoch == final
+            ax.plot(line["node"], line["success_rate"], color=colors[multi], lw=1.4,
+                    ls="-" if is_final else ":", label=f"{multi}x" if is_final else None)  # fmt: skip
+        ax.set_title(f"p = {p:g}" + (f", m = {m}" if len(ms) > 1 else ""))
+        ax.set_xlabel("teacher node (strongest first)")
+        ax.set_ylim(-0.03, 1.03)
+    axes = list(panels.values())
+    if len(ms) == 1:
+        _label_rows(axes, "success rate")
+    else:
+        axes[0].set_ylabel("success rate")
+    axes[0].legend(title="multi", fontsize=7, title_fontsize=7, loc="lower left")
     early = sorted(frame["epoch"].unique())[:-1]
     dotted = f"dotted: epoch {early[0]:g}, " if early else ""
-    fig.suptitle(f"Success rate ({dotted}solid: epoch {final:g})", y=1.0, fontsize=9)
+    fig.suptitle(f"Success rate ({dotted}solid: epoch {final:g})", fontsize=9)
     return _save(fig, stem)
 
 
 def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 8: best correlation of each teacher node vs iteration, rainbow by strength."""
     ps = sorted(frame["p"].unique())
-    fig, axes = _grid(len(ps))
+    fig, axes = _wrapped(len(ps))
     frame = frame[frame["step"] > 0]
     m = int(frame["node"].max()) + 1
     cmap = plt.get_cmap("jet")  # blue: strongest (node 0), red: weakest
-    for j, p in enumerate(ps):
-        ax = axes[0, j]
+    for ax, p in zip(axes, ps):
         for node, line in frame[frame["p"] == p].groupby("node"):
             ax.plot(line["step"], line["best_corr"], color=cmap(node / max(1, m - 1)), lw=1.0)
         ax.set_xscale("log")
         ax.set_title(f"p = {p:g}")
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 1.02)
-    axes[0, 0].set_ylabel("best correlation (mean over seeds)")
+    _label_rows(axes, "best correlation\n(mean over seeds)")
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, m - 1))
-    fig.colorbar(mappable, ax=axes[0, -1], label="teacher node (0 = strongest)", fraction=0.08)
-    fig.suptitle(f"Specialization dynamics, multi = {int(frame['multi'].iloc[0])}", y=1.0, fontsize=9)
+    fig.colorbar(mappable, ax=axes, label="teacher node (0 = strongest)", fraction=0.04, aspect=30)
+    fig.suptitle(f"Specialization dynamics, multi = {int(frame['multi'].iloc[0])}", fontsize=9)
     return _save(fig, stem)
 
 
@@ -119,25 +145,24 @@ def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
             if j == 0:
                 ax.set_ylabel("fan-out norm")
     where = "training set" if frame["on_train"].all() else "evaluation set"
-    fig.suptitle(f"Student specialization ({where}) vs fan-out norm; colour = seed", y=1.0, fontsize=9)
+    fig.suptitle(f"Student specialization ({where}) vs fan-out norm; colour = seed", fontsize=9)
     return _save(fig, stem)
 
 
 def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """log10 evaluation loss vs epoch, mean +- std over seeds; line per multi, panel per p."""
     ps = sorted(frame["p"].unique())
-    fig, axes = _grid(len(ps))
+    fig, axes = _wrapped(len(ps))
     colors = _multi_colors(frame["multi"].unique())
-    for j, p in enumerate(ps):
-        ax = axes[0, j]
+    for ax, p in zip(axes, ps):
         for multi, line in frame[frame["p"] == p].groupby("multi"):
             mean, std = line["log10_eval_loss"], line["std"].fillna(0)
             ax.plot(line["epoch"], mean, color=colors[multi], lw=1.4, label=f"{multi}x")
             ax.fill_between(line["epoch"], mean - std, mean + std, color=colors[multi], alpha=0.2, lw=0)
         ax.set_title(f"p = {p:g}")
         ax.set_xlabel("epoch")
-    axes[0, 0].set_ylabel(loss_label(frame["loss"].unique(), "log10 evaluation loss"), fontsize=7)
-    axes[0, -1].legend(title="multi", fontsize=7, title_fontsize=7)
+    _label_rows(axes, loss_label(frame["loss"].unique(), "log10 evaluation loss"), fontsize=7)
+    axes[0].legend(title="multi", fontsize=7, title_fontsize=7)
     return _save(fig, stem)
 
 
@@ -148,6 +173,7 @@ def _loss_name(loss: str) -> str:
 def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
     fig, axes = _grid(2, sharey=False)
+    fig.set_size_inches(PANEL * 2.4, PANEL * 1.25)  # room for the loss units on the right axis
     frame = frame.assign(samples_k=frame["n_train"] / 1000)
     layers = sorted(frame["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("crest", n_colors=max(2, len(layers)))))

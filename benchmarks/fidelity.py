@@ -93,7 +93,6 @@ def main() -> int:
     jobs = [(Recipe(m=args.m, multi=multi, p=p, num_epoch=args.epochs, num_iter_per_epoch=args.iters_per_epoch,
                     n_train=args.n_train, n_eval=args.n_eval), seed)
             for multi in args.multi for p in args.p for seed in range(1, args.seeds + 1)]  # fmt: skip
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one run per worker process
     with ProcessPoolExecutor(args.workers) as pool:
         success = list(pool.map(recipe_success, jobs))
     theirs = pd.DataFrame([{"multi": r.multi, "p": r.p, "seed": s, "success": v} for (r, s), v in zip(jobs, success)])

@@ -20,9 +20,11 @@ from spec_ray.network import Network, fanout_norms, forward, slice_runs
 from spec_ray.pack import Pack, train_metric_steps
 from spec_ray.packed import PackData, PackState, init_state
 
-# Bytes of activations per run chunk: small temporaries stay in reused heap memory and
+# Bytes of activations per run chunk. CPU: small temporaries stay in reused heap memory and
 # in cache instead of fresh page-faulting mmaps (measured 1.9x faster than 1 GiB chunks).
-MEMORY_BUDGET = 1 << 25
+# CUDA: one run of the two-layer protocol alone is 34 MB, so the CPU budget made one chunk
+# per run and a 192-run checkpoint took 1.8-3.8 s on an H100 (docs/performance.md).
+MEMORY_BUDGET = {"cpu": 1 << 25, "cuda": 1 << 31}
 
 
 class Checkpoint(NamedTuple):
@@ -97,7 +99,8 @@ def _chunk_size(pack: Pack, n_samples: int) -> int:
     per_run = n_samples * (
         spec.data.d + 3 * sum(spec.student_widths) + 2 * sum(spec.teacher.widths) + 2 * spec.teacher.c
     )
-    return max(1, min(pack.size, MEMORY_BUDGET // (per_run * pack.dtype.itemsize)))
+    budget = MEMORY_BUDGET.get(pack.device.type, MEMORY_BUDGET["cpu"])
+    return max(1, min(pack.size, budget // (per_run * pack.dtype.itemsize)))
 
 
 def _runs(pack: Pack, data: PackData, lo: int, hi: int, which: str) -> tuple[Tensor, Tensor]:

@@ -162,6 +162,24 @@ def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experimen
         assert f"]({name}.png)" in text
     assert not (tmp_path / "out" / "sample_size.png").exists()  # one sample size: figure 6 not supported
     assert text.count("| ") > 20 and "not enough data" in text
+    assert set(queries.loss_curves(res)["loss"]) == {"mse"}  # the figure names the unit of this loss
+
+
+def test_facets_wrap_at_three_panels_a_row(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from analysis import figures
+
+    frame = pd.DataFrame([{"p": p, "multi": 1, "m": 4, "loss": "mse", "epoch": e, "log10_eval_loss": -e, "std": 0.1,
+                           "seeds": 2} for p in (0, 0.5, 1, 1.5, 2, 2.5) for e in range(4)])  # fmt: skip
+    figures.loss_curves(frame, tmp_path / "curves")
+    with Image.open(tmp_path / "curves.png") as img:
+        assert 1.2 < img.width / img.height < 2.0  # 3 x 2 panels, not 6 x 1 (2496 x 416 px)
+    assert figures.loss_label(["mse"]) == "evaluation loss\n(MSE, mean over samples and outputs)"
+    assert figures.loss_label(["mse_mean", "ce"]).splitlines()[1:] == [
+        "(cross-entropy (nats), mean over samples)",
+        "(MSE, mean over samples and outputs)",
+    ]
 
 
 def test_report_draws_sample_size_and_teacher_aware_when_data_exists(tmp_path: Path) -> None:

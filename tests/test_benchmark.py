@@ -35,3 +35,15 @@ def test_analysis_benchmark_quick_builds_and_reports() -> None:
     fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
     assert int(fields["rows"]) > 1_000_000 and float(fields["report_seconds"]) > 0
     assert "success_rate.png" in proc.stdout and "lshape.png" in proc.stdout
+
+
+def test_fidelity_check_runs_both_implementations_and_compares_per_cell() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--m", "5", "--multi", "1", "2", "--p", "0", "2",
+         "--seeds", "3", "--epochs", "1", "--iters-per-epoch", "300", "--n-train", "1000", "--n-eval", "1000"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
+    assert fields["cells"] == "4" and fields["seeds"] == "3" and fields["agree"] in ("yes", "no")
+    assert 0 <= float(fields["mean_abs_diff"]) <= 1 and float(fields["max_abs_z"]) >= 0

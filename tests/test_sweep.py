@@ -49,6 +49,10 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert sorted(pd.read_parquet(root / table, columns=[S.LAYER])[S.LAYER].unique()) == list(range(1, depth + 1))
     if script == "sample_size":
         assert depth == 4 and set(runs["loss"]) == {"mse_mean", "ce"} and runs["calibrate"].all()
+        # An epoch is one shuffled pass: epochs x ceil(N / 64) steps, 3 x 8 at N = 500 and 3 x 63 at 4,000.
+        assert runs["iters_per_epoch"].isna().all() and (runs["normalize"] == "all").all()
+        steps = runs.groupby("n_train")[S.STEPS_DONE].unique().to_dict()
+        assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
     assert f"python -m analysis report {root}" in proc.stdout
 
 
