@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from analysis.load import AnalysisError, open_results
 from spec_ray import schema as S
-from spec_ray.cli import Parser
+from spec_ray.flags import Parser
 
 
 def build_parser() -> Parser:
@@ -17,7 +16,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="{report,query}")
     report = sub.add_parser("report", help="render every figure the data supports and report.md with the claims")
     report.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
-    report.add_argument("--out", default=None, help="output folder (default: RESULTS/report)")
+    report.add_argument(
+        "--out", default=None, help="output folder, a path or a URI like RESULTS (default: RESULTS/report)"
+    )
     query = sub.add_parser("query", help="run SQL over the tables runs, teacher_nodes, student_nodes, scalars")
     query.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
     query.add_argument("sql", help='e.g. "select p, avg(rho_mean) from scalars join runs using (run_id) group by p"')
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from analysis.report import build_report
 
-            out = Path(args.out) if args.out else Path(args.results) / "report"
+            out = args.out or f"{args.results.rstrip('/')}/report"  # a URI stays a URI
             path = build_report(args.results, out)
             print(f"wrote {path} and its figures")
         else:

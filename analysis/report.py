@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from analysis import claims, figures, queries
-from analysis.load import Results, open_results
+from analysis.load import AnalysisError, Results, open_results
+from spec_ray.traces import open_storage
 
 # Columns that describe a run but are not an experimental axis.
 NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", "seed",
@@ -61,10 +64,33 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build_report(path: str, out: Path) -> Path:
-    """Render figures and write ``out/report.md``. Returns the report's path."""
+def build_report(path: str, out: Path | str) -> str:
+    """Render figures and write ``out/report.md``; ``out`` may be a URI, like storage. Returns the report's path.
+
+    A URI is written through pyarrow.fs: the report is rendered into a local temporary
+    folder, then copied, so a figure never lands in a local folder named 's3:'.
+    """
+    if "://" not in str(out):
+        return str(_render(path, Path(out)))
+    try:
+        fs, root = open_storage(str(out))
+    except ValueError as err:
+        raise AnalysisError(str(err).replace("storage=", "out=", 1)) from None
+    res = open_results(path)  # a bad results path fails before anything is written
+    with tempfile.TemporaryDirectory() as tmp:
+        _render(path, Path(tmp), res)
+        try:
+            fs.create_dir(root, recursive=True)
+            pafs.copy_files(tmp, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        except OSError as err:
+            raise AnalysisError(f"out={str(out)!r} is not writable: {err}") from None
+    return f"{str(out).rstrip('/')}/report.md"
+
+
+def _render(path: str, out: Path, res: Results | None = None) -> Path:
+    """The report rendered into a local folder."""
     began = time.perf_counter()
-    res = open_results(path)
+    res = open_results(path) if res is None else res
     out.mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
     counts = res.counts()

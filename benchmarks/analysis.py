@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-# This file's name would shadow the analysis package when run as a script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# This file's name would shadow the analysis package when run as a script; the repository
+# root makes benchmarks.synthetic importable.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
-from analysis.synthetic import write_experiment  # noqa: E402
+from benchmarks.synthetic import write_experiment  # noqa: E402
 from spec_ray import schema as S  # noqa: E402
 
 

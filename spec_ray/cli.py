@@ -14,11 +14,11 @@ import sys
 import typing
 
 from spec_ray import spec as specs
+from spec_ray.flags import NOT_GIVEN, Parser, field_help, value_parser
 from spec_ray.pack import Pack
 from spec_ray.runner import run_pack
 from spec_ray.traces import TraceStore
 
-NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
 PACK_AXES = {"p": "teacher", "lr": "train"}  # fields that take several values in one pack
 
 # A small pack that finishes in seconds on a 2-core CPU.
@@ -33,53 +33,6 @@ SMOKE = {
 SMOKE_AXES = {"p": [0.0, 1.0, 2.0], "seeds": 4}
 
 
-class Parser(argparse.ArgumentParser):
-    """One line on bad flags instead of the whole usage block; exit code 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: allowed true, false")
-
-
-def _epoch_lr(text: str) -> tuple[int, float]:
-    epoch, sep, lr = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return int(epoch), float(lr)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not EPOCH:LR, e.g. 20:0.1") from None
-
-
-def _or_none(parse):
-    """A parser that also takes the word 'none' (an optional spec field)."""
-
-    def parse_optional(text: str):
-        return None if text.lower() == "none" else parse(text)
-
-    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse names it in errors
-    return parse_optional
-
-
-def value_parser(hint: object) -> tuple[object, bool]:
-    """(parse one command-line word, is the field a tuple) for a spec field's type hint."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        inner = args[0]
-        return (_epoch_lr if typing.get_origin(inner) is tuple else inner), True
-    if type(None) in args:  # Optional[X]: the word "none" gives None
-        inner = next(a for a in args if a is not type(None))
-        return _or_none(inner), False
-    return (_parse_bool if hint is bool else hint), False
-
-
 def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Add one flag per spec field; return {dest: 'section.field'}."""
     dests = {}
@@ -87,17 +40,15 @@ def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     for section in specs.SECTIONS:
         group = parser.add_argument_group(section)
         cls = type(getattr(specs.RunSpec(), section))
-        docs = specs.field_docs(cls)
         for f in dataclasses.fields(cls):
             hint = hints[section][f.name]
-            doc = f"{docs.get(f.name, '')} (default {f.default!r})".replace("%", "%%")
-            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "help": doc}
+            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "help": field_help(f"{section}.{f.name}")}
             parse, is_tuple = value_parser(hint)
             kwargs.update(type=parse, **({"nargs": "+"} if is_tuple else {}))
             if hint is bool:
                 kwargs.update(metavar="BOOL")
             if f.name in PACK_AXES:
-                kwargs.update(nargs="+", help=f"{docs.get(f.name, '')} One or more values: a pack axis.")
+                kwargs.update(nargs="+", help=field_help(f"{section}.{f.name}", "One or more values: a pack axis."))
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
             dests[f.name] = f"{section}.{f.name}"
     return dests
@@ -134,8 +85,8 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
     if args.online:
         changes["data.n_train"] = None
     seeds = args.seeds if args.seeds is not None else (SMOKE_AXES["seeds"] if args.smoke else 1)
-    if seeds < 1:
-        raise ValueError(f"seeds={seeds} is invalid: allowed an integer >= 1")
+    if not 1 <= seeds <= specs.MAX_SEEDS:
+        raise ValueError(f"seeds={seeds} is invalid: allowed an integer from 1 to {specs.MAX_SEEDS:,}")
     for name, values in axes.items():
         if len(set(values)) != len(values):
             raise ValueError(f"{name}={values} is invalid: allowed distinct values")
@@ -152,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pack = Pack(tuple(runs_from_args(args, dests)))
         _ = pack.device  # a CUDA request without CUDA fails here, before any work
-        store = TraceStore(args.out, args.name or ("smoke" if args.smoke else "local"))
+        store = TraceStore(args.out, args.name if args.name is not None else ("smoke" if args.smoke else "local"))
         store.check_writable()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spec_ray.pack import Pack, data_key, shape_key
 from spec_ray.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
+
+MAX_RUNS = 10_000_000  # a factorial past this is refused before it is expanded
 
 
 def _axis_paths() -> dict[str, str]:
@@ -65,6 +68,10 @@ class Experiment:
                 raise ValueError(f"axis {name}=() is invalid: allowed one or more values")
             if len(set(values)) != len(values):
                 raise ValueError(f"axis {name}={list(values)} is invalid: allowed distinct values")
+        runs = math.prod(len(v) for v in self.axes.values())
+        if runs > MAX_RUNS:
+            sizes = " x ".join(f"{k} {len(v):,}" for k, v in self.axes.items())
+            raise ValueError(f"axes={sizes} is invalid: {runs:,} runs; allowed at most {MAX_RUNS:,} runs a sweep")
         if self.pack_size is not None and (not isinstance(self.pack_size, int) or self.pack_size < 1):
             raise ValueError(f"pack_size={self.pack_size!r} is invalid: allowed an integer >= 1 or None")
         if not isinstance(self.pack_memory, int) or self.pack_memory < 1 << 20:

@@ -35,9 +35,16 @@ def _coerce_floats(obj: object) -> None:
             object.__setattr__(obj, f.name, float(value))
 
 
-def _check_int(name: str, value: object, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        _fail(name, value, f"an integer >= {lo}")
+# Sizes past these fit no machine or no run time; refused at once instead of planned for minutes.
+MAX_EPOCHS = 1_000_000
+MAX_ITERS_PER_EPOCH = 10_000_000
+MAX_SAMPLES = 100_000_000
+MAX_SEEDS = 100_000
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        _fail(name, value, f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi:,}")
 
 
 def _check_float(name: str, value: object, lo: float, *, strict: bool = False) -> None:
@@ -157,8 +164,8 @@ class DataSpec:
         _check_int("data.d", self.d, 1)
         _check_float("data.sigma", self.sigma, 0.0, strict=True)
         if self.n_train is not None:
-            _check_int("data.n_train", self.n_train, 1)
-        _check_int("data.n_eval", self.n_eval, 2)
+            _check_int("data.n_train", self.n_train, 1, MAX_SAMPLES)
+        _check_int("data.n_eval", self.n_eval, 2, MAX_SAMPLES)
         _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS)
         _check_float("data.agnostic_delta", self.agnostic_delta, 0.0, strict=True)
         _check_float("data.aware_alpha_lo", self.aware_alpha_lo, 0.0)
@@ -196,9 +203,9 @@ class TrainSpec:
         _coerce_floats(self)
         _check_float("train.lr", self.lr, 0.0, strict=True)
         _check_int("train.batch", self.batch, 1)
-        _check_int("train.epochs", self.epochs, 1)
+        _check_int("train.epochs", self.epochs, 1, MAX_EPOCHS)
         if self.iters_per_epoch is not None:
-            _check_int("train.iters_per_epoch", self.iters_per_epoch, 1)
+            _check_int("train.iters_per_epoch", self.iters_per_epoch, 1, MAX_ITERS_PER_EPOCH)
         _check_choice("train.loss", self.loss, LOSSES)
         object.__setattr__(self, "lr_schedule", tuple((int(e), float(v)) for e, v in self.lr_schedule))
         for epoch, value in self.lr_schedule:

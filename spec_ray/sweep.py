@@ -17,16 +17,17 @@ import os
 import posixpath
 import socket
 import sys
+import textwrap
 import time
 import typing
 from urllib.parse import urlparse
 
 from spec_ray import schema as S
-from spec_ray.cli import Parser, value_parser
 from spec_ray.experiment import AXES, Experiment, axis_path, packs_from_json
+from spec_ray.flags import Parser, field_help, value_parser
 from spec_ray.pack import Pack
 from spec_ray.runner import FLUSH_EPOCHS
-from spec_ray.spec import RunSpec
+from spec_ray.spec import MAX_SEEDS, RunSpec, flat_fields
 from spec_ray.traces import TraceStore
 
 SWEEP_FILE = "sweep.json"
@@ -73,7 +74,9 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
             continue
         parse, _ = value_parser(_field_type(path))
         flag = "--" + name.replace("_", "-")
-        axes.add_argument(flag, dest=name, type=parse, nargs="+", default=None, metavar=name.upper())
+        axes.add_argument(
+            flag, dest=name, type=parse, nargs="+", default=None, metavar=name.upper(), help=field_help(path)
+        )
     return parser
 
 
@@ -89,8 +92,8 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
     fixed: dict[str, object] = {}
     for name, value in values.items():
         if name == "seeds":
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"seeds={value!r} is invalid: allowed an integer >= 1")
+            if not isinstance(value, int) or not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"seeds={value!r} is invalid: allowed an integer from 1 to {MAX_SEEDS:,}")
             axes["seed"] = tuple(range(1, value + 1))
             continue
         path = axis_path(name)
@@ -108,7 +111,7 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
         fixed["data.n_train"] = None
         axes.pop("n_train", None)
     base = base.replace(**fixed) if fixed else base
-    name = args.name or (f"{experiment.name}-smoke" if args.smoke else experiment.name)
+    name = args.name if args.name is not None else (f"{experiment.name}-smoke" if args.smoke else experiment.name)
     if not args.pack_memory_gib > 0:
         raise ValueError(f"--pack-memory-gib={args.pack_memory_gib} is invalid: allowed a number > 0")
     memory = int(args.pack_memory_gib * 2**30)
@@ -261,5 +264,43 @@ def main(experiment: Experiment, smoke: dict | None = None, argv: list[str] | No
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"sweep {exp.name}: {sum(p.size for p in packs)} runs in {len(packs)} packs -> {store.root}", file=sys.stderr)
+    print(launch_summary(exp, packs, store, args), file=sys.stderr)
     return run_sweep(store, packs, meta, args)
+
+
+def _values(values: tuple) -> str:
+    """'1 2 5 10', or '1..32' for a run of consecutive integers."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if ints and len(values) > 3 and list(values) == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]}..{values[-1]}"
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def launch_summary(exp: Experiment, packs: list[Pack], store: TraceStore, args: argparse.Namespace) -> str:
+    """What the sweep will do, on one screen: settings off the defaults, axes, runs and packs, storage, Ray."""
+    default, base = flat_fields(RunSpec()), flat_fields(exp.base)
+    shown_elsewhere = {axis_path(n).rpartition(".")[2] for n in exp.axes} | {"m", "depth", "steps_per_epoch"}
+    changed = [f"{k}={v}" for k, v in base.items() if k not in shown_elsewhere and v != default.get(k)]
+    spec = packs[0].spec
+    small, large = min(p.size for p in packs), max(p.size for p in packs)
+    steps = sorted({p.spec.steps_per_epoch for p in packs})
+    per_epoch = str(steps[0]) if len(steps) == 1 else f"{steps[0]} to {steps[-1]}"
+    lines = [
+        f"sweep {exp.name}: {sum(p.size for p in packs)} runs in {len(packs)} packs "
+        f"({small if small == large else f'{small} to {large}'} runs a pack)",
+        textwrap.fill(
+            ", ".join(changed) if changed else "the two-layer protocol's defaults",
+            width=110,
+            initial_indent="  settings: ",
+            subsequent_indent=" " * 12,
+            break_long_words=False,
+        ),
+        "  axes:     " + " x ".join(f"{n} {_values(v)}" for n, v in exp.axes.items()),
+        f"  length:   {spec.train.epochs} epochs x {per_epoch} steps"
+        + (" (one shuffled pass)" if spec.passes else "")
+        + f", {spec.train.dtype} on {spec.train.device}",
+        f"  storage:  {store.root}" + ("  (--resume)" if args.resume else ""),
+        f"  ray:      {args.address or os.environ.get('RAY_ADDRESS') or 'a running cluster, else a new local Ray'}; "
+        f"{args.cpus_per_trial:g} CPU, {args.gpus_per_trial:g} GPU a trial",
+    ]
+    return "\n".join(lines)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# The repository root: tests import the held-out recipe and the synthetic traces from benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spec_ray.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec, TeacherSpec, TrainSpec
 

@@ -15,7 +15,7 @@ from PIL import Image
 from analysis import claims, queries
 from analysis.load import AnalysisError, open_results
 from analysis.report import build_report
-from analysis.synthetic import write_experiment
+from benchmarks.synthetic import write_experiment
 from spec_ray import schema as S
 from spec_ray.pack import Pack
 from spec_ray.runner import run_pack
@@ -150,7 +150,7 @@ def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experimen
     assert res.counts() == {"done": 12, "diverged": 1, "unfinished": 2}
     sr = queries.success_rate(res)
     assert set(sr["multi"]) == {1, 2} and (sr["seeds"] == 3).all()  # neither bad run mixed in
-    report = build_report(str(engine_experiment), tmp_path / "out")
+    report = Path(build_report(str(engine_experiment), tmp_path / "out"))
     text = report.read_text()
     assert "**12 done**, 1 diverged, 2 unfinished" in text
     for name in ("success_rate", "dynamics", "lshape", "loss_curves"):
@@ -189,7 +189,7 @@ def test_report_draws_sample_size_and_teacher_aware_when_data_exists(tmp_path: P
         runs = [tiny_spec(seed=s, **kw, **{"data.n_train": n, "data.augmentation": a})
                 for s in (1, 2) for a in ("none", "teacher_aware")]  # fmt: skip
         run_pack(Pack(tuple(runs)), store, progress=False)
-    report = build_report(str(tmp_path / "aware"), tmp_path / "out")
+    report = Path(build_report(str(tmp_path / "aware"), tmp_path / "out"))
     assert (tmp_path / "out" / "sample_size.png").exists() and (tmp_path / "out" / "teacher_aware.png").exists()
     assert "| 6 | With few samples" in report.read_text()
 
@@ -231,3 +231,27 @@ def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monke
     monkeypatch.setitem(sys.modules, "duckdb", None)  # the optional extra is not installed
     with pytest.raises(AnalysisError, match=r"pip install 'spec-ray\[duckdb\]'"):
         query(str(engine_experiment), "select 1")
+
+
+def test_the_read_side_imports_no_torch_and_no_ray() -> None:
+    code = (
+        "import sys, analysis.report, analysis.cli, analysis.queries, analysis.load, analysis.claims\n"
+        "loaded = [m for m in ('torch', 'ray', 'spec_ray.packed', 'spec_ray.runner', 'spec_ray.construct')"
+        " if m in sys.modules]\n"
+        "print(loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_report_to_a_uri_writes_through_pyarrow_fs_and_a_bad_uri_exits_2(tmp_path: Path) -> None:
+    synthetic(tmp_path / "store", strong_first, ps=(0.0, 2.0), multis=(1,), m=6, epochs=6, iters=50)
+    results = f"file://{tmp_path}/store/syn"
+    cli = [sys.executable, "-m", "analysis", "report", results]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # default: RESULTS/report
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"wrote {results}/report/report.md" in proc.stdout
+    assert (tmp_path / "store" / "syn" / "report" / "success_rate.png").stat().st_size > 1000
+    assert not any(p.name.endswith(":") for p in tmp_path.iterdir())  # no local folder named 'file:'
+    bad = subprocess.run([*cli, "--out", "nosuch://bucket/x"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "out='nosuch://bucket/x' is invalid" in bad.stderr, bad.stderr

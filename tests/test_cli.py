@@ -65,6 +65,9 @@ def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
         (["--name", "../x"], "experiment"),
         (["--iters-per-epoch", "none", "--online"], "train.iters_per_epoch"),
         (["--normalize", "rows"], "teacher.normalize"),
+        (["--seeds", "100000000"], "seeds"),
+        (["--epochs", "1000000000000"], "train.epochs"),
+        (["--name", ""], "experiment"),
     ],
 )
 def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str) -> None:

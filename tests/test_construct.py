@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import authors_recipe  # held out: imports nothing from spec_ray
 from spec_ray import construct, protocols
 from spec_ray.spec import RunSpec
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import authors_recipe  # noqa: E402  (held out: imports nothing from spec_ray)
 
 
 def test_teacher_rows_distinct_nonzero_unit_norm() -> None:

@@ -124,3 +124,12 @@ def test_experiment_splits_packs_to_fit_memory_along_groups() -> None:
     assert sorted(r for p in split for r in p.run_ids) == sorted(whole[0].run_ids)
     with pytest.raises(ValueError, match="pack_memory"):
         Experiment("e", axes=axes, pack_memory=10)
+
+
+def test_a_factorial_past_the_limit_is_refused_before_it_is_expanded() -> None:
+    from spec_ray.experiment import MAX_RUNS, Experiment
+
+    axes = {"seed": tuple(range(1, 100_001)), "p": tuple(float(p) for p in range(101)), "multi": (1, 2)}
+    with pytest.raises(ValueError, match=r"seed 100,000 x p 101 x multi 2 is invalid: 20,200,000 runs") as err:
+        Experiment(name="huge", axes=axes)
+    assert f"at most {MAX_RUNS:,}" in str(err.value)  # counted from the axes, never expanded

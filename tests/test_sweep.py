@@ -54,6 +54,10 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         steps = runs.groupby("n_train")[S.STEPS_DONE].unique().to_dict()
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
     assert f"python -m analysis report {root}" in proc.stdout
+    # The launch says what it will do: settings off the defaults, the axes, storage, Ray.
+    assert f"sweep {script}-smoke: {expected} runs in {len(packs)} packs" in proc.stderr
+    assert "  settings: " in proc.stderr and "  axes:     " in proc.stderr and f"  storage:  {root}" in proc.stderr
+    assert "epochs=" in proc.stderr.split("  settings: ")[1].split("  axes:")[0]  # smoke shortens the runs
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +79,10 @@ def existing(tmp_path_factory) -> Path:
         (["--p", "1", "1"], "distinct"),
         (["--loss", "hinge"], "train.loss"),
         (["--seeds", "0"], "seeds"),
+        (["--seeds", "100000000"], "seeds=100000000 is invalid: allowed an integer from 1 to 100,000"),
+        (["--epochs", "1000000000000"], "train.epochs=1000000000000 is invalid: allowed an integer from 1 to"),
+        (["--n-train", "1000000000000"], "data.n_train"),
+        (["--name", ""], "experiment='' is invalid"),
         (["--lr", "inf"], "train.lr"),
         (["--address", "127.0.0.1:1"], "unreachable"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial"),

@@ -1,7 +1,8 @@
 """Synthetic experiments in the documented trace schema, for the analysis benchmark and tests.
 
 Rows are written through the real ``TraceStore`` (same layout, names and atomic writes
-as the engine's), with best correlations drawn from a ``recovery`` law: the final best
+as the engine's), at the engine's own checkpoint steps (``pack.checkpoint_steps``) and in
+its Parquet blocks (``runner.blocks``), with best correlations drawn from a ``recovery`` law: the final best
 correlation of teacher node j of a run, as a function of (p, multi, node, m). A node
 approaches its final value along a logistic curve in log-steps, later for weaker nodes.
 
@@ -16,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from spec_ray import schema as S
+from spec_ray.pack import Pack, checkpoint_steps
+from spec_ray.runner import blocks
 from spec_ray.spec import RunSpec, flat_fields
 from spec_ray.traces import TraceStore, block_name
 
@@ -44,10 +47,6 @@ def write_experiment(
     """Write runs, teacher_nodes, student_nodes and scalars for the factorial p x multi x seed."""
     store = TraceStore(storage, name)
     rng = np.random.default_rng(rng_seed)
-    steps = np.unique(
-        np.concatenate([[0], np.round(np.logspace(0, np.log10(iters), 8)), np.arange(1, epochs + 1) * iters])
-    )
-    steps = steps.astype(np.int64)  # (K,)
     for multi in multis:
         n = m * multi
         specs = [
@@ -55,6 +54,7 @@ def write_experiment(
                                        "train.epochs": epochs, "train.iters_per_epoch": iters})
             for p in ps for s in seeds
         ]  # fmt: skip
+        steps = np.array(checkpoint_steps(specs[0]), dtype=np.int64)  # (K,)
         ids = np.array([f"syn-{name}-{multi}-{i:05d}" for i in range(len(specs))], dtype=object)  # (R,)
         pack = f"syn{multi}"
         p_run = np.array([s.teacher.p for s in specs])  # (R,)
@@ -70,9 +70,8 @@ def write_experiment(
                          S.DIVERGED: False, S.DIVERGED_STEP: None, S.STEPS_DONE: int(steps[-1]), S.WALL_TIME: 1.0,
                          **flat_fields(spec)})  # fmt: skip
         store.write(S.RUNS, pack, "runs.parquet", pa.Table.from_pylist(rows, schema=S.runs_schema(specs[0])))
-        edges = list(range(0, epochs * iters, block_epochs * iters)) + [epochs * iters]
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            block = steps[(steps >= (lo if lo == 0 else lo + 1)) & (steps <= hi)]  # (Kb,)
+        for lo, hi in blocks(Pack(tuple(specs)), block_epochs):
+            block = steps[(steps >= lo) & (steps <= hi)]  # (Kb,)
             logstep = np.log10(np.maximum(block, 1))[None, :, None]  # (1, Kb, 1)
             curve = 1 / (1 + np.exp(-12 * (logstep - onset[:, None, :])))  # (R, Kb, m)
             curve[:, block == 0, :] = 0.0  # init: no node specialized
@@ -101,6 +100,6 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
                S.TRAIN_LOSS: eval_loss * 0.8, S.EVAL_LOSS: eval_loss, S.RHO_MEAN: t_best.mean(axis=2).ravel(),
                S.GRAD_NORM: eval_loss * 0.1, S.DIVERGED: np.zeros(r * k, bool),
                S.EVAL_ACCURACY: np.full(r * k, np.nan), S.MEAN_RANK: rng.random(r * k)}  # fmt: skip
-    name = block_name(lo if lo == 0 else lo + 1, hi)
+    name = block_name(lo, hi)
     for table, cols in ((S.TEACHER_NODES, teacher), (S.STUDENT_NODES, student), (S.SCALARS, scalars)):
         store.write(table, pack, name, pa.table(cols, schema=S.SCHEMAS[table]))

@@ -1,0 +1,73 @@
+"""Command-line words for spec fields, shared by ``python -m spec_ray run``, every sweep script and ``analysis``.
+
+Torch-free and Ray-free: the read side imports ``Parser`` from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from spec_ray import spec as specs
+
+NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
+
+
+class Parser(argparse.ArgumentParser):
+    """One line on bad flags instead of the whole usage block; exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: allowed true, false")
+
+
+def _epoch_lr(text: str) -> tuple[int, float]:
+    epoch, sep, lr = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(epoch), float(lr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not EPOCH:LR, e.g. 20:0.1") from None
+
+
+def _or_none(parse):
+    """A parser that also takes the word 'none' (an optional spec field)."""
+
+    def parse_optional(text: str):
+        return None if text.lower() == "none" else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse names it in errors
+    return parse_optional
+
+
+def value_parser(hint: object) -> tuple[object, bool]:
+    """(parse one command-line word, is the field a tuple) for a spec field's type hint."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        inner = args[0]
+        return (_epoch_lr if typing.get_origin(inner) is tuple else inner), True
+    if type(None) in args:  # Optional[X]: the word "none" gives None
+        inner = next(a for a in args if a is not type(None))
+        return _or_none(inner), False
+    return (_parse_bool if hint is bool else hint), False
+
+
+def field_help(path: str, extra: str = "") -> str:
+    """--help text of a spec field ('section.field' or 'seed'): its docstring and default."""
+    if path == "seed":
+        return f"seed of every random stream of the run {extra}".strip()
+    section, name = path.split(".")
+    cls = type(getattr(specs.RunSpec(), section))
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
+    text = f"{specs.field_docs(cls).get(name, '')} {extra} (default: {shown})"
+    return " ".join(text.split()).replace("%", "%%")
