@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from spec_ray.storage import schema as S
+
 SUPPORTED, NOT_SUPPORTED, NO_DATA = "supported", "not supported", "not enough data"
 UNSPECIALIZED_BELOW = 0.8  # claim 4: a student node this far from every teacher counts as unspecialized
 
@@ -44,15 +46,15 @@ def strong_vs_weak(success: pd.DataFrame) -> pd.DataFrame:
     """Final success rate of the k strongest and k weakest nodes per p (mean over multi, m)."""
     final = success[success["epoch"] == success["epoch"].max()]
     rows = []
-    for p, sub in final.groupby("p"):
+    for p, sub in final.groupby(S.P):
         parts = []
-        for m, part in sub.groupby("m"):
+        for m, part in sub.groupby(S.M):
             k = _k(int(m))
             parts.append(
                 (part[part["node"] < k]["success_rate"].mean(), part[part["node"] >= m - k]["success_rate"].mean())
             )
         strong, weak = np.mean([a for a, _ in parts]), np.mean([b for _, b in parts])
-        rows.append({"p": p, "strong": strong, "weak": weak, "gap": strong - weak})
+        rows.append({S.P: p, "strong": strong, "weak": weak, "gap": strong - weak})
     return pd.DataFrame(rows)
 
 
@@ -67,12 +69,12 @@ def claim1(success: pd.DataFrame) -> Claim:
     m < 2, or every p > 0 a tie.
     """
     text = "Stronger teacher nodes are recovered more often; the drop with index is steeper for larger p."
-    if success.empty or success["p"].nunique() < 2 or (success["m"] < 2).all() or (success["p"] <= 0).all():
+    if success.empty or success[S.P].nunique() < 2 or (success[S.M] < 2).all() or (success[S.P] <= 0).all():
         return Claim(1, text, "needs at least two values of p, one > 0, and m >= 2", NO_DATA)
-    table = strong_vs_weak(success).sort_values("p")
+    table = strong_vs_weak(success).sort_values(S.P)
     table["tie"] = (table["strong"] >= 1 - TOLERANCE) & (table["weak"] >= 1 - TOLERANCE)
     table["gap"] = table["gap"].where(~table["tie"], 0.0)
-    positive = table[table["p"] > 0]
+    positive = table[table[S.P] > 0]
     evidence = "; ".join(
         f"p={r.p:g}: strongest {r.strong:.2f} vs weakest {r.weak:.2f}" + (" (tie at 1.0)" if r.tie else "")
         for r in table.itertuples()
@@ -104,12 +106,12 @@ def claim2(seeds: pd.DataFrame) -> Claim:
     3 seeds with both multis in a (p, m), or every (p, m) a tie.
     """
     text = "More over-realization recovers more teacher nodes."
-    if seeds.empty or seeds["multi"].nunique() < 2:
+    if seeds.empty or seeds[S.MULTI].nunique() < 2:
         return Claim(2, text, "needs at least two values of multi", NO_DATA)
-    lo, hi = seeds["multi"].min(), seeds["multi"].max()
+    lo, hi = seeds[S.MULTI].min(), seeds[S.MULTI].max()
     rows = []
-    for (p, m), sub in seeds.groupby(["p", "m"]):
-        paired = sub.pivot_table(index="seed", columns="multi", values="success")
+    for (p, m), sub in seeds.groupby([S.P, S.M]):
+        paired = sub.pivot_table(index=S.SEED, columns=S.MULTI, values="success")
         if lo not in paired or hi not in paired:
             continue
         paired = paired[[lo, hi]].dropna()
@@ -118,7 +120,7 @@ def claim2(seeds: pd.DataFrame) -> Claim:
         diff = (paired[hi] - paired[lo]).to_numpy()
         low, high = _paired_interval(diff)
         tie = bool(paired[lo].mean() >= 1 - TOLERANCE and paired[hi].mean() >= 1 - TOLERANCE)
-        rows.append({"p": p, "m": m, "lo": paired[lo].mean(), "hi": paired[hi].mean(), "low": low, "high": high,
+        rows.append({S.P: p, S.M: m, "lo": paired[lo].mean(), "hi": paired[hi].mean(), "low": low, "high": high,
                      "tie": tie, "ok": tie or low > 0})  # fmt: skip
     if not rows:
         return Claim(2, text, f"no (p, m) has both {lo}x and {hi}x", NO_DATA)
@@ -128,7 +130,7 @@ def claim2(seeds: pd.DataFrame) -> Claim:
         f"success {lo}x -> {hi}x, 95 % interval of the paired difference: "
         + "; ".join(
             f"p={r.p:g}"
-            + (f", m={r.m}" if table["m"].nunique() > 1 else "")
+            + (f", m={r.m}" if table[S.M].nunique() > 1 else "")
             + f": {r.lo:.2f} -> {r.hi:.2f} [{r.low:+.2f}, {r.high:+.2f}]"
             + (" (tie at 1.0)" if r.tie else "")
             for r in table.itertuples()
@@ -155,10 +157,10 @@ def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
         return Claim(3, text, "needs runs longer than 5 epochs", NO_DATA)
     early = float(success[success["epoch"] == epochs[0]]["success_rate"].mean())
     final = float(success[success["epoch"] == epochs[-1]]["success_rate"].mean())
-    found = first[(first["p"] > 0) & first["recovered"] & first["first_step"].notna()]
+    found = first[(first[S.P] > 0) & first["recovered"] & first["first_step"].notna()]
     if len(found) < 10 or found["node"].nunique() < 2:
         return Claim(3, text, f"needs 10 node-runs with p > 0 recovered at the end ({len(found)})", NO_DATA)
-    weakness = found["node"] / (found["m"] - 1).clip(lower=1)
+    weakness = found["node"] / (found[S.M] - 1).clip(lower=1)
     rho = float(weakness.rank().corr(found["first_step"].rank()))  # Spearman: Pearson of average ranks
     rho = 0.0 if np.isnan(rho) else rho  # every node recovered at the same step: no ordering
     evidence = (
@@ -191,17 +193,17 @@ def claim5(sizes: pd.DataFrame) -> Claim:
     and the eval loss falls by at least 1 % for every loss; with a deep teacher, layer 1 also
     has the highest rho_mean at the largest size."""
     text = "With more samples rho_mean and evaluation loss improve; the lowest layer specializes best."
-    if sizes.empty or sizes["n_train"].nunique() < 2:
+    if sizes.empty or sizes[S.N_TRAIN].nunique() < 2:
         return Claim(5, text, "needs at least two sample sizes", NO_DATA)
     parts, ok = [], True
-    for loss, sub in sizes[sizes["layer"] == 1].groupby("loss"):
+    for loss, sub in sizes[sizes["layer"] == 1].groupby(S.LOSS):
         lo, hi = sub.iloc[0], sub.iloc[-1]
         ok &= bool(hi["rho_mean"] >= lo["rho_mean"] + 0.01 and hi["eval_loss"] <= 0.99 * lo["eval_loss"])
         parts.append(
             f"{loss}: n={lo['n_train']:g} -> {hi['n_train']:g}: rho_mean {lo['rho_mean']:.2f} -> {hi['rho_mean']:.2f}, "
             f"eval loss {lo['eval_loss']:.3g} -> {hi['eval_loss']:.3g}"
         )
-    largest = sizes[sizes["n_train"] == sizes["n_train"].max()].groupby("layer")["rho_mean"].mean()
+    largest = sizes[sizes[S.N_TRAIN] == sizes[S.N_TRAIN].max()].groupby("layer")["rho_mean"].mean()
     if len(largest) > 1:
         ok &= bool(largest.idxmax() == 1)
         parts.append("rho_mean by layer at the largest size: " + ", ".join(f"{k}: {v:.2f}" for k, v in largest.items()))
@@ -214,7 +216,7 @@ def claim6(aware: pd.DataFrame) -> Claim:
     """At the smallest sample size run with both, the teacher-aware eval MSE is under half the agnostic one."""
     text = "With few samples a teacher-aware dataset gives much lower evaluation loss than an agnostic one."
     evals = aware[aware["set"] == "eval"] if not aware.empty else aware
-    both = evals.pivot_table(index="n_train", columns="augmentation", values="mse") if not evals.empty else evals
+    both = evals.pivot_table(index=S.N_TRAIN, columns=S.AUGMENTATION, values="mse") if not evals.empty else evals
     agnostic = next((c for c in ("none", "teacher_agnostic") if c in getattr(both, "columns", [])), None)
     if agnostic is None or "teacher_aware" not in both.columns or both[[agnostic, "teacher_aware"]].dropna().empty:
         return Claim(6, text, "needs teacher-aware and agnostic runs of the same size", NO_DATA)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from analysis.load import AnalysisError, open_results
-from spec_ray import schema as S
-from spec_ray.flags import Parser
+from spec_ray.orchestration.flags import Parser
+from spec_ray.storage import schema as S
 
 
 def build_parser() -> Parser:

@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from spec_ray.losses import UNITS  # noqa: E402
+from spec_ray.engine.losses import UNITS  # noqa: E402
+from spec_ray.storage import schema as S  # noqa: E402
 
 PANEL = 2.6  # inches per panel side
 WRAP = 3  # panels a row: six in a row (2496 px at 160 dpi) do not read on a page
@@ -75,18 +76,18 @@ def _multi_colors(values) -> dict:
 
 def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 7: success rate vs teacher node index; line per multi, panel per p (and m)."""
-    ps, ms = sorted(frame["p"].unique()), sorted(frame["m"].unique())
+    ps, ms = sorted(frame[S.P].unique()), sorted(frame[S.M].unique())
     if len(ms) == 1:
         fig, flat = _wrapped(len(ps))
         panels = {(ms[0], p): ax for p, ax in zip(ps, flat)}
     else:  # a row of p panels per m
         fig, grid = _grid(len(ps), len(ms))
         panels = {(m, p): grid[i, j] for i, m in enumerate(ms) for j, p in enumerate(ps)}
-    colors = _multi_colors(frame["multi"].unique())
+    colors = _multi_colors(frame[S.MULTI].unique())
     final = frame["epoch"].max()
     for (m, p), ax in panels.items():
-        sub = frame[(frame["p"] == p) & (frame["m"] == m)]
-        for (multi, epoch), line in sub.groupby(["multi", "epoch"]):
+        sub = frame[(frame[S.P] == p) & (frame[S.M] == m)]
+        for (multi, epoch), line in sub.groupby([S.MULTI, "epoch"]):
             is_final = epoch == final
             ax.plot(line["node"], line["success_rate"], color=colors[multi], lw=1.4,
                     ls="-" if is_final else ":", label=f"{multi}x" if is_final else None)  # fmt: skip
@@ -98,7 +99,7 @@ def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
         _label_rows(axes, "success rate")
     else:
         axes[0].set_ylabel("success rate")
-    axes[0].legend(title="multi", fontsize=7, title_fontsize=7, loc="lower left")
+    axes[0].legend(title=S.MULTI, fontsize=7, title_fontsize=7, loc="lower left")
     early = sorted(frame["epoch"].unique())[:-1]
     dotted = f"dotted: epoch {early[0]:g}, " if early else ""
     fig.suptitle(f"Success rate ({dotted}solid: epoch {final:g})", fontsize=9)
@@ -107,13 +108,13 @@ def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
 
 def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 8: best correlation of each teacher node vs iteration, rainbow by strength."""
-    ps = sorted(frame["p"].unique())
+    ps = sorted(frame[S.P].unique())
     fig, axes = _wrapped(len(ps))
     frame = frame[frame["step"] > 0]
     m = int(frame["node"].max()) + 1
     cmap = plt.get_cmap("jet")  # blue: strongest (node 0), red: weakest
     for ax, p in zip(axes, ps):
-        for node, line in frame[frame["p"] == p].groupby("node"):
+        for node, line in frame[frame[S.P] == p].groupby("node"):
             ax.plot(line["step"], line["best_corr"], color=cmap(node / max(1, m - 1)), lw=1.0)
         ax.set_xscale("log")
         ax.set_title(f"p = {p:g}")
@@ -128,16 +129,16 @@ def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
 
 def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 5: student specialization vs fan-out norm, panels p x multi, seeds coloured."""
-    ps, multis = sorted(frame["p"].unique()), sorted(frame["multi"].unique())
+    ps, multis = sorted(frame[S.P].unique()), sorted(frame[S.MULTI].unique())
     fig, axes = _grid(len(multis), len(ps), sharey=False)
-    seeds = sorted(frame["seed"].unique())
+    seeds = sorted(frame[S.SEED].unique())
     palette = dict(zip(seeds, sns.color_palette("husl", n_colors=len(seeds))))
     for i, p in enumerate(ps):
         for j, multi in enumerate(multis):
             ax = axes[i, j]
-            sub = frame[(frame["p"] == p) & (frame["multi"] == multi)]
+            sub = frame[(frame[S.P] == p) & (frame[S.MULTI] == multi)]
             ax.scatter(sub["specialization"], sub["fanout_norm"], s=5, alpha=0.7,
-                       c=[palette[s] for s in sub["seed"]], linewidths=0)  # fmt: skip
+                       c=[palette[s] for s in sub[S.SEED]], linewidths=0)  # fmt: skip
             ax.set_title(f"p = {p:g}, {multi}x", fontsize=8)
             ax.set_xlim(-0.05, 1.05)
             if i == len(ps) - 1:
@@ -151,18 +152,18 @@ def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
 
 def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """log10 evaluation loss vs epoch, mean +- std over seeds; line per multi, panel per p."""
-    ps = sorted(frame["p"].unique())
+    ps = sorted(frame[S.P].unique())
     fig, axes = _wrapped(len(ps))
-    colors = _multi_colors(frame["multi"].unique())
+    colors = _multi_colors(frame[S.MULTI].unique())
     for ax, p in zip(axes, ps):
-        for multi, line in frame[frame["p"] == p].groupby("multi"):
+        for multi, line in frame[frame[S.P] == p].groupby(S.MULTI):
             mean, std = line["log10_eval_loss"], line["std"].fillna(0)
             ax.plot(line["epoch"], mean, color=colors[multi], lw=1.4, label=f"{multi}x")
             ax.fill_between(line["epoch"], mean - std, mean + std, color=colors[multi], alpha=0.2, lw=0)
         ax.set_title(f"p = {p:g}")
         ax.set_xlabel("epoch")
-    _label_rows(axes, loss_label(frame["loss"].unique(), "log10 evaluation loss"), fontsize=7)
-    axes[0].legend(title="multi", fontsize=7, title_fontsize=7)
+    _label_rows(axes, loss_label(frame[S.LOSS].unique(), "log10 evaluation loss"), fontsize=7)
+    axes[0].legend(title=S.MULTI, fontsize=7, title_fontsize=7)
     return _save(fig, stem)
 
 
@@ -174,19 +175,19 @@ def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
     fig, axes = _grid(2, sharey=False)
     fig.set_size_inches(PANEL * 2.4, PANEL * 1.25)  # room for the loss units on the right axis
-    frame = frame.assign(samples_k=frame["n_train"] / 1000)
+    frame = frame.assign(samples_k=frame[S.N_TRAIN] / 1000)
     layers = sorted(frame["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("crest", n_colors=max(2, len(layers)))))
     styles = {"mse": "-", "mse_mean": "-", "ce": "--"}
-    for (loss, layer), line in frame.groupby(["loss", "layer"]):
+    for (loss, layer), line in frame.groupby([S.LOSS, "layer"]):
         axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=styles.get(loss, "-"), color=colors[layer],
                         marker="o", ms=3, label=f"layer {layer}, {_loss_name(loss)}")  # fmt: skip
-    for loss, line in frame[frame["layer"] == layers[0]].groupby("loss"):
+    for loss, line in frame[frame["layer"] == layers[0]].groupby(S.LOSS):
         axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
                         ms=3, label=_loss_name(loss))  # fmt: skip
     axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
     axes[0, 1].set(xlabel="samples (x1000)", title="evaluation loss", yscale="log")
-    axes[0, 1].set_ylabel(loss_label(frame["loss"].unique()), fontsize=7)
+    axes[0, 1].set_ylabel(loss_label(frame[S.LOSS].unique()), fontsize=7)
     axes[0, 0].legend(fontsize=6)
     axes[0, 1].legend(fontsize=7)
     return _save(fig, stem)
@@ -198,12 +199,12 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     ax = axes[0, 0]
     colors = {"teacher_aware": "tab:blue", "none": "tab:orange", "teacher_agnostic": "tab:green"}
     names = {"teacher_aware": "teacher-aware", "none": "agnostic (Gaussian)", "teacher_agnostic": "agnostic (7a)"}
-    for (aug, which), line in frame.groupby(["augmentation", "set"]):  # one loss per experiment
-        ax.errorbar(line["n_train"], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
+    for (aug, which), line in frame.groupby([S.AUGMENTATION, "set"]):  # one loss per experiment
+        ax.errorbar(line[S.N_TRAIN], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
                     ls="-" if which == "eval" else "--", marker="o", ms=3, capsize=2, lw=1.2,
                     label=f"{names.get(aug, aug)}, {which}")  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="training samples")
-    ax.set_ylabel(loss_label(frame["loss"].unique(), "loss"), fontsize=7)
+    ax.set_ylabel(loss_label(frame[S.LOSS].unique(), S.LOSS), fontsize=7)
     ax.legend(fontsize=6)
     fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
     return _save(fig, stem)

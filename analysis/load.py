@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from spec_ray import schema as S
-from spec_ray.traces import open_storage
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import open_storage
 
 
 class AnalysisError(ValueError):
@@ -67,9 +67,9 @@ class Results:
         state[self.runs[S.DIVERGED].fillna(False).astype(bool)] = "diverged"
         state[self.runs[S.STATUS] != S.STATUS_DONE] = "unfinished"
         self.runs["state"] = state
-        if "steps_per_epoch" not in self.runs:  # written before epochs could be shuffled passes
-            self.runs["steps_per_epoch"] = self.runs["iters_per_epoch"]
-        self.runs["final_step"] = self.runs["epochs"] * self.runs["steps_per_epoch"]
+        if S.STEPS_PER_EPOCH not in self.runs:  # written before epochs could be shuffled passes
+            self.runs[S.STEPS_PER_EPOCH] = self.runs[S.ITERS_PER_EPOCH]
+        self.runs["final_step"] = self.runs[S.EPOCHS] * self.runs[S.STEPS_PER_EPOCH]
 
     def dataset(self, table: str) -> ds.Dataset:
         """The union of one table over every experiment (hive partitions)."""

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
-from spec_ray import schema as S
+from spec_ray.storage import schema as S
 
-CONFIG = ["p", "multi", "m"]
+CONFIG = [S.P, S.MULTI, S.M]
 EARLY_EPOCHS = 5  # figure 7's dotted line: success after 5 epochs
 
 
@@ -29,7 +29,7 @@ def final_steps(res: Results) -> set[int]:
 
 def early_epoch(res: Results) -> float | None:
     """Figure 7's early epoch (5), when every done run is longer than that."""
-    return float(EARLY_EPOCHS) if (res.done["epochs"] > EARLY_EPOCHS).all() else None
+    return float(EARLY_EPOCHS) if (res.done[S.EPOCHS] > EARLY_EPOCHS).all() else None
 
 
 def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
@@ -40,11 +40,11 @@ def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
     steps = final_steps(res)
     early = early_epoch(res)
     if early is not None:
-        steps |= set((res.done["steps_per_epoch"] * early).astype(int))
+        steps |= set((res.done[S.STEPS_PER_EPOCH] * early).astype(int))
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.EPOCH, S.NODE, S.SUCCESS], res.done[S.RUN_ID], steps, layer)
-    rows = _join(rows, res, CONFIG + ["final_step", "steps_per_epoch"])
+    rows = _join(rows, res, CONFIG + ["final_step", S.STEPS_PER_EPOCH])
     wanted = (rows[S.STEP] == rows["final_step"]) | (
-        (early is not None) & (rows[S.STEP] == rows["steps_per_epoch"] * (early or 0))
+        (early is not None) & (rows[S.STEP] == rows[S.STEPS_PER_EPOCH] * (early or 0))
     )
     rows = rows[wanted]
     out = (
@@ -61,15 +61,15 @@ def seed_success(res: Results, layer: int = 1) -> pd.DataFrame:
     Columns: p, multi, m, seed, success.
     """
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.SUCCESS], res.done[S.RUN_ID], final_steps(res), layer)
-    rows = _join(rows, res, CONFIG + ["seed", "final_step"])
+    rows = _join(rows, res, CONFIG + [S.SEED, "final_step"])
     rows = rows[rows[S.STEP] == rows["final_step"]]
-    out = rows.groupby(CONFIG + ["seed"], as_index=False).agg(success=(S.SUCCESS, "mean"))
-    return out.sort_values(CONFIG + ["seed"]).reset_index(drop=True)
+    out = rows.groupby(CONFIG + [S.SEED], as_index=False).agg(success=(S.SUCCESS, "mean"))
+    return out.sort_values(CONFIG + [S.SEED]).reset_index(drop=True)
 
 
 def dynamics_multi(res: Results) -> int:
     """Figure 8's over-realization: 5 when present, else the largest."""
-    values = sorted(res.done["multi"].unique())
+    values = sorted(res.done[S.MULTI].unique())
     return 5 if 5 in values else int(values[-1])
 
 
@@ -79,7 +79,7 @@ def dynamics(res: Results, multi: int | None = None, layer: int = 1) -> pd.DataF
     Columns: p, m, multi, node, step, best_corr, seeds.
     """
     multi = dynamics_multi(res) if multi is None else multi
-    ids = res.done.loc[res.done["multi"] == multi, S.RUN_ID]
+    ids = res.done.loc[res.done[S.MULTI] == multi, S.RUN_ID]
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR], ids, layer=layer)
     rows = _join(rows, res, CONFIG)
     out = rows.groupby(CONFIG + [S.NODE, S.STEP], as_index=False).agg(
@@ -114,33 +114,33 @@ def lshape(res: Results, layer: int = 1) -> pd.DataFrame:
     """
     cols = [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR, S.BEST_CORR_TRAIN, S.FANOUT_NORM]
     rows = res.read(S.STUDENT_NODES, cols, res.done[S.RUN_ID], final_steps(res), layer)
-    rows = _join(rows, res, CONFIG + ["seed", "final_step"])
+    rows = _join(rows, res, CONFIG + [S.SEED, "final_step"])
     rows = rows[rows[S.STEP] == rows["final_step"]]
     rows["on_train"] = rows[S.BEST_CORR_TRAIN].notna()
     rows["specialization"] = rows[S.BEST_CORR_TRAIN].where(rows["on_train"], rows[S.BEST_CORR])
-    return rows[CONFIG + ["seed", S.RUN_ID, S.NODE, "specialization", S.FANOUT_NORM, "on_train"]].reset_index(drop=True)
+    return rows[CONFIG + [S.SEED, S.RUN_ID, S.NODE, "specialization", S.FANOUT_NORM, "on_train"]].reset_index(drop=True)
 
 
 def loss_curves(res: Results) -> pd.DataFrame:
     """log10 eval loss over seeds per (p, multi, m, epoch) at whole epochs: mean and std.
 
     Columns: p, multi, m, loss, epoch, log10_eval_loss, std, seeds (loss: ``train.loss``,
-    whose unit is ``spec_ray.losses.UNITS[loss]``).
+    whose unit is ``spec_ray.engine.losses.UNITS[loss]``).
     """
     rows = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_LOSS], res.done[S.RUN_ID])
     rows = rows[np.isclose(rows[S.EPOCH] % 1, 0)]
-    rows = _join(rows, res, CONFIG + ["loss"])
+    rows = _join(rows, res, CONFIG + [S.LOSS])
     rows["log10_eval_loss"] = np.log10(rows[S.EVAL_LOSS].clip(lower=1e-300))
-    out = rows.groupby(CONFIG + ["loss", S.EPOCH], as_index=False).agg(
+    out = rows.groupby(CONFIG + [S.LOSS, S.EPOCH], as_index=False).agg(
         log10_eval_loss=("log10_eval_loss", "mean"), std=("log10_eval_loss", "std"), seeds=(S.RUN_ID, "nunique")
     )
-    return out.sort_values(CONFIG + ["loss", S.EPOCH]).reset_index(drop=True)
+    return out.sort_values(CONFIG + [S.LOSS, S.EPOCH]).reset_index(drop=True)
 
 
 def final_scalars(res: Results) -> pd.DataFrame:
     """Each done run's final train and eval loss with its configuration."""
     rows = res.read(S.SCALARS, [S.RUN_ID, S.STEP, S.TRAIN_LOSS, S.EVAL_LOSS], res.done[S.RUN_ID], final_steps(res))
-    rows = _join(rows, res, CONFIG + ["final_step", "n_train", "loss", "augmentation", "depth", "seed"])
+    rows = _join(rows, res, CONFIG + ["final_step", S.N_TRAIN, S.LOSS, S.AUGMENTATION, S.DEPTH, S.SEED])
     return rows[rows[S.STEP] == rows["final_step"]].reset_index(drop=True)
 
 
@@ -150,17 +150,17 @@ def sample_size(res: Results) -> pd.DataFrame:
     Uses plain-data runs (augmentation none) when the experiment has any.
     Columns: n_train, loss, layer, rho_mean, eval_loss, seeds (layer-level rows).
     """
-    plain = res.done[res.done["augmentation"] == "none"]
+    plain = res.done[res.done[S.AUGMENTATION] == "none"]
     ids = (plain if not plain.empty else res.done)[S.RUN_ID]
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.BEST_CORR], ids, final_steps(res))
-    rows = _join(rows, res, ["final_step", "n_train", "loss"])
+    rows = _join(rows, res, ["final_step", S.N_TRAIN, S.LOSS])
     rows = rows[rows[S.STEP] == rows["final_step"]]
-    per_run = rows.groupby([S.RUN_ID, "n_train", "loss", S.LAYER], as_index=False)[S.BEST_CORR].mean()
+    per_run = rows.groupby([S.RUN_ID, S.N_TRAIN, S.LOSS, S.LAYER], as_index=False)[S.BEST_CORR].mean()
     per_run = per_run.merge(final_scalars(res)[[S.RUN_ID, S.EVAL_LOSS]], on=S.RUN_ID)
-    out = per_run.groupby(["n_train", "loss", S.LAYER], as_index=False).agg(
+    out = per_run.groupby([S.N_TRAIN, S.LOSS, S.LAYER], as_index=False).agg(
         rho_mean=(S.BEST_CORR, "mean"), eval_loss=(S.EVAL_LOSS, "mean"), seeds=(S.RUN_ID, "nunique")
     )
-    return out.sort_values(["loss", S.LAYER, "n_train"]).reset_index(drop=True)
+    return out.sort_values([S.LOSS, S.LAYER, S.N_TRAIN]).reset_index(drop=True)
 
 
 def teacher_aware(res: Results) -> pd.DataFrame:
@@ -170,10 +170,10 @@ def teacher_aware(res: Results) -> pd.DataFrame:
     """
     rows = final_scalars(res)
     long = rows.melt(
-        id_vars=[S.RUN_ID, "n_train", "augmentation", "loss"], value_vars=[S.TRAIN_LOSS, S.EVAL_LOSS], var_name="set"
+        id_vars=[S.RUN_ID, S.N_TRAIN, S.AUGMENTATION, S.LOSS], value_vars=[S.TRAIN_LOSS, S.EVAL_LOSS], var_name="set"
     )
     long["set"] = long["set"].map({S.TRAIN_LOSS: "train", S.EVAL_LOSS: "eval"})
-    out = long.groupby(["n_train", "augmentation", "loss", "set"], as_index=False).agg(
+    out = long.groupby([S.N_TRAIN, S.AUGMENTATION, S.LOSS, "set"], as_index=False).agg(
         mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
     )
-    return out.sort_values(["augmentation", "set", "n_train"]).reset_index(drop=True)
+    return out.sort_values([S.AUGMENTATION, "set", S.N_TRAIN]).reset_index(drop=True)

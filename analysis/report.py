@@ -11,10 +11,11 @@ import pyarrow.fs as pafs
 
 from analysis import claims, figures, queries
 from analysis.load import AnalysisError, Results, open_results
-from spec_ray.traces import open_storage
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import open_storage
 
 # Columns that describe a run but are not an experimental axis.
-NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", "seed",
+NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", S.SEED,
             "state", "final_step", "device", "pack"}  # fmt: skip
 
 
@@ -37,10 +38,10 @@ FIGURES = [
     ("loss_curves", "Loss curves", "log10 evaluation loss, mean +- std over seeds.",
      queries.loss_curves, figures.loss_curves),
     ("sample_size", "Figure 6: sample size", "rho_mean per layer and evaluation loss vs training samples.",
-     _if_varies("n_train", queries.sample_size), figures.sample_size),
+     _if_varies(S.N_TRAIN, queries.sample_size), figures.sample_size),
     ("teacher_aware", "Figure 9: teacher-aware vs agnostic data",
      "Final train (dashed) and evaluation (solid) MSE vs training samples.",
-     _if_varies("augmentation", queries.teacher_aware), figures.teacher_aware),
+     _if_varies(S.AUGMENTATION, queries.teacher_aware), figures.teacher_aware),
 ]  # fmt: skip
 
 
@@ -52,7 +53,7 @@ def configurations(res: Results) -> pd.DataFrame:
     for state in ("done", "diverged", "unfinished"):
         if state not in table.columns:
             table[state] = 0
-    seeds = res.runs.groupby(keys)["seed"].nunique().rename("seeds")
+    seeds = res.runs.groupby(keys)[S.SEED].nunique().rename("seeds")
     return table[["done", "diverged", "unfinished"]].join(seeds).reset_index()
 
 
@@ -105,7 +106,7 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
         return frame
 
     if counts["done"]:
-        threshold = float(res.done["success_threshold"].iloc[0])
+        threshold = float(res.done[S.SUCCESS_THRESHOLD].iloc[0])
         frames = {name: render(name, title, caption, query(res), draw) for name, title, caption, query, draw in FIGURES}
         success = frames["success_rate"]
         found = [

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
 from benchmarks.synthetic import write_experiment  # noqa: E402
-from spec_ray import schema as S  # noqa: E402
+from spec_ray.storage import schema as S  # noqa: E402
 
 
 def main() -> None:

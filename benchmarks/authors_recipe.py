@@ -120,11 +120,11 @@ def train(recipe: Recipe, seed: int, eval_epochs: tuple[int, ...] = ()) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--m", type=int, default=20)
-    parser.add_argument("--multi", type=int, default=5)
-    parser.add_argument("--p", type=float, default=0.0)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--m", type=int, default=20, help="teacher nodes")
+    parser.add_argument("--multi", type=int, default=5, help="over-realization")
+    parser.add_argument("--p", type=float, default=0.0, help="polarity")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 1..N")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of 1,000 steps")
     args = parser.parse_args()
     recipe = Recipe(m=args.m, multi=args.multi, p=args.p, num_epoch=args.epochs)
     for seed in range(1, args.seeds + 1):

@@ -23,12 +23,12 @@ import time
 
 import torch
 
-from spec_ray import construct
-from spec_ray.metrics import init_correlations, measure
-from spec_ray.pack import Pack
-from spec_ray.packed import init_state, prepare, train_until
-from spec_ray.reference import Student, build_problem, sgd_steps
-from spec_ray.spec import RunSpec
+from spec_ray.engine import construct
+from spec_ray.engine.metrics import init_correlations, measure
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.reference import Student, build_problem, sgd_steps
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.trainer import init_state, prepare, train_until
 
 MULTIS = (1, 2, 5, 10)
 

@@ -16,11 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from spec_ray import schema as S
-from spec_ray.pack import Pack, checkpoint_steps
-from spec_ray.runner import blocks
-from spec_ray.spec import RunSpec, flat_fields
-from spec_ray.traces import TraceStore, block_name
+from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.spec import RunSpec, flat_fields
+from spec_ray.orchestration.runner import blocks
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import TraceStore, block_name
 
 
 def paper_like(p: np.ndarray, multi: np.ndarray, node: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -1,30 +1,33 @@
 """spec-ray: student-specialization experiments with packed teacher-student training.
 
-The engine in one breath: a ``RunSpec`` (spec.py) describes a run; a ``Pack`` (pack.py)
-groups runs of equal shapes; ``packed.train_until`` trains them together,
-``metrics.measure`` takes per-node metrics, and ``runner.run_pack`` writes them as
-Parquet traces (traces.py, schema.py). ``reference.train_run`` is the one-run-at-a-time
-ground truth.
+Three parts:
+- ``engine``: a ``RunSpec`` (spec.py) describes a run; a ``Pack`` (pack.py) groups runs of
+  equal shapes; ``trainer.train_until`` trains them together and ``metrics.measure`` takes
+  per-node metrics; ``reference.train_run`` is the one-run-at-a-time ground truth.
+- ``storage``: every column declared once (schema.py), rows (records.py), atomic Parquet
+  files (traces.py).
+- ``orchestration``: ``runner.run_pack`` trains one pack and writes its traces; experiments,
+  Ray Tune trials and sweeps, and the command lines.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Exports load on first use (PEP 562): importing spec_ray.schema or spec_ray.flags from the
-# read side must not pull in torch through the trainer.
+# Exports load on first use (PEP 562): the read side imports spec_ray.storage.schema or
+# spec_ray.orchestration.flags without pulling in torch through the trainer.
 _EXPORTS = {
-    "CheckpointSpec": "spec_ray.spec",
-    "DataSpec": "spec_ray.spec",
-    "Pack": "spec_ray.pack",
-    "RunSpec": "spec_ray.spec",
-    "StudentSpec": "spec_ray.spec",
-    "TeacherSpec": "spec_ray.spec",
-    "TraceStore": "spec_ray.traces",
-    "TrainSpec": "spec_ray.spec",
-    "checkpoint_steps": "spec_ray.pack",
-    "run_id": "spec_ray.pack",
-    "run_pack": "spec_ray.runner",
+    "CheckpointSpec": "spec_ray.engine.spec",
+    "DataSpec": "spec_ray.engine.spec",
+    "Pack": "spec_ray.engine.pack",
+    "RunSpec": "spec_ray.engine.spec",
+    "StudentSpec": "spec_ray.engine.spec",
+    "TeacherSpec": "spec_ray.engine.spec",
+    "TraceStore": "spec_ray.storage.traces",
+    "TrainSpec": "spec_ray.engine.spec",
+    "checkpoint_steps": "spec_ray.engine.pack",
+    "run_id": "spec_ray.engine.pack",
+    "run_pack": "spec_ray.orchestration.runner",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from spec_ray.cli import main
+from spec_ray.orchestration.cli import main
 
 sys.exit(main())

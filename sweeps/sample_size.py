@@ -1,10 +1,10 @@
 """Figure 6: specialization per layer and evaluation loss vs sample size, MSE vs cross-entropy, 4-layer teacher."""
 
-from spec_ray.experiment import Experiment
-from spec_ray.protocols import DEEP
-from spec_ray.sweep import main
+from spec_ray.engine.protocols import DEEP, DEEP_SMOKE, Smoke
+from spec_ray.orchestration.experiment import Experiment
+from spec_ray.orchestration.sweep import main
 
-# The deep protocol of docs/protocol.md (spec_ray.protocols.DEEP). An epoch is one shuffled
+# The deep protocol of docs/protocol.md (spec_ray.engine.protocols.DEEP). An epoch is one shuffled
 # pass over the training set, ceil(N / 64) steps, as the authors' DataLoader makes it: 16
 # steps at N = 1k, 782 at 50k, so small sets get few SGD steps, as in the paper's figure 6.
 # Sizes 1k-50k, log-spaced.
@@ -17,8 +17,7 @@ EXPERIMENT = Experiment(
         "seed": (1, 2, 3, 4),
     },
 )
-SMOKE = {"widths": [10, 15, 20, 25], "c": 20, "n_train": [500, 4000], "seeds": 2, "epochs": 3, "n_eval": 1024,
-         "lr_schedule": [(2, 0.1)], "block_epochs": 1}  # fmt: skip
+SMOKE = Smoke(settings=DEEP_SMOKE, axes={"n_train": (500, 4000), "seed": (1, 2)})
 
 if __name__ == "__main__":
     raise SystemExit(main(EXPERIMENT, smoke=SMOKE))

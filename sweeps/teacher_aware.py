@@ -1,8 +1,9 @@
 """Figure 9: train and evaluation MSE vs number of samples, teacher-aware (Definition 7b) vs plain Gaussian data."""
 
-from spec_ray.experiment import Experiment
-from spec_ray.spec import RunSpec
-from spec_ray.sweep import main
+from spec_ray.engine.protocols import TWO_LAYER_SMOKE, Smoke
+from spec_ray.engine.spec import RunSpec
+from spec_ray.orchestration.experiment import Experiment
+from spec_ray.orchestration.sweep import main
 
 EXPERIMENT = Experiment(
     name="teacher_aware",
@@ -14,8 +15,10 @@ EXPERIMENT = Experiment(
         "seed": tuple(range(1, 11)),
     },
 )
-SMOKE = {"m": 5, "multi": [2], "n_train": [60, 240], "seeds": 2, "epochs": 6, "iters_per_epoch": 300,
-         "n_eval": 500, "block_epochs": 1}  # fmt: skip
+SMOKE = Smoke(
+    settings={**TWO_LAYER_SMOKE, "data.n_eval": 500},
+    axes={"multi": (2,), "n_train": (60, 240), "seed": (1, 2)},
+)
 
 if __name__ == "__main__":
     raise SystemExit(main(EXPERIMENT, smoke=SMOKE))

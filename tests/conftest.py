@@ -10,7 +10,7 @@ import pytest
 # The repository root: tests import the held-out recipe and the synthetic traces from benchmarks/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spec_ray.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec, TeacherSpec, TrainSpec
+from spec_ray.engine.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec, TeacherSpec, TrainSpec
 
 
 def tiny_spec(**changes: object) -> RunSpec:
@@ -42,8 +42,8 @@ def assert_complete(root: str, packs) -> None:
     """Every (run, step, node) row of every pack exists exactly once under an experiment root."""
     import pandas as pd
 
-    from spec_ray import schema as S
-    from spec_ray.pack import checkpoint_steps
+    from spec_ray.engine.pack import checkpoint_steps
+    from spec_ray.storage import schema as S
 
     keys = {
         S.RUNS: [S.RUN_ID],

@@ -16,10 +16,10 @@ from analysis import claims, queries
 from analysis.load import AnalysisError, open_results
 from analysis.report import build_report
 from benchmarks.synthetic import write_experiment
-from spec_ray import schema as S
-from spec_ray.pack import Pack
-from spec_ray.runner import run_pack
-from spec_ray.traces import TraceStore
+from spec_ray.engine.pack import Pack
+from spec_ray.orchestration.runner import run_pack
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import TraceStore
 
 
 def strong_first(p, multi, node, m):
@@ -234,11 +234,10 @@ def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monke
 
 
 def test_the_read_side_imports_no_torch_and_no_ray() -> None:
+    engine = ("torch", "ray", "spec_ray.engine.trainer", "spec_ray.orchestration.runner", "spec_ray.engine.construct")
     code = (
         "import sys, analysis.report, analysis.cli, analysis.queries, analysis.load, analysis.claims\n"
-        "loaded = [m for m in ('torch', 'ray', 'spec_ray.packed', 'spec_ray.runner', 'spec_ray.construct')"
-        " if m in sys.modules]\n"
-        "print(loaded)\n"
+        f"print([m for m in {engine!r} if m in sys.modules])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

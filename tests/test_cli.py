@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from conftest import snapshot
 
-from spec_ray import schema as S
-from spec_ray.cli import SMOKE, build_parser, runs_from_args
-from spec_ray.pack import Pack, checkpoint_steps
+from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.protocols import RUN_SMOKE
+from spec_ray.orchestration.cli import build_parser, runs_from_args
+from spec_ray.storage import schema as S
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -45,7 +46,7 @@ def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
     }
     runs = pd.read_parquet(smoke / "smoke" / S.RUNS)
     assert (runs[S.STATUS] == "done").all() and sorted(runs["p"].unique()) == [0.0, 1.0, 2.0]
-    assert (runs["iters_per_epoch"] == SMOKE["train.iters_per_epoch"]).all()
+    assert (runs["iters_per_epoch"] == RUN_SMOKE.settings["train.iters_per_epoch"]).all()
 
 
 @pytest.mark.parametrize(
@@ -85,3 +86,28 @@ def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
     proc = run_cli("--smoke", "--out", str(blocker / "results"), cwd=tmp_path)
     assert proc.returncode == 2 and "storage" in proc.stderr
     assert blocker.read_text() == "not a directory" and not os.path.exists(blocker / "results")
+
+
+def test_every_flag_of_every_entry_point_has_help() -> None:
+    import argparse
+
+    from analysis.cli import build_parser as analysis_parser
+    from spec_ray.engine.protocols import DEEP
+    from spec_ray.orchestration.experiment import Experiment
+    from spec_ray.orchestration.sweep import build_parser as sweep_parser
+
+    def actions(parser: argparse.ArgumentParser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+            elif not isinstance(action, argparse._HelpAction):
+                yield action
+
+    parsers = [build_parser()[0], analysis_parser(), sweep_parser(Experiment(name="x", base=DEEP), "a sweep")]
+    flags = [a for p in parsers for a in actions(p)]
+    assert len(flags) > 70
+    bare = [a.option_strings or a.dest for a in flags if not (a.help or "").strip()]
+    assert not bare, f"flags without help: {bare}"
+    normalize = next(a for a in actions(parsers[0]) if a.dest == "normalize")
+    assert "two-layer protocol" in normalize.help and "(default: first)" in normalize.help

@@ -14,7 +14,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 from test_sweep import stored_packs, sweep
 
-from spec_ray import schema as S
+from spec_ray.storage import schema as S
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two packs of 8 runs, long enough (several seconds each) to kill a node mid-trial.

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from benchmarks import authors_recipe  # held out: imports nothing from spec_ray
-from spec_ray import construct, protocols
-from spec_ray.spec import RunSpec
+from spec_ray.engine import construct, protocols
+from spec_ray.engine.spec import RunSpec
 
 
 def test_teacher_rows_distinct_nonzero_unit_norm() -> None:

@@ -8,13 +8,13 @@ import torch
 from conftest import tiny_spec
 from test_packed import STEPS, assert_same_run, packed_run
 
-from spec_ray import construct, losses, protocols
-from spec_ray.metrics import ranks
-from spec_ray.network import Network, forward
-from spec_ray.pack import Pack
-from spec_ray.packed import init_state, prepare, sgd_step, with_bias_column, with_ones
-from spec_ray.reference import train_run
-from spec_ray.spec import RunSpec
+from spec_ray.engine import construct, losses, protocols
+from spec_ray.engine.metrics import ranks
+from spec_ray.engine.network import Network, forward
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.reference import train_run
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.trainer import init_state, prepare, sgd_step, with_bias_column, with_ones
 
 DEEP = {
     **protocols.DEEP_TEACHER,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spec_ray import losses, reference
-from spec_ray.metrics import correlation
-from spec_ray.network import Network, fanout_norms
+from spec_ray.engine import losses, reference
+from spec_ray.engine.metrics import correlation
+from spec_ray.engine.network import Network, fanout_norms
 
 
 def test_copied_node_correlates_one_and_constant_node_gives_zero() -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from spec_ray.metrics import measure
-from spec_ray.pack import Pack
-from spec_ray.packed import init_state, prepare, train_until
-from spec_ray.spec import RunSpec
+from spec_ray.engine.metrics import measure
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.trainer import init_state, prepare, train_until
 
 
 def test_most_teacher_nodes_specialize_at_p0_and_strong_nodes_first_at_p2() -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from spec_ray.pack import Pack, run_id
-from spec_ray.spec import RunSpec, apply_overrides, flat_fields
+from spec_ray.engine.pack import Pack, run_id
+from spec_ray.engine.spec import RunSpec, apply_overrides, flat_fields
 
 INVALID = [
     ("teacher.widths", ()),
@@ -112,7 +112,7 @@ def test_pack_groups_runs_sharing_data() -> None:
 
 
 def test_experiment_splits_packs_to_fit_memory_along_groups() -> None:
-    from spec_ray.experiment import Experiment, run_bytes
+    from spec_ray.orchestration.experiment import Experiment, run_bytes
 
     axes = {"seed": tuple(range(1, 9)), "p": (0.0, 1.0, 2.0)}
     whole = Experiment("e", axes=axes).packs()
@@ -127,7 +127,7 @@ def test_experiment_splits_packs_to_fit_memory_along_groups() -> None:
 
 
 def test_a_factorial_past_the_limit_is_refused_before_it_is_expanded() -> None:
-    from spec_ray.experiment import MAX_RUNS, Experiment
+    from spec_ray.orchestration.experiment import MAX_RUNS, Experiment
 
     axes = {"seed": tuple(range(1, 100_001)), "p": tuple(float(p) for p in range(101)), "multi": (1, 2)}
     with pytest.raises(ValueError, match=r"seed 100,000 x p 101 x multi 2 is invalid: 20,200,000 runs") as err:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conftest import assert_complete, snapshot
 
-from spec_ray import schema as S
-from spec_ray.experiment import packs_from_json
+from spec_ray.orchestration.experiment import packs_from_dict
+from spec_ray.storage import schema as S
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size"]
@@ -31,7 +31,7 @@ def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.Co
 
 
 def stored_packs(root: Path):
-    return packs_from_json(json.loads((root / "sweep.json").read_text())["sweep"])
+    return packs_from_dict(json.loads((root / "sweep.json").read_text())["sweep"])
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

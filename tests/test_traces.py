@@ -11,10 +11,10 @@ import pyarrow.dataset as ds
 import pytest
 from conftest import tiny_spec
 
-from spec_ray import schema as S
-from spec_ray.pack import Pack, checkpoint_steps
-from spec_ray.runner import blocks, run_pack
-from spec_ray.traces import TraceStore
+from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.orchestration.runner import blocks, run_pack
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import TraceStore
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,20 @@ def test_storage_uri_and_bad_storage(tmp_path) -> None:
         TraceStore("nosuchscheme://bucket/x", "x")
     with pytest.raises(ValueError, match="experiment"):
         TraceStore(str(tmp_path), "../up")
+
+
+def test_schema_page_is_the_declarations() -> None:
+    from pathlib import Path
+
+    from spec_ray.engine.spec import RunSpec, flat_fields
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    for table in S.TABLES:
+        assert S.markdown(table) in page, f"docs/schema.md's {table} table is not the one declared in schema.py"
+    rows = {
+        name.strip() for line in page.splitlines() if line.startswith("| ") for name in line.split("|")[1].split(",")
+    }
+    missing = [k for k in flat_fields(RunSpec()) if k not in rows]
+    assert not missing, f"spec columns of the runs table missing from docs/schema.md: {missing}"
+    assert S.runs_schema().names[: len(S.RUN_COLUMNS)] == [c.name for c in S.RUN_COLUMNS]
+    assert set(S.SPEC_COLUMNS) <= set(flat_fields(RunSpec()))  # analysis reads no column the runs table lacks

@@ -16,11 +16,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray import construct, losses
-from spec_ray import schema as S
-from spec_ray.network import Network, fanout_norms, forward
-from spec_ray.pack import checkpoint_steps, run_id, train_metric_steps
-from spec_ray.spec import RunSpec
+from spec_ray.engine import construct, losses
+from spec_ray.engine.metrics import rho_mean, success
+from spec_ray.engine.network import Network, fanout_norms, forward
+from spec_ray.engine.pack import checkpoint_steps, run_id, train_metric_steps
+from spec_ray.engine.spec import RunSpec
+from spec_ray.storage import schema as S
 
 
 class Student(nn.Module):
@@ -152,7 +153,7 @@ def _metrics(
             best = corr[j].max()
             teacher_rows.append(
                 {**key, S.LAYER: layer + 1, S.NODE: j, S.BEST_CORR: best, S.BEST_STUDENT: int(corr[j].argmax()),
-                 S.SUCCESS: bool(best > spec.checkpoint.success_threshold),
+                 S.SUCCESS: bool(success(best, spec.checkpoint.success_threshold)),
                  S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max(),
                  S.INIT_RANK: _rank(init_corr[layer], corr, j)}
             )  # fmt: skip
@@ -169,7 +170,7 @@ def _metrics(
         **key,
         S.TRAIN_LOSS: train_loss,
         S.EVAL_LOSS: float(losses.reported(spec.train.loss, out_eval, problem.y_eval)),
-        S.RHO_MEAN: float(first.max(axis=1).mean()),
+        S.RHO_MEAN: float(rho_mean(first.max(axis=1))),
         S.GRAD_NORM: grad_norm,
         S.DIVERGED: diverged,
         S.EVAL_ACCURACY: accuracy if ce else float("nan"),

@@ -3,7 +3,7 @@
 Defaults are the two-layer protocol of docs/protocol.md (d=100, m=20, c=50, sigma=1.5,
 SGD lr 0.01, batch 16, 100 epochs x 1,000 iterations). Every invalid value raises
 ``ValueError`` naming the field and the allowed values, before any tensor exists.
-Field names double as the ``runs`` table's column names (see ``spec_ray.schema``).
+Field names double as the ``runs`` table's column names (see ``spec_ray.storage.schema``).
 """
 
 from __future__ import annotations

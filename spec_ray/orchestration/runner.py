@@ -8,13 +8,13 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from spec_ray import schema as S
-from spec_ray.metrics import Checkpoint, init_correlations, measure
-from spec_ray.pack import Pack, checkpoint_steps
-from spec_ray.packed import PackState, init_state, prepare, train_until
-from spec_ray.progress import Progress
-from spec_ray.records import checkpoint_tables, runs_table
-from spec_ray.traces import TraceStore, block_name
+from spec_ray.engine.metrics import Checkpoint, init_correlations, measure
+from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
+from spec_ray.orchestration.progress import Progress
+from spec_ray.storage import schema as S
+from spec_ray.storage.records import checkpoint_tables, runs_table
+from spec_ray.storage.traces import TraceStore, block_name
 
 FLUSH_EPOCHS = 10  # epochs of checkpoint rows per Parquet file
 

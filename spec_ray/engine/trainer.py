@@ -4,7 +4,7 @@ Axes: R runs, G shared-minibatch groups (R = G * k), T steps in a chunk, B batch
 N samples, d input, n_l student width of hidden layer l, c outputs.
 
 Measured choices (docs/performance.md), each cutting kernels on the hot path:
-* Gradients are written out by hand (``spec_ray.losses``: residual x scale) and fused
+* Gradients are written out by hand (``spec_ray.engine.losses``: residual x scale) and fused
   into the update with ``baddbmm_``; lr is folded into the output error.
 * Biases live in the last column of each weight ``(R, n_l, n_{l-1} + 1)`` and inputs carry
   a ones column, so a layer is one bmm forward and one ``baddbmm_`` update.
@@ -27,9 +27,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray import construct, losses
-from spec_ray.network import Network, forward, stack
-from spec_ray.pack import Pack
+from spec_ray.engine import construct, losses
+from spec_ray.engine.network import Network, forward, stack
+from spec_ray.engine.pack import Pack
 
 STEPS_PER_CHUNK = 64  # minibatches gathered in one index_select (bounds memory)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Collection
 
-from spec_ray import spec as specs
+from spec_ray.engine import spec as specs
 
 NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
 
@@ -71,3 +72,29 @@ def field_help(path: str, extra: str = "") -> str:
     shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
     text = f"{specs.field_docs(cls).get(name, '')} {extra} (default: {shown})"
     return " ".join(text.split()).replace("%", "%%")
+
+
+def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | None = None) -> dict[str, str]:
+    """One flag per spec field, a group per section, help from the field's docstring; returns {dest: path}.
+
+    ``several``: the fields whose flag takes one or more values; None, every field (a
+    sweep's axes). A flag left out leaves no attribute (``NOT_GIVEN``); 'none' gives None.
+    """
+    dests = {}
+    for section in specs.SECTIONS:
+        cls = type(getattr(specs.RunSpec(), section))
+        hints = typing.get_type_hints(cls)
+        title = f"{section} (several values make an axis)" if several is None else section
+        group = parser.add_argument_group(title)
+        for f in dataclasses.fields(cls):
+            path = f"{section}.{f.name}"
+            parse, is_tuple = value_parser(hints[f.name])
+            many = several is None or f.name in several
+            extra = "One or more values: a pack axis." if many and several is not None else ""
+            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "type": parse, "help": field_help(path, extra)}
+            if is_tuple or many:
+                kwargs["nargs"] = "+"
+            kwargs["metavar"] = "BOOL" if hints[f.name] is bool else f.name.upper()
+            group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+            dests[f.name] = path
+    return dests

@@ -8,50 +8,17 @@ with code 2 and one message naming the field, before any work or write.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import sys
-import typing
 
-from spec_ray import spec as specs
-from spec_ray.flags import NOT_GIVEN, Parser, field_help, value_parser
-from spec_ray.pack import Pack
-from spec_ray.runner import run_pack
-from spec_ray.traces import TraceStore
+from spec_ray.engine import spec as specs
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.protocols import RUN_SMOKE
+from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
+from spec_ray.orchestration.runner import run_pack
+from spec_ray.storage.traces import TraceStore
 
 PACK_AXES = {"p": "teacher", "lr": "train"}  # fields that take several values in one pack
-
-# A small pack that finishes in seconds on a 2-core CPU.
-SMOKE = {
-    "teacher.widths": (10,),
-    "data.n_train": 2000,
-    "data.n_eval": 2000,
-    "train.epochs": 3,
-    "train.iters_per_epoch": 300,
-    "checkpoint.first_epoch_points": 4,
-}
-SMOKE_AXES = {"p": [0.0, 1.0, 2.0], "seeds": 4}
-
-
-def _field_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Add one flag per spec field; return {dest: 'section.field'}."""
-    dests = {}
-    hints = {s: typing.get_type_hints(type(getattr(specs.RunSpec(), s))) for s in specs.SECTIONS}
-    for section in specs.SECTIONS:
-        group = parser.add_argument_group(section)
-        cls = type(getattr(specs.RunSpec(), section))
-        for f in dataclasses.fields(cls):
-            hint = hints[section][f.name]
-            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "help": field_help(f"{section}.{f.name}")}
-            parse, is_tuple = value_parser(hint)
-            kwargs.update(type=parse, **({"nargs": "+"} if is_tuple else {}))
-            if hint is bool:
-                kwargs.update(metavar="BOOL")
-            if f.name in PACK_AXES:
-                kwargs.update(nargs="+", help=field_help(f"{section}.{f.name}", "One or more values: a pack axis."))
-            group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-            dests[f.name] = f"{section}.{f.name}"
-    return dests
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
@@ -64,16 +31,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     run.add_argument("--seeds", type=int, default=None, help="run seeds 1..N (default 1; 4 with --smoke)")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--online", action="store_true", help="online data: a fresh batch every step (n_train = None)")
-    return parser, _field_flags(run)
+    return parser, add_spec_flags(run, several=PACK_AXES)
 
 
 def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[specs.RunSpec]:
     """The runs of the pack the flags describe (raises ValueError on bad values)."""
-    changes: dict[str, object] = dict(SMOKE) if args.smoke else {}
+    changes: dict[str, object] = dict(RUN_SMOKE.settings) if args.smoke else {}
     default = specs.RunSpec()
     axes = {name: [getattr(getattr(default, section), name)] for name, section in PACK_AXES.items()}
     if args.smoke:
-        axes["p"] = SMOKE_AXES["p"]
+        axes["p"] = list(RUN_SMOKE.axes["p"])
     for dest, path in dests.items():
         value = getattr(args, dest, NOT_GIVEN)
         if value is NOT_GIVEN:
@@ -84,7 +51,7 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
             changes[path] = tuple(value) if isinstance(value, list) else value
     if args.online:
         changes["data.n_train"] = None
-    seeds = args.seeds if args.seeds is not None else (SMOKE_AXES["seeds"] if args.smoke else 1)
+    seeds = args.seeds if args.seeds is not None else (len(RUN_SMOKE.axes["seed"]) if args.smoke else 1)
     if not 1 <= seeds <= specs.MAX_SEEDS:
         raise ValueError(f"seeds={seeds} is invalid: allowed an integer from 1 to {specs.MAX_SEEDS:,}")
     for name, values in axes.items():

@@ -15,10 +15,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray import losses
-from spec_ray.network import Network, fanout_norms, forward, slice_runs
-from spec_ray.pack import Pack, train_metric_steps
-from spec_ray.packed import PackData, PackState, init_state
+from spec_ray.engine import losses
+from spec_ray.engine.network import Network, fanout_norms, forward, slice_runs
+from spec_ray.engine.pack import Pack, train_metric_steps
+from spec_ray.engine.trainer import PackData, PackState, init_state
+from spec_ray.storage import schema as S
 
 # Bytes of activations per run chunk. CPU: small temporaries stay in reused heap memory and
 # in cache instead of fresh page-faulting mmaps (measured 1.9x faster than 1 GiB chunks).
@@ -174,3 +175,55 @@ def measure(
         eval_accuracy=torch.cat(accuracy) if loss == "ce" else None,  # (R,)
         init_rank=[ranks(i, c) for i, c in zip(init_corr, corr)] if init_corr else [],  # [(R, m_l)]
     )
+
+
+def success(best, threshold: float):
+    """A teacher node is recovered when its best correlation exceeds the threshold (docs/protocol.md)."""
+    return best > threshold
+
+
+def rho_mean(best):
+    """Mean over teacher nodes (the last axis) of their best correlation."""
+    return best.mean(-1)
+
+
+def teacher_columns(ckpt: Checkpoint, layer: int, threshold: float) -> dict[str, Tensor]:
+    """Every metric column of ``teacher_nodes`` (``schema.METRICS``) for one hidden layer: {name: (R, m_l)}."""
+    corr = ckpt.eval_corr[layer]  # (R, m, n)
+    best, arg = corr.max(dim=2)  # (R, m)
+    nan = torch.full_like(best, float("nan"))  # (R, m)
+    return {
+        S.BEST_CORR: best,
+        S.BEST_STUDENT: arg,
+        S.SUCCESS: success(best, threshold),
+        S.FANOUT_NORM: ckpt.teacher_fanout[layer],
+        S.BEST_CORR_TRAIN: nan if ckpt.train_corr is None else ckpt.train_corr[layer].amax(dim=2),
+        S.INIT_RANK: ckpt.init_rank[layer] if ckpt.init_rank else nan,
+    }
+
+
+def student_columns(ckpt: Checkpoint, layer: int) -> dict[str, Tensor]:
+    """Every metric column of ``student_nodes`` for one hidden layer: {name: (R, n_l)}."""
+    corr = ckpt.eval_corr[layer]  # (R, m, n)
+    best, arg = corr.max(dim=1)  # (R, n)
+    return {
+        S.BEST_CORR: best,
+        S.BEST_TEACHER: arg,
+        S.FANOUT_NORM: ckpt.student_fanout[layer],
+        S.BEST_CORR_TRAIN: torch.full_like(best, float("nan")) if ckpt.train_corr is None
+        else ckpt.train_corr[layer].amax(dim=1),
+    }  # fmt: skip
+
+
+def scalar_columns(ckpt: Checkpoint) -> dict[str, Tensor]:
+    """Every metric column of ``scalars``: {name: (R,)}."""
+    nan = torch.full_like(ckpt.eval_loss, float("nan"))  # (R,)
+    return {
+        S.TRAIN_LOSS: nan if ckpt.train_loss is None else ckpt.train_loss,
+        S.EVAL_LOSS: ckpt.eval_loss,
+        S.RHO_MEAN: rho_mean(ckpt.eval_corr[0].amax(dim=2)),
+        S.GRAD_NORM: nan if ckpt.grad_norm is None else ckpt.grad_norm,
+        S.DIVERGED: ckpt.diverged_step >= 0,
+        S.EVAL_ACCURACY: nan if ckpt.eval_accuracy is None else ckpt.eval_accuracy,
+        S.MEAN_RANK: ckpt.init_rank[0].mean(dim=1) if ckpt.init_rank else nan,
+    }

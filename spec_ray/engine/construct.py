@@ -17,8 +17,8 @@ import math
 import torch
 from torch import Tensor
 
-from spec_ray.network import Network, forward
-from spec_ray.spec import RunSpec
+from spec_ray.engine.network import Network, forward
+from spec_ray.engine.spec import RunSpec
 
 F64 = torch.float64
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spec_ray.pack import Pack, data_key, shape_key
-from spec_ray.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
+from spec_ray.engine.pack import Pack, data_key, shape_key
+from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
 
 MAX_RUNS = 10_000_000  # a factorial past this is refused before it is expanded
 
@@ -109,10 +108,9 @@ class Experiment:
             packs.append(Pack(tuple(chunk)))
         return packs
 
-    def to_json(self) -> str:
-        """The packs' runs as JSON: what a resumed sweep reloads instead of re-deriving."""
-        packs = [[spec_to_dict(r) for r in p.runs] for p in self.packs()]
-        return json.dumps({"name": self.name, "packs": packs}, sort_keys=True)
+    def to_dict(self) -> dict:
+        """The packs' runs as a JSON-ready object: what a resumed sweep reloads instead of re-deriving."""
+        return {"name": self.name, "packs": [[spec_to_dict(r) for r in p.runs] for p in self.packs()]}
 
 
 def run_bytes(spec: RunSpec) -> int:
@@ -128,6 +126,6 @@ def run_bytes(spec: RunSpec) -> int:
     return item * (samples * (d + 1 + c) + 3 * params + buffers)
 
 
-def packs_from_json(text: str) -> list[Pack]:
-    """The packs stored by ``Experiment.to_json``."""
-    return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in json.loads(text)["packs"]]
+def packs_from_dict(data: dict) -> list[Pack]:
+    """The packs stored by ``Experiment.to_dict``."""
+    return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]

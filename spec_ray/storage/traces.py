@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spec_ray import schema as S
+from spec_ray.storage import schema as S
 
 TMP_PREFIX = ".tmp-"
 

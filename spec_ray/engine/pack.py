@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spec_ray.spec import RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec, flat_fields
 
 # Fields that change no tensor shape, loop length or code path; all others must agree.
 PER_RUN_FIELDS = frozenset(

@@ -22,15 +22,17 @@ import time
 import typing
 from urllib.parse import urlparse
 
-from spec_ray import schema as S
-from spec_ray.experiment import AXES, Experiment, axis_path, packs_from_json
-from spec_ray.flags import Parser, field_help, value_parser
-from spec_ray.pack import Pack
-from spec_ray.runner import FLUSH_EPOCHS
-from spec_ray.spec import MAX_SEEDS, RunSpec, flat_fields
-from spec_ray.traces import TraceStore
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.protocols import Smoke
+from spec_ray.engine.spec import MAX_SEEDS, RunSpec, flat_fields
+from spec_ray.orchestration.experiment import AXES, Experiment, axis_path, packs_from_dict
+from spec_ray.orchestration.flags import Parser, add_spec_flags
+from spec_ray.orchestration.runner import FLUSH_EPOCHS
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import TraceStore
 
 SWEEP_FILE = "sweep.json"
+SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 TUNE_DIR = "tune"
 
 
@@ -67,28 +69,23 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
     )
     add("--seeds", type=int, default=None, help="seeds 1..N")
     add("--online", action="store_true", help="online data: a fresh Gaussian batch every step (n_train = None)")
-    axes = parser.add_argument_group("axes and settings (several values make an axis)")
-    axes.add_argument("--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m")
-    for name, path in AXES.items():
-        if name == "seed":
-            continue
-        parse, _ = value_parser(_field_type(path))
-        flag = "--" + name.replace("_", "-")
-        axes.add_argument(
-            flag, dest=name, type=parse, nargs="+", default=None, metavar=name.upper(), help=field_help(path)
-        )
+    parser.add_argument_group("axes").add_argument(
+        "--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m (teacher.widths)"
+    )
+    add_spec_flags(parser)  # every spec field; several values make an axis
     return parser
 
 
-def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: dict) -> Experiment:
-    """Apply --smoke settings, then the flags, to the declared experiment."""
+def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: Smoke) -> Experiment:
+    """Apply the --smoke preset, then the flags, to the declared experiment."""
     given = {name: getattr(args, name) for name in ["m", "seeds", *AXES] if getattr(args, name, None) is not None}
-    smoke = dict(smoke) if args.smoke else {}
     if args.block_epochs is None:
-        args.block_epochs = smoke.get("block_epochs", FLUSH_EPOCHS)
-    smoke.pop("block_epochs", None)
-    values: dict[str, object] = {**smoke, **given}
+        args.block_epochs = smoke.block_epochs if args.smoke else FLUSH_EPOCHS
+    values: dict[str, object] = dict(given)
     base, axes = experiment.base, dict(experiment.axes)
+    if args.smoke:
+        base = base.replace(**smoke.settings)
+        axes.update(smoke.axes)
     fixed: dict[str, object] = {}
     for name, value in values.items():
         if name == "seeds":
@@ -159,7 +156,13 @@ def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, 
             raise ValueError(
                 f"--resume: no sweep {experiment.name!r} in storage={args.storage!r}: allowed an existing one"
             )
-        packs = packs_from_json(stored["sweep"])
+        if stored.get("version") != SWEEP_VERSION:
+            raise ValueError(
+                f"--resume: sweep {experiment.name!r} was written by an older spec-ray (sweep.json version "
+                f"{stored.get('version', 1)}), whose teacher, loss units and epochs differ: allowed a sweep of "
+                f"version {SWEEP_VERSION}; start it again under a new --name"
+            )
+        packs = packs_from_dict(stored["sweep"])
     elif stored is not None:
         raise ValueError(
             f"name={experiment.name!r} already exists in storage={args.storage!r}: "
@@ -167,8 +170,9 @@ def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, 
         )
     store.check_writable()
     meta = stored or {
+        "version": SWEEP_VERSION,
         "name": experiment.name,
-        "sweep": experiment.to_json(),
+        "sweep": experiment.to_dict(),
         "block_epochs": args.block_epochs,
     }
     return store, packs, meta
@@ -177,7 +181,7 @@ def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, 
 def _write_sweep(store: TraceStore, meta: dict) -> None:
     tmp = posixpath.join(store.root, f".tmp-{SWEEP_FILE}")
     with store.fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(meta).encode())
+        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
     store.fs.move(tmp, _sweep_path(store))
 
 
@@ -192,7 +196,7 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
     import ray
     from ray import tune
 
-    from spec_ray.trial import train_pack
+    from spec_ray.orchestration.trial import train_pack
 
     # Two kept checkpoints force a state snapshot per save: harmless at our block rate.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -203,7 +207,7 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
     if not args.resume:
         _write_sweep(store, meta)
     trainable = tune.with_parameters(
-        train_pack, sweep_json=meta["sweep"], storage=store.storage, experiment=store.experiment,
+        train_pack, sweep=meta["sweep"], storage=store.storage, experiment=store.experiment,
         block_epochs=meta["block_epochs"],
     )  # fmt: skip
     trainable = tune.with_resources(trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
@@ -213,7 +217,8 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
         tuner = tune.Tuner.restore(posixpath.join(tune_path, TUNE_DIR), trainable, resume_errored=True)
     else:
         space = {
-            "pack": tune.grid_search([f"{i:03d}_{label(p)}_r{p.size}" for i, p in enumerate(packs)]),
+            # The trial finds its pack by id; the shape makes the console and trial names readable.
+            "pack": tune.grid_search([{"id": p.pack_id, "shape": f"{label(p)}_r{p.size}"} for p in packs]),
             "threads": max(1, int(args.cpus_per_trial)),
             "gpu_fraction": args.gpus_per_trial,
         }  # fmt: skip
@@ -252,13 +257,13 @@ def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -
     return 1 if errors or done < expected else 0
 
 
-def main(experiment: Experiment, smoke: dict | None = None, argv: list[str] | None = None) -> int:
+def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | None = None) -> int:
     """Entry point of every sweep script."""
     doc = (sys.modules["__main__"].__doc__ or "").strip()
     parser = build_parser(experiment, doc.splitlines()[0] if doc else None)
     args = parser.parse_args(argv)
     try:
-        exp = experiment_from_args(experiment, args, smoke or {})
+        exp = experiment_from_args(experiment, args, smoke or Smoke())
         check_address(args.address)
         store, packs, meta = plan(exp, args)
     except ValueError as err:

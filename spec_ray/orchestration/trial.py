@@ -17,12 +17,12 @@ import ray
 import torch
 from ray import tune
 
-from spec_ray.experiment import packs_from_json
-from spec_ray.metrics import Checkpoint
-from spec_ray.pack import Pack
-from spec_ray.packed import PackState
-from spec_ray.runner import run_pack
-from spec_ray.traces import TraceStore
+from spec_ray.engine.metrics import Checkpoint, rho_mean, success
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.trainer import PackState
+from spec_ray.orchestration.experiment import packs_from_dict
+from spec_ray.orchestration.runner import run_pack
+from spec_ray.storage.traces import TraceStore
 
 STATE_FILE = "pack_state.pt"
 
@@ -56,12 +56,13 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
     spec = pack.spec
     total = spec.total_steps
     threshold = spec.checkpoint.success_threshold
+    best = ckpt.eval_corr[0].amax(dim=2)  # (R, m) lowest layer
     rate = (state.step - start_step) / max(1e-9, time.perf_counter() - began)
     return {  # the console shows the first few columns: progress and ETA first
         "progress": round(state.step / total, 4),
         "eta_s": round((total - state.step) / rate, 1) if rate > 0 else float("nan"),
-        "success_rate": float((ckpt.eval_corr[0].amax(dim=2) > threshold).float().mean()),
-        "rho_mean": float(ckpt.eval_corr[0].amax(dim=2).mean()),
+        "success_rate": float(success(best, threshold).float().mean()),
+        "rho_mean": float(rho_mean(best).mean()),
         "eval_loss": float(ckpt.eval_loss.nanmean()),
         "epoch": state.step / spec.steps_per_epoch,
         "runs": pack.size,
@@ -71,9 +72,9 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
     }
 
 
-def train_pack(config: dict, sweep_json: str, storage: str, experiment: str, block_epochs: int) -> None:
-    """Tune trainable: train the pack named ``config["pack"]`` ("<index>_<shape>_r<runs>")."""
-    pack = packs_from_json(sweep_json)[int(config["pack"].split("_")[0])]
+def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_epochs: int) -> None:
+    """Tune trainable: train the pack whose id is ``config["pack"]["id"]``, one of ``sweep``'s packs."""
+    pack = {p.pack_id: p for p in packs_from_dict(sweep)}[config["pack"]["id"]]
     threads = config.get("threads")
     if threads:
         torch.set_num_threads(int(threads))

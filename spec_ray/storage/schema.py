@@ -1,0 +1,175 @@
+"""Names and Arrow schemas of the trace tables, shared by the writer and ``analysis``.
+
+Layout on storage (hive-partitioned, docs/schema.md):
+``<storage>/<experiment>/<table>/pack=<pack_id>/<file>.parquet``.
+``layer`` is 1-based (1 = lowest hidden layer); teacher ``node`` 0 is the strongest.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from spec_ray.engine.spec import RunSpec, flat_fields
+
+# Tables.
+RUNS = "runs"
+TEACHER_NODES = "teacher_nodes"
+STUDENT_NODES = "student_nodes"
+SCALARS = "scalars"
+TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
+PARTITION = "pack"
+
+# Columns shared by the per-checkpoint tables.
+RUN_ID = "run_id"
+STEP = "step"
+EPOCH = "epoch"
+LAYER = "layer"
+NODE = "node"
+BEST_CORR = "best_corr"
+BEST_CORR_TRAIN = "best_corr_train"
+BEST_STUDENT = "best_student"
+BEST_TEACHER = "best_teacher"
+SUCCESS = "success"
+FANOUT_NORM = "fanout_norm"
+TRAIN_LOSS = "train_loss"
+EVAL_LOSS = "eval_loss"
+RHO_MEAN = "rho_mean"
+GRAD_NORM = "grad_norm"
+DIVERGED = "diverged"
+EVAL_ACCURACY = "eval_accuracy"
+MEAN_RANK = "mean_rank"
+INIT_RANK = "init_rank"
+
+# Spec-field columns of the runs table that analysis reads, named once: a renamed spec field
+# fails tests/test_traces.py instead of a figure.
+P = "p"
+MULTI = "multi"
+M = "m"
+SEED = "seed"
+N_TRAIN = "n_train"
+LOSS = "loss"
+AUGMENTATION = "augmentation"
+EPOCHS = "epochs"
+ITERS_PER_EPOCH = "iters_per_epoch"
+STEPS_PER_EPOCH = "steps_per_epoch"
+SUCCESS_THRESHOLD = "success_threshold"
+DEPTH = "depth"
+SPEC_COLUMNS = (P, MULTI, M, SEED, N_TRAIN, LOSS, AUGMENTATION, EPOCHS, ITERS_PER_EPOCH, STEPS_PER_EPOCH,
+                SUCCESS_THRESHOLD, DEPTH)  # fmt: skip
+
+# Columns of the runs table beyond the spec fields.
+PACK_ID = "pack_id"
+EXPERIMENT = "experiment"
+STATUS = "status"
+DIVERGED_STEP = "diverged_step"
+STEPS_DONE = "steps_done"
+WALL_TIME = "wall_time_s"
+STATUS_RUNNING = "running"
+STATUS_DONE = "done"
+
+
+class Column(NamedTuple):
+    """One column of a trace table: declared once, read by the writer, analysis, tests and docs/schema.md."""
+
+    name: str
+    dtype: pa.DataType
+    meaning: str
+    unit: str = ""
+
+
+_KEY = (
+    Column(RUN_ID, pa.string(), "stable hash of every spec field except `device`"),
+    Column(STEP, pa.int64(), "SGD steps taken; 0 is initialization"),
+    Column(EPOCH, pa.float64(), "step / steps_per_epoch"),
+)
+_NODE = (Column(LAYER, pa.int16(), "hidden layer, 1 = lowest"),)
+_CORR, _FRACTION = "Pearson correlation", "fraction in [0, 1]"
+_LOSS = "MSE: mean over samples and outputs; CE: nats"
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    TEACHER_NODES: _KEY + _NODE + (
+        Column(NODE, pa.int32(), "teacher node j; 0 is the strongest"),
+        Column(BEST_CORR, pa.float64(), "max over student nodes k of rho_jk on the evaluation set", _CORR),
+        Column(BEST_STUDENT, pa.int32(), "the k attaining it"),
+        Column(SUCCESS, pa.bool_(), "best_corr > success_threshold: the teacher node is recovered"),
+        Column(FANOUT_NORM, pa.float64(), "norm of the teacher node's outgoing weights, bias excluded"),
+        Column(BEST_CORR_TRAIN, pa.float64(), "the same max on the training set; NaN off the train-metric schedule",
+               _CORR),
+        Column(INIT_RANK, pa.float64(), "Luck Matters: rank at initialization of this node's current best student "
+               "among all students, by correlation with this teacher node; 0 = first, 1 = last", _FRACTION),
+    ),
+    STUDENT_NODES: _KEY + _NODE + (
+        Column(NODE, pa.int32(), "student node k"),
+        Column(BEST_CORR, pa.float64(), "specialization: max over teacher nodes j of rho_jk (evaluation set)", _CORR),
+        Column(BEST_TEACHER, pa.int32(), "the j attaining it"),
+        Column(FANOUT_NORM, pa.float64(), "norm of the student node's outgoing weights, bias excluded"),
+        Column(BEST_CORR_TRAIN, pa.float64(), "specialization on the training set (figure 5); NaN off the "
+               "train-metric schedule", _CORR),
+    ),
+    SCALARS: _KEY + (
+        Column(TRAIN_LOSS, pa.float64(), "loss on the whole training set in the authors' unit; NaN off schedule and "
+               "for online data", _LOSS),
+        Column(EVAL_LOSS, pa.float64(), "the same on the evaluation set", _LOSS),
+        Column(RHO_MEAN, pa.float64(), "mean over teacher nodes of best_corr, lowest layer", _CORR),
+        Column(GRAD_NORM, pa.float64(), "norm of the full-batch gradient of the SGD objective (`mse`: 1/2 x squared "
+               "error summed over outputs), all weights and biases; NaN off schedule"),
+        Column(DIVERGED, pa.bool_(), "the run has diverged by this step"),
+        Column(EVAL_ACCURACY, pa.float64(), "cross-entropy runs: eval samples whose argmax matches the teacher's; "
+               "NaN for MSE", _FRACTION),
+        Column(MEAN_RANK, pa.float64(), "Luck Matters' mean rank r of the lowest layer: mean of `init_rank` over its "
+               "teacher nodes", _FRACTION),
+    ),
+}  # fmt: skip
+"""Every column of the three checkpoint tables, in order; the Arrow schemas derive from it."""
+
+KEYS = {t: tuple(c for c in cols if c.name in (RUN_ID, STEP, EPOCH, LAYER, NODE)) for t, cols in COLUMNS.items()}
+"""The columns that locate a row; the others of a table are its metrics."""
+
+METRICS: dict[str, list[str]] = {t: [c.name for c in cols if c not in KEYS[t]] for t, cols in COLUMNS.items()}
+"""Metric column names of each checkpoint table: what the engine computes and the reference checks."""
+
+SCHEMAS: dict[str, pa.Schema] = {t: pa.schema([(c.name, c.dtype) for c in cols]) for t, cols in COLUMNS.items()}
+
+RUN_COLUMNS = (
+    Column(RUN_ID, pa.string(), "stable hash of every spec field except `device`"),
+    Column(PACK_ID, pa.string(), "the pack the run was trained in"),
+    Column(EXPERIMENT, pa.string(), "experiment name"),
+    Column(STATUS, pa.string(), "`running` (written when the pack starts) or `done`"),
+    Column(DIVERGED, pa.bool_(), "the run's minibatch loss became non-finite; it was frozen from then on"),
+    Column(DIVERGED_STEP, pa.int64(), "the step whose loss was non-finite; null if none"),
+    Column(STEPS_DONE, pa.int64(), "SGD steps taken"),
+    Column(WALL_TIME, pa.float64(), "the whole pack: construction, training, metrics, writes", "s"),
+)
+"""The runs table's columns before the spec fields (every field of ``RunSpec``, then m, depth, steps_per_epoch)."""
+
+
+def markdown(table: str) -> str:
+    """The column table of ``docs/schema.md`` for one table, generated from the declarations.
+
+    For ``runs``, the columns before the spec fields; ``python -m spec_ray.storage.schema`` prints all four.
+    """
+    columns = RUN_COLUMNS if table == RUNS else COLUMNS[table]
+    rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    rows += [f"| {c.name} | {c.dtype} | {c.unit} | {c.meaning} |" for c in columns]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    for name in TABLES:
+        print(f"## {name}\n\n{markdown(name)}\n")
+
+
+_ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+_NULLABLE = {"n_train": pa.int64(), "iters_per_epoch": pa.int64()}  # None: online data, shuffled passes
+
+
+def runs_schema(spec: RunSpec | None = None) -> pa.Schema:
+    """Schema of the runs table: ids and status, then every spec field."""
+    spec = spec or RunSpec()
+    fields = [(c.name, c.dtype) for c in RUN_COLUMNS]
+    fields += [(k, _NULLABLE.get(k) or _ARROW_TYPES[type(v)]) for k, v in flat_fields(spec).items()]
+    return pa.schema(fields)
+
+
+SCHEMAS[RUNS] = runs_schema()
