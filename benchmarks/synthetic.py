@@ -102,4 +102,7 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
                S.EVAL_ACCURACY: np.full(r * k, np.nan), S.MEAN_RANK: rng.random(r * k)}  # fmt: skip
     name = block_name(lo, hi)
     for table, cols in ((S.TEACHER_NODES, teacher), (S.STUDENT_NODES, student), (S.SCALARS, scalars)):
-        store.write(table, pack, name, pa.table(cols, schema=S.SCHEMAS[table]))
+        schema = S.SCHEMAS[table]  # a declared column the generator does not model is written as nulls
+        rows = len(next(iter(cols.values())))
+        cols = {f.name: cols[f.name] if f.name in cols else pa.nulls(rows, f.type) for f in schema}
+        store.write(table, pack, name, pa.table(cols, schema=schema))
