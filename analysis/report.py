@@ -16,7 +16,7 @@ from spec_ray.storage.traces import open_storage
 
 # Columns that describe a run but are not an experimental axis.
 NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", S.SEED,
-            "state", "final_step", "device", "pack"}  # fmt: skip
+            "state", "final_step", "device", "pack", S.TRAINED_ON}  # fmt: skip
 
 
 def _if_varies(column: str, query):

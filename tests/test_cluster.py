@@ -74,6 +74,28 @@ def test_sweep_survives_a_worker_node_dying_mid_trial(cluster, tmp_path: Path) -
     assert restarts, "no trial was restarted after the node died"
 
 
+def test_logical_gpus_place_fractional_trials_that_then_fail_loudly_without_cuda(tmp_path: Path) -> None:
+    """A worker node declaring one logical GPU: half-GPU trials are placed on it, and with no
+    CUDA device they fail with the reason instead of training on the CPU; two GPUs a trial
+    fit on no node of this autoscaler-less cluster and exit 2 before any trial."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    c.add_node(num_cpus=2, num_gpus=1)
+    c.wait_for_nodes()
+    try:
+        args = ["--smoke", "--multi", "1", "--p", "0", "--storage", str(tmp_path), "--address", c.address]
+        too_many = sweep("polarity", *args, "--gpus-per-trial", "2", "--name", "two", timeout=120)
+        assert too_many.returncode == 2 and "(largest: 1, 2 node(s))" in too_many.stderr, too_many.stderr[-2000:]
+        half = sweep("polarity", *args, "--gpus-per-trial", "0.5", "--max-failures", "0", "--name", "half", timeout=300)
+        assert half.returncode == 1 and "1 pack(s) failed" in half.stdout, half.stdout[-3000:]
+        errors = [f.read_text() for f in (tmp_path / "half" / "tune").glob("*/error.txt")]
+        assert errors and all("given 0.5 GPU but sees no CUDA device" in e for e in errors)
+        assert not (tmp_path / "half" / S.SCALARS).exists() or not list(
+            (tmp_path / "half" / S.SCALARS).rglob("*.parquet")
+        )
+    finally:
+        c.shutdown()
+
+
 def test_cluster_yaml_passes_rays_validation() -> None:
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     prepared = prepare_config(copy.deepcopy(config))  # defaults filled as `ray up` does

@@ -54,6 +54,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         steps = runs.groupby("n_train")[S.STEPS_DONE].unique().to_dict()
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
     assert f"python -m analysis report {root}" in proc.stdout
+    assert (runs[S.TRAINED_ON] == "cpu").all()  # no GPU share: the CPU, whatever is visible
     # The launch says what it will do: settings off the defaults, the axes, storage, Ray.
     assert f"sweep {script}-smoke: {expected} runs in {len(packs)} packs" in proc.stderr
     assert "  settings: " in proc.stderr and "  axes:     " in proc.stderr and f"  storage:  {root}" in proc.stderr
@@ -83,6 +84,9 @@ def existing(tmp_path_factory) -> Path:
         (["--epochs", "1000000000000"], "train.epochs=1000000000000 is invalid: allowed an integer from 1 to"),
         (["--n-train", "1000000000000"], "data.n_train"),
         (["--name", ""], "experiment='' is invalid"),
+        (["--gpus-per-trial", "1.5"], "--gpus-per-trial=1.5 is invalid: allowed 0, a fraction of one GPU, or a whole"),
+        (["--device", "cuda"], "train.device='cuda' is invalid with --gpus-per-trial 0"),
+        (["--device", "cpu", "--gpus-per-trial", "0.5"], "train.device='cpu' is invalid with --gpus-per-trial=0.5"),
         (["--lr", "inf"], "train.lr"),
         (["--address", "127.0.0.1:1"], "unreachable"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial"),
@@ -132,3 +136,20 @@ def test_interrupted_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_complete(str(root), packs)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # finished packs were not rerun
+
+
+def test_gpus_no_node_can_offer_exit_2_before_any_trial(tmp_path: Path) -> None:
+    # A local Ray without GPUs and without an autoscaler: the trials would pend forever.
+    proc = sweep("polarity", "--smoke", "--storage", str(tmp_path), "--gpus-per-trial", "1", timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--gpus-per-trial=1 is invalid here: no node of this Ray cluster has that many GPUs" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_trial_trains_where_its_gpu_share_says() -> None:
+    from spec_ray.orchestration.trial import trial_device
+
+    assert trial_device(0.0, cuda_available=True) == "cpu"  # a visible GPU it was not given is not used
+    assert trial_device(0.25, cuda_available=True) == "cuda"
+    with pytest.raises(RuntimeError, match="given 1 GPU but sees no CUDA device"):
+        trial_device(1.0, cuda_available=False)  # never a silent fallback to the CPU

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import pyarrow as pa
+import torch
 
 from spec_ray.engine.metrics import Checkpoint, init_correlations, measure
 from spec_ray.engine.pack import Pack, checkpoint_steps
@@ -85,6 +86,11 @@ def run_pack(
     return PackResult(state=state, last=ckpt, wall_time=wall)
 
 
+def device_name(device: torch.device) -> str:
+    """'cpu', or 'cuda:' and the GPU's name: what a run row records as ``trained_on``."""
+    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
 def _runs(pack: Pack, store: TraceStore, status: str, state: PackState, wall: float) -> pa.Table:
     diverged = state.diverged_step.to("cpu").numpy()
-    return runs_table(pack, store.experiment, status, state.step, diverged, wall)
+    return runs_table(pack, store.experiment, status, state.step, diverged, wall, device_name(pack.device))

@@ -148,6 +148,13 @@ def plan(experiment: Experiment, args: argparse.Namespace) -> tuple[TraceStore, 
             "resources are invalid: allowed --cpus-per-trial > 0, --gpus-per-trial >= 0, "
             "--max-failures >= 0, --block-epochs >= 1"
         )
+    gpus, device = args.gpus_per_trial, experiment.base.train.device
+    if gpus > 1 and gpus != int(gpus):
+        raise ValueError(f"--gpus-per-trial={gpus:g} is invalid: allowed 0, a fraction of one GPU, or a whole number")
+    if device == "cuda" and gpus == 0:
+        raise ValueError("train.device='cuda' is invalid with --gpus-per-trial 0: allowed auto or cpu, or give GPUs")
+    if device == "cpu" and gpus > 0:
+        raise ValueError(f"train.device='cpu' is invalid with --gpus-per-trial={gpus:g}: allowed auto or cuda")
     store = TraceStore(os.path.abspath(args.storage) if "://" not in args.storage else args.storage, experiment.name)
     packs = experiment.packs()  # validates every run of the factorial, also before a resume
     stored = _read_sweep(store)
@@ -191,6 +198,33 @@ def label(pack: Pack) -> str:
     return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
 
 
+def gpu_shortfall(gpus: float) -> str | None:
+    """Why no trial asking for ``gpus`` could ever be placed, or None: the trials would pend forever.
+
+    A trial's GPUs must sit on one node. They can when an alive node has them, or when the
+    cluster's autoscaler config has a node type with GPUs (Ray's own cluster config).
+    """
+    import ray
+
+    if gpus <= 0:
+        return None
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    largest = max((n.get("Resources", {}).get("GPU", 0.0) for n in alive), default=0.0)
+    if largest >= gpus:
+        return None
+    try:
+        possible = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older Ray without the cluster config: judge by the nodes alone
+        possible = {}
+    if possible.get("GPU", 0) > 0:
+        return None  # an autoscaler can add a GPU node
+    return (
+        f"--gpus-per-trial={gpus:g} is invalid here: no node of this Ray cluster has that many GPUs "
+        f"(largest: {largest:g}, {len(alive)} node(s)) and no autoscaler can add one: allowed "
+        "--gpus-per-trial 0 (CPU), or a cluster whose nodes or node types have GPUs"
+    )
+
+
 def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.Namespace) -> int:
     """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
     import ray
@@ -204,6 +238,13 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
         del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
     address = check_address(args.address)
     ray.init(address=address, log_to_driver=False, configure_logging=False)
+    shortfall = gpu_shortfall(args.gpus_per_trial)
+    if shortfall:
+        print(f"error: {shortfall}", file=sys.stderr)
+        ray.shutdown()
+        if not args.resume:
+            store.remove_if_empty()
+        return 2
     if not args.resume:
         _write_sweep(store, meta)
     trainable = tune.with_parameters(

@@ -21,7 +21,7 @@ from spec_ray.engine.metrics import Checkpoint, rho_mean, success
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.trainer import PackState
 from spec_ray.orchestration.experiment import packs_from_dict
-from spec_ray.orchestration.runner import run_pack
+from spec_ray.orchestration.runner import device_name, run_pack
 from spec_ray.storage.traces import TraceStore
 
 STATE_FILE = "pack_state.pt"
@@ -61,6 +61,7 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
     return {  # the console shows the first few columns: progress and ETA first
         "progress": round(state.step / total, 4),
         "eta_s": round((total - state.step) / rate, 1) if rate > 0 else float("nan"),
+        "device": device_name(pack.device),
         "success_rate": float(success(best, threshold).float().mean()),
         "rho_mean": float(rho_mean(best).mean()),
         "eval_loss": float(ckpt.eval_loss.nanmean()),
@@ -72,15 +73,36 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
     }
 
 
+def trial_device(gpus: float, cuda_available: bool) -> str:
+    """The device a trial trains on: its share of GPUs decides, never a silent fallback.
+
+    Ray 2.60 no longer hides GPUs from tasks that asked for none, so 'auto' would put a
+    0-GPU trial on a GPU it was not given; and a trial given a GPU it cannot see must not
+    quietly train on the CPU.
+    """
+    if gpus <= 0:
+        return "cpu"
+    if not cuda_available:
+        raise RuntimeError(
+            f"this trial was given {gpus:g} GPU but sees no CUDA device (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}, torch {torch.__version__}): refusing to train on the CPU; "
+            "install a CUDA build of torch on this node, or run with --gpus-per-trial 0"
+        )
+    return "cuda"
+
+
 def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_epochs: int) -> None:
     """Tune trainable: train the pack whose id is ``config["pack"]["id"]``, one of ``sweep``'s packs."""
     pack = {p.pack_id: p for p in packs_from_dict(sweep)}[config["pack"]["id"]]
     threads = config.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    if pack.device.type == "cuda" and config.get("gpu_fraction", 1.0) < 1.0:
-        # Fractional GPUs are logical in Ray: cap this process's real share.
-        torch.cuda.set_per_process_memory_fraction(float(config["gpu_fraction"]))
+    gpus = float(config.get("gpu_fraction", 0.0))
+    device = trial_device(gpus, torch.cuda.is_available())
+    pack = Pack(tuple(r.replace(**{"train.device": device}) for r in pack.runs))  # same run and pack ids
+    if device == "cuda" and 0 < gpus < 1:
+        # Fractional GPUs are logical in Ray: cap this process's real share of the memory.
+        torch.cuda.set_per_process_memory_fraction(gpus)
     store = TraceStore(storage, experiment)
     start = None
     restored = tune.get_checkpoint()

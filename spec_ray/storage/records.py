@@ -64,9 +64,15 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
 
 
 def runs_table(
-    pack: Pack, experiment: str, status: str, steps_done: int, diverged_step: np.ndarray, wall_time: float
+    pack: Pack,
+    experiment: str,
+    status: str,
+    steps_done: int,
+    diverged_step: np.ndarray,
+    wall_time: float,
+    trained_on: str,
 ) -> pa.Table:
-    """One row per run of the pack: ids, status and every spec field."""
+    """One row per run of the pack: ids, status, the device it trained on and every spec field."""
     rows = []
     for i, (rid, spec) in enumerate(zip(pack.run_ids, pack.runs)):
         rows.append(
@@ -79,6 +85,7 @@ def runs_table(
                 S.DIVERGED_STEP: int(diverged_step[i]) if diverged_step[i] >= 0 else None,
                 S.STEPS_DONE: steps_done,
                 S.WALL_TIME: wall_time,
+                S.TRAINED_ON: trained_on,
                 **flat_fields(spec),
             }
         )

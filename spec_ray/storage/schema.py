@@ -66,6 +66,7 @@ STATUS = "status"
 DIVERGED_STEP = "diverged_step"
 STEPS_DONE = "steps_done"
 WALL_TIME = "wall_time_s"
+TRAINED_ON = "trained_on"
 STATUS_RUNNING = "running"
 STATUS_DONE = "done"
 
@@ -140,6 +141,7 @@ RUN_COLUMNS = (
     Column(DIVERGED_STEP, pa.int64(), "the step whose loss was non-finite; null if none"),
     Column(STEPS_DONE, pa.int64(), "SGD steps taken"),
     Column(WALL_TIME, pa.float64(), "the whole pack: construction, training, metrics, writes", "s"),
+    Column(TRAINED_ON, pa.string(), "the device the run trained on: `cpu`, or `cuda:` and the GPU's name"),
 )
 """The runs table's columns before the spec fields (every field of ``RunSpec``, then m, depth, steps_per_epoch)."""
 

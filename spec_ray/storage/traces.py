@@ -76,6 +76,14 @@ class TraceStore:
                 f"storage={self.storage!r} is not writable: allowed a writable directory or URI ({err})"
             ) from None
 
+    def remove_if_empty(self) -> None:
+        """Undo ``check_writable``'s folder when a sweep stops before writing anything."""
+        try:
+            if not self.fs.get_file_info(pafs.FileSelector(self.root)):
+                self.fs.delete_dir(self.root)
+        except (OSError, pa.ArrowException):
+            pass  # nothing to undo, or not ours to remove
+
     def write_temp(self, table: str, pack_id: str, rows: pa.Table) -> str:
         """First half of an atomic write: the rows in a hidden temp file. Returns its path."""
         final = self.file_path(table, pack_id, "x")
