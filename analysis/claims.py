@@ -37,6 +37,11 @@ BOOTSTRAP = 2000
 """Claim 2: paired bootstrap resamples of the seeds (fixed generator: the verdict is repeatable)."""
 
 
+def _tie(a, b):
+    """Both success rates at 1.0 within TOLERANCE: too easy to tell apart (scalars or Series)."""
+    return (a >= 1 - TOLERANCE) & (b >= 1 - TOLERANCE)
+
+
 def _k(m: int) -> int:
     """How many strongest / weakest nodes are compared: a quarter of the teacher (5 of 20)."""
     return max(1, m // 4)
@@ -72,7 +77,7 @@ def claim1(success: pd.DataFrame) -> Claim:
     if success.empty or success[S.P].nunique() < 2 or (success[S.M] < 2).all() or (success[S.P] <= 0).all():
         return Claim(1, text, "needs at least two values of p, one > 0, and m >= 2", NO_DATA)
     table = strong_vs_weak(success).sort_values(S.P)
-    table["tie"] = (table["strong"] >= 1 - TOLERANCE) & (table["weak"] >= 1 - TOLERANCE)
+    table["tie"] = _tie(table["strong"], table["weak"])
     table["gap"] = table["gap"].where(~table["tie"], 0.0)
     positive = table[table[S.P] > 0]
     evidence = "; ".join(
@@ -119,7 +124,7 @@ def claim2(seeds: pd.DataFrame) -> Claim:
             return Claim(2, text, f"p={p:g}, m={m}: {len(paired)} paired seeds; needs 3 or more", NO_DATA)
         diff = (paired[hi] - paired[lo]).to_numpy()
         low, high = _paired_interval(diff)
-        tie = bool(paired[lo].mean() >= 1 - TOLERANCE and paired[hi].mean() >= 1 - TOLERANCE)
+        tie = bool(_tie(paired[lo].mean(), paired[hi].mean()))
         rows.append({S.P: p, S.M: m, "lo": paired[lo].mean(), "hi": paired[hi].mean(), "low": low, "high": high,
                      "tie": tie, "ok": tie or low > 0})  # fmt: skip
     if not rows:

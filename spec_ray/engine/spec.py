@@ -47,6 +47,12 @@ def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None
         _fail(name, value, f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi:,}")
 
 
+def seed_range(count: object) -> tuple[int, ...]:
+    """Seeds 1..count, the ``--seeds N`` of every command line (ValueError past MAX_SEEDS)."""
+    _check_int("seeds", count, 1, MAX_SEEDS)
+    return tuple(range(1, count + 1))
+
+
 def _check_float(name: str, value: object, lo: float, *, strict: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < lo or (strict and value == lo):

@@ -51,16 +51,16 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
             changes[path] = tuple(value) if isinstance(value, list) else value
     if args.online:
         changes["data.n_train"] = None
-    seeds = args.seeds if args.seeds is not None else (len(RUN_SMOKE.axes["seed"]) if args.smoke else 1)
-    if not 1 <= seeds <= specs.MAX_SEEDS:
-        raise ValueError(f"seeds={seeds} is invalid: allowed an integer from 1 to {specs.MAX_SEEDS:,}")
+    seeds = specs.seed_range(
+        args.seeds if args.seeds is not None else (len(RUN_SMOKE.axes["seed"]) if args.smoke else 1)
+    )
     for name, values in axes.items():
         if len(set(values)) != len(values):
             raise ValueError(f"{name}={values} is invalid: allowed distinct values")
     base = specs.apply_overrides(specs.RunSpec(), changes)
     return [
         specs.apply_overrides(base, {"seed": seed, "teacher.p": p, "train.lr": lr})
-        for seed, p, lr in itertools.product(range(1, seeds + 1), axes["p"], axes["lr"])
+        for seed, p, lr in itertools.product(seeds, axes["p"], axes["lr"])
     ]
 
 

@@ -62,18 +62,6 @@ def value_parser(hint: object) -> tuple[object, bool]:
     return (_parse_bool if hint is bool else hint), False
 
 
-def field_help(path: str, extra: str = "") -> str:
-    """--help text of a spec field ('section.field' or 'seed'): its docstring and default."""
-    if path == "seed":
-        return f"seed of every random stream of the run {extra}".strip()
-    section, name = path.split(".")
-    cls = type(getattr(specs.RunSpec(), section))
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-    shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
-    text = f"{specs.field_docs(cls).get(name, '')} {extra} (default: {shown})"
-    return " ".join(text.split()).replace("%", "%%")
-
-
 def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | None = None) -> dict[str, str]:
     """One flag per spec field, a group per section, help from the field's docstring; returns {dest: path}.
 
@@ -83,18 +71,22 @@ def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | N
     dests = {}
     for section in specs.SECTIONS:
         cls = type(getattr(specs.RunSpec(), section))
-        hints = typing.get_type_hints(cls)
+        hints, docs = typing.get_type_hints(cls), specs.field_docs(cls)
         title = f"{section} (several values make an axis)" if several is None else section
         group = parser.add_argument_group(title)
         for f in dataclasses.fields(cls):
-            path = f"{section}.{f.name}"
             parse, is_tuple = value_parser(hints[f.name])
             many = several is None or f.name in several
             extra = "One or more values: a pack axis." if many and several is not None else ""
-            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "type": parse, "help": field_help(path, extra)}
+            default = f.default
+            shown = (
+                "none" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
+            )
+            text = " ".join(f"{docs.get(f.name, '')} {extra} (default: {shown})".split()).replace("%", "%%")
+            kwargs: dict = {"dest": f.name, "default": NOT_GIVEN, "type": parse, "help": text}
             if is_tuple or many:
                 kwargs["nargs"] = "+"
             kwargs["metavar"] = "BOOL" if hints[f.name] is bool else f.name.upper()
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-            dests[f.name] = path
+            dests[f.name] = f"{section}.{f.name}"
     return dests

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import MAX_SEEDS, RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec, flat_fields, seed_range
 from spec_ray.orchestration.experiment import AXES, Experiment, axis_path, packs_from_dict
 from spec_ray.orchestration.flags import Parser, add_spec_flags
 from spec_ray.orchestration.runner import FLUSH_EPOCHS
@@ -89,9 +89,7 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
     fixed: dict[str, object] = {}
     for name, value in values.items():
         if name == "seeds":
-            if not isinstance(value, int) or not 1 <= value <= MAX_SEEDS:
-                raise ValueError(f"seeds={value!r} is invalid: allowed an integer from 1 to {MAX_SEEDS:,}")
-            axes["seed"] = tuple(range(1, value + 1))
+            axes["seed"] = seed_range(value)
             continue
         path = axis_path(name)
         if typing.get_origin(_field_type(path)) is tuple and name != "m":
