@@ -39,8 +39,8 @@ def snapshot(root) -> dict[str, str]:
 
 
 def assert_complete(root: str, packs) -> None:
-    """Every (run, step, node) row of every pack exists exactly once under an experiment root."""
-    import pandas as pd
+    """Every (run, step, node) row of every pack exists exactly once under an experiment root (a path or URI)."""
+    import pyarrow.dataset as ds
 
     from spec_ray.engine.pack import checkpoint_steps
     from spec_ray.storage import schema as S
@@ -51,7 +51,7 @@ def assert_complete(root: str, packs) -> None:
         S.TEACHER_NODES: [S.RUN_ID, S.STEP, S.LAYER, S.NODE],
         S.STUDENT_NODES: [S.RUN_ID, S.STEP, S.LAYER, S.NODE],
     }
-    frames = {t: pd.read_parquet(f"{root}/{t}") for t in keys}
+    frames = {t: ds.dataset(f"{root}/{t}", format="parquet", partitioning="hive").to_table().to_pandas() for t in keys}
     for table, key in keys.items():
         assert not frames[table].duplicated(key).any(), f"duplicate rows in {table}"
     for pack in packs:
@@ -63,3 +63,49 @@ def assert_complete(root: str, packs) -> None:
         assert len(mine[S.TEACHER_NODES]) == pack.size * ckpts * sum(spec.teacher.widths)
         assert len(mine[S.STUDENT_NODES]) == pack.size * ckpts * sum(spec.student_widths)
     assert set(frames[S.RUNS][S.RUN_ID]) == {r for p in packs for r in p.run_ids}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 (and IAM) server on 127.0.0.1 with authentication on: only the key it issued works.
+
+    Yields the environment of a client holding that key. ``AWS_EC2_METADATA_DISABLED`` keeps
+    the AWS SDKs from asking an instance-metadata address for credentials: no traffic leaves
+    this machine.
+    """
+    import json
+    import os
+    import socket
+    import subprocess
+    import time
+
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # The first four calls (user, policy, key, bucket) are made without credentials; then auth is on.
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    base = {"AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    anon = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
+    iam = boto3.client("iam", **anon)
+    iam.create_user(UserName="sweeper")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="sweeper", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="sweeper")["AccessKey"]
+    good = {**base, "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    keyed = {**anon, "aws_access_key_id": good["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": key["SecretAccessKey"]}
+    boto3.client("s3", **keyed).create_bucket(Bucket="bucket")
+    yield {"good": good, "bad": {**good, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "url": url}
+    server.terminate()
+    server.wait(timeout=10)

@@ -92,6 +92,11 @@ def existing(tmp_path_factory) -> Path:
         (["--cpus-per-trial", "0"], "--cpus-per-trial"),
         ([], "already exists"),  # same name again without --resume
         (["--resume", "--name", "never-ran"], "no sweep"),
+        (["--resume", "maybe"], "argument --resume: invalid choice: 'maybe'"),
+        (["--resume", "--cpus-per-trial", "2"], "--cpus-per-trial=2 cannot change on --resume"),
+        (["--resume", "--max-failures", "0"], "--max-failures=0 cannot change on --resume"),
+        (["--resume", "auto", "--block-epochs", "5"], "--block-epochs=5 cannot change on --resume"),
+        (["--resume", "--seeds", "3"], "these flags describe another sweep than the stored"),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str) -> None:
@@ -109,7 +114,7 @@ def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "storage" in proc.stderr and blocker.read_text() == "x"
 
 
-def test_interrupted_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> None:
+def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> None:
     args = ["--smoke", "--storage", str(tmp_path), "--multi", "1", "2", "3", "4", "--epochs", "6",
             "--iters-per-epoch", "400", "--cpus-per-trial", "2"]  # fmt: skip
     root = tmp_path / "polarity-smoke"
@@ -125,7 +130,7 @@ def test_interrupted_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) 
             except Exception:  # noqa: BLE001 - a file being replaced right now
                 continue
     assert done_pack is not None, "no pack finished before the deadline"
-    driver.send_signal(signal.SIGINT)  # what Ctrl-C does
+    driver.send_signal(signal.SIGKILL)  # no chance to save anything: a dead node, an OOM kill
     out, _ = driver.communicate(timeout=120)
     packs = stored_packs(root)
     finished = {p.parent.name for p in root.glob(f"{S.RUNS}/pack=*/runs.parquet")
@@ -153,3 +158,59 @@ def test_a_trial_trains_where_its_gpu_share_says() -> None:
     assert trial_device(0.25, cuda_available=True) == "cuda"
     with pytest.raises(RuntimeError, match="given 1 GPU but sees no CUDA device"):
         trial_device(1.0, cuda_available=False)  # never a silent fallback to the CPU
+
+
+def _mtimes(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*.parquet")}
+
+
+def test_resume_auto_starts_a_new_sweep_then_resumes_the_stored_one(tmp_path: Path) -> None:
+    """What a requeued job does: the same command, twice."""
+    args = ["polarity", "--smoke", "--storage", str(tmp_path), "--multi", "1", "--p", "0", "--resume", "auto"]
+    first = sweep(*args)
+    assert first.returncode == 0 and "resuming" not in first.stderr, first.stdout[-2000:] + first.stderr[-2000:]
+    root = tmp_path / "polarity-smoke"
+    before = _mtimes(root)
+    second = sweep(*args[:-2], env={"SPEC_RAY_RESUME": "auto"})
+    assert second.returncode == 0 and "(resuming the stored sweep)" in second.stderr, second.stderr[-2000:]
+    assert_complete(str(root), stored_packs(root))
+    assert _mtimes(root) == before  # nothing was trained twice
+    bad = sweep(*args[:-2], env={"SPEC_RAY_RESUME": "always"}, timeout=60)
+    assert bad.returncode == 2 and "SPEC_RAY_RESUME='always' is invalid: allowed yes, auto or unset" in bad.stderr
+
+
+def test_resume_before_tunes_first_save_replans_from_sweep_json(tmp_path: Path) -> None:
+    """A crash after sweep.json was written but before Tune saved its state: no Tune state to restore."""
+    import shutil
+
+    args = ["polarity", "--smoke", "--storage", str(tmp_path), "--multi", "1", "2", "--p", "0"]
+    assert sweep(*args).returncode == 0
+    root = tmp_path / "polarity-smoke"
+    packs = stored_packs(root)
+    shutil.rmtree(root / "tune")
+    lost = packs[1].pack_id
+    for table in (S.RUNS, S.SCALARS, S.TEACHER_NODES, S.STUDENT_NODES):
+        shutil.rmtree(root / table / f"pack={lost}")
+    kept = _mtimes(root)
+    proc = sweep(*args, "--resume")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_complete(str(root), packs)
+    assert {p: t for p, t in _mtimes(root).items() if p in kept} == kept  # the finished pack was not rerun
+    assert len(_mtimes(root)) > len(kept)
+
+
+def test_a_stale_ray_address_file_is_ignored(tmp_path: Path) -> None:
+    """A Ray killed without `ray stop` leaves its address file; a plain launch starts a new local Ray."""
+    import shutil
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+        args = ["polarity", "--smoke", "--storage", str(tmp_path), "--multi", "1", "--p", "0"]
+        proc = sweep(*args, env={"RAY_TMPDIR": str(ray_tmp)}, timeout=120)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "names 127.0.0.1:1, which does not answer: starting a new local Ray" in proc.stdout

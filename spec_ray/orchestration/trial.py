@@ -69,6 +69,7 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
         "runs": pack.size,
         "runs_diverged": int((state.diverged_step >= 0).sum()),
         "runs_done": pack.size if state.step >= total else 0,
+        "start_step": start_step,  # > 0: this trial went on from a checkpoint
         "node_id": ray.get_runtime_context().get_node_id(),
     }
 
@@ -104,6 +105,11 @@ def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_e
         # Fractional GPUs are logical in Ray: cap this process's real share of the memory.
         torch.cuda.set_per_process_memory_fraction(gpus)
     store = TraceStore(storage, experiment)
+    try:  # a node that joined after launch was never probed: fail here, loudly, before training
+        store.check_writable()
+    except ValueError as err:
+        node = ray.get_runtime_context().get_node_id()
+        raise RuntimeError(f"node {node[:12]} cannot write the sweep's storage: {err}") from None
     start = None
     restored = tune.get_checkpoint()
     if restored is not None:

@@ -1,0 +1,156 @@
+"""What the Ray cluster can do for a sweep, checked before any trial starts.
+
+Each check returns the reason a sweep cannot work there (an error message naming the flag
+or the node and the fix) or None. They run after ``ray.init`` and before ``sweep.json``
+is written, so a refused sweep leaves storage as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+import uuid
+from urllib.parse import urlparse
+
+from spec_ray.storage.traces import TMP_PREFIX, TraceStore
+
+PROBE_TIMEOUT_S = 60.0  # a node that cannot answer in this time counts as failing the probe
+
+
+def check_address(address: str | None) -> str | None:
+    """Fail fast (ValueError) when an explicit Ray address does not answer."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return address
+    url = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = url.hostname, url.port or (10001 if address.startswith("ray://") else 6379)
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return address
+    except OSError as err:
+        raise ValueError(f"address={address!r} is unreachable ({err}): allowed a running Ray head host:port") from None
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def init_address(address: str | None) -> str | None:
+    """The address for ``ray.init``: the given one, else a running cluster, else a new local Ray.
+
+    ``ray start`` leaves its address in Ray's address file, and a Ray killed without
+    ``ray stop`` leaves it stale; ``ray.init()`` would then wait for that dead head for
+    minutes. A stale file is ignored here and a new local Ray started.
+    """
+    if address:
+        return address
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        found = find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 - a Ray without the file: let ray.init decide
+        return None
+    if found and not _answers(found):
+        print(f"note: the Ray address file names {found}, which does not answer: starting a new local Ray")
+        return "local"
+    return None
+
+
+def gpu_shortfall(gpus: float) -> str | None:
+    """Why no trial asking for ``gpus`` could ever be placed, or None: the trials would pend forever.
+
+    A trial's GPUs must sit on one node. They can when an alive node has them, or when the
+    cluster's autoscaler config has a node type with GPUs (Ray's own cluster config).
+    """
+    import ray
+
+    if gpus <= 0:
+        return None
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    largest = max((n.get("Resources", {}).get("GPU", 0.0) for n in alive), default=0.0)
+    if largest >= gpus:
+        return None
+    try:
+        possible = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older Ray without the cluster config: judge by the nodes alone
+        possible = {}
+    if possible.get("GPU", 0) > 0:
+        return None  # an autoscaler can add a GPU node
+    return (
+        f"--gpus-per-trial={gpus:g} is invalid here: no node of this Ray cluster has that many GPUs "
+        f"(largest: {largest:g}, {len(alive)} node(s)) and no autoscaler can add one: allowed "
+        "--gpus-per-trial 0 (CPU), or a cluster whose nodes or node types have GPUs"
+    )
+
+
+def probe_node(storage: str, experiment: str, token_path: str, token: bytes) -> str | None:
+    """On one node: read the driver's token, then write, read back and delete a probe. None if all worked.
+
+    Reading the token proves the node sees the same storage as the driver (the same bucket,
+    or the same shared filesystem at the same path); the probe proves it may write there.
+    """
+    try:
+        store = TraceStore(storage, experiment)
+        with store.fs.open_input_stream(token_path) as f:
+            seen = f.read()
+        if seen != token:
+            return f"it reads a different file at {token_path}"
+        store.check_writable()
+        return None
+    except FileNotFoundError:
+        return f"it cannot see the driver's probe {token_path}: this path is not shared with the driver"
+    except Exception as err:  # noqa: BLE001 - any failure is the node's answer
+        return f"{type(err).__name__}: {err}".strip()
+
+
+def storage_shortfall(store: TraceStore) -> str | None:
+    """Probe the storage from every alive node with a Ray task pinned there; the first failure, or None."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex.encode()
+    token_path = posixpath.join(store.root, f"{TMP_PREFIX}shared-{token.decode()}")
+    store.fs.create_dir(store.root, recursive=True)
+    with store.fs.open_output_stream(token_path) as f:
+        f.write(token)
+    try:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
+        pending = {
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                store.storage, store.experiment, token_path, token
+            ): n
+            for n in alive
+        }
+        ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=PROBE_TIMEOUT_S)
+        answers = [(pending[r], _answer(r)) for r in ready] + [
+            (pending[r], f"no answer within {PROBE_TIMEOUT_S:g} s") for r in late
+        ]
+    finally:
+        store.fs.delete_file(token_path)
+    failed = [(n, why) for n, why in answers if why is not None]
+    if not failed:
+        return None
+    node, why = failed[0]
+    shared = "s3://, gs://" if "://" in store.storage else "a filesystem mounted at the same path on every node"
+    return (
+        f"storage={store.storage!r} is not usable from node {node.get('NodeManagerAddress')} "
+        f"({node['NodeID'][:12]}; {len(failed)} of {len(answers)} node(s) failed): {why}. Every node writes "
+        f"its trials' Parquet files there: allowed storage every node can read and write ({shared}); on AWS "
+        "give every node type an IAM instance profile with S3 access (cluster.yaml)"
+    )
+
+
+def _answer(ref) -> str | None:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except Exception as err:  # noqa: BLE001 - the task could not run there at all
+        return f"the probe task failed: {type(err).__name__}: {err}"
