@@ -47,3 +47,15 @@ def test_fidelity_check_runs_both_implementations_and_compares_per_cell() -> Non
     fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
     assert fields["cells"] == "4" and fields["seeds"] == "3" and fields["agree"] in ("yes", "no")
     assert 0 <= float(fields["mean_abs_diff"]) <= 1 and float(fields["max_abs_z"]) >= 0
+
+
+def test_sweep_benchmark_runs_a_real_sweep_and_compares_it_with_its_estimate() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick", "--smoke", "--seeds", "2", "--epochs", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
+    assert float(fields["fit_s"]) > 0 and float(fields["estimate_s"]) > 0 and 0 < float(fields["efficiency"]) < 1
+    timeline = [line.split() for line in proc.stdout.splitlines() if line.startswith("x")]
+    assert len(timeline) >= 2 and all(float(row[3]) >= float(row[2]) >= 0 for row in timeline)  # end >= start

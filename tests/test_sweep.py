@@ -59,6 +59,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
     assert f"sweep {script}-smoke: {expected} runs in {len(packs)} packs" in proc.stderr
     assert "  settings: " in proc.stderr and "  axes:     " in proc.stderr and f"  storage:  {root}" in proc.stderr
     assert "epochs=" in proc.stderr.split("  settings: ")[1].split("  axes:")[0]  # smoke shortens the runs
+    assert "  schedule: " in proc.stderr and "longest first" in proc.stderr
 
 
 @pytest.fixture(scope="module")

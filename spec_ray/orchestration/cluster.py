@@ -89,6 +89,19 @@ def gpu_shortfall(gpus: float) -> str | None:
     )
 
 
+def cluster_slots(cpus: float, gpus: float) -> int:
+    """Trials the cluster can run at once: on its alive nodes, or on the most nodes its autoscaler may add."""
+    import ray
+
+    key, need = ("GPU", gpus) if gpus > 0 else ("CPU", cpus)
+    alive = sum(int(n["Resources"].get(key, 0) // need) for n in ray.nodes() if n.get("Alive"))
+    try:
+        possible = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # noqa: BLE001 - no autoscaler config: the alive nodes are all there is
+        possible = {}
+    return max(1, alive, int(possible.get(key, 0) // need))
+
+
 def probe_node(storage: str, experiment: str, token_path: str, token: bytes) -> str | None:
     """On one node: read the driver's token, then write, read back and delete a probe. None if all worked.
 

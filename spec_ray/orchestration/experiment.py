@@ -110,7 +110,7 @@ class Experiment:
 
     def to_dict(self) -> dict:
         """The packs' runs as a JSON-ready object: what a resumed sweep reloads instead of re-deriving."""
-        return {"name": self.name, "packs": [[spec_to_dict(r) for r in p.runs] for p in self.packs()]}
+        return packs_to_dict(self.name, self.packs())
 
 
 def run_bytes(spec: RunSpec) -> int:
@@ -124,6 +124,11 @@ def run_bytes(spec: RunSpec) -> int:
     params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     buffers = 64 * spec.train.batch * (d + 1 + c)  # a chunk of gathered minibatches
     return item * (samples * (d + 1 + c) + 3 * params + buffers)
+
+
+def packs_to_dict(name: str, packs: list[Pack]) -> dict:
+    """Packs as stored in sweep.json: each pack's runs, in the order they are launched."""
+    return {"name": name, "packs": [[spec_to_dict(r) for r in p.runs] for p in packs]}
 
 
 def packs_from_dict(data: dict) -> list[Pack]:

@@ -102,10 +102,13 @@ def _check_device(experiment: Experiment, resources: Resources) -> None:
         raise ValueError(f"train.device='cpu' is invalid with --gpus-per-trial={gpus:g}: allowed auto or cuda")
 
 
-def plan(experiment: Experiment, args: argparse.Namespace, default_block: int) -> tuple[TraceStore, list[Pack], dict]:
+def plan(
+    experiment: Experiment, args: argparse.Namespace, default_block: int, dry: bool = False
+) -> tuple[TraceStore, list[Pack], dict]:
     """Validate everything and decide the packs; raises ValueError before any side effect.
 
-    Sets ``args.resume`` to whether this launch resumes a stored sweep.
+    Sets ``args.resume`` to whether this launch resumes a stored sweep. ``dry``: nothing is
+    written, not even the storage probe.
     """
     mode = resume_mode(args)
     _check_device(experiment, _resources(args, None, default_block))  # the flags alone, before any lookup
@@ -143,7 +146,8 @@ def plan(experiment: Experiment, args: argparse.Namespace, default_block: int) -
     _check_device(experiment, resources)
     for name, value in asdict(resources).items():
         setattr(args, name, value)
-    store.check_writable()
+    if not dry:
+        store.check_writable()
     meta = dict(stored or {"version": SWEEP_VERSION, "name": experiment.name, "sweep": experiment.to_dict()})
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
     return store, packs, meta

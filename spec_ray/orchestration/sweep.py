@@ -23,11 +23,19 @@ import typing
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import Smoke
 from spec_ray.engine.spec import RunSpec, seed_range
-from spec_ray.orchestration.cluster import check_address, gpu_shortfall, init_address, storage_shortfall
-from spec_ray.orchestration.experiment import AXES, Experiment, axis_path
+from spec_ray.orchestration import dryrun
+from spec_ray.orchestration.cluster import (
+    check_address,
+    cluster_slots,
+    gpu_shortfall,
+    init_address,
+    storage_shortfall,
+)
+from spec_ray.orchestration.experiment import AXES, Experiment, axis_path, packs_to_dict
 from spec_ray.orchestration.flags import Parser, add_spec_flags
 from spec_ray.orchestration.plan import RESUME_ENV, RESUME_MODES, Resources, launch_summary, plan, write_sweep
 from spec_ray.orchestration.runner import FLUSH_EPOCHS
+from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore
 
@@ -80,6 +88,15 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
         help=f"epochs per Parquet file and Tune checkpoint; default {FLUSH_EPOCHS}",
     )
     add("--seeds", type=int, default=None, help="seeds 1..N")
+    dry = parser.add_argument_group("dry run")
+    dry.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the packs, their estimated times and the projected wall time; start and write nothing",
+    )
+    dry.add_argument("--nodes", type=int, default=1, help="with --dry-run: also project onto this many nodes")
+    dry.add_argument("--node-cpus", type=int, default=None, help="with --dry-run: CPUs a node (default: this one's)")
+    dry.add_argument("--node-gpus", type=int, default=0, help="with --dry-run: GPUs a node (default 0)")
     add("--online", action="store_true", help="online data: a fresh Gaussian batch every step (n_train = None)")
     parser.add_argument_group("axes").add_argument(
         "--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m (teacher.widths)"
@@ -129,6 +146,24 @@ def label(pack: Pack) -> str:
     return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
 
 
+def schedule_packs(packs: list[Pack], args: argparse.Namespace) -> list[Pack]:
+    """Longest first, split along seeds where one pack would finish long after the rest (``schedule``)."""
+    began = time.perf_counter()
+    gpu = args.gpus_per_trial > 0
+    slots = cluster_slots(args.cpus_per_trial, args.gpus_per_trial)
+    costs = calibrate_shapes(packs, max(1, int(args.cpus_per_trial)), gpu=gpu, workers=slots)
+    cost = cost_function(costs)
+    ordered = schedule(packs, costs, slots)
+    wall = makespan(lpt(ordered, cost, slots))
+    split = f"split into {len(ordered)}, " if len(ordered) != len(packs) else ""
+    print(
+        f"  schedule: {len(packs)} packs {split}longest first on {slots} slot(s); estimated {wall:,.0f} s of "
+        f"training (calibrated in {time.perf_counter() - began:.1f} s{', GPU: H100 constants' if gpu else ''})",
+        file=sys.stderr,
+    )
+    return ordered
+
+
 def finished_packs(store: TraceStore) -> set[str]:
     """Ids of the packs whose runs are all stored as done."""
     try:
@@ -160,6 +195,8 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
             store.remove_if_empty()
         return 2
     if not args.resume:
+        packs = schedule_packs(packs, args)
+        meta["sweep"] = packs_to_dict(meta["name"], packs)
         write_sweep(store, meta)
     trainable = tune.with_parameters(
         train_pack, sweep=meta["sweep"], storage=store.storage, experiment=store.experiment,
@@ -226,9 +263,14 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
-        store, packs, meta = plan(exp, args, smoke.block_epochs if args.smoke else FLUSH_EPOCHS)
+        store, packs, meta = plan(exp, args, smoke.block_epochs if args.smoke else FLUSH_EPOCHS, dry=args.dry_run)
+        if args.dry_run:
+            dryrun.check_flags(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(launch_summary(exp, packs, store, args), file=sys.stderr)
+    if args.dry_run:
+        print(dryrun.report(packs, args))
+        return 0
     return run_sweep(store, packs, meta, args)

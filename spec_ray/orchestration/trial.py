@@ -70,8 +70,19 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
         "runs_diverged": int((state.diverged_step >= 0).sum()),
         "runs_done": pack.size if state.step >= total else 0,
         "start_step": start_step,  # > 0: this trial went on from a checkpoint
+        "started_at": round(time.time() - (time.perf_counter() - began), 3),  # unix time: the sweep's timeline
+        "core": current_core(),
         "node_id": ray.get_runtime_context().get_node_id(),
     }
+
+
+def current_core() -> int:
+    """The CPU this process last ran on (Linux), else -1: which core a pack occupied."""
+    try:
+        with open("/proc/self/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[36])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def trial_device(gpus: float, cuda_available: bool) -> str:

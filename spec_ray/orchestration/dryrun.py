@@ -1,0 +1,92 @@
+"""``--dry-run``: the packs, their estimated times and the projected wall time, before paying for anything.
+
+Costs are calibrated on this machine (``schedule.calibrate``, a second or so a shape). The
+cluster projection (``--nodes``, ``--node-cpus``, ``--node-gpus``) uses the same CPU
+calibration per core, or for GPU trials the constants measured on an H100.
+Nothing is started and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from spec_ray.engine.pack import Pack
+from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
+
+RAY_OVERHEAD_S = 10.0  # starting a local Ray (about 7 s) and Tune's fixed cost (2.3 s), docs/performance.md
+
+
+def local_cores() -> int:
+    """CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def slots_for(cpus: float, gpus: float, nodes: int, node_cpus: int, node_gpus: int) -> int:
+    """Packs at full speed at once on ``nodes`` equal nodes. Packs sharing a GPU are counted as
+    taking turns on it: they are launch-bound, and how much they overlap was not measured."""
+    per_node = int(node_gpus // max(gpus, 1.0)) if gpus > 0 else int(node_cpus // cpus)
+    return max(1, nodes * per_node)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The cluster projection's flags, validated before any calibration."""
+    if args.nodes < 1 or args.node_cpus is not None and args.node_cpus < 1 or args.node_gpus < 0:
+        raise ValueError(
+            f"--nodes={args.nodes}, --node-cpus={args.node_cpus}, --node-gpus={args.node_gpus} are invalid: "
+            "allowed --nodes >= 1, --node-cpus >= 1, --node-gpus >= 0"
+        )
+    if args.gpus_per_trial > 0 and args.nodes > 1 and args.node_gpus < args.gpus_per_trial:
+        raise ValueError(
+            f"--node-gpus={args.node_gpus} is invalid with --gpus-per-trial={args.gpus_per_trial:g}: "
+            "allowed --node-gpus >= the GPUs a trial asks for"
+        )
+
+
+def _label(pack: Pack) -> str:
+    s = pack.spec
+    return f"m{'-'.join(map(str, s.teacher.widths))} x{s.student.multi} n{s.data.n_train} {s.train.loss}"
+
+
+def report(packs: list[Pack], args: argparse.Namespace) -> str:
+    """The dry run's text: per-pack estimates on this machine, then the projections."""
+    threads = max(1, int(args.cpus_per_trial))
+    cores = local_cores()
+    here = slots_for(args.cpus_per_trial, 0.0, 1, cores, 0)
+    began = time.perf_counter()
+    costs = calibrate_shapes(packs, threads, workers=here)
+    cost = cost_function(costs)
+    took = time.perf_counter() - began
+    local = lpt(schedule(packs, costs, here), cost, here)
+    lines = [
+        f"dry run: nothing started, nothing written; calibrated {len(costs)} shape(s) on this machine "
+        f"in {took:.1f} s ({threads} thread(s) a pack)",
+        f"{'pack':<28} {'runs':>5} {'steps':>9} {'est. s':>8} {'slot':>4} {'start s':>8} {'end s':>8}",
+    ]
+    for p in local:
+        lines.append(
+            f"{_label(p.pack):<28} {p.pack.size:>5} {p.pack.spec.total_steps:>9,} {p.end - p.start:>8.1f} "
+            f"{p.slot:>4} {p.start:>8.1f} {p.end:>8.1f}"
+        )
+    total = sum(p.end - p.start for p in local)
+    wall = makespan(local) + RAY_OVERHEAD_S
+    lines.append(
+        f"this machine: {cores} CPU(s), {here} pack(s) at a time ({args.cpus_per_trial:g} CPU a trial): "
+        f"{len(local)} packs, {total:,.0f} s of pack time, projected wall {wall:,.0f} s ({wall / 60:.1f} min)"
+    )
+    if args.nodes > 1 or args.node_gpus > 0 or args.node_cpus is not None:
+        node_cpus = args.node_cpus if args.node_cpus is not None else cores
+        gpus = args.gpus_per_trial
+        slots = slots_for(args.cpus_per_trial, gpus, args.nodes, node_cpus, args.node_gpus)
+        remote_costs = calibrate_shapes(packs, gpu=True) if gpus > 0 else costs
+        remote = cost_function(remote_costs)
+        placed = lpt(schedule(packs, remote_costs, slots), remote, slots)
+        wall = makespan(placed) + RAY_OVERHEAD_S
+        what = f"{args.node_gpus} GPU(s) a node, {gpus:g} a trial" if gpus > 0 else f"{node_cpus} CPUs a node"
+        basis = "H100-measured step and checkpoint times" if gpus > 0 else "this machine's per-core speed"
+        lines.append(
+            f"cluster of {args.nodes} node(s), {what}: {slots} pack(s) at a time, {len(placed)} packs, "
+            f"projected wall {wall:,.0f} s ({wall / 60:.1f} min), from {basis}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,294 @@
+"""How long each pack takes, and how a sweep's packs fill the slots it has.
+
+A pack's time is its construction, its SGD steps and its checkpoints. Each part is timed
+on sub-packs of the real shape: one shared-minibatch group, then up to 32 runs. The SGD step
+is also timed at the pack's full size on random tensors, since large packs step slower per
+run. Between and beyond those points, costs are straight lines in the pack's runs
+(``calibrate``); checked against real sweeps in benchmarks/sweep.py (docs/performance.md).
+Packs then start longest first, and packs too long to balance are split along their
+shared-minibatch groups (seeds). A split keeps every result unchanged: a run's data,
+minibatches and initialisation depend on its own spec only (tests/test_packed.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
+from spec_ray.engine.spec import RunSpec
+
+CALIBRATION_RUNS = 32  # the larger calibration sub-pack: enough runs for the per-run slope
+CALIBRATION_STEPS = 64  # one chunk of the trainer
+# An H100 runs these shapes launch-bound: 0.3-0.55 ms a pack step whatever the width, and
+# 11-24 ms a checkpoint (docs/performance.md, "GPU"). The GPU projection uses the middle.
+GPU_STEP_S = 4.5e-4
+GPU_CHECKPOINT_S = 0.02
+GPU_PREPARE_S = 1.0
+# Below this much estimated work a sweep keeps its packs as planned: cutting them gains
+# seconds at most, and a smoke sweep stays the same from run to run.
+MIN_SCHEDULED_S = 60.0
+
+
+def useful_flops(spec: RunSpec) -> float:
+    """Useful SGD flops of one run's step: forward and backward of each layer, 6 B (fan_in+1) fan_out."""
+    widths = (spec.data.d, *spec.student_widths, spec.teacher.c)
+    return 6.0 * spec.train.batch * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Seconds as a function of a pack's runs: straight lines between measured (runs, seconds)
+    points, extended from the end segments; proportional to runs through a single point."""
+
+    points: tuple[tuple[int, float], ...]
+    """Measured (runs, seconds), sorted by runs; seconds made non-decreasing against noise."""
+
+    @staticmethod
+    def through(points: list[tuple[int, float]]) -> Curve:
+        best, out = 0.0, []
+        for runs, seconds in sorted(points):
+            best = max(best, seconds)
+            out.append((runs, best))
+        return Curve(tuple(out))
+
+    def at(self, runs: int) -> float:
+        pts = self.points
+        if len(pts) == 1:
+            return pts[0][1] * runs / pts[0][0]
+        segment = next((i for i in range(len(pts) - 1) if runs <= pts[i + 1][0]), len(pts) - 2)
+        (r0, t0), (r1, t1) = pts[segment], pts[segment + 1]
+        return max(0.0, t0 + (t1 - t0) / (r1 - r0) * (runs - r0)) if r1 > r0 else t1
+
+
+@dataclass(frozen=True)
+class ShapeCost:
+    """Calibrated costs of one pack shape on one device and thread count."""
+
+    prepare: Curve
+    """Building teachers, data and labels."""
+    step: Curve
+    """One SGD step of every run."""
+    checkpoint: Curve
+    """Eval-set metrics and their rows."""
+    train_checkpoint: Curve
+    """What the training-set metrics add on their schedule."""
+    best_runs: int | None = None
+    """The pack size with the cheapest step per run (None: any size); larger packs are split."""
+
+    def seconds(self, pack: Pack) -> float:
+        """Estimated wall time of the whole pack."""
+        spec, runs = pack.spec, pack.size
+        steps = checkpoint_steps(spec)
+        with_train = len(set(steps) & train_metric_steps(spec)) if spec.data.n_train is not None else 0
+        return (
+            self.prepare.at(runs)
+            + spec.total_steps * self.step.at(runs)
+            + (len(steps) + 1) * self.checkpoint.at(runs)  # + 1: the initial correlations
+            + with_train * self.train_checkpoint.at(runs)
+        )
+
+
+def _flat(seconds: float) -> Curve:
+    return Curve(((1, seconds), (2, seconds)))
+
+
+GPU_COST = ShapeCost(
+    prepare=_flat(GPU_PREPARE_S),
+    step=_flat(GPU_STEP_S),
+    checkpoint=_flat(GPU_CHECKPOINT_S),
+    train_checkpoint=_flat(GPU_CHECKPOINT_S),
+)
+
+
+def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) -> float:
+    """Seconds of the trainer's SGD step on random tensors of a pack's shapes: no data to build,
+    so a whole large pack is timed in a fraction of a second."""
+    import torch
+
+    from spec_ray.engine.trainer import sgd_step
+
+    dt = getattr(torch, spec.train.dtype)
+    widths = (spec.data.d, *spec.student_widths, spec.teacher.c)
+    b, c, groups = spec.train.batch, spec.teacher.c, max(1, runs // k)
+    params = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(widths[:-1], widths[1:]))
+    x = torch.randn(groups, b, widths[0] + 1, dtype=dt)  # (G, B, d+1)
+    acts = [torch.ones(runs, b, n + 1, dtype=dt) for n in spec.student_widths]  # [(R, B, n_l+1)]
+    scale = torch.full((runs, 1, 1), 1e-4, dtype=dt)  # (R, 1, 1)
+    stat = torch.empty(runs, dtype=dt)  # (R,)
+    ce = spec.train.loss == "ce"
+    t = None if ce else torch.randn(runs, b, c, dtype=dt)  # (R, B, c)
+    labels = torch.randint(0, c, (runs, b)) if ce else None  # (R, B)
+    sgd_step(params, x, t, scale, stat, acts, k, labels)  # warm
+    clock = time.perf_counter()
+    for _ in range(steps):
+        sgd_step(params, x, t, scale, stat, acts, k, labels)
+    return (time.perf_counter() - clock) / steps
+
+
+def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
+    """Time construction, steps and checkpoints of this pack's shape on this machine (about a second)."""
+    import torch
+
+    from spec_ray.engine.metrics import measure
+    from spec_ray.engine.trainer import init_state, prepare, train_until
+    from spec_ray.storage.records import checkpoint_tables
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    k, spec = pack.group_size, pack.spec
+    sizes = sorted({1, min(pack.groups, max(2, CALIBRATION_RUNS // k))})
+    steps = max(1, min(CALIBRATION_STEPS, spec.total_steps - 1))
+    points: dict[str, list[tuple[int, float]]] = {"prepare": [], "step": [], "checkpoint": [], "train": []}
+    try:
+        for groups in sizes:
+            sub = Pack(pack.runs[: groups * k])
+            clock = time.perf_counter()
+            data = prepare(sub)
+            points["prepare"].append((sub.size, time.perf_counter() - clock))
+            state = train_until(sub, data, init_state(sub), min(8, steps))  # warm: buffers, first kernels
+            clock = time.perf_counter()
+            state = train_until(sub, data, state, state.step + steps)
+            points["step"].append((sub.size, (time.perf_counter() - clock) / steps))
+            measure(sub, data, state, init_corr=[], with_train=False)  # warm
+            clock = time.perf_counter()
+            checkpoint_tables(sub, measure(sub, data, state, init_corr=[], with_train=False))
+            t_ck = time.perf_counter() - clock
+            points["checkpoint"].append((sub.size, t_ck))
+            t_tr = 0.0
+            if spec.data.n_train is not None and spec.checkpoint.train_every_epochs:
+                clock = time.perf_counter()
+                measure(sub, data, state, init_corr=[], with_train=True)
+                t_tr = max(0.0, time.perf_counter() - clock - t_ck)
+            points["train"].append((sub.size, t_tr))
+        # Past some size a pack steps slower per run (measured on the 2-core CPU at multi 10:
+        # 33 us a run-step up to 48 runs, 55 us at 162): its weights leave the caches. The
+        # trainer's step on random tensors, at sizes up to the whole pack, scaled to the measured
+        # step, gives the curve and the cheapest size.
+        mid, t_mid = points["step"][-1]
+        sizes = sorted({k * g for g in (1, 2, 4, 8, 16, 32, 64) if k * g <= pack.size} | {pack.size})
+        synthetic = {r: synthetic_step_seconds(spec, r, k) for r in sizes}
+        ratio = t_mid / synthetic.get(mid, synthetic_step_seconds(spec, mid, k))
+        points["step"] += [(r, t * ratio) for r, t in synthetic.items() if r > mid]
+        cheapest = min(t / r for r, t in synthetic.items())
+        best = max(r for r, t in synthetic.items() if t / r <= 1.05 * cheapest)  # the largest within 5 %
+    finally:
+        torch.set_num_threads(old_threads)
+    return ShapeCost(
+        prepare=Curve.through(points["prepare"]),
+        step=Curve.through(points["step"]),
+        checkpoint=Curve.through(points["checkpoint"]),
+        train_checkpoint=Curve.through(points["train"]),
+        best_runs=best,
+    )
+
+
+def calibrate_shapes(
+    packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1
+) -> dict[tuple, ShapeCost]:
+    """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: the measured constants).
+
+    ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
+    share the machine's memory bandwidth, and one pack timed alone ran up to 35 % faster
+    than beside another (docs/performance.md).
+    """
+    largest: dict[tuple, Pack] = {}
+    for p in packs:
+        key = shape_key(p.spec)
+        if key not in largest or p.size > largest[key].size:
+            largest[key] = p
+    if gpu:
+        return dict.fromkeys(largest, GPU_COST)
+    if workers <= 1 or len(largest) <= 1:
+        return {key: calibrate(p, threads) for key, p in largest.items()}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
+    with ProcessPoolExecutor(max_workers=min(workers, len(largest)), mp_context=spawn) as pool:
+        costs = list(pool.map(calibrate, largest.values(), [threads] * len(largest)))
+    return dict(zip(largest, costs))
+
+
+def cost_function(costs: dict[tuple, ShapeCost]) -> Callable[[Pack], float]:
+    """Estimated seconds of any pack whose shape was calibrated."""
+    return lambda pack: costs[shape_key(pack.spec)].seconds(pack)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and when a pack runs in a projected schedule."""
+
+    pack: Pack
+    slot: int
+    start: float
+    end: float
+
+
+def lpt(packs: list[Pack], cost: Callable[[Pack], float], slots: int) -> list[Placement]:
+    """Longest first, each pack on the slot that frees up first: what Tune does with packs in this order."""
+    free = [(0.0, s) for s in range(max(1, slots))]
+    heapq.heapify(free)
+    out = []
+    for pack in sorted(packs, key=cost, reverse=True):
+        start, slot = heapq.heappop(free)
+        end = start + cost(pack)
+        out.append(Placement(pack, slot, start, end))
+        heapq.heappush(free, (end, slot))
+    return out
+
+
+def makespan(placements: list[Placement]) -> float:
+    return max((p.end for p in placements), default=0.0)
+
+
+def cut(pack: Pack, parts: int) -> list[Pack]:
+    """``pack`` in about ``parts`` pieces of whole shared-minibatch groups, in order."""
+    k, groups = pack.group_size, pack.groups
+    parts = max(1, min(groups, parts))
+    edges = [round(i * groups / parts) for i in range(parts + 1)]
+    return [Pack(pack.runs[a * k : b * k]) for a, b in zip(edges[:-1], edges[1:]) if b > a] if parts > 1 else [pack]
+
+
+def split(packs: list[Pack], cost: Callable[[Pack], float], piece: float) -> list[Pack]:
+    """Each pack cut into about cost/piece parts."""
+    return [part for pack in packs for part in cut(pack, math.ceil(cost(pack) / piece))]
+
+
+def resize(packs: list[Pack], costs: dict[tuple, ShapeCost]) -> list[Pack]:
+    """Packs larger than their shape's cheapest size cut into pieces of whole groups no larger
+    (a split changes no result, and each piece steps faster per run)."""
+    out: list[Pack] = []
+    for pack in packs:
+        best = costs[shape_key(pack.spec)].best_runs
+        fits = best is None or pack.size <= best
+        out += [pack] if fits else cut(pack, math.ceil(pack.size / max(best, pack.group_size)))
+    return out
+
+
+def schedule(packs: list[Pack], costs: dict[tuple, ShapeCost], slots: int) -> list[Pack]:
+    """The packs a sweep launches: at their cheapest size, balanced over the slots, longest first."""
+    cost = cost_function(costs)
+    if sum(cost(p) for p in packs) < MIN_SCHEDULED_S:
+        return sorted(packs, key=cost, reverse=True)
+    return balance(resize(packs, costs), cost, slots)
+
+
+def balance(packs: list[Pack], cost: Callable[[Pack], float], slots: int, tolerance: float = 0.05) -> list[Pack]:
+    """Packs longest first, split along whole groups where that brings the schedule's end closer
+    to a perfect share (within ``tolerance``); the fewest splits that do it best. One slot, or a
+    balanced sweep: the packs as they are."""
+    total = sum(cost(p) for p in packs)
+    best = sorted(packs, key=cost, reverse=True)
+    best_end = makespan(lpt(best, cost, slots))
+    for per_slot in (2, 3, 4, 6, 8):  # pieces a slot on average: room to even out the tail
+        if slots <= 1 or best_end <= (1 + tolerance) * total / slots:
+            break
+        candidate = sorted(split(packs, cost, total / (per_slot * slots)), key=cost, reverse=True)
+        end = makespan(lpt(candidate, cost, slots))
+        if end < 0.999 * best_end:
+            best, best_end = candidate, end
+    return best
