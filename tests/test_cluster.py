@@ -65,7 +65,7 @@ def test_sweep_survives_a_worker_node_dying_mid_trial(cluster, tmp_path: Path) -
     assert_complete(str(root), stored_packs(root))
     # The retried trial went on from its last checkpoint, not from step 0: every row it
     # reported after the restart names the step it started from.
-    resumed = {name: {r["start_step"] for r in rows} - {0} for name, rows in trial_results(root).items()}
+    resumed = {name: {r.get("start_step", 0) for r in rows} - {0} for name, rows in trial_results(root).items()}
     resumed = {name: steps for name, steps in resumed.items() if steps}
     assert resumed, "no trial went on from a checkpoint after the node died"
     steps_per_block = 1000  # --iters-per-epoch 1000, --block-epochs 1: checkpoints fall on block ends

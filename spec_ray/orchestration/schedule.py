@@ -141,7 +141,8 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
     torch.set_num_threads(threads)
     k, spec = pack.group_size, pack.spec
     sizes = sorted({1, min(pack.groups, max(2, CALIBRATION_RUNS // k))})
-    steps = max(1, min(CALIBRATION_STEPS, spec.total_steps - 1))
+    warm = min(8, spec.total_steps // 4)  # buffers, first kernels
+    steps = max(1, min(CALIBRATION_STEPS, spec.total_steps - warm))  # never past the run's last step
     points: dict[str, list[tuple[int, float]]] = {"prepare": [], "step": [], "checkpoint": [], "train": []}
     try:
         for groups in sizes:
@@ -149,7 +150,7 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
             clock = time.perf_counter()
             data = prepare(sub)
             points["prepare"].append((sub.size, time.perf_counter() - clock))
-            state = train_until(sub, data, init_state(sub), min(8, steps))  # warm: buffers, first kernels
+            state = train_until(sub, data, init_state(sub), warm)
             clock = time.perf_counter()
             state = train_until(sub, data, state, state.step + steps)
             points["step"].append((sub.size, (time.perf_counter() - clock) / steps))

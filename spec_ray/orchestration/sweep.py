@@ -181,7 +181,9 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
 
     from spec_ray.orchestration.trial import train_pack
 
-    # Two kept checkpoints force a state snapshot per save: harmless at our block rate.
+    # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
+    # and Tune's next state save leaves a state that names an older one, which must still
+    # exist for --resume (measured: with two kept, a SIGKILLed sweep could not resume).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not os.environ.get("RAY_ADDRESS", "x"):
         del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
@@ -227,7 +229,7 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
                 name=TUNE_DIR,
                 storage_path=tune_path,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 verbose=1,  # the live status table only: per-trial detail goes to Parquet
             ),
         )
