@@ -106,7 +106,7 @@ def main() -> None:
     timeline = {}  # pack id -> (start, end, core), unix times from the trials' own reports
     for result in (root / "tune").glob("*/result.json"):
         last = [json.loads(line) for line in result.read_text().splitlines() if line.strip()][-1]
-        timeline[last["config"]["pack"]["id"]] = (last["started_at"], last["timestamp"], last["core"])
+        timeline[last["config"]["pack"]["id"]] = (last["started_at"], last["reported_at"], last["core"])
     t0 = min(t[0] for t in timeline.values())
     wall = runs.groupby(S.PARTITION, observed=True)["wall_time_s"].first()
     head = ["runs", "start s", "end s", "core", "pack s", "est. s", "est/meas"]

@@ -72,7 +72,8 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
         "runs_diverged": int((state.diverged_step >= 0).sum()),
         "runs_done": pack.size if state.step >= total else 0,
         "start_step": start_step,  # > 0: this trial went on from a checkpoint
-        "started_at": round(time.time() - (time.perf_counter() - began), 3),  # unix time: the sweep's timeline
+        "started_at": round(time.time() - (time.perf_counter() - began), 3),  # unix times: the sweep's timeline
+        "reported_at": round(time.time(), 3),  # (Tune's own timestamp is whole seconds)
         "core": current_core(),
         "node_id": ray.get_runtime_context().get_node_id(),
     }
