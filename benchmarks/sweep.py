@@ -52,7 +52,8 @@ from sweeps.polarity import EXPERIMENT, SMOKE  # noqa: E402
 
 def planned(flags: list[str]):
     """The packs the sweep script would plan for these flags (no side effects)."""
-    args = build_parser(EXPERIMENT, None).parse_args([*flags, "--storage", tempfile.mkdtemp()])
+    never_written = os.path.join(tempfile.gettempdir(), "spec-ray-plan-only")  # plan(dry=True) writes nothing
+    args = build_parser(EXPERIMENT, None).parse_args([*flags, "--storage", never_written])
     exp = experiment_from_args(EXPERIMENT, args, SMOKE)
     _, packs, _ = plan(exp, args, 10, dry=True)
     return packs, args

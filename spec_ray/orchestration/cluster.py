@@ -24,21 +24,29 @@ def check_address(address: str | None) -> str | None:
     if not address or address in ("auto", "local"):
         return address
     url = urlparse(address if "://" in address else f"ray://{address}")
-    host, port = url.hostname, url.port or (10001 if address.startswith("ray://") else 6379)
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return address
-    except OSError as err:
-        raise ValueError(f"address={address!r} is unreachable ({err}): allowed a running Ray head host:port") from None
+    err = _unreachable(url.hostname, url.port or (10001 if address.startswith("ray://") else 6379))
+    if err:
+        raise ValueError(f"address={address!r} is unreachable ({err}): allowed a running Ray head host:port")
+    return address
 
 
-def _answers(address: str) -> bool:
-    host, _, port = address.rpartition(":")
+def _unreachable(host: str | None, port: int | str) -> str | None:
+    """Why nothing answers at host:port within 3 s, or None."""
     try:
         with socket.create_connection((host, int(port)), timeout=3):
-            return True
-    except (OSError, ValueError):
-        return False
+            return None
+    except (OSError, ValueError) as err:
+        return str(err)
+
+
+def _autoscaler_max() -> dict:
+    """The most resources the cluster's autoscaler config can bring ({} without an autoscaler)."""
+    import ray
+
+    try:
+        return ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # noqa: BLE001 - an older Ray, or no cluster config: judge by the nodes alone
+        return {}
 
 
 def init_address(address: str | None) -> str | None:
@@ -56,7 +64,7 @@ def init_address(address: str | None) -> str | None:
         found = find_bootstrap_address(None)
     except Exception:  # noqa: BLE001 - a Ray without the file: let ray.init decide
         return None
-    if found and not _answers(found):
+    if found and _unreachable(*found.rpartition(":")[::2]):
         print(f"note: the Ray address file names {found}, which does not answer: starting a new local Ray")
         return "local"
     return None
@@ -76,11 +84,7 @@ def gpu_shortfall(gpus: float) -> str | None:
     largest = max((n.get("Resources", {}).get("GPU", 0.0) for n in alive), default=0.0)
     if largest >= gpus:
         return None
-    try:
-        possible = ray._private.state.state.get_max_resources_from_cluster_config() or {}
-    except Exception:  # an older Ray without the cluster config: judge by the nodes alone
-        possible = {}
-    if possible.get("GPU", 0) > 0:
+    if _autoscaler_max().get("GPU", 0) > 0:
         return None  # an autoscaler can add a GPU node
     return (
         f"--gpus-per-trial={gpus:g} is invalid here: no node of this Ray cluster has that many GPUs "
@@ -95,11 +99,7 @@ def cluster_slots(cpus: float, gpus: float) -> int:
 
     key, need = ("GPU", gpus) if gpus > 0 else ("CPU", cpus)
     alive = sum(int(n["Resources"].get(key, 0) // need) for n in ray.nodes() if n.get("Alive"))
-    try:
-        possible = ray._private.state.state.get_max_resources_from_cluster_config() or {}
-    except Exception:  # noqa: BLE001 - no autoscaler config: the alive nodes are all there is
-        possible = {}
-    return max(1, alive, int(possible.get(key, 0) // need))
+    return max(1, alive, int(_autoscaler_max().get(key, 0) // need))
 
 
 def probe_node(storage: str, experiment: str, token_path: str, token: bytes) -> str | None:

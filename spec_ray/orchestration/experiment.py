@@ -108,10 +108,6 @@ class Experiment:
             packs.append(Pack(tuple(chunk)))
         return packs
 
-    def to_dict(self) -> dict:
-        """The packs' runs as a JSON-ready object: what a resumed sweep reloads instead of re-deriving."""
-        return packs_to_dict(self.name, self.packs())
-
 
 def run_bytes(spec: RunSpec) -> int:
     """Device memory one run adds to a pack: its inputs and teacher labels on both sets (an
@@ -132,5 +128,5 @@ def packs_to_dict(name: str, packs: list[Pack]) -> dict:
 
 
 def packs_from_dict(data: dict) -> list[Pack]:
-    """The packs stored by ``Experiment.to_dict``."""
+    """The packs stored by ``packs_to_dict``."""
     return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.spec import RunSpec, flat_fields
-from spec_ray.orchestration.experiment import Experiment, axis_path, packs_from_dict
+from spec_ray.orchestration.experiment import Experiment, axis_path, packs_from_dict, packs_to_dict
 from spec_ray.storage.traces import TraceStore
 
 SWEEP_FILE = "sweep.json"
@@ -111,7 +111,8 @@ def plan(
     written, not even the storage probe.
     """
     mode = resume_mode(args)
-    _check_device(experiment, _resources(args, None, default_block))  # the flags alone, before any lookup
+    resources = _resources(args, None, default_block)  # the flags alone, checked before any lookup
+    _check_device(experiment, resources)
     store = TraceStore(os.path.abspath(args.storage) if "://" not in args.storage else args.storage, experiment.name)
     packs = experiment.packs()  # validates every run of the factorial, also before a resume
     stored = _read_sweep(store)
@@ -141,14 +142,13 @@ def plan(
         packs = packs_from_dict(stored["sweep"])
         kept = stored.get("resources", {"block_epochs": stored["block_epochs"]})
         resources = _resources(args, kept, default_block)
-    else:
-        resources = _resources(args, None, default_block)
-    _check_device(experiment, resources)
+        _check_device(experiment, resources)
     for name, value in asdict(resources).items():
         setattr(args, name, value)
     if not dry:
         store.check_writable()
-    meta = dict(stored or {"version": SWEEP_VERSION, "name": experiment.name, "sweep": experiment.to_dict()})
+    fresh = {"version": SWEEP_VERSION, "name": experiment.name, "sweep": packs_to_dict(experiment.name, packs)}
+    meta = dict(stored or fresh)
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
     return store, packs, meta
 

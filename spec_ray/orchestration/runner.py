@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from spec_ray.engine.metrics import Checkpoint, init_correlations, measure
@@ -84,6 +85,17 @@ def run_pack(
     wall = time.perf_counter() - began
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall))
     return PackResult(state=state, last=ckpt, wall_time=wall)
+
+
+def finished(store: TraceStore, pack: Pack) -> bool:
+    """Whether every run of ``pack`` is stored as done, at its last step (``run_pack``'s last write)."""
+    path = store.file_path(S.RUNS, pack.pack_id, "runs.parquet")
+    try:
+        runs = pq.read_table(path, filesystem=store.fs, columns=[S.STATUS, S.STEPS_DONE]).to_pandas()
+    except (FileNotFoundError, OSError):
+        return False
+    done = (runs[S.STATUS] == S.STATUS_DONE) & (runs[S.STEPS_DONE] == pack.spec.total_steps)
+    return len(runs) == pack.size and bool(done.all())
 
 
 def device_name(device: torch.device) -> str:

@@ -170,9 +170,9 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
         # trainer's step on random tensors, at sizes up to the whole pack, scaled to the measured
         # step, gives the curve and the cheapest size.
         mid, t_mid = points["step"][-1]
-        sizes = sorted({k * g for g in (1, 2, 4, 8, 16, 32, 64) if k * g <= pack.size} | {pack.size})
+        sizes = sorted({k * g for g in (1, 2, 4, 8, 16, 32, 64) if k * g <= pack.size} | {mid, pack.size})
         synthetic = {r: synthetic_step_seconds(spec, r, k) for r in sizes}
-        ratio = t_mid / synthetic.get(mid, synthetic_step_seconds(spec, mid, k))
+        ratio = t_mid / synthetic[mid]
         points["step"] += [(r, t * ratio) for r, t in synthetic.items() if r > mid]
         cheapest = min(t / r for r, t in synthetic.items())
         best = max(r for r, t in synthetic.items() if t / r <= 1.05 * cheapest)  # the largest within 5 %

@@ -164,16 +164,6 @@ def schedule_packs(packs: list[Pack], args: argparse.Namespace) -> list[Pack]:
     return ordered
 
 
-def finished_packs(store: TraceStore) -> set[str]:
-    """Ids of the packs whose runs are all stored as done."""
-    try:
-        runs = store.read(S.RUNS, columns=[S.PARTITION, S.STATUS])
-    except (FileNotFoundError, OSError):
-        return set()
-    status = runs.groupby(S.PARTITION, observed=True)[S.STATUS].agg(lambda s: bool((s == S.STATUS_DONE).all()))
-    return {str(k) for k, v in status.items() if v}
-
-
 def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.Namespace) -> int:
     """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
     import ray
@@ -211,13 +201,11 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
     if args.resume and tune.Tuner.can_restore(state):
         tuner = tune.Tuner.restore(state, trainable, resume_errored=True)
     else:
-        # A resume whose Tune state was never saved (a crash right after launch) starts Tune
-        # afresh on the stored packs, leaving out the ones whose runs are all done.
-        done = finished_packs(store) if args.resume else set()
-        todo = [p for p in packs if p.pack_id not in done] or packs[:1]
+        # Also a resume whose Tune state was never saved (a crash right after launch): Tune
+        # starts afresh on the stored packs, and trials of packs already done return at once.
         space = {
             # The trial finds its pack by id; the shape makes the console and trial names readable.
-            "pack": tune.grid_search([{"id": p.pack_id, "shape": f"{label(p)}_r{p.size}"} for p in todo]),
+            "pack": tune.grid_search([{"id": p.pack_id, "shape": f"{label(p)}_r{p.size}"} for p in packs]),
             "threads": max(1, int(args.cpus_per_trial)),
             "gpu_fraction": args.gpus_per_trial,
         }  # fmt: skip

@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 
-import pyarrow.parquet as pq
 import ray
 import torch
 from ray import tune
@@ -22,8 +21,7 @@ from spec_ray.engine.metrics import Checkpoint, rho_mean, success
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.trainer import PackState
 from spec_ray.orchestration.experiment import packs_from_dict
-from spec_ray.orchestration.runner import device_name, run_pack
-from spec_ray.storage import schema as S
+from spec_ray.orchestration.runner import device_name, finished, run_pack
 from spec_ray.storage.traces import TraceStore
 
 STATE_FILE = "pack_state.pt"
@@ -79,17 +77,6 @@ def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_
     }
 
 
-def finished(store: TraceStore, pack: Pack) -> bool:
-    """Whether every run of ``pack`` is stored as done, at its last step."""
-    path = store.file_path(S.RUNS, pack.pack_id, "runs.parquet")
-    try:
-        runs = pq.read_table(path, filesystem=store.fs, columns=[S.STATUS, S.STEPS_DONE]).to_pandas()
-    except (FileNotFoundError, OSError):
-        return False
-    done = (runs[S.STATUS] == S.STATUS_DONE) & (runs[S.STEPS_DONE] == pack.spec.total_steps)
-    return len(runs) == pack.size and bool(done.all())
-
-
 def current_core() -> int:
     """The CPU this process last ran on (Linux), else -1: which core a pack occupied."""
     try:
@@ -136,8 +123,8 @@ def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_e
         node = ray.get_runtime_context().get_node_id()
         raise RuntimeError(f"node {node[:12]} cannot write the sweep's storage: {err}") from None
     if finished(store, pack):
-        # The driver died after this pack's last write, before Tune noted the trial as done:
-        # its rows are all stored, so a restored trial must not train (and rewrite) it again.
+        # The driver died after this pack's last write, before Tune noted the trial as done (or
+        # before Tune saved any state): its rows are all stored, so it is not trained again.
         tune.report({"progress": 1.0, "runs": pack.size, "runs_done": pack.size, "skipped": True})
         return
     start = None
