@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from spec_ray.engine import construct
-from spec_ray.engine.metrics import init_correlations, measure
+from spec_ray.engine import construct, metrics
 from spec_ray.engine.pack import Pack
+from spec_ray.engine.protocols import DEEP
 from spec_ray.engine.reference import Student, build_problem, sgd_steps
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.trainer import init_state, prepare, train_until
@@ -72,11 +72,13 @@ def time_reference(spec: RunSpec, steps: int, device: str) -> float:
     problem = build_problem(spec, device)
     net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
     opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
-    sgd_steps(spec, net, opt, problem, 0, 50)  # warm-up
+    diverged = sgd_steps(spec, net, opt, problem, 0, 50)  # warm-up
     _sync(device)
     t = time.perf_counter()
-    sgd_steps(spec, net, opt, problem, 50, 50 + steps)
+    diverged = max(diverged, sgd_steps(spec, net, opt, problem, 50, 50 + steps))
     _sync(device)
+    if diverged >= 0:  # a diverged reference stops early and would time nothing
+        raise SystemExit(f"the reference run diverged at step {diverged}: its timing would be meaningless")
     return steps / (time.perf_counter() - t)
 
 
@@ -91,10 +93,10 @@ def time_packed(pack: Pack, steps: int) -> tuple[float, float, float]:
     _sync(dev)
     rate = pack.size * steps / (time.perf_counter() - t)
     seconds = []
-    init = init_correlations(pack, data)  # once per pack, as the runner does
+    cache = metrics.prepare(pack, data)  # once per pack, as the runner does
     for at in (state, state._replace(step=0)):  # step 0 is on the train-metric schedule
         t = time.perf_counter()
-        measure(pack, data, at, init)
+        metrics.measure(pack, data, at, cache)
         _sync(dev)
         seconds.append(time.perf_counter() - t)
     return rate, seconds[0], seconds[1]
@@ -145,12 +147,9 @@ def main() -> None:
 
 
 def deep_protocol(loss: str, device: str) -> RunSpec:
-    """Figure 6's setting: teacher 50-75-100-125, student 2x, d=20, c=100, batch 64."""
-    return RunSpec().replace(
-        **{"teacher.widths": (50, 75, 100, 125), "teacher.c": 100, "student.multi": 2, "student.init": "torch",
-           "data.d": 20, "data.sigma": 10.0, "data.n_train": 10_000, "train.batch": 64, "train.lr": 0.1,
-           "train.loss": loss, "train.dtype": "float32", "train.device": device}
-    )  # fmt: skip
+    """Figure 6's setting (``protocols.DEEP``): teacher 50-75-100-125, student 2x, d=20, c=100,
+    batch 64, with its calibrated teacher (an uncalibrated one diverges under MSE in 6 steps)."""
+    return DEEP.replace(**{"train.loss": loss, "train.dtype": "float32", "train.device": device})
 
 
 def deep_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> None:

@@ -85,8 +85,8 @@ def test_sgd_step_gradients_equal_autograd(loss: str) -> None:
     before = [p.clone() for p in state.params]
     idx = construct.batch_indices(spec, 0)[0]  # (B,)
     x = data.x_train[:, idx]  # (G, B, d+1)
-    t = data.y_train[:, idx]  # (R, B, c)
-    target = t.argmax(dim=-1) if loss == "ce" else t
+    t = data.y_train[:, idx].transpose(1, 2)  # (G, k, B, c): G = 1
+    target = t.argmax(dim=-1).view(2, -1) if loss == "ce" else t  # (R, B) labels
     lr = 0.1
     scale = torch.full((2, 1, 1), lr * losses.grad_scale(loss, spec.train.batch, spec.teacher.c), dtype=torch.float64)
     acts = [torch.ones(2, spec.train.batch, n + 1, dtype=torch.float64) for n in spec.student_widths]
@@ -98,11 +98,11 @@ def test_sgd_step_gradients_equal_autograd(loss: str) -> None:
         net = Network(tuple(p[:, :-1] for p in params), tuple(p[:, -1] for p in params))
         out = forward(net, x[0, :, :-1])[1]  # (B, c)
         if loss == "ce":
-            value = torch.nn.functional.cross_entropy(out, t[r].argmax(dim=-1))
+            value = torch.nn.functional.cross_entropy(out, t[0, r].argmax(dim=-1))
         elif loss == "mse_mean":
-            value = torch.nn.functional.mse_loss(out, t[r])
+            value = torch.nn.functional.mse_loss(out, t[0, r])
         else:
-            value = 0.5 * ((out - t[r]) ** 2).sum(dim=1).mean()
+            value = 0.5 * ((out - t[0, r]) ** 2).sum(dim=1).mean()
         got = losses.minibatch_objective(loss, stat[r : r + 1], spec.train.batch, spec.teacher.c)[0]
         torch.testing.assert_close(got, value.detach())
         grads = torch.autograd.grad(value, params)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from conftest import tiny_spec
 
-from spec_ray.engine import losses, reference
-from spec_ray.engine.metrics import correlation
+from spec_ray.engine import losses, metrics, passes, reference
+from spec_ray.engine.metrics import Checkpoint, correlation, measure
 from spec_ray.engine.network import Network, fanout_norms
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.trainer import init_state, prepare, train_until
 
 
 def test_copied_node_correlates_one_and_constant_node_gives_zero() -> None:
@@ -55,3 +59,27 @@ def test_fanout_norm_and_losses_by_hand() -> None:
     ce = float(losses.reported("ce", out, torch.tensor([[0.0, 1.0], [1.0, 0.0]])))
     assert abs(ce - (np.log1p(np.exp(-1.0)) + np.log(2.0)) / 2) < 1e-6
     assert losses.UNITS["mse"] == losses.UNITS["mse_mean"] and "outputs" in losses.UNITS["mse"]
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_checkpoint_is_the_same_in_any_chunking(monkeypatch: pytest.MonkeyPatch, loss: str) -> None:
+    """Chunks of one run, pieces of a group and whole groups give the metrics of one chunk."""
+    base = tiny_spec(**{"teacher.widths": (6, 5), "train.loss": loss})
+    pack = Pack(tuple(base.replace(seed=s, **{"teacher.p": p}) for s in (1, 2) for p in (0.0, 1.0, 2.0)))  # k = 3
+    data = prepare(pack)
+    state = train_until(pack, data, init_state(pack), 120)
+    whole = measure(pack, data, state, with_train=True)
+    per_run = 300 * metrics._widths(pack) * 8  # bytes of one run's chunk (n_eval = 300, n_train = 400)
+    for runs, want in (
+        (1, [(i, i + 1) for i in range(6)]),
+        (2, [(0, 2), (2, 3), (3, 5), (5, 6)]),
+        (5, [(0, 3), (3, 6)]),
+    ):
+        monkeypatch.setitem(passes.MEMORY_BUDGET, "cpu", runs * per_run)
+        assert passes.chunks(pack, 300, metrics._widths(pack)) == want
+        got = measure(pack, data, state, with_train=True)
+        for name, a, b in zip(Checkpoint._fields, whole, got):
+            for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+                torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-14, msg=f"{name} with {runs}-run chunks")
+    assert whole.eval_accuracy is not None if loss == "ce" else whole.eval_accuracy is None
+    assert float(whole.grad_norm.min()) > 0 and len(whole.train_corr) == 2

@@ -15,17 +15,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import losses
-from spec_ray.engine.network import Network, fanout_norms, forward, slice_runs
+from spec_ray.engine import losses, passes
+from spec_ray.engine.network import fanout_norms
 from spec_ray.engine.pack import Pack, train_metric_steps
-from spec_ray.engine.trainer import PackData, PackState, init_state
+from spec_ray.engine.scratch import Workspace
+from spec_ray.engine.trainer import PackData, PackState, init_state, run_targets
 from spec_ray.storage import schema as S
-
-# Bytes of activations per run chunk. CPU: small temporaries stay in reused heap memory and
-# in cache instead of fresh page-faulting mmaps (measured 1.9x faster than 1 GiB chunks).
-# CUDA: one run of the two-layer protocol alone is 34 MB, so the CPU budget made one chunk
-# per run and a 192-run checkpoint took 1.8-3.8 s on an H100 (docs/performance.md).
-MEMORY_BUDGET = {"cpu": 1 << 25, "cuda": 1 << 31}
 
 
 class Checkpoint(NamedTuple):
@@ -63,67 +58,89 @@ def normalize(a: Tensor) -> Tensor:
 
 
 def correlation(teacher_act: Tensor, student_act: Tensor) -> Tensor:
-    """rho between every teacher and student node: (.., N, m), (.., N, n) -> (.., m, n).
-
-    The wide student side is centred once and divided after the matmul: three passes
-    over it instead of seven (the checkpoint cost is dominated by such passes).
-    """
+    """rho between every teacher and student node: (.., N, m), (.., N, n) -> (.., m, n)."""
     centred = student_act - student_act.mean(dim=-2, keepdim=True)  # (.., N, n)
-    # A product and a sum over samples: 6x faster than vector_norm over a strided axis (measured).
-    norm = ((centred * centred).sum(dim=-2) + 1e-10).sqrt()  # (.., n)
+    norm = (centred.square().sum(dim=-2) + 1e-10).sqrt()  # (.., n)
     return (normalize(teacher_act).transpose(-1, -2) @ centred) / norm.unsqueeze(-2)  # (.., m, n)
 
 
-def full_batch(student: Network, x: Tensor, t: Tensor, loss: str = "mse") -> tuple[list[Tensor], Tensor, Tensor]:
-    """Activations, reported loss and full-batch gradient norm of every run on a whole set.
+class EvalCache(NamedTuple):
+    """What every checkpoint of a pack reuses, computed once per pack by ``prepare``."""
 
-    x: (R, N, d), t: (R, N, c) teacher outputs. Returns ([(R, N, n_l)], loss (R,) in
-    ``losses.UNITS``, grad_norm (R,)). The gradient is the SGD objective's, over all
-    weights and biases.
-    """
-    hidden, out = forward(student, x)  # [(R, N, n_l)], (R, N, c)
-    n, c = x.shape[-2], t.shape[-1]
-    value = losses.reported(loss, out, t)  # (R,)
-    g = losses.residual_(loss, out, t).mul_(losses.grad_scale(loss, n, c))  # (R, N, c) dObjective/dy
-    acts = [x, *hidden]
-    sq = torch.zeros_like(value)  # (R,)
-    for layer in range(len(student.weights) - 1, -1, -1):
-        a = acts[layer]  # (R, N, n_{l-1})
-        sq += torch.linalg.vector_norm(g.transpose(1, 2) @ a, dim=(1, 2)).square()  # weights
-        sq += torch.linalg.vector_norm(g.sum(dim=1), dim=1).square()  # biases
-        if layer:
-            g = torch.ops.aten.threshold_backward(g @ student.weights[layer], a, 0)  # (R, N, n_{l-1})
-    return hidden, value, sq.sqrt()
+    teacher_params: tuple[Tensor, ...]
+    """Teachers with the bias as last column, (R, m_l, m_{l-1}+1)."""
+    teacher_unit: list[Tensor]
+    """Per hidden layer, the teachers' ``normalize``d eval activations, (R, N_eval, m_l):
+    fixed, so no checkpoint recomputes them (a quarter of a multi-1 checkpoint, measured)."""
+    init_corr: list[Tensor]
+    """Per hidden layer, (R, m_l, n_l) eval correlations of the initial students."""
+    work: Workspace
+    """Scratch buffers of the pack's checkpoints."""
 
 
-def _chunk_size(pack: Pack, n_samples: int) -> int:
+def _widths(pack: Pack) -> int:
+    """Floats per sample and run a chunk holds at once: activations, temporaries, outputs."""
     spec = pack.spec
-    per_run = n_samples * (
-        spec.data.d + 3 * sum(spec.student_widths) + 2 * sum(spec.teacher.widths) + 2 * spec.teacher.c
-    )
-    budget = MEMORY_BUDGET.get(pack.device.type, MEMORY_BUDGET["cpu"])
-    return max(1, min(pack.size, budget // (per_run * pack.dtype.itemsize)))
-
-
-def _runs(pack: Pack, data: PackData, lo: int, hi: int, which: str) -> tuple[Tensor, Tensor]:
-    """Inputs (Rc, N, d) and teacher outputs (Rc, N, c) of runs lo..hi-1 on the eval or train set."""
-    if hi - lo == 1:  # one run (CPU chunks of large sets): a view of its group's inputs, no copy
-        g = lo // pack.group_size
-        x = data.x_eval[g : g + 1] if which == "eval" else data.x_train[g : g + 1, :, :-1]  # (1, N, d)
-        return x, (data.y_eval if which == "eval" else data.y_train)[lo:hi]
-    groups = torch.arange(lo, hi, device=data.x_eval.device) // pack.group_size  # (Rc,)
-    if which == "eval":
-        return data.x_eval.index_select(0, groups), data.y_eval[lo:hi]
-    return data.x_train[..., :-1].index_select(0, groups), data.y_train[lo:hi]  # ones column dropped
+    student, teacher = sum(n + 1 for n in spec.student_widths), sum(m + 1 for m in spec.teacher.widths)
+    return 3 * student + 2 * teacher + 2 * spec.teacher.c
 
 
 @torch.no_grad()
-def init_correlations(pack: Pack, data: PackData) -> list[Tensor]:
-    """Teacher x student correlations of the initial students on the eval set: [(R, m_l, n_l)].
+def prepare(pack: Pack, data: PackData) -> EvalCache:
+    """The teachers' normalized eval activations and the initial students' correlations.
 
-    Recomputed from the deterministic init, so a resumed trial ranks exactly as a fresh one.
+    The init correlations are recomputed from the deterministic init, so a resumed trial
+    ranks exactly as a fresh one.
     """
-    return measure(pack, data, init_state(pack), init_corr=[], with_train=False).eval_corr
+    teacher_params = tuple(torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(*data.teacher))
+    work = Workspace()
+    unit: list[list[Tensor]] = []
+    for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
+        hidden, _ = passes.forward(pack, data.x_eval, teacher_params, lo, hi, work, "t", output=False)
+        unit.append([normalize(h[..., :-1]) for h in hidden])  # [(Rc, Ne, m_l)]
+    teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne, m_l)]
+    cache = EvalCache(teacher_params, teacher_unit, [], work)
+    return cache._replace(init_corr=_evaluate(pack, data, cache, init_state(pack).params)[2])
+
+
+def init_correlations(pack: Pack, data: PackData) -> list[Tensor]:
+    """Teacher x student correlations of the initial students on the eval set: [(R, m_l, n_l)]."""
+    return prepare(pack, data).init_corr
+
+
+def _evaluate(
+    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+    """Eval loss (R,), accuracy (R,) (cross-entropy only) and correlations [(R, m_l, n_l)]."""
+    loss = pack.spec.train.loss
+    values, accuracy, corr = [], [], []
+    for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
+        hidden, out = passes.forward(pack, data.x_eval, params, lo, hi, cache.work, "s")  # [(Rc, Ne, n_l+1)], ..
+        t = data.y_eval[lo:hi]  # (Rc, Ne, c)
+        if loss == "ce":
+            accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
+        values.append(passes.reported(loss, out, t))  # (Rc,)
+        corr.append([passes.correlate(u[lo:hi], h[..., :-1], cache.work) for u, h in zip(cache.teacher_unit, hidden)])
+    layers = [torch.cat(layer) for layer in zip(*corr)]  # [(R, m_l, n_l)]
+    return torch.cat(values), torch.cat(accuracy) if accuracy else None, layers
+
+
+def _train_set(
+    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Training-set loss (R,), full-batch gradient norm (R,) and correlations [(R, m_l, n_l)]."""
+    loss = pack.spec.train.loss
+    values, norms, corr = [], [], []
+    x = data.x_train  # (G, N, d+1)
+    for lo, hi in passes.chunks(pack, x.shape[1], _widths(pack)):
+        t_hidden, _ = passes.forward(pack, x, cache.teacher_params, lo, hi, cache.work, "t", output=False)
+        hidden, out = passes.forward(pack, x, params, lo, hi, cache.work, "s")  # [(Rc, N, n_l+1)], (Rc, N, c)
+        t = run_targets(data.y_train, pack.group_size, lo, hi)  # (Rc, N, c)
+        units = [normalize(a[..., :-1]) for a in t_hidden]  # [(Rc, N, m_l)]
+        corr.append([passes.correlate(u, b[..., :-1], cache.work) for u, b in zip(units, hidden)])
+        values.append(losses.reported(loss, out, t))  # (Rc,)
+        norms.append(passes.grad_norm(pack, x, params, hidden, out, t, lo))  # (Rc,)
+    return torch.cat(values), torch.cat(norms), [torch.cat(layer) for layer in zip(*corr)]
 
 
 def ranks(init_corr: Tensor, corr: Tensor) -> Tensor:
@@ -135,50 +152,31 @@ def ranks(init_corr: Tensor, corr: Tensor) -> Tensor:
 
 @torch.no_grad()
 def measure(
-    pack: Pack, data: PackData, state: PackState, init_corr: list[Tensor] | None = None, with_train: bool | None = None
+    pack: Pack, data: PackData, state: PackState, cache: EvalCache | None = None, with_train: bool | None = None
 ) -> Checkpoint:
-    """All checkpoint metrics of every run of the pack at ``state`` (train-set ones on schedule)."""
+    """All checkpoint metrics of every run of the pack at ``state`` (train-set ones on schedule).
+
+    ``cache``: ``prepare(pack, data)``, taken once per pack (built here when not given).
+    """
     spec = pack.spec
-    loss = spec.train.loss
     if with_train is None:
         with_train = state.step in train_metric_steps(spec) and spec.data.n_train is not None
-    eval_loss, train_loss, grad_norm, accuracy = [], [], [], []
-    eval_corr: list[list[Tensor]] = []
-    train_corr: list[list[Tensor]] = []
-    size = _chunk_size(pack, max(data.x_eval.shape[1], data.x_train.shape[1] if with_train else 0))
-    for lo in range(0, pack.size, size):
-        hi = min(pack.size, lo + size)
-        teacher = slice_runs(data.teacher, lo, hi)
-        student = slice_runs(state.student, lo, hi)
-        x, t = _runs(pack, data, lo, hi, "eval")  # (Rc, Ne, d), (Rc, Ne, c)
-        t_hidden, _ = forward(teacher, x, output=False)  # [(Rc, Ne, m_l)]: its outputs are data.y_eval
-        s_hidden, out = forward(student, x)  # [(Rc, Ne, n_l)], (Rc, Ne, c)
-        eval_loss.append(losses.reported(loss, out, t))  # (Rc,)
-        if loss == "ce":
-            accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
-        eval_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])
-        if with_train:
-            x, t = _runs(pack, data, lo, hi, "train")  # (Rc, N, d), (Rc, N, c)
-            t_hidden, _ = forward(teacher, x, output=False)  # [(Rc, N, m_l)]
-            s_hidden, value, gnorm = full_batch(student, x, t, loss)
-            train_loss.append(value)  # (Rc,)
-            grad_norm.append(gnorm)  # (Rc,)
-            train_corr.append([correlation(a, b) for a, b in zip(t_hidden, s_hidden)])
-    layers = range(spec.teacher.depth)
-    corr = [torch.cat([c[i] for c in eval_corr]) for i in layers]  # [(R, m_l, n_l)]
-    init_corr = init_correlations(pack, data) if init_corr is None else init_corr
+    cache = prepare(pack, data) if cache is None else cache
+    params = state.shown  # [(R, n_l, n_{l-1}+1)]
+    eval_loss, accuracy, corr = _evaluate(pack, data, cache, params)
+    train_loss, grad_norm, train_corr = _train_set(pack, data, cache, params) if with_train else (None, None, None)
     return Checkpoint(
         step=state.step,
-        eval_loss=torch.cat(eval_loss),  # (R,)
-        train_loss=torch.cat(train_loss) if with_train else None,  # (R,)
-        grad_norm=torch.cat(grad_norm) if with_train else None,  # (R,)
-        eval_corr=corr,
-        train_corr=[torch.cat([c[i] for c in train_corr]) for i in layers] if with_train else None,
+        eval_loss=eval_loss,  # (R,)
+        train_loss=train_loss,  # (R,)
+        grad_norm=grad_norm,  # (R,)
+        eval_corr=corr,  # [(R, m_l, n_l)]
+        train_corr=train_corr,  # [(R, m_l, n_l)]
         teacher_fanout=fanout_norms(data.teacher),  # [(R, m_l)]
         student_fanout=fanout_norms(state.student),  # [(R, n_l)]
         diverged_step=state.diverged_step.clone(),  # (R,)
-        eval_accuracy=torch.cat(accuracy) if loss == "ce" else None,  # (R,)
-        init_rank=[ranks(i, c) for i, c in zip(init_corr, corr)] if init_corr else [],  # [(R, m_l)]
+        eval_accuracy=accuracy,  # (R,)
+        init_rank=[ranks(i, c) for i, c in zip(cache.init_corr, corr)],  # [(R, m_l)]
     )
 
 

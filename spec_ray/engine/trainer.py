@@ -30,6 +30,7 @@ from torch import Tensor
 from spec_ray.engine import construct, losses
 from spec_ray.engine.network import Network, forward, stack
 from spec_ray.engine.pack import Pack
+from spec_ray.engine.scratch import Workspace
 
 STEPS_PER_CHUNK = 64  # minibatches gathered in one index_select (bounds memory)
 
@@ -42,9 +43,11 @@ class PackData(NamedTuple):
     x_train: Tensor
     """Training inputs per group with a ones column, (G, N, d+1); N = 0 for online data."""
     y_train: Tensor
-    """Teacher outputs on them per run, (R, N, c): computed once."""
+    """Teacher outputs on them, computed once, group-major: (G, N, k, c). A minibatch then
+    gathers one contiguous row per sample for a whole group, 2.3x faster than a row per run
+    (measured at 48 runs, where the table outgrows the caches)."""
     x_eval: Tensor
-    """Evaluation inputs per group, (G, N_eval, d)."""
+    """Evaluation inputs per group with a ones column, (G, N_eval, d+1)."""
     y_eval: Tensor
     """Teacher outputs on them per run, (R, N_eval, c)."""
     lr: Tensor
@@ -64,13 +67,26 @@ class PackState(NamedTuple):
     """Last finite params of diverged runs (same shapes as params), None until one diverges."""
 
     @property
+    def shown(self) -> tuple[Tensor, ...]:
+        """``params`` with diverged runs showing their frozen weights: [(R, n_l, n_{l-1}+1)]."""
+        if self.frozen is None:
+            return self.params
+        dead = (self.diverged_step >= 0).view(-1, 1, 1)  # (R, 1, 1)
+        return tuple(torch.where(dead, f, p) for f, p in zip(self.frozen, self.params))
+
+    @property
     def student(self) -> Network:
         """The students as a record of views; diverged runs show their frozen weights."""
-        params = self.params
-        if self.frozen is not None:
-            dead = (self.diverged_step >= 0).view(-1, 1, 1)  # (R, 1, 1)
-            params = tuple(torch.where(dead, f, p) for f, p in zip(self.frozen, params))
+        params = self.shown
         return Network(tuple(p[..., :-1] for p in params), tuple(p[..., -1] for p in params))
+
+
+def run_targets(y: Tensor, k: int, lo: int, hi: int) -> Tensor:
+    """Teacher outputs (Rc, N, c) of runs lo..hi-1 from group-major ones (G, N, k, c); the
+    runs are whole groups (copied) or a piece of one group (a view)."""
+    q = min(k, hi - lo)  # runs of each group
+    t = y[lo // k : lo // k + (hi - lo) // q, :, lo % k : lo % k + q]  # (Gc, N, q, c)
+    return t.transpose(1, 2).reshape(hi - lo, t.shape[1], t.shape[3])  # (Rc, N, c)
 
 
 def with_bias_column(net: Network) -> tuple[Tensor, ...]:
@@ -91,7 +107,8 @@ def prepare(pack: Pack) -> PackData:
     x_train = torch.stack([construct.train_inputs(r) for r in pack.group_leaders])  # (G, N, d)
     x_eval = torch.stack([construct.eval_inputs(r) for r in pack.group_leaders])  # (G, Ne, d)
     # Labels in float64 before the cast, so float32 runs see rounded exact labels.
-    y_train = torch.stack([construct.teacher_outputs(t, x_train[i // k]) for i, t in enumerate(teachers)])
+    y_train = torch.stack([construct.teacher_outputs(t, x_train[i // k]) for i, t in enumerate(teachers)])  # (R, N, c)
+    y_train = y_train.view(pack.groups, k, *y_train.shape[1:]).transpose(1, 2).contiguous()  # (G, N, k, c)
     y_eval = torch.stack([construct.teacher_outputs(t, x_eval[i // k]) for i, t in enumerate(teachers)])
     epochs = pack.spec.train.epochs
     lr = torch.tensor([[r.train.lr_at(e) for r in pack.runs] for e in range(epochs)], dtype=torch.float64)
@@ -99,8 +116,8 @@ def prepare(pack: Pack) -> PackData:
     return PackData(
         teacher=stack(teachers).to(dt, dev),
         x_train=with_ones(x_train).to(device=dev, dtype=dt),  # (G, N, d+1)
-        y_train=y_train.to(device=dev, dtype=dt),  # (R, N, c)
-        x_eval=x_eval.to(device=dev, dtype=dt),  # (G, Ne, d)
+        y_train=y_train.to(device=dev, dtype=dt),  # (G, N, k, c)
+        x_eval=with_ones(x_eval).to(device=dev, dtype=dt),  # (G, Ne, d+1)
         y_eval=y_eval.to(device=dev, dtype=dt),  # (R, Ne, c)
         lr=lr.to(device=dev, dtype=dt),  # (E, R, 1, 1)
     )
@@ -131,8 +148,8 @@ def sgd_step(
 ) -> None:
     """One SGD step of every run, in place.
 
-    params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (R, B, c) teacher
-    outputs (MSE) or labels: (R, B) int64 (cross-entropy); scale: (R, 1, 1) lr / B, 0 for
+    params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (G, k, B, c) teacher
+    outputs (MSE, any strides) or labels: (R, B) int64 (cross-entropy); scale: (R, 1, 1) lr / B, 0 for
     diverged runs; stat: (R,) receives ||y - t|| (MSE) or the mean loss (CE);
     acts: [(R, B, n_l+1)] activation buffers whose last column holds ones.
     """
@@ -147,7 +164,7 @@ def sgd_step(
         torch.clamp_min(z, 0, out=a_out[..., :-1])  # (R, B, n_l)
     y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
     if labels is None:
-        err = losses.residual_("mse", y, t)  # (R, B, c) y - t
+        err = losses.residual_("mse", y.view(t.shape), t).view(y.shape)  # (R, B, c) y - t
         torch.linalg.vector_norm(err, dim=(1, 2), out=stat)  # (R,)
     else:
         lse = torch.logsumexp(y, dim=2, keepdim=True)  # (R, B, 1)
@@ -164,35 +181,46 @@ def sgd_step(
 
 
 def minibatches(
-    pack: Pack, data: PackData, epoch_data: Tensor, lo: int, hi: int, rows: int | None = None
+    pack: Pack,
+    data: PackData,
+    epoch_data: Tensor,
+    lo: int,
+    hi: int,
+    rows: int | None = None,
+    work: Workspace | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Inputs (T, G, B, d+1) and targets of steps lo..hi-1 of an epoch; ``rows``: the first B only.
 
     ``epoch_data`` is the epoch's minibatch indices (iters, G, B), or for online data its
-    fresh inputs (iters, G, B, d). Targets: teacher outputs (T, R, B, c), or labels
-    (T, R, B) for cross-entropy.
+    fresh inputs (iters, G, B, d). Targets: teacher outputs (T, G, k, B, c), or labels
+    (T, R, B) for cross-entropy. Gathered into ``work``'s buffers when given.
     """
+    work = Workspace() if work is None else work
     k, r_count = pack.group_size, pack.size
     dev = data.x_eval.device
     if pack.spec.data.n_train is None:
         x = epoch_data[lo:hi].to(data.x_eval.dtype)  # (T, G, B, d)
         t = forward(data.teacher, x.repeat_interleave(k, dim=1))[1]  # (T, R, B, c)
+        t = t.view(t.shape[0], -1, k, *t.shape[2:])  # (T, G, k, B, c)
         x = with_ones(x)  # (T, G, B, d+1)
     else:
         g_count, n_train, d1 = data.x_train.shape
         idx = epoch_data[lo:hi]  # (T, G, B)
         g_offset = (torch.arange(g_count, device=dev) * n_train).view(1, g_count, 1)  # (1, G, 1)
-        r_offset = (torch.arange(r_count, device=dev) * n_train).view(1, r_count, 1)  # (1, R, 1)
-        x = data.x_train.view(-1, d1).index_select(0, (idx + g_offset).view(-1))  # (T G B, d+1)
-        x = x.view(*idx.shape, d1)  # (T, G, B, d+1)
-        run_idx = idx.repeat_interleave(k, dim=1) + r_offset  # (T, R, B)
-        t = data.y_train.view(r_count * n_train, -1).index_select(0, run_idx.view(-1))  # (T R B, c)
-        t = t.view(*run_idx.shape, -1)  # (T, R, B, c)
+        rows_at = (idx + g_offset).view(-1)  # (T G B,)
+        x = _gather(data.x_train.view(-1, d1), rows_at, work, "x").view(*idx.shape, d1)  # (T, G, B, d+1)
+        t = _gather(data.y_train.view(g_count * n_train, -1), rows_at, work, "t")  # (T G B, k c)
+        t = t.view(*idx.shape, k, -1).transpose(2, 3)  # (T, G, k, B, c)
     if rows is not None:
-        x, t = x[:, :, :rows], t[:, :, :rows]  # a pass's short last batch
+        x, t = x[:, :, :rows], t[:, :, :, :rows]  # a pass's short last batch
     if pack.spec.train.loss == "ce":
-        t = construct.labels(t)  # (T, R, B)
+        t = construct.labels(t).reshape(t.shape[0], r_count, -1)  # (T, R, B)
     return x, t
+
+
+def _gather(table: Tensor, rows: Tensor, work: Workspace, name: str) -> Tensor:
+    """Rows of a (M, w) table into a scratch buffer: (len(rows), w)."""
+    return torch.index_select(table, 0, rows, out=work.get(name, table, rows.numel(), table.shape[1]))
 
 
 def epoch_data(pack: Pack, epoch: int) -> Tensor:
@@ -221,7 +249,7 @@ def train_until(
     loss, ce = spec.train.loss, spec.train.loss == "ce"
     r_count = pack.size
     dev, dt = data.x_eval.device, data.x_eval.dtype
-    buffers: dict[int, list[Tensor]] = {}  # rows -> [(R, rows, n_l+1)] activations, ones column last
+    work = Workspace()
     params, frozen = state.params, state.frozen
     diverged = state.diverged_step.clone()  # (R,)
     step, this_epoch, epoch = state.step, None, -1
@@ -236,13 +264,17 @@ def train_until(
             count -= 1  # the short step goes alone, next
             short = False
         rows = spec.last_batch if short else batch
-        if rows not in buffers:
-            buffers[rows] = [torch.ones(r_count, rows, n + 1, dtype=dt, device=dev) for n in spec.student_widths]
-        acts = buffers[rows]  # [(R, rows, n_l+1)]
+        # [(R, rows, n_l+1)] activations, ones column last
+        acts = [
+            work.get(f"a{i}", data.x_eval, r_count, rows, n + 1, ones_column=True)
+            for i, n in enumerate(spec.student_widths)
+        ]
         # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
         scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr[epoch] * losses.grad_scale(loss, rows, c), 0.0)
-        xs, ts = minibatches(pack, data, this_epoch, lo, lo + count, rows if short else None)  # (T, G, B, d+1), ..
-        snapshot = [p.clone() for p in params]
+        xs, ts = minibatches(
+            pack, data, this_epoch, lo, lo + count, rows if short else None, work
+        )  # (T, G, B, d+1), ..
+        snapshot = [work.get(f"s{i}", p, *p.shape).copy_(p) for i, p in enumerate(params)]
         stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
 
         for i in range(count):

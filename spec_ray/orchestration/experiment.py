@@ -111,15 +111,17 @@ class Experiment:
 
 def run_bytes(spec: RunSpec) -> int:
     """Device memory one run adds to a pack: its inputs and teacher labels on both sets (an
-    upper bound: runs of a group share inputs), parameters with their diverged copy, and
-    minibatch buffers. Checkpoint metrics work in bounded chunks on top of this."""
+    upper bound: runs of a group share inputs), the teacher's eval activations kept for the
+    metrics, parameters with their diverged copy, and minibatch buffers. Checkpoint metrics
+    work in bounded chunks on top of this."""
     item = 4 if spec.train.dtype == "float32" else 8
     d, c = spec.data.d, spec.teacher.c
     samples = (spec.data.n_train or 0) + spec.data.n_eval
     widths = (d, *spec.student_widths, c)
     params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     buffers = 64 * spec.train.batch * (d + 1 + c)  # a chunk of gathered minibatches
-    return item * (samples * (d + 1 + c) + 3 * params + buffers)
+    teacher = spec.data.n_eval * sum(spec.teacher.widths)  # metrics.EvalCache.teacher_unit
+    return item * (samples * (d + 1 + c) + teacher + 3 * params + buffers)
 
 
 def packs_to_dict(name: str, packs: list[Pack]) -> dict:

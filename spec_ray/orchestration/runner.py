@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from spec_ray.engine.metrics import Checkpoint, init_correlations, measure
+from spec_ray.engine import metrics
+from spec_ray.engine.metrics import Checkpoint
 from spec_ray.engine.pack import Pack, checkpoint_steps
 from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
 from spec_ray.orchestration.progress import Progress
@@ -58,7 +59,7 @@ def run_pack(
     began = time.perf_counter()
     data = prepare(pack)
     state = start if start is not None else init_state(pack)
-    init_corr = init_correlations(pack, data)
+    cache = metrics.prepare(pack, data)
     spec = pack.spec
     total = spec.total_steps
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
@@ -70,7 +71,7 @@ def run_pack(
         steps = [s for s in todo if lo <= s <= hi]
         for step in steps:
             state = train_until(pack, data, state, step, bar.update if bar else None)
-            ckpt = measure(pack, data, state, init_corr)
+            ckpt = metrics.measure(pack, data, state, cache)
             for table, rows in checkpoint_tables(pack, ckpt).items():
                 pending[table].append(rows)
             last = step == steps[-1]  # the block's last checkpoint: write its file

@@ -133,7 +133,7 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
     """Time construction, steps and checkpoints of this pack's shape on this machine (about a second)."""
     import torch
 
-    from spec_ray.engine.metrics import measure
+    from spec_ray.engine import metrics
     from spec_ray.engine.trainer import init_state, prepare, train_until
     from spec_ray.storage.records import checkpoint_tables
 
@@ -154,15 +154,15 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
             clock = time.perf_counter()
             state = train_until(sub, data, state, state.step + steps)
             points["step"].append((sub.size, (time.perf_counter() - clock) / steps))
-            measure(sub, data, state, init_corr=[], with_train=False)  # warm
+            cache = metrics.prepare(sub, data)  # once per pack; also warms the metrics' kernels
             clock = time.perf_counter()
-            checkpoint_tables(sub, measure(sub, data, state, init_corr=[], with_train=False))
+            checkpoint_tables(sub, metrics.measure(sub, data, state, cache, with_train=False))
             t_ck = time.perf_counter() - clock
             points["checkpoint"].append((sub.size, t_ck))
             t_tr = 0.0
             if spec.data.n_train is not None and spec.checkpoint.train_every_epochs:
                 clock = time.perf_counter()
-                measure(sub, data, state, init_corr=[], with_train=True)
+                metrics.measure(sub, data, state, cache, with_train=True)
                 t_tr = max(0.0, time.perf_counter() - clock - t_ck)
             points["train"].append((sub.size, t_tr))
         # Past some size a pack steps slower per run (measured on the 2-core CPU at multi 10:
