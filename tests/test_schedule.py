@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_spec
 from test_sweep import sweep
 
-from spec_ray.engine.pack import Pack, shape_key
+from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.engine.trainer import init_state, prepare, train_until
 from spec_ray.orchestration.schedule import (
     Curve,
@@ -18,6 +18,7 @@ from spec_ray.orchestration.schedule import (
     calibrate,
     lpt,
     makespan,
+    metric_flops,
     resize,
     useful_flops,
 )
@@ -31,6 +32,15 @@ def test_useful_flops_count_forward_and_backward_of_each_layer() -> None:
     spec = tiny_spec()  # d 12, student 3 x 6 = 18, c 5, batch 16 (tiny_spec's defaults)
     b, d, n, c = spec.train.batch, spec.data.d, spec.student_widths[0], spec.teacher.c
     assert useful_flops(spec) == 6 * b * ((d + 1) * n + (n + 1) * c)
+
+
+def test_metric_flops_count_the_checkpoint_matmuls_by_hand() -> None:
+    spec = tiny_spec()  # d 12, teacher 6, student 18, c 5; n_eval 300, n_train 400; 2 epochs x 150
+    assert checkpoint_steps(spec) == [0, 1, 5, 28, 150, 300] and train_metric_steps(spec) == {0, 150, 300}
+    forward, teacher, corr = 13 * 18 + 19 * 5, 13 * 6, 6 * 18  # multiply-adds a sample
+    evals = 300 * (7 * (forward + corr) + teacher)  # 6 checkpoints and the init, teacher once
+    trains = 400 * 3 * (teacher + 3 * forward + corr)
+    assert metric_flops(spec) == 2 * (evals + trains)
 
 
 def test_longest_first_fills_the_slot_that_frees_first() -> None:

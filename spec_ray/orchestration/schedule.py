@@ -39,6 +39,24 @@ def useful_flops(spec: RunSpec) -> float:
     return 6.0 * spec.train.batch * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
 
 
+def metric_flops(spec: RunSpec) -> float:
+    """Matmul flops of one run's checkpoint metrics over its whole schedule, as
+    ``spec_ray.engine.metrics`` takes them: the eval set's student forward and correlations
+    at every checkpoint and once at init, the teacher's eval activations once, and on the
+    train-metric schedule the training set's teacher and student forward, the gradient
+    (about two forwards) and the correlations."""
+    d, c = spec.data.d, spec.teacher.c
+    student, teacher = (d, *spec.student_widths, c), (d, *spec.teacher.widths)
+    forward = sum((a + 1) * b for a, b in zip(student[:-1], student[1:]))  # multiply-adds a sample
+    teacher_forward = sum((a + 1) * b for a, b in zip(teacher[:-1], teacher[1:]))
+    corr = sum(m * n for m, n in zip(spec.teacher.widths, spec.student_widths))
+    steps = checkpoint_steps(spec)
+    train = len(set(steps) & train_metric_steps(spec)) if spec.data.n_train is not None else 0
+    evals = spec.data.n_eval * ((len(steps) + 1) * (forward + corr) + teacher_forward)
+    trains = (spec.data.n_train or 0) * train * (teacher_forward + 3 * forward + corr)
+    return 2.0 * (evals + trains)
+
+
 @dataclass(frozen=True)
 class Curve:
     """Seconds as a function of a pack's runs: straight lines between measured (runs, seconds)
