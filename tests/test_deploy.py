@@ -65,7 +65,7 @@ def run_sbatch(tmp_path: Path, storage: Path, *args: str) -> subprocess.Complete
 def test_sbatch_runs_a_two_node_sweep_and_a_requeue_resumes_it(tmp_path: Path) -> None:
     storage = tmp_path / "shared"
     before = _ray_files()
-    # Two packs of about 3 s each: both start at once, one on each node. (At 10 epochs they
+    # Two packs of about 2 s each: both start at once, one on each node. (At 10 epochs they
     # took under a second, and the first could end before the second was placed.)
     args = [
         "--smoke",
@@ -77,7 +77,7 @@ def test_sbatch_runs_a_two_node_sweep_and_a_requeue_resumes_it(tmp_path: Path) -
         "--n-train",
         "2000",
         "--epochs",
-        "30",
+        "20",
         "--iters-per-epoch",
         "1000",
     ]
