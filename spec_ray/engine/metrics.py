@@ -59,9 +59,7 @@ def normalize(a: Tensor) -> Tensor:
 
 def correlation(teacher_act: Tensor, student_act: Tensor) -> Tensor:
     """rho between every teacher and student node: (.., N, m), (.., N, n) -> (.., m, n)."""
-    centred = student_act - student_act.mean(dim=-2, keepdim=True)  # (.., N, n)
-    norm = (centred.square().sum(dim=-2) + 1e-10).sqrt()  # (.., n)
-    return (normalize(teacher_act).transpose(-1, -2) @ centred) / norm.unsqueeze(-2)  # (.., m, n)
+    return passes.correlate(normalize(teacher_act), student_act, Workspace())
 
 
 class EvalCache(NamedTuple):
@@ -101,11 +99,6 @@ def prepare(pack: Pack, data: PackData) -> EvalCache:
     teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne, m_l)]
     cache = EvalCache(teacher_params, teacher_unit, [], work)
     return cache._replace(init_corr=_evaluate(pack, data, cache, init_state(pack).params)[2])
-
-
-def init_correlations(pack: Pack, data: PackData) -> list[Tensor]:
-    """Teacher x student correlations of the initial students on the eval set: [(R, m_l, n_l)]."""
-    return prepare(pack, data).init_corr
 
 
 def _evaluate(

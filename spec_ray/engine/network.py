@@ -61,8 +61,8 @@ def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return h @ w.transpose(-1, -2) + b.unsqueeze(-2)  # broadcast, e.g. (T, R, B, n_out)
 
 
-def forward(net: Network, x: Tensor, output: bool = True) -> tuple[list[Tensor], Tensor | None]:
-    """Post-ReLU activations of every hidden layer and the linear output (None when not ``output``).
+def forward(net: Network, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Post-ReLU activations of every hidden layer and the linear output.
 
     x: (N, d) or (R, N, d). Returns ([(.., N, n_l) per layer], (.., N, c)).
     """
@@ -71,7 +71,7 @@ def forward(net: Network, x: Tensor, output: bool = True) -> tuple[list[Tensor],
     for w, b in zip(net.weights[:-1], net.biases[:-1]):
         h = affine(h, w, b).clamp_min_(0)  # (.., N, n_l)
         hidden.append(h)
-    return hidden, affine(h, net.weights[-1], net.biases[-1]) if output else None  # (.., N, c)
+    return hidden, affine(h, net.weights[-1], net.biases[-1])  # (.., N, c)
 
 
 def fanout_norms(net: Network) -> list[Tensor]:

@@ -68,16 +68,17 @@ def forward(
 
 
 def correlate(teacher_unit: Tensor, student_act: Tensor, work: Workspace) -> Tensor:
-    """rho of normalized teacher activations (Rc, N, m) with student ones (Rc, N, n) -> (Rc, m, n).
+    """rho of ``metrics.normalize``d teacher activations (.., N, m) with student ones (.., N, n)
+    -> (.., m, n).
 
     The wide student side is centred once into a scratch buffer and divided after the
     matmul, then squared in place for its norm: no temporaries of its size.
     """
-    centred = work.get("centred", student_act, *student_act.shape)  # (Rc, N, n)
-    torch.sub(student_act, student_act.mean(dim=1, keepdim=True), out=centred)
-    num = torch.bmm(teacher_unit.transpose(1, 2), centred)  # (Rc, m, n)
-    norm = (centred.square_().sum(dim=1) + 1e-10).sqrt()  # (Rc, n)
-    return num.div_(norm.unsqueeze(1))
+    centred = work.get("centred", student_act, *student_act.shape)  # (.., N, n)
+    torch.sub(student_act, student_act.mean(dim=-2, keepdim=True), out=centred)
+    num = teacher_unit.transpose(-1, -2) @ centred  # (.., m, n)
+    norm = (centred.square_().sum(dim=-2) + 1e-10).sqrt()  # (.., n)
+    return num.div_(norm.unsqueeze(-2))
 
 
 def reported(loss: str, out: Tensor, target: Tensor) -> Tensor:
