@@ -7,8 +7,11 @@ trains 32 runs a pack; two compositions are timed:
   * ``distinct``: 32 seeds, nothing shared (a plain bmm over runs).
 Only SGD steps are timed. One checkpoint's metrics (eval set only, and with the
 training-set pass) and one epoch of the shared pack are shown in seconds beside them.
-A second section times figure 6's 4-layer setting (MSE and CE). The last line stays the
-two-layer result: ``speedup_vs_reference=<geometric mean over multi of shared/reference>``.
+A second section times figure 6's 4-layer setting (MSE and CE). The two-layer result is
+``speedup_vs_reference=<geometric mean over multi of shared/reference>``. A third section times
+the general step (autograd over ``parts``, packed optimizers): Luck Matters' small FC with
+student BN, a small conv stack, and SGD with momentum; its last line, the script's last, is
+``bn_speedup=<packed/reference for the BN MLP>``.
 
     python benchmarks/engine.py            # about 3 minutes on a 2-core CPU
     python benchmarks/engine.py --quick    # under 60 s
@@ -23,10 +26,10 @@ import time
 
 import torch
 
-from spec_ray.engine import construct, metrics
+from spec_ray.engine import arch, construct, metrics
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import DEEP
-from spec_ray.engine.reference import Student, build_problem, sgd_steps
+from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.trainer import init_state, prepare, train_until
 
@@ -70,8 +73,8 @@ def protocol(multi: int, device: str) -> RunSpec:
 def time_reference(spec: RunSpec, steps: int, device: str) -> float:
     """Reference steps per second (one run, autograd + torch.optim.SGD)."""
     problem = build_problem(spec, device)
-    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
-    opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
+    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
+    opt = optimizer(spec, net)
     diverged = sgd_steps(spec, net, opt, problem, 0, 50)  # warm-up
     _sync(device)
     t = time.perf_counter()
@@ -82,7 +85,7 @@ def time_reference(spec: RunSpec, steps: int, device: str) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def time_packed(pack: Pack, steps: int) -> tuple[float, float, float]:
+def time_packed(pack: Pack, steps: int, metrics_too: bool = True) -> tuple[float, float, float]:
     """Packed run-steps per second; seconds of one checkpoint without and with train-set metrics."""
     data = prepare(pack)
     state = train_until(pack, data, init_state(pack), 64)  # warm-up
@@ -92,6 +95,8 @@ def time_packed(pack: Pack, steps: int) -> tuple[float, float, float]:
     state = train_until(pack, data, state, 64 + steps)
     _sync(dev)
     rate = pack.size * steps / (time.perf_counter() - t)
+    if not metrics_too:
+        return rate, float("nan"), float("nan")
     seconds = []
     cache = metrics.prepare(pack, data)  # once per pack, as the runner does
     for at in (state, state._replace(step=0)):  # step 0 is on the train-metric schedule
@@ -109,6 +114,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--multi", type=int, nargs="+", default=list(MULTIS), help="over-realizations to time")
     parser.add_argument("--no-deep", dest="deep", action="store_false", help="skip the 4-layer section")
+    parser.add_argument("--no-parts", dest="parts", action="store_false", help="skip the BN / conv / momentum section")
     args = parser.parse_args()
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
@@ -144,6 +150,8 @@ def main() -> None:
         deep_section(packed_steps, ref_steps, dev, peak)
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(f"speedup_vs_reference={geo:.2f}")
+    if args.parts:
+        parts_section(packed_steps, ref_steps, dev, peak)
 
 
 def deep_protocol(loss: str, device: str) -> RunSpec:
@@ -163,6 +171,37 @@ def deep_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> No
         rate, _, _ = time_packed(pack, max(20, packed_steps // 4))
         gflops = rate * flops_per_run_step(spec) / 1e9
         print(f"{loss:>8} {ref:>11,.0f} {rate:>11,.0f} {rate / ref:>9.1f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%")
+
+
+def parts_specs(device: str) -> dict[str, tuple[RunSpec, int]]:
+    """The general step's settings, each with its pack size (seeds x 2 p)."""
+    base = {"train.dtype": "float32", "train.device": device, "data.n_eval": 1024, "data.n_train": 10_000}
+    luck_fc = DEEP.replace(**{**base, "teacher.widths": (10, 15, 20, 25), "student.multi": 10, "train.lr": 0.01,
+                              "train.lr_schedule": (), "student.student_bn": "after_relu"})  # fmt: skip
+    conv = DEEP.replace(**{**base, "model.arch": "conv", "model.image_size": 10, "data.d": 100,
+                           "teacher.widths": (8, 8), "student.multi": 4, "teacher.calibrate": False, "train.lr": 0.01,
+                           "train.lr_schedule": (), "student.student_bn": "after_relu"})  # fmt: skip
+    momentum = protocol(5, device).replace(**{"train.momentum": 0.9, "train.lr": 0.002})
+    return {"bn_mlp": (luck_fc, 32), "conv_bn": (conv, 8), "momentum": (momentum, 32)}
+
+
+def parts_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> None:
+    """The general step (autograd over packed parts, packed optimizers) vs the reference."""
+    print("general step: BN MLP = Luck Matters' small FC 10-15-20-25, student 10x + BN after ReLU, d=20, c=100,")
+    print("batch 64; conv_bn = 8-8 channels on 10x10, student 4x + BN; momentum = two-layer multi 5, momentum 0.9")
+    print(f"{'setting':>9} {'runs':>5} {'reference':>11} {'packed':>11} {'x packed':>9} {'GFLOP/s':>8} {'% peak':>7}")
+    ratios = {}
+    for name, (spec, runs) in parts_specs(dev).items():
+        ref = time_reference(spec, max(20, ref_steps // 4), dev)
+        pack = Pack(
+            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, runs // 2 + 1) for p in (0.0, 1.0))
+        )
+        rate, _, _ = time_packed(pack, max(20, packed_steps // 4), metrics_too=False)
+        gflops = rate * 6 * spec.train.batch * sum(arch.student(spec).macs) / 1e9
+        ratios[name] = rate / ref
+        share = 100 * gflops / peak
+        print(f"{name:>9} {runs:>5} {ref:>11,.0f} {rate:>11,.0f} {rate / ref:>9.1f} {gflops:>8.1f} {share:>6.1f}%")
+    print(f"bn_speedup={ratios['bn_mlp']:.2f}")
 
 
 if __name__ == "__main__":

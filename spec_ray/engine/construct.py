@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from spec_ray.engine import activations, arch
 from spec_ray.engine.network import Network, forward
 from spec_ray.engine.spec import RunSpec
 
@@ -52,10 +53,10 @@ def build_teacher(spec: RunSpec) -> Network:
     dividing them by (j+1)^p; ``all`` divides by (j+1)^p first, then every row and its bias
     by the row norm, so polarity only reweights fan-in within each row.
     """
-    t = spec.teacher
-    gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices)
-    fan_in = (spec.data.d, *t.widths)
-    fan_out = (*t.widths, t.c)
+    t, shape = spec.teacher, arch.teacher(spec)
+    conv = ("conv", spec.model.image_size) if shape.conv else ()  # MLP streams keyed as they always were
+    gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices, *conv)
+    fan_in, fan_out = shape.fan_ins, shape.outs
     weights, biases = [], []
     for layer, (rows, cols) in enumerate(zip(fan_out, fan_in)):
         w = separated_rows(gen, rows, cols, t.weight_choices)  # (m_l, m_{l-1})
@@ -65,19 +66,19 @@ def build_teacher(spec: RunSpec) -> Network:
         if layer == 0 and t.normalize == "first":
             w = w / w.norm(dim=1, keepdim=True)  # unit-norm rows; the bias is kept
         if layer > 0:
-            # Eqn. 10: ||v*_j|| ~ 1/j^p on every layer above the first.
-            strength = torch.arange(1, cols + 1, dtype=F64) ** -t.p  # (m_{l-1},)
-            w = w * strength  # (m_l, m_{l-1})
+            # Eqn. 10: ||v*_j|| ~ 1/j^p on every layer above the first (a conv channel: all its taps).
+            strength = torch.arange(1, fan_out[layer - 1] + 1, dtype=F64) ** -t.p  # (m_{l-1},)
+            w = w * strength.repeat_interleave(cols // fan_out[layer - 1])  # (m_l, fan_in)
         if t.normalize == "all":
             norm = w.norm(dim=1)  # (m_l,)
             w, b = w / norm[:, None], b / norm  # (m_l, m_{l-1}), (m_l,)
         weights.append(w)
         biases.append(b)
     teacher = Network(tuple(weights), tuple(biases))
-    return calibrate(teacher, eval_inputs(spec)) if t.calibrate else teacher
+    return calibrate(teacher, eval_inputs(spec), shape) if t.calibrate else teacher
 
 
-def calibrate(teacher: Network, x: Tensor) -> Network:
+def calibrate(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Network:
     """Deep protocol: every hidden node active on half of ``x``, outputs standardised.
 
     Hidden layers, lowest first: the bias is shifted by the median pre-activation over x.
@@ -88,7 +89,8 @@ def calibrate(teacher: Network, x: Tensor) -> Network:
     for layer in range(len(weights) - 1):
         pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
         biases[layer] = biases[layer] - pre.median(dim=0).values  # (m_l,)
-        h = torch.relu(h @ weights[layer].T + biases[layer])  # (N, m_l)
+        pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
+        h = activations.forward(*((shape.activation, shape.slope) if shape else ("relu", 0.0)), pre)  # (N, m_l)
     out = h @ weights[-1].T + biases[-1]  # (N, c)
     mean, std = out.mean(dim=0), out.std(dim=0).clamp_min(1e-12)  # (c,), (c,)
     weights[-1] = weights[-1] / std[:, None]  # (c, m_L)
@@ -97,11 +99,16 @@ def calibrate(teacher: Network, x: Tensor) -> Network:
 
 
 def init_student(spec: RunSpec) -> Network:
-    """Student init: N(0, init_std^2) weights and zero biases, or torch's default x init_scale."""
-    widths = spec.student_widths
-    gen = stream(spec.seed, "student", spec.data.d, widths, spec.teacher.c)
-    fan_in = (spec.data.d, *widths)
-    fan_out = (*widths, spec.teacher.c)
+    """Student init: N(0, init_std^2) weights and zero biases, or torch's default x init_scale.
+
+    Drawn from ``init_seed`` when set, else from ``seed``; a conv filter's fan-in is C_in x 9
+    (``nn.Conv2d``'s default init bound).
+    """
+    widths, shape = spec.student_widths, arch.student(spec)
+    seed = spec.seed if spec.init_seed is None else spec.init_seed
+    conv = ("conv", spec.model.image_size) if shape.conv else ()
+    gen = stream(seed, "student", spec.data.d, widths, spec.teacher.c, *conv)
+    fan_in, fan_out = shape.fan_ins, shape.outs
     s = spec.student
     weights, biases = [], []
     for rows, cols in zip(fan_out, fan_in):
@@ -176,9 +183,9 @@ def _aware(spec: RunSpec) -> Tensor:
     return points[: d.n_train]  # (N, d)
 
 
-def teacher_outputs(teacher: Network, x: Tensor) -> Tensor:
-    """Labels: the teacher's output on x, (N, c)."""
-    return forward(teacher, x)[1]  # (N, c)
+def teacher_outputs(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Tensor:
+    """Labels: the teacher's output on x, (N, c); ``shape`` None: a ReLU MLP."""
+    return forward(teacher, x, shape)[1]  # (N, c)
 
 
 def online_inputs(spec: RunSpec, epoch: int) -> Tensor:

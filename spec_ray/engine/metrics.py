@@ -1,11 +1,14 @@
 """Checkpoint metrics of a whole pack, computed batched on its device.
 
-Axes: R runs (Rc in a chunk of runs), N samples, d input, m_l teacher width,
-n_l student width, c outputs.
+Axes: R runs (Rc in a chunk of runs), N samples, P positions of a conv layer, d input,
+m_l teacher width, n_l student width, c outputs.
 
-rho_jk (docs/protocol.md, "Metrics") is the Pearson correlation of post-ReLU activations over
-a set: mean-subtracted, divided by the norm with 1e-10 under the root, so a constant
-node correlates 0 with everything instead of giving NaN.
+rho_jk (docs/protocol.md, "Metrics") is the Pearson correlation of the hidden blocks' outputs
+(after the activation and, where the network has it, BN: the authors' ``hs``) over a set:
+mean-subtracted, divided by the norm with 1e-10 under the root, so a constant node
+correlates 0 with everything instead of giving NaN. A conv node is a channel, correlated
+over samples and positions (the authors' utils_corrs.py). Networks run in eval mode, BN on
+its running statistics, as the authors' ``get_stats`` takes them.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import losses, passes
-from spec_ray.engine.network import fanout_norms
+from spec_ray.engine import arch, losses, parts, passes
+from spec_ray.engine import names as S
+from spec_ray.engine.arch import Arch
+from spec_ray.engine.network import fanout_norms, fixed_buffers
 from spec_ray.engine.pack import Pack, train_metric_steps
 from spec_ray.engine.scratch import Workspace
 from spec_ray.engine.trainer import PackData, PackState, init_state, run_targets
-from spec_ray.storage import schema as S
 
 
 class Checkpoint(NamedTuple):
@@ -66,7 +70,9 @@ class EvalCache(NamedTuple):
     """What every checkpoint of a pack reuses, computed once per pack by ``prepare``."""
 
     teacher_params: tuple[Tensor, ...]
-    """Teachers with the bias as last column, (R, m_l, m_{l-1}+1)."""
+    """Teachers with the bias as last column, (R, m_l, fan_in+1)."""
+    teacher_buffers: tuple[Tensor, ...]
+    """Teachers' fixed BN statistics (``network.fixed_buffers``); empty without BN."""
     teacher_unit: list[Tensor]
     """Per hidden layer, the teachers' ``normalize``d eval activations, (R, N_eval, m_l):
     fixed, so no checkpoint recomputes them (a quarter of a multi-1 checkpoint, measured)."""
@@ -78,9 +84,34 @@ class EvalCache(NamedTuple):
 
 def _widths(pack: Pack) -> int:
     """Floats per sample and run a chunk holds at once: activations, temporaries, outputs."""
-    spec = pack.spec
-    student, teacher = sum(n + 1 for n in spec.student_widths), sum(m + 1 for m in spec.teacher.widths)
-    return 3 * student + 2 * teacher + 2 * spec.teacher.c
+    s, t = arch.student(pack.spec), arch.teacher(pack.spec)
+    student = sum((n + 1) * p for n, p in zip(s.widths, s.positions))
+    teacher = sum((m + 1) * p for m, p in zip(t.widths, t.positions))
+    return 3 * student + 2 * teacher + 2 * pack.spec.teacher.c
+
+
+def _chunk(
+    pack: Pack,
+    shape: Arch,
+    x: Tensor,
+    params: tuple[Tensor, ...],
+    buffers: tuple[Tensor, ...],
+    lo: int,
+    hi: int,
+    work: Workspace,
+    tag: str,
+) -> tuple[list[Tensor], list[Tensor] | None, Tensor]:
+    """Runs lo..hi-1 on every group's inputs x (G, N, d+1), in eval mode: per-node outputs
+    [(Rc, N P_l, n_l)], the plain passes' hidden buffers [(Rc, N, n_l+1)] (None through
+    ``parts``) and the outputs (Rc, N, c)."""
+    if shape.plain:
+        hidden, out = passes.forward(pack, x, params, lo, hi, work, tag, arch=shape)
+        return [h[..., :-1] for h in hidden], hidden, out
+    k = pack.group_size
+    xg = x[lo // k : (hi - 1) // k + 1]  # (Gc, N, d+1)
+    sliced = tuple(p[lo:hi] for p in params), tuple(b[lo:hi] for b in buffers)
+    hidden, out = parts.forward(shape, *sliced, xg, min(k, hi - lo))
+    return [parts.nodes(shape, layer, h) for layer, h in enumerate(hidden)], None, out
 
 
 @torch.no_grad()
@@ -91,48 +122,57 @@ def prepare(pack: Pack, data: PackData) -> EvalCache:
     ranks exactly as a fresh one.
     """
     teacher_params = tuple(torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(*data.teacher))
+    shape = arch.teacher(pack.spec)
+    buffers = fixed_buffers(shape, teacher_params[0])
     work = Workspace()
     unit: list[list[Tensor]] = []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
-        hidden, _ = passes.forward(pack, data.x_eval, teacher_params, lo, hi, work, "t", output=False)
-        unit.append([normalize(h[..., :-1]) for h in hidden])  # [(Rc, Ne, m_l)]
-    teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne, m_l)]
-    cache = EvalCache(teacher_params, teacher_unit, [], work)
-    return cache._replace(init_corr=_evaluate(pack, data, cache, init_state(pack).params)[2])
+        acts, _, _ = _chunk(pack, shape, data.x_eval, teacher_params, buffers, lo, hi, work, "t")
+        unit.append([normalize(a) for a in acts])  # [(Rc, Ne P, m_l)]
+    teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne P, m_l)]
+    cache = EvalCache(teacher_params, buffers, teacher_unit, [], work)
+    init = init_state(pack)
+    return cache._replace(init_corr=_evaluate(pack, data, cache, init.params, init.buffers)[2])
 
 
 def _evaluate(
-    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...]
+    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
     """Eval loss (R,), accuracy (R,) (cross-entropy only) and correlations [(R, m_l, n_l)]."""
     loss = pack.spec.train.loss
+    shape = arch.student(pack.spec)
     values, accuracy, corr = [], [], []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
-        hidden, out = passes.forward(pack, data.x_eval, params, lo, hi, cache.work, "s")  # [(Rc, Ne, n_l+1)], ..
+        acts, _, out = _chunk(pack, shape, data.x_eval, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, Ne, c)
         t = data.y_eval[lo:hi]  # (Rc, Ne, c)
         if loss == "ce":
             accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
         values.append(passes.reported(loss, out, t))  # (Rc,)
-        corr.append([passes.correlate(u[lo:hi], h[..., :-1], cache.work) for u, h in zip(cache.teacher_unit, hidden)])
+        corr.append([passes.correlate(u[lo:hi], a, cache.work) for u, a in zip(cache.teacher_unit, acts)])
     layers = [torch.cat(layer) for layer in zip(*corr)]  # [(R, m_l, n_l)]
     return torch.cat(values), torch.cat(accuracy) if accuracy else None, layers
 
 
 def _train_set(
-    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...]
+    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Training-set loss (R,), full-batch gradient norm (R,) and correlations [(R, m_l, n_l)]."""
     loss = pack.spec.train.loss
+    student, teacher = arch.student(pack.spec), arch.teacher(pack.spec)
     values, norms, corr = [], [], []
     x = data.x_train  # (G, N, d+1)
     for lo, hi in passes.chunks(pack, x.shape[1], _widths(pack)):
-        t_hidden, _ = passes.forward(pack, x, cache.teacher_params, lo, hi, cache.work, "t", output=False)
-        hidden, out = passes.forward(pack, x, params, lo, hi, cache.work, "s")  # [(Rc, N, n_l+1)], (Rc, N, c)
+        t_acts, _, _ = _chunk(pack, teacher, x, cache.teacher_params, cache.teacher_buffers, lo, hi, cache.work, "t")
+        acts, hidden, out = _chunk(pack, student, x, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, N, c)
         t = run_targets(data.y_train, pack.group_size, lo, hi)  # (Rc, N, c)
-        units = [normalize(a[..., :-1]) for a in t_hidden]  # [(Rc, N, m_l)]
-        corr.append([passes.correlate(u, b[..., :-1], cache.work) for u, b in zip(units, hidden)])
+        units = [normalize(a) for a in t_acts]  # [(Rc, N P, m_l)]
+        corr.append([passes.correlate(u, a, cache.work) for u, a in zip(units, acts)])
         values.append(losses.reported(loss, out, t))  # (Rc,)
-        norms.append(passes.grad_norm(pack, x, params, hidden, out, t, lo))  # (Rc,)
+        if hidden is not None:
+            norms.append(passes.grad_norm(pack, x, params, hidden, out, t, lo, student))  # (Rc,)
+        else:
+            sliced = tuple(p[lo:hi] for p in params), tuple(b[lo:hi] for b in buffers)
+            norms.append(passes.grad_norm_parts(pack, student, x, *sliced, t, lo))  # (Rc,)
     return torch.cat(values), torch.cat(norms), [torch.cat(layer) for layer in zip(*corr)]
 
 
@@ -155,9 +195,11 @@ def measure(
     if with_train is None:
         with_train = state.step in train_metric_steps(spec) and spec.data.n_train is not None
     cache = prepare(pack, data) if cache is None else cache
-    params = state.shown  # [(R, n_l, n_{l-1}+1)]
-    eval_loss, accuracy, corr = _evaluate(pack, data, cache, params)
-    train_loss, grad_norm, train_corr = _train_set(pack, data, cache, params) if with_train else (None, None, None)
+    params = state.shown  # [(R, n_l, fan_in+1)], then BN parameters
+    eval_loss, accuracy, corr = _evaluate(pack, data, cache, params, state.buffers)
+    train_loss, grad_norm, train_corr = (
+        _train_set(pack, data, cache, params, state.buffers) if with_train else (None, None, None)
+    )
     return Checkpoint(
         step=state.step,
         eval_loss=eval_loss,  # (R,)
@@ -165,8 +207,8 @@ def measure(
         grad_norm=grad_norm,  # (R,)
         eval_corr=corr,  # [(R, m_l, n_l)]
         train_corr=train_corr,  # [(R, m_l, n_l)]
-        teacher_fanout=fanout_norms(data.teacher),  # [(R, m_l)]
-        student_fanout=fanout_norms(state.student),  # [(R, n_l)]
+        teacher_fanout=fanout_norms(data.teacher, spec.teacher.widths),  # [(R, m_l)]
+        student_fanout=fanout_norms(state.student, spec.student_widths),  # [(R, n_l)]
         diverged_step=state.diverged_step.clone(),  # (R,)
         eval_accuracy=accuracy,  # (R,)
         init_rank=[ranks(i, c) for i, c in zip(cache.init_corr, corr)],  # [(R, m_l)]

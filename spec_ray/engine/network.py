@@ -1,8 +1,9 @@
-"""ReLU networks as plain tensor records, single or stacked over runs.
+"""Networks as plain tensor records, single or stacked over runs.
 
 Axes: R runs in a pack, N samples, d input, n_l width of hidden layer l, c outputs.
-A single network has weights ``W_l (n_l, n_{l-1})``; a stacked one carries a leading
-R axis ``(R, n_l, n_{l-1})``. ``torch.matmul`` broadcasts, so one ``forward`` serves both.
+A single network has weights ``W_l (n_l, fan_in)`` (conv filters flattened, ``arch``); a
+stacked one carries a leading R axis ``(R, n_l, fan_in)``. ``torch.matmul`` broadcasts, so
+one ``forward`` serves both.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from spec_ray.engine import activations, parts
+from spec_ray.engine.arch import Arch
 
 
 class Network(NamedTuple):
@@ -61,19 +65,58 @@ def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return h @ w.transpose(-1, -2) + b.unsqueeze(-2)  # broadcast, e.g. (T, R, B, n_out)
 
 
-def forward(net: Network, x: Tensor) -> tuple[list[Tensor], Tensor]:
-    """Post-ReLU activations of every hidden layer and the linear output.
+def with_bias_column(net: Network) -> tuple[Tensor, ...]:
+    """[W | b] per layer: (.., n_l, fan_in+1)."""
+    return tuple(torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(net.weights, net.biases))
 
-    x: (N, d) or (R, N, d). Returns ([(.., N, n_l) per layer], (.., N, c)).
+
+def fixed_buffers(arch: Arch, like: Tensor) -> tuple[Tensor, ...]:
+    """A teacher's BN statistics: PyTorch's fresh ones (mean 0, variance 1), since the teacher
+    is never trained and runs in eval mode (the authors' ``teacher.eval()``); [(R, n_l)]."""
+    return parts.init_bn(arch, like.shape[0], like, affine=False)[1]
+
+
+def forward(net: Network, x: Tensor, arch: Arch | None = None) -> tuple[list[Tensor], Tensor]:
+    """Hidden blocks' outputs per node and the linear output, in eval mode.
+
+    x: (N, d) or (R, N, d). Returns ([(.., N, n_l) per layer; conv: (.., N P_l, C_l)], (.., N, c)).
+    ``arch`` None: a ReLU MLP.
     """
+    if arch is not None and not arch.plain:
+        return _forward_parts(net, x, arch)
+    act = "relu" if arch is None else arch.activation
+    slope = 0.0 if arch is None else arch.slope
     hidden = []
     h = x  # (.., N, d)
     for w, b in zip(net.weights[:-1], net.biases[:-1]):
-        h = affine(h, w, b).clamp_min_(0)  # (.., N, n_l)
+        h = activations.forward(act, slope, affine(h, w, b))  # (.., N, n_l)
         hidden.append(h)
     return hidden, affine(h, net.weights[-1], net.biases[-1])  # (.., N, c)
 
 
-def fanout_norms(net: Network) -> list[Tensor]:
-    """Norm of each hidden node's outgoing weights, bias excluded: [(.., n_l)]."""
-    return [w.norm(dim=-2) for w in net.weights[1:]]  # column norms of W_{l+1}
+def _forward_parts(net: Network, x: Tensor, arch: Arch) -> tuple[list[Tensor], Tensor]:
+    """``forward`` through ``parts`` (conv, BN): every run its own group of one."""
+    single = net.weights[0].dim() == 2
+    params = with_bias_column(net)
+    if single:
+        params, x = tuple(p.unsqueeze(0) for p in params), x.unsqueeze(0)  # (1, ..)
+    ones = torch.ones_like(x[..., :1])  # (R, N, 1)
+    hidden, out = parts.forward(arch, params, fixed_buffers(arch, params[0]), torch.cat([x, ones], -1), 1)
+    hidden = [parts.nodes(arch, layer, h) for layer, h in enumerate(hidden)]  # [(R, N P, C)]
+    if single:
+        return [h[0] for h in hidden], out[0]
+    return hidden, out
+
+
+def fanout_norms(net: Network, widths: tuple[int, ...] | None = None) -> list[Tensor]:
+    """Norm of each hidden node's outgoing weights, bias excluded: [(.., n_l)].
+
+    An MLP node's column of W_{l+1}; a conv channel's slice of the next filters or, below the
+    output layer, its positions' columns. ``widths``: the hidden widths (needed for conv).
+    """
+    widths = widths or tuple(w.shape[-2] for w in net.weights[:-1])
+    norms = []
+    for w, n in zip(net.weights[1:], widths):
+        per_node = w.unflatten(-1, (n, -1))  # (.., n_out, n_l, taps)
+        norms.append(torch.linalg.vector_norm(per_node, dim=(-3, -1)))  # (.., n_l)
+    return norms

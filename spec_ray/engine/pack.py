@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from spec_ray.engine import arch
 from spec_ray.engine.spec import RunSpec, flat_fields
 
 # Fields that change no tensor shape, loop length or code path; all others must agree.
@@ -23,7 +24,7 @@ PER_RUN_FIELDS = frozenset(
     {
         "seed", "p", "weight_choices", "normalize", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std",
         "init", "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
-        "lr_schedule",
+        "lr_schedule", "init_seed",
     }
 )  # fmt: skip
 # Fields that decide a run's inputs and minibatch order (teacher-aware data also
@@ -39,10 +40,25 @@ def _digest(obj: object, size: int) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:size]
 
 
+# Fields added after results were first stored, at the value that leaves a run as it was
+# (no BatchNorm, ReLU, plain SGD, ...): there they stay out of the run id, so ids of stored
+# runs hold across versions. Fields that act only with another one (image_size with conv,
+# leaky_slope with leaky_relu, the BN affine flags with BN) are neutral at their defaults.
+NEUTRAL = {
+    "arch": "mlp", "image_size": 10, "leaky_slope": 0.01, "teacher_activation": "relu", "teacher_bn": "none",
+    "teacher_bn_affine": False, "student_activation": "relu", "student_bn": "none", "bn_affine": False,
+    "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "init_seed": None,
+}  # fmt: skip
+
+
 def run_id(spec: RunSpec) -> str:
-    """Stable id of a run: a hash of every field that shapes its result (not device)."""
+    """Stable id of a run: a hash of every field that shapes its result (not device; ``NEUTRAL``
+    fields only off their neutral value)."""
     fields = flat_fields(spec)
     fields.pop("device")
+    for name, neutral in NEUTRAL.items():
+        if fields[name] == neutral:
+            del fields[name]
     return _digest(fields, 16)
 
 
@@ -138,6 +154,21 @@ class Pack:
     def device(self) -> torch.device:
         """The resolved device of the pack."""
         return resolve_device(self.spec.train.device)
+
+    @cached_property
+    def student_arch(self) -> arch.Arch:
+        """The students' architecture (asked for on every step)."""
+        return arch.student(self.spec)
+
+    @cached_property
+    def teacher_arch(self) -> arch.Arch:
+        """The teachers' architecture."""
+        return arch.teacher(self.spec)
+
+    @cached_property
+    def fused(self) -> bool:
+        """``RunSpec.fused`` of the pack's runs."""
+        return self.spec.fused
 
     @cached_property
     def dtype(self) -> torch.dtype:

@@ -91,3 +91,9 @@ RUN_SMOKE = Smoke(
     axes={"p": (0.0, 1.0, 2.0), "seed": (1, 2, 3, 4)},
 )
 """``python -m spec_ray run --smoke``: one pack of 12 runs that finishes in seconds on 2 cores."""
+
+CONV_SMOKE = {"teacher.normalize": "all", "train.loss": "mse_mean"}
+"""What ``--smoke`` adds with ``--arch conv`` (flags given win): every teacher row normalized, as
+the authors' conv teacher (``teacher.normalize()``), and nn.MSELoss. With the two-layer
+protocol's unnormalized 640-wide output layer the smoke teacher's outputs are in the hundreds,
+and with BN at lr 0.01 the student's loss grows without bound (the reference's too)."""

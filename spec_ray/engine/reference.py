@@ -1,10 +1,13 @@
 """The reference trainer: one run at a time, written for clarity, as the paper's code trains.
 
-``torch.nn`` layers, autograd and ``torch.optim.SGD``; metrics in plain NumPy. It is the
-ground truth of the packed trainer in tests and its baseline in the benchmark. It reads
-the same construction (teacher, data, init, minibatch order), so the two must agree.
+``torch.nn`` layers (Linear, Conv2d, BatchNorm1d/2d, ReLU/LeakyReLU), autograd and
+``torch.optim`` (SGD with momentum and weight decay, Adam); metrics in plain NumPy. It is
+the ground truth of the packed trainer in tests and its baseline in the benchmark. It
+reads the same construction (teacher, data, init, minibatch order), so the two must agree.
+Training runs in train mode; metrics in eval mode (BN on its running statistics).
 
-Axes: N samples, B batch, d input, m_l teacher width, n_l student width, c outputs.
+Axes: N samples, B batch, d input, P positions of a conv layer, m_l teacher width,
+n_l student width, c outputs.
 """
 
 from __future__ import annotations
@@ -16,38 +19,64 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray.engine import construct, losses
+from spec_ray.engine import activations, arch, construct, losses
+from spec_ray.engine import names as S
+from spec_ray.engine.arch import KERNEL, Arch
 from spec_ray.engine.metrics import rho_mean, success
-from spec_ray.engine.network import Network, fanout_norms, forward
+from spec_ray.engine.network import Network, fanout_norms
+from spec_ray.engine.optim import ADAM_BETAS, ADAM_EPS
 from spec_ray.engine.pack import checkpoint_steps, run_id, train_metric_steps
 from spec_ray.engine.spec import RunSpec
-from spec_ray.storage import schema as S
 
 
 class Student(nn.Module):
-    """A ReLU MLP built from a ``Network`` record."""
+    """The authors' ``Model`` / ``ModelConv`` built from a ``Network`` record and its ``Arch``
+    (None: a ReLU MLP); a teacher too, in eval mode."""
 
-    def __init__(self, init: Network) -> None:
+    def __init__(self, init: Network, shape: Arch | None = None) -> None:
         super().__init__()
+        self.shape = shape
+        conv = shape is not None and shape.conv
         self.layers = nn.ModuleList()
-        for w, b in zip(init.weights, init.biases):
-            layer = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
+        self.bns = nn.ModuleList()
+        for i, (w, b) in enumerate(zip(init.weights, init.biases)):
+            if conv and i < len(init.weights) - 1:
+                c_in = w.shape[1] // KERNEL**2
+                layer = nn.Conv2d(c_in, w.shape[0], KERNEL, dtype=w.dtype)
+            else:
+                layer = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
             with torch.no_grad():
-                layer.weight.copy_(w)
+                layer.weight.copy_(w.view(layer.weight.shape))
                 layer.bias.copy_(b)
             self.layers.append(layer)
+            if shape is not None and shape.bn != "none" and i < len(init.weights) - 1:
+                norm = nn.BatchNorm2d if conv else nn.BatchNorm1d
+                self.bns.append(norm(w.shape[0], affine=shape.bn_affine, dtype=w.dtype))
+        self.act = activations.module(*(("relu", 0.0) if shape is None else (shape.activation, shape.slope)))
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """x (N, d) -> (hidden block outputs per node [(N P, n_l)], outputs (N, c))."""
+        shape = self.shape
+        conv = shape is not None and shape.conv
+        if conv:
+            x = x.view(x.shape[0], 1, shape.image_size, shape.image_size)  # (N, 1, S, S)
         hidden = []
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))  # (N, n_l)
-            hidden.append(x)
-        return hidden, self.layers[-1](x)  # (N, c)
+        for i, layer in enumerate(self.layers[:-1]):
+            x = layer(x)
+            if shape is not None and shape.bn == "before_relu":
+                x = self.act(self.bns[i](x))
+            else:
+                x = self.act(x)
+                if self.bns:
+                    x = self.bns[i](x)
+            # (N, n_l), or per channel over samples and positions (N P, C)
+            hidden.append(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]) if conv else x)
+        return hidden, self.layers[-1](x.flatten(1))  # (N, c)
 
     def network(self) -> Network:
-        """The current weights as a record."""
+        """The current layer weights as a record, flat as ``arch`` stores them."""
         return Network(
-            tuple(layer.weight.detach().clone() for layer in self.layers),
+            tuple(layer.weight.detach().reshape(layer.weight.shape[0], -1).clone() for layer in self.layers),
             tuple(layer.bias.detach().clone() for layer in self.layers),
         )
 
@@ -77,16 +106,32 @@ def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
     dtype = getattr(torch, spec.train.dtype)
     teacher = construct.build_teacher(spec)
     x_train, x_eval = construct.train_inputs(spec), construct.eval_inputs(spec)
-    y_train = construct.teacher_outputs(teacher, x_train)
-    y_eval = construct.teacher_outputs(teacher, x_eval)
+    with torch.no_grad():
+        model = Student(teacher, arch.teacher(spec)).eval()
+        y_train, y_eval = model(x_train)[1], model(x_eval)[1]
     cast = [t.to(device=device, dtype=dtype) for t in (x_train, y_train, x_eval, y_eval)]
     return Problem(teacher.to(dtype, device), *cast)
+
+
+def teacher_model(spec: RunSpec, problem: Problem) -> Student:
+    """The teacher as a module in eval mode (fresh BN statistics), as the authors keep it."""
+    return Student(problem.teacher, arch.teacher(spec)).eval()
+
+
+def optimizer(spec: RunSpec, net: Student) -> torch.optim.Optimizer:
+    """torch.optim's SGD or Adam with the spec's settings."""
+    t = spec.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(net.parameters(), lr=t.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=t.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
     """Plain SGD from step ``start`` to ``stop``. Returns the first non-finite step or -1."""
     iters = spec.steps_per_epoch
     online = spec.data.n_train is None
+    teacher = teacher_model(spec, problem) if online else None
+    net.train()
     epoch_batches = None
     for step in range(start, stop):
         if epoch_batches is None or step % iters == 0:
@@ -97,7 +142,8 @@ def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: 
             epoch_batches = make(spec, epoch).to(problem.x_train.device)
         if online:
             x = epoch_batches[step % iters].to(problem.x_train.dtype)  # (B, d)
-            target = forward(problem.teacher, x)[1]  # (B, c)
+            with torch.no_grad():
+                target = teacher(x)[1]  # (B, c)
         else:
             idx = epoch_batches[step % iters]  # (B,)
             if step % iters == iters - 1:
@@ -125,9 +171,11 @@ def _metrics(
     rid = run_id(spec)
     epoch = step / spec.steps_per_epoch
     key = {S.RUN_ID: rid, S.STEP: step, S.EPOCH: epoch}
+    net.eval()
+    teacher = teacher_model(spec, problem)
     with torch.no_grad():
         s_eval, out_eval = net(problem.x_eval)
-        t_eval, _ = forward(problem.teacher, problem.x_eval)
+        t_eval, _ = teacher(problem.x_eval)
     with_train = step in train_metric_steps(spec) and spec.data.n_train is not None
     train_loss, grad_norm = float("nan"), float("nan")
     if with_train:
@@ -137,9 +185,11 @@ def _metrics(
         loss.backward()
         train_loss = float(loss.detach()) * losses.report_factor(spec.train.loss, spec.teacher.c)
         grad_norm = float(np.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in net.parameters())))
-        t_train, _ = forward(problem.teacher, problem.x_train)
+        with torch.no_grad():
+            t_train, _ = teacher(problem.x_train)
     teacher_rows, student_rows = [], []
-    t_fan, s_fan = fanout_norms(problem.teacher), fanout_norms(net.network())
+    t_fan = fanout_norms(problem.teacher, spec.teacher.widths)
+    s_fan = fanout_norms(net.network(), spec.student_widths)
     for layer in range(spec.teacher.depth):
         corr = correlation(t_eval[layer].double().numpy(), s_eval[layer].detach().double().numpy())
         if len(init_corr) == layer:  # the first call, at step 0, records the init correlations
@@ -189,14 +239,16 @@ class ReferenceResult(NamedTuple):
     student: Network
     tables: dict[str, pd.DataFrame]
     diverged_step: int
+    module: Student
+    """The trained module itself: its BN parameters and running statistics."""
 
 
 def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> ReferenceResult:
     """Train one run to ``stop`` (default: the end), taking metrics at its checkpoints."""
     stop = spec.total_steps if stop is None else stop
     problem = build_problem(spec, device)
-    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device))
-    opt = torch.optim.SGD(net.parameters(), lr=spec.train.lr)
+    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
+    opt = optimizer(spec, net)
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
     step, diverged = 0, -1
     init_corr: list[np.ndarray] = []
@@ -209,4 +261,4 @@ def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> Re
     if step < stop and diverged < 0:
         diverged = sgd_steps(spec, net, opt, problem, step, stop)
     tables = {t: pd.concat(p, ignore_index=True) for t, p in parts.items()}
-    return ReferenceResult(net.network(), tables, diverged)
+    return ReferenceResult(net.network(), tables, diverged, net)

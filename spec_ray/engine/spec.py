@@ -15,53 +15,31 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES, MAX_SEEDS
+from spec_ray.engine.checks import check_bool as _check_bool
+from spec_ray.engine.checks import check_choice as _check_choice
+from spec_ray.engine.checks import check_float as _check_float
+from spec_ray.engine.checks import check_int as _check_int
+from spec_ray.engine.checks import check_unit as _check_unit
+from spec_ray.engine.checks import coerce_floats as _coerce_floats
+from spec_ray.engine.checks import fail as _fail
+
 LOSSES = ("mse", "mse_mean", "ce")
 INITS = ("gaussian", "torch")
 AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 NORMALIZATIONS = ("first", "all")
-
-
-def _fail(name: str, value: object, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
-
-
-def _coerce_floats(obj: object) -> None:
-    """Store float fields as floats, so 1 and 1.0 give the same run id."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(obj, f.name, float(value))
-
-
-# Sizes past these fit no machine or no run time; refused at once instead of planned for minutes.
-MAX_EPOCHS = 1_000_000
-MAX_ITERS_PER_EPOCH = 10_000_000
-MAX_SAMPLES = 100_000_000
-MAX_SEEDS = 100_000
-
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        _fail(name, value, f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi:,}")
+ARCHS = ("mlp", "conv")
+ACTIVATIONS = ("relu", "leaky_relu", "linear")
+BN_MODES = ("none", "after_relu", "before_relu")
+OPTIMIZERS = ("sgd", "adam")
 
 
 def seed_range(count: object) -> tuple[int, ...]:
     """Seeds 1..count, the ``--seeds N`` of every command line (ValueError past MAX_SEEDS)."""
     _check_int("seeds", count, 1, MAX_SEEDS)
     return tuple(range(1, count + 1))
-
-
-def _check_float(name: str, value: object, lo: float, *, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < lo or (strict and value == lo):
-        _fail(name, value, f"a finite number {'>' if strict else '>='} {lo}")
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(name, value, "one of " + ", ".join(allowed))
 
 
 @dataclass(frozen=True)
@@ -87,6 +65,14 @@ class TeacherSpec:
     calibrate: bool = False
     """Shift hidden biases by the median pre-activation on the eval set and rescale the
     output layer to zero mean and unit std (deep protocol)."""
+    teacher_activation: str = "relu"
+    """relu | leaky_relu (slope model.leaky_slope) | linear: the teacher's hidden nonlinearity."""
+    teacher_bn: str = "none"
+    """none | after_relu | before_relu: BatchNorm in the teacher, as the authors' --teacher_bn.
+    The teacher is never trained and runs in eval mode, so its BN holds PyTorch's fresh running
+    statistics (mean 0, variance 1): it scales by 1/sqrt(1 + 1e-5)."""
+    teacher_bn_affine: bool = False
+    """Affine BN parameters in the teacher (fresh: weight 1, bias 0), as --teacher_bn_affine."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -107,8 +93,10 @@ class TeacherSpec:
         _check_choice("teacher.normalize", self.normalize, NORMALIZATIONS)
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
         _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
-        if not isinstance(self.calibrate, bool):
-            _fail("teacher.calibrate", self.calibrate, "true or false")
+        _check_bool("teacher.calibrate", self.calibrate)
+        _check_choice("teacher.teacher_activation", self.teacher_activation, ACTIVATIONS)
+        _check_choice("teacher.teacher_bn", self.teacher_bn, BN_MODES)
+        _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
 
     @property
     def m(self) -> int:
@@ -134,6 +122,14 @@ class StudentSpec:
     init (U[+-1/sqrt(fan_in)] weights and biases) times init_scale (deep protocol)."""
     init_scale: float = 0.1
     """Scale of the torch init."""
+    student_activation: str = "relu"
+    """relu | leaky_relu (slope model.leaky_slope) | linear: the student's hidden nonlinearity."""
+    student_bn: str = "none"
+    """none | after_relu | before_relu: BatchNorm after every hidden layer's activation, or
+    between its linear map and the activation (the authors' --bn and --bn_before_relu).
+    Training uses batch statistics; checkpoint metrics use the running ones (eval mode)."""
+    bn_affine: bool = False
+    """Trained affine weight and bias in the student's BN (the authors' --bn_affine)."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -141,6 +137,9 @@ class StudentSpec:
         _check_float("student.init_std", self.init_std, 0.0, strict=True)
         _check_choice("student.init", self.init, INITS)
         _check_float("student.init_scale", self.init_scale, 0.0, strict=True)
+        _check_choice("student.student_activation", self.student_activation, ACTIVATIONS)
+        _check_choice("student.student_bn", self.student_bn, BN_MODES)
+        _check_bool("student.bn_affine", self.bn_affine)
 
 
 @dataclass(frozen=True)
@@ -181,11 +180,31 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """The architecture teacher and student share: layer kind, input image, activation slope."""
+
+    arch: str = "mlp"
+    """mlp: fully connected layers | conv: 3x3 convolutions without padding (each shrinks the
+    image by 2; teacher.widths are channels), then a linear map to c outputs (the authors' ModelConv)."""
+    image_size: int = 10
+    """conv: the input is a 1 x S x S Gaussian image, so data.d must be S^2 (default 10: d = 100)."""
+    leaky_slope: float = 0.01
+    """Negative slope of leaky_relu (PyTorch's default)."""
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self)
+        _check_choice("model.arch", self.arch, ARCHS)
+        _check_int("model.image_size", self.image_size, 3)
+        _check_unit("model.leaky_slope", self.leaky_slope)
+
+
+@dataclass(frozen=True)
 class TrainSpec:
-    """Plain SGD on minibatches: drawn with replacement, or one shuffled pass an epoch."""
+    """SGD (with momentum and weight decay) or Adam on minibatches: drawn with replacement,
+    or one shuffled pass an epoch."""
 
     lr: float = 0.01
-    """Learning rate (no momentum, no weight decay)."""
+    """Learning rate."""
     batch: int = 16
     """Minibatch size B."""
     epochs: int = 100
@@ -204,6 +223,12 @@ class TrainSpec:
     """float32 | float64 (the authors used float64)."""
     device: str = "auto"
     """auto (CUDA when available) | cpu | cuda."""
+    optimizer: str = "sgd"
+    """sgd | adam, each with torch.optim's semantics (Adam: betas 0.9, 0.999, eps 1e-8)."""
+    momentum: float = 0.0
+    """SGD momentum in [0, 1), dampening 0, as torch.optim.SGD."""
+    weight_decay: float = 0.0
+    """L2 penalty added to the gradient (torch.optim's weight_decay), SGD and Adam."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -219,6 +244,16 @@ class TrainSpec:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
         _check_choice("train.dtype", self.dtype, DTYPES)
         _check_choice("train.device", self.device, DEVICES)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_unit("train.momentum", self.momentum)
+        if self.optimizer == "adam" and self.momentum != 0.0:
+            _fail("train.momentum", self.momentum, "0 with train.optimizer adam (Adam's betas are fixed at 0.9, 0.999)")
+        _check_float("train.weight_decay", self.weight_decay, 0.0)
+
+    @property
+    def plain_sgd(self) -> bool:
+        """SGD without momentum or weight decay: the hand-fused update applies."""
+        return self.optimizer == "sgd" and self.momentum == 0.0 and self.weight_decay == 0.0
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate during ``epoch`` (0-based), after the schedule."""
@@ -253,13 +288,14 @@ class CheckpointSpec:
         _check_int("checkpoint.train_every_epochs", self.train_every_epochs, 0)
 
 
-SECTIONS = ("teacher", "student", "data", "train", "checkpoint")
+SECTIONS = ("model", "teacher", "student", "data", "train", "checkpoint")
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: everything that determines its trajectory."""
 
+    model: ModelSpec = field(default_factory=ModelSpec)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     student: StudentSpec = field(default_factory=StudentSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -267,9 +303,15 @@ class RunSpec:
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     seed: int = 1
     """Seed of every random stream of the run (teacher, data, init, minibatch order)."""
+    init_seed: int | None = None
+    """Seed of the student init alone; None: ``seed``. Runs that differ only in it share the
+    teacher, data and minibatches: several students under one teacher."""
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, 0)
+        if self.init_seed is not None:
+            _check_int("init_seed", self.init_seed, 0)
+        self._check_model()
         if self.data.n_train is not None and self.data.n_train < self.train.batch:
             _fail("data.n_train", self.data.n_train, f"at least train.batch={self.train.batch}")
         if self.data.n_train is None and self.train.iters_per_epoch is None:
@@ -287,6 +329,36 @@ class RunSpec:
                     f"layer {layer} needs {rows} distinct non-zero rows of length {cols}, "
                     f"but {k} weight choices give only {k**cols - 1}",
                 )
+
+    def _check_model(self) -> None:
+        """Checks across sections: BN needs two samples, a conv stack must fit its image."""
+        if self.model.arch == "conv":
+            side = self.model.image_size
+            if self.data.d != side * side:
+                _fail("data.d", self.data.d, f"model.image_size^2 = {side * side} with model.arch conv (set --d)")
+            if side - 2 * self.teacher.depth < 1:
+                allowed = f"at most {(side - 1) // 2} conv layers on a {side} x {side} image (3x3 layers take 2 each)"
+                _fail("teacher.widths", self.teacher.widths, allowed)
+        if self.teacher.calibrate and (self.model.arch == "conv" or self.teacher.teacher_bn != "none"):
+            _fail("teacher.calibrate", True, "false with a conv or BN teacher (calibration is the deep MLP protocol's)")
+        if self.model.arch == "conv" and self.data.augmentation == "teacher_aware":
+            _fail("data.augmentation", "teacher_aware", "none or teacher_agnostic with model.arch conv")
+        if self.student.student_bn != "none":
+            if self.train.batch < 2:
+                _fail("train.batch", self.train.batch, "at least 2 with student.student_bn (batch statistics)")
+            if self.model.arch == "mlp" and self.last_batch < 2:
+                _fail("data.n_train", self.data.n_train,
+                      "a size whose last shuffled batch holds 2 or more samples with student.student_bn")  # fmt: skip
+
+    @property
+    def uses_leaky(self) -> bool:
+        """Whether either network uses leaky_relu (so model.leaky_slope matters)."""
+        return "leaky_relu" in (self.teacher.teacher_activation, self.student.student_activation)
+
+    @property
+    def fused(self) -> bool:
+        """A plain MLP student (no BN) under plain SGD: the hand-written fused step and passes apply."""
+        return self.model.arch == "mlp" and self.student.student_bn == "none" and self.train.plain_sgd
 
     @property
     def passes(self) -> bool:
@@ -368,6 +440,7 @@ def flat_fields(spec: RunSpec) -> dict[str, object]:
             if isinstance(value, tuple):
                 value = _tuple_text(value)
             out[f.name] = value
+    out["init_seed"] = spec.init_seed
     out["m"] = spec.teacher.m
     out["depth"] = spec.teacher.depth
     out["steps_per_epoch"] = spec.steps_per_epoch
@@ -383,12 +456,13 @@ def spec_from_dict(data: dict) -> RunSpec:
     """Inverse of ``spec_to_dict``; validates like the constructor."""
     classes = {f.name: f.type for f in dataclasses.fields(RunSpec)}
     sections = {
+        "model": ModelSpec,
         "teacher": TeacherSpec,
         "student": StudentSpec,
         "data": DataSpec,
         "train": TrainSpec,
         "checkpoint": CheckpointSpec,
     }
-    kwargs = {name: sections[name](**data[name]) for name in SECTIONS}
+    kwargs = {name: sections[name](**data.get(name, {})) for name in SECTIONS}  # a section added later: defaults
     kwargs.update({k: v for k, v in data.items() if k not in SECTIONS and k in classes})
     return RunSpec(**kwargs)

@@ -3,7 +3,11 @@
 Axes: R runs, G shared-minibatch groups (R = G * k), T steps in a chunk, B batch,
 N samples, d input, n_l student width of hidden layer l, c outputs.
 
-Measured choices (docs/performance.md), each cutting kernels on the hot path:
+Two steps share the loop. A plain MLP under plain SGD (``RunSpec.fused``) takes the
+hand-written fused step below; every other network (BatchNorm, conv, momentum, weight
+decay, Adam) takes ``general.step``, the same packed parts under autograd.
+
+Measured choices of the fused step (docs/performance.md), each cutting kernels on the hot path:
 * Gradients are written out by hand (``spec_ray.engine.losses``: residual x scale) and fused
   into the update with ``baddbmm_``; lr is folded into the output error.
 * Biases live in the last column of each weight ``(R, n_l, n_{l-1} + 1)`` and inputs carry
@@ -27,8 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import construct, losses
-from spec_ray.engine.network import Network, forward, stack
+from spec_ray.engine import activations, arch, construct, general, losses, optim, parts
+from spec_ray.engine.network import Network, forward, stack, with_bias_column
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.scratch import Workspace
 
@@ -58,27 +62,32 @@ class PackState(NamedTuple):
     """The loop state of a pack: what a checkpoint must save to resume exactly."""
 
     params: tuple[Tensor, ...]
-    """Student layers with the bias as last column, (R, n_l, n_{l-1}+1); zero for diverged runs."""
+    """Student layers with the bias as last column, (R, n_l, fan_in+1), then affine BN weights
+    and biases (R, n_l) (``parts``); zero for diverged runs."""
     step: int
-    """SGD steps taken."""
+    """Optimizer steps taken."""
     diverged_step: Tensor
     """(R,) int64: the step whose minibatch loss was non-finite, -1 while the run is alive."""
     frozen: tuple[Tensor, ...] | None
     """Last finite params of diverged runs (same shapes as params), None until one diverges."""
+    buffers: tuple[Tensor, ...] = ()
+    """BN running means, then variances, (R, n_l) per hidden layer; empty without BN."""
+    opt: tuple[Tensor, ...] = ()
+    """Optimizer state shaped like params (``optim``); empty for plain SGD."""
 
     @property
     def shown(self) -> tuple[Tensor, ...]:
-        """``params`` with diverged runs showing their frozen weights: [(R, n_l, n_{l-1}+1)]."""
+        """``params`` with diverged runs showing their frozen weights."""
         if self.frozen is None:
             return self.params
-        dead = (self.diverged_step >= 0).view(-1, 1, 1)  # (R, 1, 1)
-        return tuple(torch.where(dead, f, p) for f, p in zip(self.frozen, self.params))
+        dead = self.diverged_step >= 0  # (R,)
+        return tuple(torch.where(dead.view(-1, *[1] * (p.dim() - 1)), f, p) for f, p in zip(self.frozen, self.params))
 
     @property
     def student(self) -> Network:
-        """The students as a record of views; diverged runs show their frozen weights."""
-        params = self.shown
-        return Network(tuple(p[..., :-1] for p in params), tuple(p[..., -1] for p in params))
+        """The students' layers as a record of views; diverged runs show their frozen weights."""
+        layers = [p for p in self.shown if p.dim() == 3]  # BN parameters are (R, n_l)
+        return Network(tuple(p[..., :-1] for p in layers), tuple(p[..., -1] for p in layers))
 
 
 def run_targets(y: Tensor, k: int, lo: int, hi: int) -> Tensor:
@@ -89,11 +98,6 @@ def run_targets(y: Tensor, k: int, lo: int, hi: int) -> Tensor:
     return t.transpose(1, 2).reshape(hi - lo, t.shape[1], t.shape[3])  # (Rc, N, c)
 
 
-def with_bias_column(net: Network) -> tuple[Tensor, ...]:
-    """[W | b] per layer: (.., n_l, n_{l-1}+1)."""
-    return tuple(torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(net.weights, net.biases))
-
-
 def with_ones(x: Tensor) -> Tensor:
     """Append a ones column: (.., N, d) -> (.., N, d+1)."""
     return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
@@ -102,14 +106,16 @@ def with_ones(x: Tensor) -> Tensor:
 def prepare(pack: Pack) -> PackData:
     """Build teachers, datasets and labels of a pack (float64 on CPU, then cast)."""
     dev, dt = pack.device, pack.dtype
+    shape = arch.teacher(pack.spec)
     teachers = [construct.build_teacher(r) for r in pack.runs]
     k = pack.group_size
     x_train = torch.stack([construct.train_inputs(r) for r in pack.group_leaders])  # (G, N, d)
     x_eval = torch.stack([construct.eval_inputs(r) for r in pack.group_leaders])  # (G, Ne, d)
     # Labels in float64 before the cast, so float32 runs see rounded exact labels.
-    y_train = torch.stack([construct.teacher_outputs(t, x_train[i // k]) for i, t in enumerate(teachers)])  # (R, N, c)
+    y_train = torch.stack([construct.teacher_outputs(t, x_train[i // k], shape) for i, t in enumerate(teachers)])
+    # (R, N, c) above
     y_train = y_train.view(pack.groups, k, *y_train.shape[1:]).transpose(1, 2).contiguous()  # (G, N, k, c)
-    y_eval = torch.stack([construct.teacher_outputs(t, x_eval[i // k]) for i, t in enumerate(teachers)])
+    y_eval = torch.stack([construct.teacher_outputs(t, x_eval[i // k], shape) for i, t in enumerate(teachers)])
     epochs = pack.spec.train.epochs
     lr = torch.tensor([[r.train.lr_at(e) for r in pack.runs] for e in range(epochs)], dtype=torch.float64)
     lr = lr.view(epochs, pack.size, 1, 1)  # (E, R, 1, 1)
@@ -124,10 +130,14 @@ def prepare(pack: Pack) -> PackData:
 
 
 def init_state(pack: Pack) -> PackState:
-    """Students at initialisation, step 0, every run alive."""
+    """Students at initialisation (fresh BN and optimizer state), step 0, every run alive."""
+    spec = pack.spec
     student = stack([construct.init_student(r) for r in pack.runs]).to(pack.dtype, pack.device)
+    layers = with_bias_column(student)  # [(R, n_l, fan_in+1)]
+    bn_params, buffers = parts.init_bn(arch.student(spec), pack.size, layers[0], spec.student.bn_affine)
+    params = (*layers, *bn_params)
     diverged = torch.full((pack.size,), -1, dtype=torch.int64, device=pack.device)  # (R,)
-    return PackState(params=with_bias_column(student), step=0, diverged_step=diverged, frozen=None)
+    return PackState(params, 0, diverged, None, buffers, optim.init(spec.train, params))
 
 
 def epoch_indices(pack: Pack, epoch: int) -> Tensor:
@@ -145,8 +155,10 @@ def sgd_step(
     acts: list[Tensor],
     k: int,
     labels: Tensor | None = None,
+    act: str = "relu",
+    slope: float = 0.0,
 ) -> None:
-    """One SGD step of every run, in place.
+    """One SGD step of every run, in place (``act``, ``slope``: the hidden activation).
 
     params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (G, k, B, c) teacher
     outputs (MSE, any strides) or labels: (R, B) int64 (cross-entropy); scale: (R, 1, 1) lr / B, 0 for
@@ -157,11 +169,12 @@ def sgd_step(
     n1 = params[0].shape[1]
     w1g = params[0].view(g_count, k * n1, d1)  # (G, k n1, d+1)
     z = torch.bmm(x, w1g.transpose(1, 2))  # (G, B, k n1)
-    # ReLU written straight into the run-major buffer: the permute costs no extra pass.
-    torch.clamp_min(z.view(g_count, batch, k, n1).transpose(1, 2), 0, out=acts[0][..., :n1].view(g_count, k, batch, n1))
+    # The activation written straight into the run-major buffer: the permute costs no extra pass.
+    out1 = acts[0][..., :n1].view(g_count, k, batch, n1)  # (G, k, B, n1)
+    activations.forward(act, slope, z.view(g_count, batch, k, n1).transpose(1, 2), out=out1)
     for w, a_in, a_out in zip(params[1:-1], acts[:-1], acts[1:]):
         z = torch.bmm(a_in, w.transpose(1, 2))  # (R, B, n_l)
-        torch.clamp_min(z, 0, out=a_out[..., :-1])  # (R, B, n_l)
+        activations.forward(act, slope, z, out=a_out[..., :-1])  # (R, B, n_l)
     y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
     if labels is None:
         err = losses.residual_("mse", y.view(t.shape), t).view(y.shape)  # (R, B, c) y - t
@@ -173,7 +186,7 @@ def sgd_step(
     g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
     for layer in range(len(params) - 1, 0, -1):
         a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
-        g_below = torch.ops.aten.threshold_backward(torch.bmm(g, w[..., :-1]), a[..., :-1], 0)  # (R, B, n_{l-1})
+        g_below = activations.backward(act, slope, torch.bmm(g, w[..., :-1]), a[..., :-1])  # (R, B, n_{l-1})
         w.baddbmm_(g.transpose(1, 2), a, alpha=-1.0)  # (R, n_l, n_{l-1}+1): weights and bias
         g = g_below
     gg = g.view(g_count, k, batch, n1).transpose(1, 2).reshape(g_count, batch, k * n1)  # (G, B, k n1)
@@ -200,7 +213,11 @@ def minibatches(
     dev = data.x_eval.device
     if pack.spec.data.n_train is None:
         x = epoch_data[lo:hi].to(data.x_eval.dtype)  # (T, G, B, d)
-        t = forward(data.teacher, x.repeat_interleave(k, dim=1))[1]  # (T, R, B, c)
+        shape = arch.teacher(pack.spec)
+        if shape.plain:
+            t = forward(data.teacher, x.repeat_interleave(k, dim=1), shape)[1]  # (T, R, B, c)
+        else:  # conv and BN teachers take (R, B, d) inputs
+            t = torch.stack([forward(data.teacher, xi.repeat_interleave(k, dim=0), shape)[1] for xi in x])
         t = t.view(t.shape[0], -1, k, *t.shape[2:])  # (T, G, k, B, c)
         x = with_ones(x)  # (T, G, B, d+1)
     else:
@@ -231,9 +248,32 @@ def epoch_data(pack: Pack, epoch: int) -> Tensor:
     return epoch_indices(pack, epoch)  # (iters, G, B)
 
 
-def _step(params, xs: Tensor, ts: Tensor, i: int, scale: Tensor, stats: Tensor, acts, k: int, ce: bool) -> None:
-    """Step i of a chunk: targets are outputs (MSE) or labels (CE)."""
-    sgd_step(params, xs[i], None if ce else ts[i], scale, stats[i], acts, k, ts[i] if ce else None)
+class Chunk(NamedTuple):
+    """The minibatches of a chunk of steps and what its steps write."""
+
+    xs: Tensor
+    """Inputs (T, G, B, d+1)."""
+    ts: Tensor
+    """Teacher outputs (T, G, k, B, c) or labels (T, R, B)."""
+    stats: Tensor
+    """(T, R): each step's ||y - t|| (MSE) or mean loss (CE)."""
+    acts: list[Tensor] | None
+    """Fused step: activation buffers [(R, B, n_l+1)]."""
+    scale: Tensor | None
+    """Fused step: (R, 1, 1) lr x dObjective/dy per unit residual, 0 for diverged runs."""
+
+
+def _take(pack: Pack, state: PackState, params: tuple[Tensor, ...], chunk: Chunk, i: int, step: int,
+          diverged: Tensor, lr: Tensor) -> None:  # fmt: skip
+    """Step i of a chunk that starts at ``step``: the fused step, or ``general.step``."""
+    spec, student = pack.spec, pack.student_arch
+    if pack.fused:
+        target, labels = (None, chunk.ts[i]) if spec.train.loss == "ce" else (chunk.ts[i], None)
+        sgd_step(params, chunk.xs[i], target, chunk.scale, chunk.stats[i], chunk.acts, pack.group_size, labels,
+                 student.activation, student.slope)  # fmt: skip
+    else:
+        general.step(student, spec.train, params, state.buffers, state.opt, chunk.xs[i], chunk.ts[i], lr,
+                     diverged < 0, step + i + 1, chunk.stats[i])  # fmt: skip
 
 
 def train_until(
@@ -243,10 +283,9 @@ def train_until(
     stop: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> PackState:
-    """Train from ``state.step`` to step ``stop``; updates ``state.params`` in place."""
+    """Train from ``state.step`` to step ``stop``; updates the state's tensors in place."""
     spec = pack.spec
-    iters, k, batch, c = spec.steps_per_epoch, pack.group_size, spec.train.batch, spec.teacher.c
-    loss, ce = spec.train.loss, spec.train.loss == "ce"
+    iters, batch, c, loss = spec.steps_per_epoch, spec.train.batch, spec.teacher.c, spec.train.loss
     r_count = pack.size
     dev, dt = data.x_eval.device, data.x_eval.dtype
     work = Workspace()
@@ -264,38 +303,43 @@ def train_until(
             count -= 1  # the short step goes alone, next
             short = False
         rows = spec.last_batch if short else batch
-        # [(R, rows, n_l+1)] activations, ones column last
-        acts = [
-            work.get(f"a{i}", data.x_eval, r_count, rows, n + 1, ones_column=True)
-            for i, n in enumerate(spec.student_widths)
-        ]
-        # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
-        scale = torch.where(diverged.view(-1, 1, 1) < 0, data.lr[epoch] * losses.grad_scale(loss, rows, c), 0.0)
         xs, ts = minibatches(
             pack, data, this_epoch, lo, lo + count, rows if short else None, work
         )  # (T, G, B, d+1), ..
-        snapshot = [work.get(f"s{i}", p, *p.shape).copy_(p) for i, p in enumerate(params)]
-        stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
-
+        saved = (*params, *state.buffers, *state.opt)
+        snapshot = [work.get(f"s{i}", p, *p.shape).copy_(p) for i, p in enumerate(saved)]
+        chunk = Chunk(xs, ts, torch.empty(count, r_count, dtype=dt, device=dev), None, None)  # stats: (T, R)
+        if pack.fused:
+            # [(R, rows, n_l+1)] activations, ones column last
+            acts = [
+                work.get(f"a{i}", data.x_eval, r_count, rows, n + 1, ones_column=True)
+                for i, n in enumerate(spec.student_widths)
+            ]
+            # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
+            grad_scale = data.lr[epoch] * losses.grad_scale(loss, rows, c)  # (R, 1, 1)
+            chunk = chunk._replace(acts=acts, scale=torch.where(diverged.view(-1, 1, 1) < 0, grad_scale, 0.0))
+        lr = data.lr[epoch].view(-1)  # (R,)
         for i in range(count):
-            _step(params, xs, ts, i, scale, stats, acts, k, ce)
+            _take(pack, state, params, chunk, i, step, diverged, lr)
+        stats = chunk.stats
         values = losses.minibatch_objective(loss, stats, rows, c)  # (T, R) as the reference computes it
         bad = ~values.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
             frozen = frozen or tuple(torch.zeros_like(p) for p in params)
             first = torch.where(bad.any(dim=0), bad.to(torch.int64).argmax(dim=0), -1)  # (R,)
-            for p, snap in zip(params, snapshot):
+            for p, snap in zip(saved, snapshot):
                 p.copy_(snap)
             for i in range(count):
                 dying = (first == i).nonzero().flatten()  # (D,)
                 if dying.numel():
                     for p, f in zip(params, frozen):
                         f[dying] = p[dying]
-                        p[dying] = 0.0  # a zero student's loss stays finite; its scale is 0
-                    scale[dying] = 0.0
+                        p[dying] = 0.0  # a zero student's loss stays finite; its update is 0
+                    if pack.fused:
+                        chunk.scale[dying] = 0.0
                     diverged[dying] = step + i
-                _step(params, xs, ts, i, scale, stats, acts, k, ce)
+                _take(pack, state, params, chunk, i, step, diverged, lr)
         step += count
         if on_progress is not None:
             on_progress(step)
-    return PackState(params=params, step=step, diverged_step=diverged, frozen=frozen)
+    return state._replace(params=params, step=step, diverged_step=diverged, frozen=frozen)

@@ -8,17 +8,18 @@ with code 2 and one message naming the field, before any work or write.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 
 from spec_ray.engine import spec as specs
 from spec_ray.engine.pack import Pack
-from spec_ray.engine.protocols import RUN_SMOKE
+from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
 from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage.traces import TraceStore
 
-PACK_AXES = {"p": "teacher", "lr": "train"}  # fields that take several values in one pack
+PACK_AXES = {"p": "teacher.p", "lr": "train.lr", "init_seed": "init_seed"}  # several values in one pack
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
@@ -38,7 +39,7 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
     """The runs of the pack the flags describe (raises ValueError on bad values)."""
     changes: dict[str, object] = dict(RUN_SMOKE.settings) if args.smoke else {}
     default = specs.RunSpec()
-    axes = {name: [getattr(getattr(default, section), name)] for name, section in PACK_AXES.items()}
+    axes = {name: [functools.reduce(getattr, path.split("."), default)] for name, path in PACK_AXES.items()}
     if args.smoke:
         axes["p"] = list(RUN_SMOKE.axes["p"])
     for dest, path in dests.items():
@@ -51,6 +52,9 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
             changes[path] = tuple(value) if isinstance(value, list) else value
     if args.online:
         changes["data.n_train"] = None
+    if args.smoke and changes.get("model.arch") == "conv":
+        for path, value in CONV_SMOKE.items():
+            changes.setdefault(path, value)
     seeds = specs.seed_range(
         args.seeds if args.seeds is not None else (len(RUN_SMOKE.axes["seed"]) if args.smoke else 1)
     )
@@ -58,9 +62,11 @@ def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[spec
         if len(set(values)) != len(values):
             raise ValueError(f"{name}={values} is invalid: allowed distinct values")
     base = specs.apply_overrides(specs.RunSpec(), changes)
+    names = list(PACK_AXES)
     return [
-        specs.apply_overrides(base, {"seed": seed, "teacher.p": p, "train.lr": lr})
-        for seed, p, lr in itertools.product(seeds, axes["p"], axes["lr"])
+        specs.apply_overrides(base, {"seed": seed, **{PACK_AXES[n]: v for n, v in zip(names, values)}})
+        for seed in seeds
+        for values in itertools.product(*(axes[n] for n in names))
     ]
 
 

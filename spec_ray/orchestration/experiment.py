@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from spec_ray.engine import arch, optim
 from spec_ray.engine.pack import Pack, data_key, shape_key
 from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
 
@@ -22,7 +23,7 @@ MAX_RUNS = 10_000_000  # a factorial past this is refused before it is expanded
 
 def _axis_paths() -> dict[str, str]:
     spec = RunSpec()
-    paths = {"seed": "seed"}
+    paths = {"seed": "seed", "init_seed": "init_seed"}
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(spec, section)):
             paths[f.name] = f"{section}.{f.name}"
@@ -112,16 +113,19 @@ class Experiment:
 def run_bytes(spec: RunSpec) -> int:
     """Device memory one run adds to a pack: its inputs and teacher labels on both sets (an
     upper bound: runs of a group share inputs), the teacher's eval activations kept for the
-    metrics, parameters with their diverged copy, and minibatch buffers. Checkpoint metrics
-    work in bounded chunks on top of this."""
+    metrics, parameters with their diverged copy and snapshot, optimizer state and BN
+    statistics, minibatch buffers, and a step's activations kept for autograd. Checkpoint
+    metrics work in bounded chunks on top of this."""
     item = 4 if spec.train.dtype == "float32" else 8
-    d, c = spec.data.d, spec.teacher.c
+    d, c, batch = spec.data.d, spec.teacher.c, spec.train.batch
+    student, teacher = arch.student(spec), arch.teacher(spec)
     samples = (spec.data.n_train or 0) + spec.data.n_eval
-    widths = (d, *spec.student_widths, c)
-    params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
-    buffers = 64 * spec.train.batch * (d + 1 + c)  # a chunk of gathered minibatches
-    teacher = spec.data.n_eval * sum(spec.teacher.widths)  # metrics.EvalCache.teacher_unit
-    return item * (samples * (d + 1 + c) + teacher + 3 * params + buffers)
+    params = sum((f + 1) * n for f, n in zip(student.fan_ins, student.outs)) + 4 * sum(student.widths)
+    state = 3 + optim.state_count(spec.train, 1)  # live, frozen, snapshot, optimizer state
+    buffers = 64 * batch * (d + 1 + c)  # a chunk of gathered minibatches
+    step = 4 * batch * sum(n * p for n, p in zip(student.widths, student.positions))  # autograd's saved tensors
+    kept = spec.data.n_eval * sum(m * p for m, p in zip(teacher.widths, teacher.positions))  # EvalCache.teacher_unit
+    return item * (samples * (d + 1 + c) + kept + state * params + buffers + step)
 
 
 def packs_to_dict(name: str, packs: list[Pack]) -> dict:

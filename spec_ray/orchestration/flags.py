@@ -69,12 +69,14 @@ def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | N
     sweep's axes). A flag left out leaves no attribute (``NOT_GIVEN``); 'none' gives None.
     """
     dests = {}
-    for section in specs.SECTIONS:
-        cls = type(getattr(specs.RunSpec(), section))
-        hints, docs = typing.get_type_hints(cls), specs.field_docs(cls)
+    top = [f for f in dataclasses.fields(specs.RunSpec) if f.name not in specs.SECTIONS and f.name != "seed"]
+    groups = [(section, type(getattr(specs.RunSpec(), section))) for section in specs.SECTIONS] + [("run", None)]
+    for section, cls in groups:
+        hints = typing.get_type_hints(cls or specs.RunSpec)
+        docs = specs.field_docs(cls or specs.RunSpec)
         title = f"{section} (several values make an axis)" if several is None else section
         group = parser.add_argument_group(title)
-        for f in dataclasses.fields(cls):
+        for f in dataclasses.fields(cls) if cls else top:  # run: top-level fields; seeds come from --seeds
             parse, is_tuple = value_parser(hints[f.name])
             many = several is None or f.name in several
             extra = "One or more values: a pack axis." if many and several is not None else ""
@@ -88,5 +90,5 @@ def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | N
                 kwargs["nargs"] = "+"
             kwargs["metavar"] = "BOOL" if hints[f.name] is bool else f.name.upper()
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-            dests[f.name] = f"{section}.{f.name}"
+            dests[f.name] = f.name if cls is None else f"{section}.{f.name}"
     return dests

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spec_ray.engine import arch
 from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.engine.spec import RunSpec
 
@@ -34,9 +35,9 @@ MIN_SCHEDULED_S = 60.0
 
 
 def useful_flops(spec: RunSpec) -> float:
-    """Useful SGD flops of one run's step: forward and backward of each layer, 6 B (fan_in+1) fan_out."""
-    widths = (spec.data.d, *spec.student_widths, spec.teacher.c)
-    return 6.0 * spec.train.batch * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    """Useful SGD flops of one run's step: forward and backward of each layer, 6 B (fan_in+1) fan_out
+    (a conv layer: at each output position)."""
+    return 6.0 * spec.train.batch * sum(arch.student(spec).macs)
 
 
 def metric_flops(spec: RunSpec) -> float:
@@ -45,11 +46,10 @@ def metric_flops(spec: RunSpec) -> float:
     at every checkpoint and once at init, the teacher's eval activations once, and on the
     train-metric schedule the training set's teacher and student forward, the gradient
     (about two forwards) and the correlations."""
-    d, c = spec.data.d, spec.teacher.c
-    student, teacher = (d, *spec.student_widths, c), (d, *spec.teacher.widths)
-    forward = sum((a + 1) * b for a, b in zip(student[:-1], student[1:]))  # multiply-adds a sample
-    teacher_forward = sum((a + 1) * b for a, b in zip(teacher[:-1], teacher[1:]))
-    corr = sum(m * n for m, n in zip(spec.teacher.widths, spec.student_widths))
+    student, teacher = arch.student(spec), arch.teacher(spec)
+    forward = sum(student.macs)  # multiply-adds a sample
+    teacher_forward = sum(teacher.macs[:-1])  # its hidden layers
+    corr = sum(m * n * p for m, n, p in zip(teacher.widths, student.widths, student.positions))
     steps = checkpoint_steps(spec)
     train = len(set(steps) & train_metric_steps(spec)) if spec.data.n_train is not None else 0
     evals = spec.data.n_eval * ((len(steps) + 1) * (forward + corr) + teacher_forward)
@@ -123,27 +123,41 @@ GPU_COST = ShapeCost(
 
 
 def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) -> float:
-    """Seconds of the trainer's SGD step on random tensors of a pack's shapes: no data to build,
-    so a whole large pack is timed in a fraction of a second."""
+    """Seconds of the trainer's step (fused, or ``general.step``) on random tensors of a pack's
+    shapes: no data to build, so a whole large pack is timed in a fraction of a second."""
     import torch
 
+    from spec_ray.engine import arch, general, optim, parts
     from spec_ray.engine.trainer import sgd_step
 
     dt = getattr(torch, spec.train.dtype)
-    widths = (spec.data.d, *spec.student_widths, spec.teacher.c)
+    shape = arch.student(spec)
     b, c, groups = spec.train.batch, spec.teacher.c, max(1, runs // k)
-    params = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(widths[:-1], widths[1:]))
-    x = torch.randn(groups, b, widths[0] + 1, dtype=dt)  # (G, B, d+1)
-    acts = [torch.ones(runs, b, n + 1, dtype=dt) for n in spec.student_widths]  # [(R, B, n_l+1)]
-    scale = torch.full((runs, 1, 1), 1e-4, dtype=dt)  # (R, 1, 1)
+    params = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(shape.fan_ins, shape.outs))
+    x = torch.randn(groups, b, spec.data.d + 1, dtype=dt)  # (G, B, d+1)
     stat = torch.empty(runs, dtype=dt)  # (R,)
     ce = spec.train.loss == "ce"
-    t = None if ce else torch.randn(runs, b, c, dtype=dt)  # (R, B, c)
-    labels = torch.randint(0, c, (runs, b)) if ce else None  # (R, B)
-    sgd_step(params, x, t, scale, stat, acts, k, labels)  # warm
+    t = torch.randint(0, c, (runs, b)) if ce else torch.randn(runs, b, c, dtype=dt)  # (R, B) or (R, B, c)
+    if spec.fused:
+        acts = [torch.ones(runs, b, n + 1, dtype=dt) for n in spec.student_widths]  # [(R, B, n_l+1)]
+        scale = torch.full((runs, 1, 1), 1e-4, dtype=dt)  # (R, 1, 1)
+
+        def one() -> None:
+            sgd_step(params, x, None if ce else t, scale, stat, acts, k, t if ce else None)
+
+    else:
+        bn, buffers = parts.init_bn(shape, runs, params[0], spec.student.bn_affine)
+        params = (*params, *bn)
+        opt = optim.init(spec.train, params)
+        lr, alive = torch.full((runs,), 1e-4, dtype=dt), torch.ones(runs, dtype=torch.bool)  # (R,), (R,)
+
+        def one() -> None:
+            general.step(shape, spec.train, params, buffers, opt, x, t, lr, alive, 1, stat)
+
+    one()  # warm
     clock = time.perf_counter()
     for _ in range(steps):
-        sgd_step(params, x, t, scale, stat, acts, k, labels)
+        one()
     return (time.perf_counter() - clock) / steps
 
 

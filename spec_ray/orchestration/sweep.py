@@ -43,8 +43,8 @@ TUNE_DIR = "tune"
 
 
 def _field_type(path: str) -> type:
-    if path == "seed":
-        return int
+    if "." not in path:  # seed, init_seed
+        return typing.get_type_hints(RunSpec)[path]
     section, name = path.split(".")
     return typing.get_type_hints(type(getattr(RunSpec(), section)))[name]
 

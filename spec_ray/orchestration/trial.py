@@ -34,6 +34,8 @@ def save_state(state: PackState, folder: str) -> None:
         "step": state.step,
         "diverged_step": state.diverged_step.cpu(),
         "frozen": None if state.frozen is None else [f.cpu() for f in state.frozen],
+        "buffers": [b.cpu() for b in state.buffers],
+        "opt": [o.cpu() for o in state.opt],
     }
     torch.save(payload, os.path.join(folder, STATE_FILE))
 
@@ -48,6 +50,8 @@ def load_state(pack: Pack, folder: str) -> PackState:
         step=int(payload["step"]),
         diverged_step=payload["diverged_step"].to(dev),
         frozen=None if frozen is None else tuple(f.to(dev) for f in frozen),
+        buffers=tuple(b.to(dev) for b in payload.get("buffers", [])),  # BN statistics, optimizer state
+        opt=tuple(o.to(dev) for o in payload.get("opt", [])),
     )
 
 

@@ -11,36 +11,36 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+# Tables and metric names: the engine names what it measures (spec_ray.engine.names).
+from spec_ray.engine.names import (
+    BEST_CORR,
+    BEST_CORR_TRAIN,
+    BEST_STUDENT,
+    BEST_TEACHER,
+    DIVERGED,
+    EPOCH,
+    EVAL_ACCURACY,
+    EVAL_LOSS,
+    FANOUT_NORM,
+    GRAD_NORM,
+    INIT_RANK,
+    LAYER,
+    MEAN_RANK,
+    NODE,
+    RHO_MEAN,
+    RUN_ID,
+    SCALARS,
+    STEP,
+    STUDENT_NODES,
+    SUCCESS,
+    TEACHER_NODES,
+    TRAIN_LOSS,
+)
 from spec_ray.engine.spec import RunSpec, flat_fields
 
-# Tables.
 RUNS = "runs"
-TEACHER_NODES = "teacher_nodes"
-STUDENT_NODES = "student_nodes"
-SCALARS = "scalars"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
 PARTITION = "pack"
-
-# Columns shared by the per-checkpoint tables.
-RUN_ID = "run_id"
-STEP = "step"
-EPOCH = "epoch"
-LAYER = "layer"
-NODE = "node"
-BEST_CORR = "best_corr"
-BEST_CORR_TRAIN = "best_corr_train"
-BEST_STUDENT = "best_student"
-BEST_TEACHER = "best_teacher"
-SUCCESS = "success"
-FANOUT_NORM = "fanout_norm"
-TRAIN_LOSS = "train_loss"
-EVAL_LOSS = "eval_loss"
-RHO_MEAN = "rho_mean"
-GRAD_NORM = "grad_norm"
-DIVERGED = "diverged"
-EVAL_ACCURACY = "eval_accuracy"
-MEAN_RANK = "mean_rank"
-INIT_RANK = "init_rank"
 
 # Spec-field columns of the runs table that analysis reads, named once: a renamed spec field
 # fails tests/test_traces.py instead of a figure.
@@ -163,7 +163,8 @@ if __name__ == "__main__":
 
 
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-_NULLABLE = {"n_train": pa.int64(), "iters_per_epoch": pa.int64()}  # None: online data, shuffled passes
+# None: online data, shuffled passes, the init drawn from `seed`
+_NULLABLE = {"n_train": pa.int64(), "iters_per_epoch": pa.int64(), "init_seed": pa.int64()}
 
 
 def runs_schema(spec: RunSpec | None = None) -> pa.Schema:

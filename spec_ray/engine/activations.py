@@ -1,0 +1,41 @@
+"""Each hidden nonlinearity defined once: forward, its backward from the output, its torch.nn module.
+
+Axes: any; the functions act elementwise.
+
+The backward is taken from the *output* a = act(z): for relu and leaky_relu (slope in
+[0, 1)) a > 0 exactly where z > 0, so the fused trainer keeps only activations, never
+pre-activations (one buffer a layer instead of two).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from spec_ray.engine.spec import ACTIVATIONS as NAMES
+
+
+def forward(name: str, slope: float, z: Tensor, out: Tensor | None = None) -> Tensor:
+    """act(z), written into ``out`` when given (any strides)."""
+    if name == "relu":
+        return torch.clamp_min(z, 0, out=out) if out is not None else torch.relu(z)
+    if name == "leaky_relu":
+        a = torch.nn.functional.leaky_relu(z, slope)
+        return out.copy_(a) if out is not None else a
+    if name == "linear":
+        return out.copy_(z) if out is not None else z
+    raise ValueError(f"activation={name!r} is invalid: allowed " + ", ".join(NAMES))
+
+
+def backward(name: str, slope: float, grad: Tensor, a: Tensor) -> Tensor:
+    """dLoss/dz from dLoss/da and the output a = act(z): a new tensor (or ``grad`` for linear)."""
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(grad, a, 0)
+    if name == "leaky_relu":
+        return torch.ops.aten.leaky_relu_backward(grad, a, slope, True)
+    return grad
+
+
+def module(name: str, slope: float) -> nn.Module:
+    """The torch.nn module of the reference trainer."""
+    return {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(slope), "linear": nn.Identity}[name]()

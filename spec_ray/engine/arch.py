@@ -1,0 +1,107 @@
+"""The shape of one network, teacher or student: layer kind, widths, activation, BatchNorm.
+
+Axes: S image side, P positions of a conv layer's output (H x W), C channels, n_l width
+(or channels) of hidden layer l, c outputs.
+
+Every layer's weight is stored flat as ``(n_l, fan_in)``: a linear map's rows, or a 3x3
+convolution's filters ``(C_out, C_in * 9)`` in ``nn.Conv2d``'s order, so the teacher's
+separated rows, the student inits, bias columns and fan-out norms serve both kinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spec_ray.engine.spec import RunSpec
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm's eps and momentum: the reference uses the modules themselves
+BN_MOMENTUM = 0.1
+KERNEL = 3  # the authors' ModelConv: 3x3, no padding, stride 1
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One network's architecture (derived from a ``RunSpec`` by ``teacher`` / ``student``)."""
+
+    kind: str
+    """mlp | conv."""
+    d: int
+    """Input features (conv: S^2 pixels of one channel)."""
+    widths: tuple[int, ...]
+    """Hidden widths, or channels of each conv layer."""
+    c: int
+    """Outputs."""
+    activation: str
+    """relu | leaky_relu | linear."""
+    slope: float
+    """leaky_relu's negative slope."""
+    bn: str
+    """none | after_relu | before_relu."""
+    bn_affine: bool
+    """BN layers carry a weight and a bias."""
+    image_size: int
+    """S, conv only."""
+
+    @property
+    def conv(self) -> bool:
+        return self.kind == "conv"
+
+    @property
+    def depth(self) -> int:
+        """Hidden layers."""
+        return len(self.widths)
+
+    @property
+    def sides(self) -> tuple[int, ...]:
+        """Image side after each hidden layer (1 for an MLP)."""
+        if not self.conv:
+            return (1,) * self.depth
+        return tuple(self.image_size - (KERNEL - 1) * (layer + 1) for layer in range(self.depth))
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """P of each hidden layer: samples of a node per input (1 for an MLP)."""
+        return tuple(s * s for s in self.sides)
+
+    @property
+    def fan_ins(self) -> tuple[int, ...]:
+        """Inputs of each layer's node, output layer last (without the bias)."""
+        if not self.conv:
+            return (self.d, *self.widths)
+        k2 = KERNEL * KERNEL
+        return (k2, *(k2 * w for w in self.widths[:-1]), self.widths[-1] * self.positions[-1])
+
+    @property
+    def outs(self) -> tuple[int, ...]:
+        """Nodes of each layer, output layer last."""
+        return (*self.widths, self.c)
+
+    @property
+    def macs(self) -> tuple[int, ...]:
+        """Multiply-adds of each layer's forward pass for one sample, bias included."""
+        positions = (*self.positions, 1)
+        return tuple((f + 1) * n * p for f, n, p in zip(self.fan_ins, self.outs, positions))
+
+    @property
+    def bn_layers(self) -> int:
+        """Hidden layers with BN (all or none)."""
+        return 0 if self.bn == "none" else self.depth
+
+    @property
+    def plain(self) -> bool:
+        """An MLP without BN: the hand-written passes apply."""
+        return not self.conv and self.bn == "none"
+
+
+def teacher(spec: RunSpec) -> Arch:
+    """The teacher's architecture."""
+    t, m = spec.teacher, spec.model
+    return Arch(m.arch, spec.data.d, t.widths, t.c, t.teacher_activation, m.leaky_slope, t.teacher_bn,
+                t.teacher_bn_affine, m.image_size)  # fmt: skip
+
+
+def student(spec: RunSpec) -> Arch:
+    """The student's architecture: every width times ``multi``."""
+    s, m = spec.student, spec.model
+    return Arch(m.arch, spec.data.d, spec.student_widths, spec.teacher.c, s.student_activation, m.leaky_slope,
+                s.student_bn, s.bn_affine, m.image_size)  # fmt: skip

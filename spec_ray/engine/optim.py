@@ -1,0 +1,71 @@
+"""Packed optimizers, each with torch.optim's update rule, over the R runs of a pack.
+
+Axes: R runs; a parameter is (R, ...).
+
+The state is a flat tuple of tensors shaped like the parameters (SGD with momentum: one
+momentum buffer each; Adam: the first moments, then the second moments), so checkpoints,
+snapshots and the freezing of diverged runs treat it like the parameters. A run whose
+``alive`` flag is off keeps its state as it was: a diverged run freezes whole.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from spec_ray.engine.spec import TrainSpec
+
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+ADAM_EPS = 1e-8
+
+
+def init(train: TrainSpec, params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Fresh optimizer state for ``params`` (empty for plain SGD)."""
+    if train.optimizer == "adam":
+        return tuple(torch.zeros_like(p) for p in (*params, *params))
+    if train.momentum > 0:
+        return tuple(torch.zeros_like(p) for p in params)
+    return ()
+
+
+def state_count(train: TrainSpec, params: int) -> int:
+    """Tensors of state per set of ``params`` tensors (the memory estimate counts them)."""
+    return 2 * params if train.optimizer == "adam" else params if train.momentum > 0 else 0
+
+
+def _per_run(v: Tensor, like: Tensor) -> Tensor:
+    """(R,) -> (R, 1, ..) broadcasting against ``like``."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+@torch.no_grad()
+def update(
+    train: TrainSpec,
+    params: tuple[Tensor, ...],
+    grads: tuple[Tensor, ...],
+    state: tuple[Tensor, ...],
+    lr: Tensor,
+    alive: Tensor,
+    step: int,
+) -> None:
+    """One optimizer step of every run, in place; lr: (R,), alive: (R,) bool, step: 1-based count."""
+    n = len(params)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        rate, live = _per_run(lr, p), _per_run(alive, p)  # (R, 1, ..)
+        if train.weight_decay:
+            g = g.add(p, alpha=train.weight_decay)
+        if train.optimizer == "adam":
+            m, v = state[i], state[n + i]
+            b1, b2 = ADAM_BETAS
+            m.copy_(torch.where(live, m.lerp(g, 1 - b1), m))
+            v.copy_(torch.where(live, v.mul(b2).addcmul_(g, g, value=1 - b2), v))
+            denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(ADAM_EPS)
+            p.sub_(m.div(denom).mul_(rate / (1 - b1**step)))
+        else:
+            if train.momentum > 0:
+                buf = state[i]
+                buf.copy_(torch.where(live, buf.mul(train.momentum).add_(g), buf))
+                g = buf
+            p.sub_(g * rate)

@@ -1,0 +1,155 @@
+"""Packed network parts: linear, 3x3 conv, BatchNorm and activation over the R runs of a pack.
+
+Axes: R runs (Rc in a chunk), G groups of q runs that share inputs (Rc = Gc q), B samples,
+d input, n_l width or channels of hidden layer l, S image side, H x W a conv output, c outputs.
+
+One ``forward`` serves the general training step (train mode, under autograd), the
+checkpoint metrics (eval mode) and the full-batch gradient of any network the spec
+describes. Its backward is autograd's: this path trains what the hand-written fused step
+(``trainer.sgd_step``) does not, BatchNorm, convolutions and stateful optimizers, where a
+measured batched-autograd step is about 1.5-2x the fused one, not 20x.
+
+Layout of a network's tensors (``unpack``):
+* ``params``: every layer's weight with its bias as last column ``(R, n_l, fan_in+1)``
+  (conv filters flattened in ``nn.Conv2d`` order, ``arch``), then, with affine BN, the BN
+  weights ``(R, n_l)`` of every hidden layer and then their biases;
+* ``buffers``: with BN, the running means ``(R, n_l)`` of every hidden layer, then the
+  running variances, updated in place in train mode as ``nn.BatchNorm`` does.
+Runs of a group share their inputs, so layer 1 is one matmul (or one grouped convolution)
+per group, as in the fused step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spec_ray.engine import activations
+from spec_ray.engine.arch import BN_EPS, BN_MOMENTUM, KERNEL, Arch
+
+
+class Net(NamedTuple):
+    """Named views of a packed network's tensors."""
+
+    layers: tuple[Tensor, ...]
+    """(R, n_l, fan_in+1) per layer, output layer last."""
+    bn_weight: tuple[Tensor | None, ...]
+    """(R, n_l) per hidden layer, or None without affine BN."""
+    bn_bias: tuple[Tensor | None, ...]
+    """(R, n_l) per hidden layer, or None."""
+    running_mean: tuple[Tensor, ...]
+    """(R, n_l) per hidden layer with BN, else empty."""
+    running_var: tuple[Tensor, ...]
+    """(R, n_l) per hidden layer with BN, else empty."""
+
+
+def unpack(arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]) -> Net:
+    """Split the flat tensors of a network (module docstring) into named parts."""
+    n = arch.depth + 1
+    affine = arch.bn != "none" and arch.bn_affine and len(params) > n
+    none = (None,) * arch.depth
+    bn_w = params[n : n + arch.depth] if affine else none
+    bn_b = params[n + arch.depth : n + 2 * arch.depth] if affine else none
+    return Net(params[:n], bn_w, bn_b, buffers[: arch.bn_layers], buffers[arch.bn_layers :])
+
+
+def param_count(arch: Arch) -> int:
+    """Tensors in ``params``: layers, then BN weights and biases when affine."""
+    return arch.depth + 1 + (2 * arch.depth if arch.bn != "none" and arch.bn_affine else 0)
+
+
+def init_bn(arch: Arch, runs: int, like: Tensor, affine: bool) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Fresh BN tensors as ``nn.BatchNorm`` makes them: (weights 1 and biases 0 when ``affine``,
+    running means 0 and variances 1), [(R, n_l)] each."""
+    if arch.bn == "none":
+        return (), ()
+    ones = [like.new_ones(runs, n) for n in arch.widths]
+    zeros = [like.new_zeros(runs, n) for n in arch.widths]
+    params = (*ones, *[z.clone() for z in zeros]) if affine else ()
+    return params, (*zeros, *[o.clone() for o in ones])
+
+
+def _linear(h: Tensor, w: Tensor) -> Tensor:
+    """(Rc, B, n_in) through (Rc, n_out, n_in+1) -> (Rc, B, n_out)."""
+    return torch.baddbmm(w[..., -1].unsqueeze(1), h, w[..., :-1].transpose(1, 2))
+
+
+def _conv(h: Tensor, w: Tensor, groups: int, c_in: int) -> Tensor:
+    """(B, groups c_in, H, W) through per-run filters (Rc, C, c_in 9 + 1) -> (B, Rc C, H-2, W-2)."""
+    rc, c_out = w.shape[:2]
+    kernel = w[..., :-1].reshape(rc * c_out, c_in, KERNEL, KERNEL)  # (Rc C, c_in, 3, 3)
+    return F.conv2d(h, kernel, w[..., -1].reshape(-1), groups=groups)
+
+
+def _batchnorm(arch: Arch, net: Net, layer: int, h: Tensor, train: bool) -> Tensor:
+    """BN of every run's nodes: batch statistics in train mode (updating the running ones), else
+    the running ones. MLP h (Rc, B, n) is normalized as (B, Rc n); conv h is (B, Rc C, H, W)."""
+    w, b = net.bn_weight[layer], net.bn_bias[layer]
+    args = (
+        net.running_mean[layer].view(-1),  # views: batch_norm updates the stored statistics
+        net.running_var[layer].view(-1),
+        None if w is None else w.reshape(-1),
+        None if b is None else b.reshape(-1),
+        train,
+        BN_MOMENTUM,
+        BN_EPS,
+    )
+    if arch.conv:
+        return F.batch_norm(h, *args)  # (B, Rc C, H, W)
+    rc, batch, n = h.shape
+    flat = F.batch_norm(h.transpose(0, 1).reshape(batch, rc * n), *args)  # (B, Rc n)
+    return flat.view(batch, rc, n).transpose(0, 1)  # (Rc, B, n)
+
+
+def _block(arch: Arch, net: Net, layer: int, z: Tensor, train: bool) -> Tensor:
+    """Activation and BN in the authors' order (``Model.forward``): the block's output ``hs``."""
+    act = lambda t: activations.forward(arch.activation, arch.slope, t)  # noqa: E731
+    if arch.bn == "before_relu":
+        return act(_batchnorm(arch, net, layer, z, train))
+    h = act(z)
+    return _batchnorm(arch, net, layer, h, train) if arch.bn == "after_relu" else h
+
+
+def forward(
+    arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], x: Tensor, q: int, train: bool = False
+) -> tuple[list[Tensor], Tensor]:
+    """Hidden blocks' outputs and the network outputs of Rc = Gc q runs.
+
+    x: (Gc, B, d+1) each group's inputs with a ones column; runs are group-major. Returns
+    ([MLP (Rc, B, n_l) | conv (B, Rc C_l, H, W)], (Rc, B, c)); ``nodes`` views a hidden one
+    per node. In train mode BN uses batch statistics and updates ``buffers`` in place.
+    """
+    net = unpack(arch, params, buffers)
+    g_count, batch, d1 = x.shape
+    w = net.layers[0]  # (Rc, n1, fan_in+1)
+    rc, n1 = w.shape[:2]
+    if arch.conv:
+        side = arch.image_size
+        image = x[..., :-1].reshape(g_count, batch, side, side).transpose(0, 1)  # (B, Gc, S, S)
+        z = _conv(image, w, g_count, 1)  # (B, Rc C1, S-2, S-2)
+    else:
+        z = torch.bmm(x, w.reshape(g_count, q * n1, d1).transpose(1, 2))  # (Gc, B, q n1)
+        z = z.view(g_count, batch, q, n1).transpose(1, 2).reshape(rc, batch, n1)  # (Rc, B, n1)
+    hidden = [_block(arch, net, 0, z, train)]
+    for layer in range(1, arch.depth):
+        h, w = hidden[-1], net.layers[layer]  # .., (Rc, n_l, fan_in+1)
+        z = _conv(h, w, rc, arch.widths[layer - 1]) if arch.conv else _linear(h, w)
+        hidden.append(_block(arch, net, layer, z, train))
+    h = hidden[-1]
+    if arch.conv:
+        h = h.reshape(batch, rc, -1).transpose(0, 1)  # (Rc, B, C H W): ModelConv's view, per run
+    return hidden, _linear(h, net.layers[-1])  # (Rc, B, c)
+
+
+def nodes(arch: Arch, layer: int, h: Tensor) -> Tensor:
+    """Hidden layer ``layer``'s block output per node: MLP (Rc, B, n); conv channels over
+    samples and positions, (B, Rc C, H, W) -> (Rc, B H W, C), as the authors' correlations take them."""
+    if not arch.conv:
+        return h
+    batch, rc_c, height, width = h.shape
+    c = arch.widths[layer]
+    per_run = h.reshape(batch, rc_c // c, c, height * width)  # (B, Rc, C, P)
+    return per_run.permute(1, 0, 3, 2).reshape(rc_c // c, batch * height * width, c)  # (Rc, B P, C)
