@@ -62,10 +62,10 @@ def update(
             m.copy_(torch.where(live, m.lerp(g, 1 - b1), m))
             v.copy_(torch.where(live, v.mul(b2).addcmul_(g, g, value=1 - b2), v))
             denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(ADAM_EPS)
-            p.sub_(m.div(denom).mul_(rate / (1 - b1**step)))
+            p.addcdiv_(m, denom.div_(rate / (1 - b1**step)).neg_())  # a zero rate: -inf, m / -inf = -0
         else:
             if train.momentum > 0:
                 buf = state[i]
                 buf.copy_(torch.where(live, buf.mul(train.momentum).add_(g), buf))
                 g = buf
-            p.sub_(g * rate)
+            p.addcmul_(g, rate, value=-1.0)
