@@ -36,6 +36,38 @@ from spec_ray.engine.trainer import init_state, prepare, train_until
 MULTIS = (1, 2, 5, 10)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's word for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def numpy_peak(sizes: tuple[int, ...], repeat: int = 6) -> tuple[float, str]:
+    """Best fp32 GFLOP/s of numpy's BLAS on the same matmuls, and which BLAS it is: the other
+    candidate for the machine's true peak (torch's MKL runs AVX2 kernels on AMD CPUs)."""
+    import numpy as np
+
+    best = 0.0
+    for size in sizes:
+        a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+        a @ a  # warm-up
+        for _ in range(repeat):
+            t = time.perf_counter()
+            a @ a
+            best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
+                         if i.get("user_api") == "blas")  # fmt: skip
+    except ImportError:
+        blas = "numpy's BLAS (threadpoolctl not installed)"
+    return best, blas
+
+
 def matmul_peak(dtype: torch.dtype, device: str, sizes: tuple[int, ...] = (2048, 4096), repeat: int = 6) -> float:
     """Best GFLOP/s of large square matmuls over sizes and repeats: the machine's practical peak."""
     best = 0.0
@@ -119,10 +151,15 @@ def main() -> None:
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
     dev = args.device
-    peak = matmul_peak(torch.float32, dev, sizes=(1024,) if args.steps and args.steps < 100 else (2048, 4096))
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+    sizes = (1024,) if args.steps and args.steps < 100 else (2048, 4096)
+    torch_peak = matmul_peak(torch.float32, dev, sizes=sizes)
+    np_peak, blas = numpy_peak(sizes) if dev == "cpu" else (0.0, "")
+    peak = max(torch_peak, np_peak)
+    print(f"machine: {cpu_model()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {dev}")  # fmt: skip
-    print(f"fp32 matmul peak (best of 2048^3, 4096^3): {peak:.1f} GFLOP/s")
+    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    print(f"fp32 matmul peak (best of {', '.join(f'{n}^3' for n in sizes)}): torch ({mkl}) {torch_peak:.1f}, numpy "
+          f"[{blas}] {np_peak:.1f}; efficiency below is against the best, {peak:.1f} GFLOP/s")  # fmt: skip
     header = (
         f"{'multi':>5} {'reference':>11} {'distinct32':>11} {'shared32':>11} {'x distinct':>10} "
         f"{'x shared':>9} {'GFLOP/s':>8} {'% peak':>7} {'ckpt s':>7} {'+train s':>8} {'epoch s':>7}"

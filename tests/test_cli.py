@@ -13,7 +13,7 @@ from conftest import snapshot
 
 from spec_ray.engine.pack import Pack, checkpoint_steps
 from spec_ray.engine.protocols import RUN_SMOKE
-from spec_ray.orchestration.cli import build_parser, runs_from_args
+from spec_ray.orchestration.cli import build_parser, main, runs_from_args
 from spec_ray.storage import schema as S
 
 
@@ -69,14 +69,28 @@ def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
         (["--seeds", "100000000"], "seeds"),
         (["--epochs", "1000000000000"], "train.epochs"),
         (["--name", ""], "experiment"),
+        (["--student-bn", "after_relu", "--batch", "1"], "train.batch=1 is invalid: allowed at least 2"),
+        (["--leaky-slope", "1.5"], "model.leaky_slope=1.5 is invalid: allowed a number in [0, 1)"),
+        (["--arch", "conv", "--widths", "4", "4", "4", "4", "4"], "teacher.widths=(4, 4, 4, 4, 4) is invalid"),
+        (["--arch", "conv", "--d", "50"], "data.d=50 is invalid: allowed model.image_size^2 = 100"),
+        (["--momentum", "1"], "train.momentum=1.0 is invalid: allowed a number in [0, 1)"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "train.momentum=0.9 is invalid: allowed 0 with"),
+        (["--student-bn", "yes"], "student.student_bn='yes' is invalid: allowed one of none, after_relu"),
+        (["--init-seed", "-1"], "init_seed=-1 is invalid"),
     ],
 )
-def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str) -> None:
+def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str, capsys) -> None:
+    """Through the command's own ``main``, in this process (``test_unwritable_storage_exits_2``
+    runs the real process)."""
     before = snapshot(smoke)
-    proc = run_cli("--smoke", "--out", str(smoke), "--no-progress", *args, cwd=smoke.parent)
-    assert proc.returncode == 2, proc.stderr
-    assert field in proc.stderr and ("allowed" in proc.stderr or "invalid" in proc.stderr)
-    assert len(proc.stderr.strip().splitlines()) <= 3  # one message, not a traceback
+    try:
+        code = main(["run", "--smoke", "--out", str(smoke), "--no-progress", *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert field in err and ("allowed" in err or "invalid" in err)
+    assert len(err.strip().splitlines()) <= 3  # one message, not a traceback
     assert snapshot(smoke) == before
 
 

@@ -100,11 +100,34 @@ def existing(tmp_path_factory) -> Path:
         (["--resume", "--seeds", "3"], "these flags describe another sweep than the stored"),
     ],
 )
-def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str) -> None:
+def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str, capsys, monkeypatch) -> None:
+    """In this process, through the script's own ``main`` (a subprocess per case spent 3 s importing
+    torch and Ray; ``test_the_script_itself_exits_2`` covers the process)."""
+    import importlib.util
+
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    spec = importlib.util.spec_from_file_location("polarity_sweep", ROOT / "sweeps" / "polarity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     before = snapshot(existing)
-    proc = sweep("polarity", "--smoke", "--storage", str(existing), "--multi", "1", "--p", "0", *args, timeout=60)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert says in proc.stderr and "Traceback" not in proc.stderr
+    argv = ["--smoke", "--storage", str(existing), "--multi", "1", "--p", "0", *args]
+    try:
+        code = script.main(script.EXPERIMENT, smoke=script.SMOKE, argv=argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert says in err and "Traceback" not in err
+    assert not ray.is_initialized()  # refused before Ray started
+    assert snapshot(existing) == before
+
+
+def test_the_script_itself_exits_2(existing: Path) -> None:
+    before = snapshot(existing)
+    proc = sweep("polarity", "--smoke", "--storage", str(existing), "--multi", "0", timeout=60)
+    assert proc.returncode == 2 and "student.multi=0 is invalid" in proc.stderr and "Traceback" not in proc.stderr
     assert snapshot(existing) == before
 
 
