@@ -125,3 +125,31 @@ def test_every_flag_of_every_entry_point_has_help() -> None:
     assert not bare, f"flags without help: {bare}"
     normalize = next(a for a in actions(parsers[0]) if a.dest == "normalize")
     assert "two-layer protocol" in normalize.help and "(default: first)" in normalize.help
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--arch", "conv", "--student-bn", "after_relu", "--widths", "3", "2"],
+        ["--student-bn", "before_relu", "--bn-affine", "true", "--momentum", "0.9", "--weight-decay", "1e-4"],
+        ["--teacher-activation", "leaky_relu", "--optimizer", "adam", "--lr", "0.002", "--init-seed", "1", "2"],
+    ],
+)
+def test_smoke_with_the_new_parts_writes_per_layer_traces(args: list[str], tmp_path: Path, capsys) -> None:
+    argv = ["run", "--smoke", "--seeds", "1", "--epochs", "1", "--no-progress", "--out", str(tmp_path), *args]
+    assert main(argv) == 0, capsys.readouterr().err
+    root = tmp_path / "smoke"
+    runs = pd.read_parquet(root / S.RUNS)
+    seeds = 2 if "--init-seed" in args else 1
+    assert len(runs) == 3 * seeds and (runs[S.STATUS] == "done").all() and not runs[S.DIVERGED].any()
+    depth = int(runs["depth"].iloc[0])
+    for table in (S.TEACHER_NODES, S.STUDENT_NODES):
+        layers = pd.read_parquet(root / table, columns=[S.LAYER, S.STEP])
+        assert sorted(layers[S.LAYER].unique()) == list(range(1, depth + 1))
+    scalars = pd.read_parquet(root / S.SCALARS)
+    last = scalars[scalars[S.STEP] == scalars[S.STEP].max()]
+    assert (
+        last[S.EVAL_LOSS].notna().all() and (last[S.RHO_MEAN] > scalars[scalars[S.STEP] == 0][S.RHO_MEAN].mean()).all()
+    )
+    if seeds == 2:  # two students under each teacher: same teacher nodes, different students
+        assert runs.groupby("p")["init_seed"].nunique().eq(2).all()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec import RunSpec, layer_fan_ins
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm's eps and momentum: the reference uses the modules themselves
 BN_MOMENTUM = 0.1
@@ -66,10 +66,7 @@ class Arch:
     @property
     def fan_ins(self) -> tuple[int, ...]:
         """Inputs of each layer's node, output layer last (without the bias)."""
-        if not self.conv:
-            return (self.d, *self.widths)
-        k2 = KERNEL * KERNEL
-        return (k2, *(k2 * w for w in self.widths[:-1]), self.widths[-1] * self.positions[-1])
+        return layer_fan_ins(self.kind, self.d, self.widths, self.image_size)
 
     @property
     def outs(self) -> tuple[int, ...]:

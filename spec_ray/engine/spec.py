@@ -288,6 +288,15 @@ class CheckpointSpec:
         _check_int("checkpoint.train_every_epochs", self.train_every_epochs, 0)
 
 
+def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int) -> tuple[int, ...]:
+    """Inputs of each layer's node, output layer last: an MLP row, or a 3x3 conv filter over
+    C_in channels (C_in x 9); a conv stack's output layer sees every channel at every position."""
+    if arch == "mlp":
+        return (d, *widths)
+    side = image_size - 2 * len(widths)
+    return (9, *(9 * w for w in widths[:-1]), widths[-1] * side * side)
+
+
 SECTIONS = ("model", "teacher", "student", "data", "train", "checkpoint")
 
 
@@ -317,8 +326,9 @@ class RunSpec:
         if self.data.n_train is None and self.train.iters_per_epoch is None:
             _fail("train.iters_per_epoch", None, "an integer >= 1 with online data (data.n_train None)")
         # Teacher rows must be distinct and non-zero (docs/protocol.md): the choice set
-        # must hold enough distinct rows for every layer, fan-in = row length.
-        fan_ins = (self.data.d, *self.teacher.widths)
+        # must hold enough distinct rows for every layer, fan-in = row length (a conv filter:
+        # C_in x 3 x 3; the output layer: every channel at every position).
+        fan_ins = layer_fan_ins(self.model.arch, self.data.d, self.teacher.widths, self.model.image_size)
         fan_outs = (*self.teacher.widths, self.teacher.c)
         k = len(self.teacher.weight_choices)
         for layer, (rows, cols) in enumerate(zip(fan_outs, fan_ins), start=1):
