@@ -81,6 +81,10 @@ class Results:
             parts.append(ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive"))
         return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
+    def has(self, table: str) -> bool:
+        """Whether every experiment holds ``table`` (an opt-in table may be absent)."""
+        return all(_is_dir(self.fs, posixpath.join(root, table)) for root in self.roots)
+
     @property
     def done(self) -> pd.DataFrame:
         """Runs that finished without diverging: the only ones queries use."""

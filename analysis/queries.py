@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.load import Results
+from analysis.load import AnalysisError, Results
 from spec_ray.storage import schema as S
 
 CONFIG = [S.P, S.MULTI, S.M]
@@ -177,3 +177,33 @@ def teacher_aware(res: Results) -> pd.DataFrame:
         mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
     )
     return out.sort_values([S.AUGMENTATION, "set", S.N_TRAIN]).reset_index(drop=True)
+
+
+def winner_ranks(res: Results) -> pd.DataFrame:
+    """Luck Matters' rank of the final winners (sec. 7, figs. 5, 17, 18), per run, layer and checkpoint.
+
+    After training, each teacher node j has its most correlated student, the final winner k*. At
+    every checkpoint, k*'s rank among all students by correlation with j (0 = first), divided by
+    n - 1, so that it lies in [0, 1]; a finished run's is 0 at its last step by definition. Needs
+    the ``correlations`` table (``checkpoint.keep_correlations``). Columns: run_id, layer, step,
+    epoch, mean_rank, median_rank (over teacher nodes), teachers.
+    """
+    if not res.has(S.CORRELATIONS):
+        raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
+    cols = [S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
+    rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID])
+    rows = _join(rows, res, ["final_step"])
+    last = rows[rows[S.STEP] == rows["final_step"]]
+    key = [S.RUN_ID, S.LAYER, S.NODE]
+    winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
+    rows = rows.merge(winners, on=key)
+    at = [S.RUN_ID, S.LAYER, S.NODE, S.STEP]
+    winner_corr = rows[rows[S.STUDENT] == rows["winner"]].set_index(at)[S.CORR].rename("winner_corr")
+    rows = rows.join(winner_corr, on=at)
+    rows["above"] = rows[S.CORR] > rows["winner_corr"]
+    per_node = rows.groupby(at + [S.EPOCH], as_index=False).agg(above=("above", "sum"), n=(S.STUDENT, "size"))
+    per_node["rank"] = per_node["above"] / (per_node["n"] - 1).clip(lower=1)
+    out = per_node.groupby([S.RUN_ID, S.LAYER, S.STEP, S.EPOCH], as_index=False).agg(
+        mean_rank=("rank", "mean"), median_rank=("rank", "median"), teachers=(S.NODE, "nunique")
+    )
+    return out.sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)

@@ -88,7 +88,7 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
     best = t_best.ravel()
     teacher = {**key_t, S.BEST_CORR: best, S.BEST_STUDENT: rng.integers(0, n, best.size, dtype=np.int32),
                S.SUCCESS: best > 0.95, S.FANOUT_NORM: np.ones(r * k * m), S.BEST_CORR_TRAIN: best,
-               S.INIT_RANK: rng.random(best.size)}  # fmt: skip
+               S.BEST_INIT_RANK: rng.random(best.size)}  # fmt: skip
     s_best = np.clip(rng.beta(2, 1, r * k * n), 0, 1)  # (R K n,)
     student = {S.RUN_ID: np.repeat(ids, k * n), S.STEP: np.tile(np.repeat(block, n), r),
                S.EPOCH: np.tile(np.repeat(block / iters, n), r), S.LAYER: np.ones(r * k * n, np.int16),
@@ -99,7 +99,7 @@ def _write_block(store, pack, ids, block, iters, t_best, n, m, lo, hi, rng) -> N
     scalars = {S.RUN_ID: np.repeat(ids, k), S.STEP: np.tile(block, r), S.EPOCH: np.tile(block / iters, r),
                S.TRAIN_LOSS: eval_loss * 0.8, S.EVAL_LOSS: eval_loss, S.RHO_MEAN: t_best.mean(axis=2).ravel(),
                S.GRAD_NORM: eval_loss * 0.1, S.DIVERGED: np.zeros(r * k, bool),
-               S.EVAL_ACCURACY: np.full(r * k, np.nan), S.MEAN_RANK: rng.random(r * k)}  # fmt: skip
+               S.EVAL_ACCURACY: np.full(r * k, np.nan), S.MEAN_BEST_INIT_RANK: rng.random(r * k)}  # fmt: skip
     name = block_name(lo, hi)
     for table, cols in ((S.TEACHER_NODES, teacher), (S.STUDENT_NODES, student), (S.SCALARS, scalars)):
         schema = S.SCHEMAS[table]  # a declared column the generator does not model is written as nulls

@@ -254,3 +254,39 @@ def test_report_to_a_uri_writes_through_pyarrow_fs_and_a_bad_uri_exits_2(tmp_pat
     assert not any(p.name.endswith(":") for p in tmp_path.iterdir())  # no local folder named 'file:'
     bad = subprocess.run([*cli, "--out", "nosuch://bucket/x"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "out='nosuch://bucket/x' is invalid" in bad.stderr, bad.stderr
+
+
+def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path) -> None:
+    """The paper's r-bar (LM sec. 7): the final winner's rank at every checkpoint, checked against a
+    brute-force loop over the stored correlations; 0 at the last step; the table agrees with best_corr."""
+    store = TraceStore(str(tmp_path), "luck")
+    runs = [tiny_spec(seed=s, **{"teacher.widths": (4, 3), "checkpoint.keep_correlations": True}) for s in (1, 2)]
+    run_pack(Pack(tuple(runs)), store, flush_epochs=1, progress=False)
+    res = open_results(str(tmp_path / "luck"))
+    got = queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
+    corr = res.read(S.CORRELATIONS, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.CORR])
+    final = int(res.done["final_step"].iloc[0])
+    for (run, layer, _node), rows in corr.groupby([S.RUN_ID, S.LAYER, S.NODE]):
+        at_end = rows[rows[S.STEP] == final]
+        winner = int(at_end[S.STUDENT].iloc[int(np.argmax(at_end[S.CORR].to_numpy()))])
+        for step, now in rows.groupby(S.STEP):
+            mine = float(now[now[S.STUDENT] == winner][S.CORR].iloc[0])
+            rank = (now[S.CORR] > mine).sum() / (len(now) - 1)
+            rows_ranks = got.loc[(run, layer, step)]
+            assert 0.0 <= rank <= 1.0 and rows_ranks["teachers"] == (4 if layer == 1 else 3)
+            corr.loc[now.index, "rank"] = rank
+    expected = corr.groupby([S.RUN_ID, S.LAYER, S.STEP, S.NODE])["rank"].first().groupby(level=[0, 1, 2])
+    np.testing.assert_allclose(got["mean_rank"], expected.mean().reindex(got.index), atol=1e-12)
+    np.testing.assert_allclose(got["median_rank"], expected.median().reindex(got.index), atol=1e-12)
+    assert (got.xs(final, level=S.STEP)["mean_rank"] == 0).all()
+    assert (got.xs(0, level=S.STEP)["mean_rank"] > 0).any()  # the winners were not all first at init
+    best = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.BEST_CORR])
+    table_best = corr.groupby([S.RUN_ID, S.STEP, S.LAYER, S.NODE])[S.CORR].max()
+    np.testing.assert_allclose(
+        best.set_index(table_best.index.names)[S.BEST_CORR].reindex(table_best.index), table_best
+    )
+
+
+def test_winner_ranks_without_the_correlations_table_say_how_to_get_it(engine_experiment: Path) -> None:
+    with pytest.raises(AnalysisError, match="--keep-correlations true"):
+        queries.winner_ranks(open_results(str(engine_experiment)))

@@ -185,3 +185,17 @@ def test_a_saved_state_resumes_exactly(tmp_path) -> None:
         (*straight.params, *straight.buffers, *straight.opt), (*resumed.params, *resumed.buffers, *resumed.opt)
     ):
         assert torch.equal(a, b)
+
+
+def test_incoming_weight_norms_are_nearly_conserved_under_bn_only() -> None:
+    """Luck Matters sec. 6.1: under BN a node's output is invariant to the scale of its incoming
+    weights and bias, so gradient flow conserves their norm; SGD grows it by O(lr^2) a step."""
+    change = {}
+    for bn in ("none", "before_relu", "after_relu"):
+        spec = tiny_spec(
+            **{"student.student_bn": bn, "teacher.widths": (6, 4), "student.init_std": 0.5, "train.lr": 0.01}
+        )
+        nodes = packed_run([spec], STEPS)[2]["student_nodes"]
+        start, end = (nodes[nodes["step"] == s].set_index(["layer", "node"])["in_norm"] for s in (0, STEPS))
+        change[bn] = float(((end - start).abs() / start).max())
+    assert change["before_relu"] < 0.02 and change["after_relu"] < 0.05 and change["none"] > 0.1, change

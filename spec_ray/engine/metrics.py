@@ -46,6 +46,8 @@ class Checkpoint(NamedTuple):
     """Per hidden layer, (R, m_l) teacher fan-out norms."""
     student_fanout: list[Tensor]
     """Per hidden layer, (R, n_l) student fan-out norms."""
+    student_in_norm: list[Tensor]
+    """Per hidden layer, (R, n_l) norms of each student node's incoming weights and bias."""
     diverged_step: Tensor
     """(R,) int64, -1 while the run is alive."""
     eval_accuracy: Tensor | None
@@ -209,6 +211,7 @@ def measure(
         train_corr=train_corr,  # [(R, m_l, n_l)]
         teacher_fanout=fanout_norms(data.teacher, spec.teacher.widths),  # [(R, m_l)]
         student_fanout=fanout_norms(state.student, spec.student_widths),  # [(R, n_l)]
+        student_in_norm=[p.norm(dim=2) for p in params[: spec.teacher.depth]],  # [(R, n_l)] rows with the bias
         diverged_step=state.diverged_step.clone(),  # (R,)
         eval_accuracy=accuracy,  # (R,)
         init_rank=[ranks(i, c) for i, c in zip(cache.init_corr, corr)],  # [(R, m_l)]
@@ -236,7 +239,7 @@ def teacher_columns(ckpt: Checkpoint, layer: int, threshold: float) -> dict[str,
         S.SUCCESS: success(best, threshold),
         S.FANOUT_NORM: ckpt.teacher_fanout[layer],
         S.BEST_CORR_TRAIN: nan if ckpt.train_corr is None else ckpt.train_corr[layer].amax(dim=2),
-        S.INIT_RANK: ckpt.init_rank[layer] if ckpt.init_rank else nan,
+        S.BEST_INIT_RANK: ckpt.init_rank[layer] if ckpt.init_rank else nan,
     }
 
 
@@ -248,6 +251,7 @@ def student_columns(ckpt: Checkpoint, layer: int) -> dict[str, Tensor]:
         S.BEST_CORR: best,
         S.BEST_TEACHER: arg,
         S.FANOUT_NORM: ckpt.student_fanout[layer],
+        S.IN_NORM: ckpt.student_in_norm[layer],
         S.BEST_CORR_TRAIN: torch.full_like(best, float("nan")) if ckpt.train_corr is None
         else ckpt.train_corr[layer].amax(dim=1),
     }  # fmt: skip
@@ -263,5 +267,5 @@ def scalar_columns(ckpt: Checkpoint) -> dict[str, Tensor]:
         S.GRAD_NORM: nan if ckpt.grad_norm is None else ckpt.grad_norm,
         S.DIVERGED: ckpt.diverged_step >= 0,
         S.EVAL_ACCURACY: nan if ckpt.eval_accuracy is None else ckpt.eval_accuracy,
-        S.MEAN_RANK: ckpt.init_rank[0].mean(dim=1) if ckpt.init_rank else nan,
+        S.MEAN_BEST_INIT_RANK: ckpt.init_rank[0].mean(dim=1) if ckpt.init_rank else nan,
     }

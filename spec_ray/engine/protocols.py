@@ -66,6 +66,53 @@ DEEP = RunSpec().replace(
 """Figure 6: 4-layer teacher 50-75-100-125, student 2x, d=20, sigma 10, c=100, SGD batch 64,
 lr 0.2 then 0.1 from epoch 20, 100 epochs of one shuffled pass each."""
 
+LUCK_TEACHER = {
+    "teacher.teacher_bias": 0.0,
+    "teacher.teacher_bias_spread": 0.5,
+    "teacher.normalize": "all",
+}
+"""Luck Matters' teacher (``model_gen.init_w``, then ``normalize``): entries from {-0.5, ..., 0.5}
+(the default choices), biases U[-0.5, 0.5], every row and its bias divided by the row norm, no
+polarity, no calibration."""
+
+LUCK_FC_SMALL = RunSpec().replace(
+    **LUCK_TEACHER,
+    **{
+        "teacher.widths": (10, 15, 20, 25),
+        "teacher.c": 100,
+        "student.multi": 10,
+        "student.init": "torch",  # the students' reset_parameters(): PyTorch's default init
+        "student.init_scale": 1.0,
+        "data.d": 20,
+        "data.sigma": 10.0,
+        "data.n_train": 100_000,
+        "data.n_eval": 1024,
+        "train.batch": 64,
+        "train.lr": 0.01,
+        "train.epochs": 40,
+        "train.iters_per_epoch": None,  # DataLoader(shuffle=True): one pass of ceil(100,000 / 64) steps
+        "train.loss": "mse_mean",
+    },
+)
+"""Luck Matters on Gaussian data, small FC (``luckmatter/recon_multilayer.py``'s defaults):
+teacher 10-15-20-25, student 10x, d=20, sigma 10, c=100, a fixed 100,000-sample training set,
+1,024 evaluation samples, SGD lr 0.01 batch 64, 40 epochs of one shuffled pass, nn.MSELoss."""
+
+LUCK_FC_LARGE = LUCK_FC_SMALL.replace(**{"teacher.widths": (50, 75, 100, 125)})
+"""Luck Matters' large FC: teacher 50-75-100-125, otherwise as ``LUCK_FC_SMALL``."""
+
+LUCK_CNN = LUCK_FC_SMALL.replace(
+    **{"model.arch": "conv", "model.image_size": 16, "data.d": 256, "teacher.widths": (64, 64, 64, 64)}
+)
+"""Luck Matters' CNN (``--use_cnn``): 1 x 16 x 16 Gaussian images, teacher 64-64-64-64 channels of
+3x3 filters (``ModelConv``), student 10x (640 channels a layer: GPU work). Its BN is
+``nn.BatchNorm2d``'s default, affine: set ``student.bn_affine`` with ``student.student_bn``."""
+
+LUCK_INFINITE = {"data.n_train": None, "train.iters_per_epoch": 1563}
+"""Luck Matters' "infinite" GAUS data (the text's main setting): a fresh Gaussian batch every step,
+as many steps an epoch as a pass over the finite set. The authors' code instead regenerates its
+100,000 samples once an epoch (``--regen_dataset_each_epoch``); docs/protocol.md."""
+
 TWO_LAYER_SMOKE = {
     "teacher.widths": (5,),
     "data.n_train": 1000,

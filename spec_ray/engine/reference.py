@@ -189,7 +189,9 @@ def _metrics(
             t_train, _ = teacher(problem.x_train)
     teacher_rows, student_rows = [], []
     t_fan = fanout_norms(problem.teacher, spec.teacher.widths)
-    s_fan = fanout_norms(net.network(), spec.student_widths)
+    student = net.network()
+    s_fan = fanout_norms(student, spec.student_widths)
+    s_in = [torch.cat([w, b.unsqueeze(1)], dim=1).norm(dim=1) for w, b in zip(student.weights, student.biases)]
     for layer in range(spec.teacher.depth):
         corr = correlation(t_eval[layer].double().numpy(), s_eval[layer].detach().double().numpy())
         if len(init_corr) == layer:  # the first call, at step 0, records the init correlations
@@ -205,13 +207,13 @@ def _metrics(
                 {**key, S.LAYER: layer + 1, S.NODE: j, S.BEST_CORR: best, S.BEST_STUDENT: int(corr[j].argmax()),
                  S.SUCCESS: bool(success(best, spec.checkpoint.success_threshold)),
                  S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max(),
-                 S.INIT_RANK: _rank(init_corr[layer], corr, j)}
+                 S.BEST_INIT_RANK: _rank(init_corr[layer], corr, j)}
             )  # fmt: skip
         for k in range(corr.shape[1]):
             student_rows.append(
                 {**key, S.LAYER: layer + 1, S.NODE: k, S.BEST_CORR: corr[:, k].max(),
                  S.BEST_TEACHER: int(corr[:, k].argmax()), S.FANOUT_NORM: float(s_fan[layer][k]),
-                 S.BEST_CORR_TRAIN: corr_train[:, k].max()}
+                 S.BEST_CORR_TRAIN: corr_train[:, k].max(), S.IN_NORM: float(s_in[layer][k])}
             )  # fmt: skip
     first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
     ce = spec.train.loss == "ce"
@@ -224,7 +226,7 @@ def _metrics(
         S.GRAD_NORM: grad_norm,
         S.DIVERGED: diverged,
         S.EVAL_ACCURACY: accuracy if ce else float("nan"),
-        S.MEAN_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
+        S.MEAN_BEST_INIT_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
     }
     return {
         S.TEACHER_NODES: pd.DataFrame(teacher_rows),

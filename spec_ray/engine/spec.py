@@ -277,6 +277,10 @@ class CheckpointSpec:
     train_every_epochs: int = 10
     """Train loss, full-batch gradient norm and train-set correlations every this many
     epochs, at init and at the end (0: never); they cost more than the eval metrics."""
+    keep_correlations: bool = False
+    """Also write every checkpoint's teacher x student correlations (eval set) to the
+    ``correlations`` table: Luck Matters' rank of the final winners needs them (sum of m_l n_l
+    rows a run and checkpoint)."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -286,6 +290,7 @@ class CheckpointSpec:
         if not isinstance(t, (int, float)) or not -1.0 <= t <= 1.0:
             _fail("checkpoint.success_threshold", t, "a number in [-1, 1]")
         _check_int("checkpoint.train_every_epochs", self.train_every_epochs, 0)
+        _check_bool("checkpoint.keep_correlations", self.keep_correlations)
 
 
 def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int) -> tuple[int, ...]:

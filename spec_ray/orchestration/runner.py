@@ -64,7 +64,7 @@ def run_pack(
     total = spec.total_steps
     store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
     bar = Progress(total, pack.size, start_step=state.step) if progress else None
-    pending: dict[str, list[pa.Table]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
+    pending: dict[str, list[pa.Table]] = {}
     ckpt = None
     todo = [s for s in checkpoint_steps(spec) if s > state.step or (s == 0 and state.step == 0)]
     for lo, hi in blocks(pack, flush_epochs):
@@ -73,7 +73,7 @@ def run_pack(
             state = train_until(pack, data, state, step, bar.update if bar else None)
             ckpt = metrics.measure(pack, data, state, cache)
             for table, rows in checkpoint_tables(pack, ckpt).items():
-                pending[table].append(rows)
+                pending.setdefault(table, []).append(rows)
             last = step == steps[-1]  # the block's last checkpoint: write its file
             if last:
                 for table, parts in pending.items():

@@ -56,11 +56,27 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
     scalars = {S.RUN_ID: ids, S.STEP: np.full(len(ids), step, dtype=np.int64), S.EPOCH: np.full(len(ids), epoch)}
     columns = scalar_columns(ckpt)
     scalars.update({name: _np(columns[name]) for name in S.METRICS[S.SCALARS]})  # (R,) each
-    return {
+    tables = {
         S.TEACHER_NODES: _concat(parts[S.TEACHER_NODES], S.TEACHER_NODES),
         S.STUDENT_NODES: _concat(parts[S.STUDENT_NODES], S.STUDENT_NODES),
         S.SCALARS: pa.table(scalars, schema=S.SCHEMAS[S.SCALARS]),
     }
+    if pack.spec.checkpoint.keep_correlations:
+        tables[S.CORRELATIONS] = correlation_rows(ids, step, epoch, ckpt)
+    return tables
+
+
+def correlation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint) -> pa.Table:
+    """Every (teacher j, student k) correlation of every run and hidden layer: R m_l n_l rows a layer."""
+    parts = []
+    for layer, corr in enumerate(ckpt.eval_corr):
+        _, m, n = corr.shape  # (R, m_l, n_l)
+        rows = _node_rows(ids, step, epoch, layer + 1, m * n)  # node runs over the m n pairs here
+        rows[S.NODE] = np.tile(np.repeat(np.arange(m, dtype=np.int32), n), len(ids))
+        rows[S.STUDENT] = np.tile(np.arange(n, dtype=np.int32), len(ids) * m)
+        rows[S.CORR] = _np(corr).ravel()  # (R m n,), run-major, then teacher, then student
+        parts.append(rows)
+    return _concat(parts, S.CORRELATIONS)
 
 
 def runs_table(

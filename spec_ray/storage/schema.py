@@ -15,22 +15,26 @@ import pyarrow as pa
 from spec_ray.engine.names import (
     BEST_CORR,
     BEST_CORR_TRAIN,
+    BEST_INIT_RANK,
     BEST_STUDENT,
     BEST_TEACHER,
+    CORR,
+    CORRELATIONS,
     DIVERGED,
     EPOCH,
     EVAL_ACCURACY,
     EVAL_LOSS,
     FANOUT_NORM,
     GRAD_NORM,
-    INIT_RANK,
+    IN_NORM,
     LAYER,
-    MEAN_RANK,
+    MEAN_BEST_INIT_RANK,
     NODE,
     RHO_MEAN,
     RUN_ID,
     SCALARS,
     STEP,
+    STUDENT,
     STUDENT_NODES,
     SUCCESS,
     TEACHER_NODES,
@@ -40,6 +44,8 @@ from spec_ray.engine.spec import RunSpec, flat_fields
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
+OPTIONAL_TABLES = (CORRELATIONS,)
+"""Written only when a run asks for them (``checkpoint.keep_correlations``)."""
 PARTITION = "pack"
 
 # Spec-field columns of the runs table that analysis reads, named once: a renamed spec field
@@ -81,7 +87,11 @@ class Column(NamedTuple):
 
 
 _KEY = (
-    Column(RUN_ID, pa.string(), "stable hash of every spec field except `device`"),
+    Column(
+        RUN_ID,
+        pa.string(),
+        "stable hash of the spec fields that shape the run (not `device`; new fields at their neutral value left out)",
+    ),
     Column(STEP, pa.int64(), "SGD steps taken; 0 is initialization"),
     Column(EPOCH, pa.float64(), "step / steps_per_epoch"),
 )
@@ -97,14 +107,17 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column(FANOUT_NORM, pa.float64(), "norm of the teacher node's outgoing weights, bias excluded"),
         Column(BEST_CORR_TRAIN, pa.float64(), "the same max on the training set; NaN off the train-metric schedule",
                _CORR),
-        Column(INIT_RANK, pa.float64(), "Luck Matters: rank at initialization of this node's current best student "
-               "among all students, by correlation with this teacher node; 0 = first, 1 = last", _FRACTION),
+        Column(BEST_INIT_RANK, pa.float64(), "rank at initialization of this node's *current* best student among all "
+               "students, by correlation with this teacher node; 0 = first, 1 = last. Not Luck Matters' rank of the "
+               "final winners: that is `analysis.queries.winner_ranks`, over the `correlations` table", _FRACTION),
     ),
     STUDENT_NODES: _KEY + _NODE + (
         Column(NODE, pa.int32(), "student node k"),
         Column(BEST_CORR, pa.float64(), "specialization: max over teacher nodes j of rho_jk (evaluation set)", _CORR),
         Column(BEST_TEACHER, pa.int32(), "the j attaining it"),
         Column(FANOUT_NORM, pa.float64(), "norm of the student node's outgoing weights, bias excluded"),
+        Column(IN_NORM, pa.float64(), "norm of the student node's incoming weights and bias (a conv channel: its "
+               "filter); Luck Matters sec. 6.1: conserved under BN"),
         Column(BEST_CORR_TRAIN, pa.float64(), "specialization on the training set (figure 5); NaN off the "
                "train-metric schedule", _CORR),
     ),
@@ -118,11 +131,19 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column(DIVERGED, pa.bool_(), "the run has diverged by this step"),
         Column(EVAL_ACCURACY, pa.float64(), "cross-entropy runs: eval samples whose argmax matches the teacher's; "
                "NaN for MSE", _FRACTION),
-        Column(MEAN_RANK, pa.float64(), "Luck Matters' mean rank r of the lowest layer: mean of `init_rank` over its "
-               "teacher nodes", _FRACTION),
+        Column(MEAN_BEST_INIT_RANK, pa.float64(), "mean of `best_init_rank` over the lowest layer's teacher nodes",
+               _FRACTION),
     ),
 }  # fmt: skip
 """Every column of the three checkpoint tables, in order; the Arrow schemas derive from it."""
+
+CORRELATION_COLUMNS = _KEY + _NODE + (
+    Column(NODE, pa.int32(), "teacher node j; 0 is the strongest"),
+    Column(STUDENT, pa.int32(), "student node k"),
+    Column(CORR, pa.float64(), "rho_jk on the evaluation set: what Luck Matters' rank of the final winners is "
+           "taken from (analysis.queries.winner_ranks)", _CORR),
+)  # fmt: skip
+"""The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
 
 KEYS = {t: tuple(c for c in cols if c.name in (RUN_ID, STEP, EPOCH, LAYER, NODE)) for t, cols in COLUMNS.items()}
 """The columns that locate a row; the others of a table are its metrics."""
@@ -131,9 +152,14 @@ METRICS: dict[str, list[str]] = {t: [c.name for c in cols if c not in KEYS[t]] f
 """Metric column names of each checkpoint table: what the engine computes and the reference checks."""
 
 SCHEMAS: dict[str, pa.Schema] = {t: pa.schema([(c.name, c.dtype) for c in cols]) for t, cols in COLUMNS.items()}
+SCHEMAS[CORRELATIONS] = pa.schema([(c.name, c.dtype) for c in CORRELATION_COLUMNS])
 
 RUN_COLUMNS = (
-    Column(RUN_ID, pa.string(), "stable hash of every spec field except `device`"),
+    Column(
+        RUN_ID,
+        pa.string(),
+        "stable hash of the spec fields that shape the run (not `device`; new fields at their neutral value left out)",
+    ),
     Column(PACK_ID, pa.string(), "the pack the run was trained in"),
     Column(EXPERIMENT, pa.string(), "experiment name"),
     Column(STATUS, pa.string(), "`running` (written when the pack starts) or `done`"),
@@ -151,14 +177,14 @@ def markdown(table: str) -> str:
 
     For ``runs``, the columns before the spec fields; ``python -m spec_ray.storage.schema`` prints all four.
     """
-    columns = RUN_COLUMNS if table == RUNS else COLUMNS[table]
+    columns = {RUNS: RUN_COLUMNS, CORRELATIONS: CORRELATION_COLUMNS}.get(table) or COLUMNS[table]
     rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     rows += [f"| {c.name} | {c.dtype} | {c.unit} | {c.meaning} |" for c in columns]
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    for name in TABLES:
+    for name in (*TABLES, *OPTIONAL_TABLES):
         print(f"## {name}\n\n{markdown(name)}\n")
 
 
