@@ -208,3 +208,57 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     ax.legend(fontsize=6)
     fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
     return _save(fig, stem)
+
+
+def _luck_panels(frame: pd.DataFrame) -> tuple[plt.Figure, list[plt.Axes], list[tuple]]:
+    """One panel per (net, BN) cell of Luck Matters' experiments, wrapped."""
+    cells = list(frame.groupby(["net", S.STUDENT_BN]).groups)
+    fig, axes = _wrapped(len(cells))
+    return fig, axes, cells
+
+
+def _layer_colors(layers) -> dict:
+    palette = sns.color_palette("crest", n_colors=max(2, len(layers)))
+    return {layer: palette[i] for i, layer in enumerate(sorted(layers))}
+
+
+def luck_rho(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 5 / 19 / 20: rho-bar per layer vs epoch, min/max band over seeds; dashed: finite data."""
+    fig, axes, cells = _luck_panels(frame)
+    colors = _layer_colors(frame[S.LAYER].unique())
+    for ax, (net, bn) in zip(axes, cells):
+        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
+        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
+            style = "--" if data == "finite" else "-"
+            ax.plot(line[S.EPOCH], line["rho"], style, color=colors[layer], lw=1.2, label=f"layer {layer - 1}, {data}")
+            ax.fill_between(line[S.EPOCH], line["rho_min"], line["rho_max"], color=colors[layer], alpha=0.15, lw=0)
+        ax.set_title(f"{net}, BN {bn}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1.02)
+    _label_rows(axes, "rho-bar (mean best correlation)")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds",
+                 fontsize=9)  # fmt: skip
+    return _save(fig, stem)
+
+
+def luck_rank(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 5 / 17 / 18: mean (solid, min/max band) and median (dotted) rank of the final winners."""
+    fig, axes, cells = _luck_panels(frame)
+    colors = _layer_colors(frame[S.LAYER].unique())
+    for ax, (net, bn) in zip(axes, cells):
+        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
+        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
+            c = colors[layer]
+            style = "--" if data == "finite" else "-"
+            ax.plot(line[S.EPOCH], line["mean_rank"], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
+            ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
+            ax.fill_between(line[S.EPOCH], line["mean_rank_min"], line["mean_rank_max"], color=c, alpha=0.15, lw=0)
+        ax.set_title(f"{net}, BN {bn}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.02, max(0.1, float(frame["mean_rank_max"].max()) * 1.05))
+    _label_rows(axes, "rank of the final winner\n(0 = first, 1 = last)")
+    axes[0].legend(fontsize=6, loc="upper right")
+    fig.suptitle("Luck Matters: rank of the final winners, mean (dashed: finite data) and median (dotted)",
+                 fontsize=9)  # fmt: skip
+    return _save(fig, stem)

@@ -207,3 +207,45 @@ def winner_ranks(res: Results) -> pd.DataFrame:
         mean_rank=("rank", "mean"), median_rank=("rank", "median"), teachers=(S.NODE, "nunique")
     )
     return out.sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
+
+
+LUCK_CONFIG = ["net", S.STUDENT_BN, "data"]
+
+
+def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
+    """Luck Matters' cells: net (arch and teacher widths), student BN, finite / infinite data."""
+    runs = res.done[[S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]].copy()
+    runs["net"] = runs[S.ARCH].map({"mlp": "FC", "conv": "CNN"}) + " " + runs[S.WIDTHS].str.replace("_", "-")
+    runs["data"] = np.where(runs[S.N_TRAIN].isna(), "infinite", "finite")
+    return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")
+
+
+def luck_rho(res: Results) -> pd.DataFrame:
+    """Luck Matters' rho-bar (fig. 5, 15, 19, 20): mean over teacher nodes of best_corr, per layer and
+    epoch, then mean, min and max over seeds per cell. Drawn for runs that keep their correlations
+    (the Luck Matters sweep). Columns: net, student_bn, data, layer, epoch, rho, rho_min, rho_max, seeds."""
+    if S.KEEP_CORRELATIONS not in res.done or not res.done[S.KEEP_CORRELATIONS].fillna(False).astype(bool).any():
+        return pd.DataFrame()
+    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
+    per_run = rows.groupby([S.RUN_ID, S.LAYER, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
+    per_run = _luck_config(res, per_run)
+    out = per_run.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(
+        rho=(S.BEST_CORR, "mean"), rho_min=(S.BEST_CORR, "min"), rho_max=(S.BEST_CORR, "max"),
+        seeds=(S.RUN_ID, "nunique"),
+    )  # fmt: skip
+    return out.sort_values([*LUCK_CONFIG, S.LAYER, S.EPOCH]).reset_index(drop=True)
+
+
+def luck_rank(res: Results) -> pd.DataFrame:
+    """Luck Matters' mean and median rank of the final winners (figs. 5, 17, 18) per cell, layer and
+    epoch: ``winner_ranks`` averaged over seeds, with the min/max of the mean rank. Empty without the
+    correlations table. Columns: net, student_bn, data, layer, epoch, mean_rank, median_rank,
+    mean_rank_min, mean_rank_max, seeds."""
+    if not res.has(S.CORRELATIONS):
+        return pd.DataFrame()
+    ranks = _luck_config(res, winner_ranks(res))
+    out = ranks.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(
+        mean_rank=("mean_rank", "mean"), median_rank=("median_rank", "mean"),
+        mean_rank_min=("mean_rank", "min"), mean_rank_max=("mean_rank", "max"), seeds=(S.RUN_ID, "nunique"),
+    )  # fmt: skip
+    return out.sort_values([*LUCK_CONFIG, S.LAYER, S.EPOCH]).reset_index(drop=True)

@@ -42,6 +42,15 @@ FIGURES = [
     ("teacher_aware", "Figure 9: teacher-aware vs agnostic data",
      "Final train (dashed) and evaluation (solid) MSE vs training samples.",
      _if_varies(S.AUGMENTATION, queries.teacher_aware), figures.teacher_aware),
+    ("luck_rho", "Luck Matters figs. 5, 19, 20: rho-bar per layer",
+     "Mean over teacher nodes of the best correlation, per layer (0 = lowest), mean over seeds with min/max band; "
+     "dashed: a finite training set, solid: infinite data.",
+     queries.luck_rho, figures.luck_rho),
+    ("luck_rank", "Luck Matters figs. 5, 17, 18: rank of the final winners",
+     "The rank of each teacher node's final best student among all students at every epoch (0 = first), mean "
+     "(min/max band over seeds; dashed: finite data) and median (dotted) over teacher nodes; 0 at the end by "
+     "definition.",
+     queries.luck_rank, figures.luck_rank),
 ]  # fmt: skip
 
 

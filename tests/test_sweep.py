@@ -18,7 +18,7 @@ from spec_ray.orchestration.experiment import packs_from_dict
 from spec_ray.storage import schema as S
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size"]
+SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size", "luck_matters"]
 
 
 def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
     packs = stored_packs(root)
     assert_complete(str(root), packs)
     runs = pd.read_parquet(root / S.RUNS)
-    expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8, "sample_size": 8}[script]
+    expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8, "sample_size": 8, "luck_matters": 16}[script]
     assert len(runs) == expected and sum(p.size for p in packs) == expected
     depth = int(runs["depth"].iloc[0])
     for table in (S.TEACHER_NODES, S.STUDENT_NODES):  # every hidden layer is traced
@@ -53,6 +53,15 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert runs["iters_per_epoch"].isna().all() and (runs["normalize"] == "all").all()
         steps = runs.groupby("n_train")[S.STEPS_DONE].unique().to_dict()
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
+    if script == "luck_matters":  # FC and CNN x finite and infinite data x BN x 2 seeds, the report's own figures
+        assert set(runs["arch"]) == {"mlp", "conv"} and runs["n_train"].isna().sum() == 8
+        from analysis.report import build_report
+
+        build_report(str(root), tmp_path / "report")
+        ranks = pd.read_csv(tmp_path / "report" / "data" / "luck_rank.csv")
+        last = ranks[ranks["epoch"] == ranks["epoch"].max()]
+        assert (last["mean_rank"] == 0).all() and (ranks["mean_rank"] > 0).any()  # falls to 0 at the end
+        assert (tmp_path / "report" / "luck_rho.png").stat().st_size > 10_000
     assert f"python -m analysis report {root}" in proc.stdout
     assert (runs[S.TRAINED_ON] == "cpu").all()  # no GPU share: the CPU, whatever is visible
     # The launch says what it will do: settings off the defaults, the axes, storage, Ray.

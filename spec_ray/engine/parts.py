@@ -21,6 +21,7 @@ per group, as in the fused step.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -146,7 +147,7 @@ def forward(
         hidden.append(_block(arch, net, layer, z, train))
     h = hidden[-1]
     if arch.conv:
-        h = h.reshape(batch, rc, -1).transpose(0, 1)  # (Rc, B, C H W): ModelConv's view, per run
+        h = h.reshape(batch, rc, math.prod(h.shape[1:]) // rc).transpose(0, 1)  # (Rc, B, C H W), per run
     return hidden, _linear(h, net.layers[-1])  # (Rc, B, c)
 
 

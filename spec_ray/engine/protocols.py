@@ -23,6 +23,8 @@ class Smoke:
     """Axis name -> values, replacing the experiment's axes of that name (``seed`` included)."""
     block_epochs: int = 1
     """Epochs per Parquet file and Tune checkpoint."""
+    variants: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)
+    """Variant axis -> its named settings, replacing the experiment's axis of that name."""
 
     def __post_init__(self) -> None:
         apply_overrides(RunSpec(), dict(self.settings))  # unknown or bad settings fail at import

@@ -59,16 +59,26 @@ class Experiment:
     """Most runs per pack (None: all runs of one shape in one pack, memory permitting)."""
     pack_memory: int = 2 << 30
     """Bytes of device memory a pack may hold (data, labels, parameters); larger packs are split."""
+    variants: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)
+    """Axes of named bundles of settings that change together (a CNN is arch, image size, d and
+    widths at once): {axis: {name: {dotted path: value}}}; crossed with each other and ``axes``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", {k: tuple(v) for k, v in self.axes.items()})
+        object.__setattr__(self, "variants", {k: dict(v) for k, v in self.variants.items()})
+        for axis, named in self.variants.items():
+            if not named:
+                raise ValueError(f"variants {axis}={{}} is invalid: allowed one or more named settings")
+            for settings in named.values():
+                for path in settings:
+                    axis_path(path)
         for name, values in self.axes.items():
             axis_path(name)
             if not values:
                 raise ValueError(f"axis {name}=() is invalid: allowed one or more values")
             if len(set(values)) != len(values):
                 raise ValueError(f"axis {name}={list(values)} is invalid: allowed distinct values")
-        runs = math.prod(len(v) for v in self.axes.values())
+        runs = math.prod(len(v) for v in (*self.axes.values(), *self.variants.values()))
         if runs > MAX_RUNS:
             sizes = " x ".join(f"{k} {len(v):,}" for k, v in self.axes.items())
             raise ValueError(f"axes={sizes} is invalid: {runs:,} runs; allowed at most {MAX_RUNS:,} runs a sweep")
@@ -81,10 +91,20 @@ class Experiment:
         """Every run of the factorial, validated (raises ValueError on the first bad one)."""
         names = list(self.axes)
         runs = []
-        for values in itertools.product(*(self.axes[n] for n in names)):
-            changes = {axis_path(n): ((v,) if n == "m" else v) for n, v in zip(names, values)}
-            runs.append(apply_overrides(self.base, changes))
+        for chosen in itertools.product(*(named.values() for named in self.variants.values())):
+            base = apply_overrides(self.base, {k: v for settings in chosen for k, v in settings.items()})
+            for values in itertools.product(*(self.axes[n] for n in names)):
+                changes = {axis_path(n): ((v,) if n == "m" else v) for n, v in zip(names, values)}
+                runs.append(apply_overrides(base, changes))
         return runs
+
+    def select(self, axis: str, names: list[str]) -> Experiment:
+        """Only the named variants of one variant axis (ValueError naming the allowed ones)."""
+        named = self.variants.get(axis, {})
+        unknown = [n for n in names if n not in named]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"--{axis}={' '.join(names)} is invalid: allowed distinct names from {', '.join(named)}")
+        return dataclasses.replace(self, variants={**self.variants, axis: {n: named[n] for n in names}})
 
     def packs(self) -> list[Pack]:
         """Runs grouped by shape, split to ``pack_size`` along shared-minibatch groups."""

@@ -165,6 +165,7 @@ def launch_summary(exp: Experiment, packs: list[Pack], store: TraceStore, args: 
     """What the sweep will do, on one screen: settings off the defaults, axes, runs and packs, storage, Ray."""
     default, base = flat_fields(RunSpec()), flat_fields(exp.base)
     shown_elsewhere = {axis_path(n).rpartition(".")[2] for n in exp.axes} | {"m", "depth", "steps_per_epoch"}
+    shown_elsewhere |= {p.rpartition(".")[2] for named in exp.variants.values() for s in named.values() for p in s}
     changed = [f"{k}={v}" for k, v in base.items() if k not in shown_elsewhere and v != default.get(k)]
     spec = packs[0].spec
     small, large = min(p.size for p in packs), max(p.size for p in packs)
@@ -180,7 +181,13 @@ def launch_summary(exp: Experiment, packs: list[Pack], store: TraceStore, args: 
             subsequent_indent=" " * 12,
             break_long_words=False,
         ),
-        "  axes:     " + " x ".join(f"{n} {_values(v)}" for n, v in exp.axes.items()),
+        "  axes:     "
+        + " x ".join(
+            [
+                *(f"{a} {_values(tuple(v))}" for a, v in exp.variants.items()),
+                *(f"{n} {_values(v)}" for n, v in exp.axes.items()),
+            ]
+        ),  # fmt: skip
         f"  length:   {spec.train.epochs} epochs x {per_epoch} steps"
         + (" (one shuffled pass)" if spec.passes else "")
         + f", {spec.train.dtype} on {spec.train.device}",

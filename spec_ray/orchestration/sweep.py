@@ -102,6 +102,14 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
         "--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m (teacher.widths)"
     )
     add_spec_flags(parser)  # every spec field; several values make an axis
+    variants = parser.add_argument_group("variants (settings that change together)")
+    for axis, named in experiment.variants.items():
+        variants.add_argument(
+            f"--{axis}", nargs="+", default=None, metavar="NAME",
+            help=f"which of {', '.join(named)} to run (default: all); " + "; ".join(
+                f"{n}: {', '.join(f'{k.rpartition(chr(46))[2]}={v}' for k, v in settings.items()) or 'as set'}"
+                for n, settings in named.items()).replace("%", "%%"),
+        )  # fmt: skip
     return parser
 
 
@@ -137,7 +145,12 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
     if not args.pack_memory_gib > 0:
         raise ValueError(f"--pack-memory-gib={args.pack_memory_gib} is invalid: allowed a number > 0")
     memory = int(args.pack_memory_gib * 2**30)
-    return Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory)
+    variants = {**experiment.variants, **(smoke.variants if args.smoke else {})}
+    exp = Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory, variants=variants)
+    for axis in variants:
+        if getattr(args, axis, None) is not None:
+            exp = exp.select(axis, list(getattr(args, axis)))
+    return exp
 
 
 def label(pack: Pack) -> str:

@@ -62,8 +62,12 @@ ITERS_PER_EPOCH = "iters_per_epoch"
 STEPS_PER_EPOCH = "steps_per_epoch"
 SUCCESS_THRESHOLD = "success_threshold"
 DEPTH = "depth"
+ARCH = "arch"
+WIDTHS = "widths"
+STUDENT_BN = "student_bn"
+KEEP_CORRELATIONS = "keep_correlations"
 SPEC_COLUMNS = (P, MULTI, M, SEED, N_TRAIN, LOSS, AUGMENTATION, EPOCHS, ITERS_PER_EPOCH, STEPS_PER_EPOCH,
-                SUCCESS_THRESHOLD, DEPTH)  # fmt: skip
+                SUCCESS_THRESHOLD, DEPTH, ARCH, WIDTHS, STUDENT_BN, KEEP_CORRELATIONS)  # fmt: skip
 
 # Columns of the runs table beyond the spec fields.
 PACK_ID = "pack_id"

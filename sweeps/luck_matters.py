@@ -1,0 +1,46 @@
+"""Luck Matters on Gaussian data (figs. 5, 15, 17-20): rho-bar and the rank of the final winners.
+
+Per layer, for FC small / large and CNN teachers, with and without BN, finite and infinite data.
+The full CNN (a 640-channel student) is GPU work; on CPUs run ``--net fc-small fc-large cnn-narrow``,
+the CNN at an eighth of its width (teacher 8-8-8-8 channels, student 80).
+"""
+
+from spec_ray.engine.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke
+from spec_ray.orchestration.experiment import Experiment
+from spec_ray.orchestration.sweep import main
+
+CNN = {
+    "model.arch": "conv",
+    "model.image_size": LUCK_CNN.model.image_size,
+    "data.d": LUCK_CNN.data.d,
+    "teacher.widths": LUCK_CNN.teacher.widths,
+    "student.bn_affine": True,  # ModelConv's nn.BatchNorm2d(k) is affine
+}
+EXPERIMENT = Experiment(
+    name="luck_matters",
+    base=LUCK_FC_SMALL.replace(**{"checkpoint.keep_correlations": True}),  # the rank of the final winners
+    variants={
+        "net": {
+            "fc-small": {},
+            "fc-large": {"teacher.widths": LUCK_FC_LARGE.teacher.widths},
+            "cnn": CNN,
+            "cnn-narrow": {**CNN, "teacher.widths": (8, 8, 8, 8)},
+        },
+        "data": {"finite": {}, "infinite": LUCK_INFINITE},
+    },
+    axes={"student_bn": ("none", "after_relu"), "seed": (1, 2, 3, 4, 5)},
+)
+SMOKE = Smoke(
+    settings={"train.epochs": 3, "data.n_train": 2048, "data.n_eval": 512, "checkpoint.first_epoch_points": 2},
+    variants={
+        "net": {
+            "fc-small": {"teacher.widths": (5, 6)},
+            "cnn": {**CNN, "model.image_size": 8, "data.d": 64, "teacher.widths": (3, 3), "student.multi": 4},
+        },
+        "data": {"finite": {}, "infinite": {"data.n_train": None, "train.iters_per_epoch": 32}},
+    },
+    axes={"seed": (1, 2)},
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main(EXPERIMENT, smoke=SMOKE))
