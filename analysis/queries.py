@@ -249,3 +249,23 @@ def luck_rank(res: Results) -> pd.DataFrame:
         mean_rank_min=("mean_rank", "min"), mean_rank_max=("mean_rank", "max"), seeds=(S.RUN_ID, "nunique"),
     )  # fmt: skip
     return out.sort_values([*LUCK_CONFIG, S.LAYER, S.EPOCH]).reset_index(drop=True)
+
+
+def in_norm_change(res: Results) -> pd.DataFrame:
+    """Relative change of each student node's incoming weight norm from init to the end (LM sec. 6.1),
+    median and max over nodes per student BN and layer. Columns: student_bn, layer, median_change,
+    max_change, nodes."""
+    if S.STUDENT_BN not in res.done:
+        return pd.DataFrame()
+    steps = {0, *final_steps(res)}
+    rows = res.read(S.STUDENT_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.IN_NORM], res.done[S.RUN_ID], steps)
+    rows = _join(rows, res, ["final_step", S.STUDENT_BN])
+    key = [S.RUN_ID, S.LAYER, S.NODE]
+    start = rows[rows[S.STEP] == 0].set_index(key)[S.IN_NORM]
+    end = rows[rows[S.STEP] == rows["final_step"]].set_index(key)
+    change = ((end[S.IN_NORM] - start.reindex(end.index)).abs() / start.reindex(end.index)).rename("change")
+    frame = end[[S.STUDENT_BN]].join(change).reset_index()
+    out = frame.groupby([S.STUDENT_BN, S.LAYER], as_index=False).agg(
+        median_change=("change", "median"), max_change=("change", "max"), nodes=("change", "size")
+    )
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis import claims, figures, queries
+from analysis import claims, figures, luck_claims, queries
 from analysis.load import AnalysisError, Results, open_results
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import open_storage
@@ -125,6 +125,12 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
             claims.claim4(frames["lshape"], threshold),
             claims.claim5(frames["sample_size"]),
             claims.claim6(frames["teacher_aware"]),
+            luck_claims.claim7(frames["luck_rho"]),
+            luck_claims.claim8(frames["luck_rank"]),
+            luck_claims.claim9(frames["luck_rho"], frames["luck_rank"]),
+            luck_claims.claim10(frames["luck_rho"]),
+            luck_claims.claim11(queries.in_norm_change(res)),
+            luck_claims.claim12(),
         ]
     text = [
         "# spec-ray report",
@@ -144,7 +150,9 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
         f"quarter of teacher nodes; rates within {claims.TOLERANCE} are equal, both >= {1 - claims.TOLERANCE:g} "
         "is a tie; claim 2 is a paired bootstrap over seeds within each p; claim 3 a Spearman correlation > "
         f"{claims.MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < "
-        f"{claims.UNSPECIALIZED_BELOW}.",
+        f"{claims.UNSPECIALIZED_BELOW}. Luck Matters (`analysis/luck_claims.py`): growth = rho-bar up by "
+        f">= {luck_claims.GROWTH}; lucky = winners' mean rank at init < {luck_claims.LUCKY_BELOW}; differences "
+        f"under {luck_claims.BN_MARGIN} are none; conserved = median relative change < {luck_claims.CONSERVED_BELOW}.",
         "",
         "## Figures",
         "",

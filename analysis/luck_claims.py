@@ -1,0 +1,134 @@
+"""Luck Matters' claims (7-12 of docs/protocol.md) checked against an experiment's numbers.
+
+Each check takes a tidy frame of ``analysis.queries`` (``luck_rho``, ``luck_rank``,
+``in_norm_change``) and returns a ``claims.Claim``; the criteria are in the docstrings.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.claims import NO_DATA, Claim, _verdict
+from spec_ray.storage import schema as S
+
+GROWTH = 0.02
+"""Claim 7: the least rise of rho-bar from init to the end that counts as growth."""
+LUCKY_BELOW = 0.25
+"""Claim 8: the winners' mean rank at init must be under half the 0.5 of a random pick."""
+BN_MARGIN = 0.01
+"""Claims 9 and 10: differences of rho-bar (or mean rank) smaller than this are no difference."""
+CONSERVED_BELOW = 0.05
+"""Claim 11: the median relative change of a BN node's incoming norm that still counts as conserved."""
+
+CELL = ["net", S.STUDENT_BN, "data"]
+
+
+def _ends(rho: pd.DataFrame) -> pd.DataFrame:
+    """rho-bar at init and at the last epoch per cell and layer."""
+    first = rho[rho[S.EPOCH] == rho.groupby(CELL)[S.EPOCH].transform("min")]
+    last = rho[rho[S.EPOCH] == rho.groupby(CELL)[S.EPOCH].transform("max")]
+    start = first.set_index([*CELL, S.LAYER])["rho"].rename("rho_init")
+    return start.to_frame().join(last.set_index([*CELL, S.LAYER])["rho"].rename("rho_end"))
+
+
+def claim7(rho: pd.DataFrame) -> Claim:
+    """In every cell (net, BN, data) rho-bar of every layer rises by at least GROWTH, and the lowest
+    layer ends highest (within BN_MARGIN)."""
+    text = "rho-bar grows during training in every layer; the lowest layer ends highest."
+    if rho.empty or rho[S.LAYER].nunique() < 2:
+        return Claim(7, text, "needs a network with two or more hidden layers", NO_DATA)
+    ends = _ends(rho)
+    grows = (ends["rho_end"] >= ends["rho_init"] + GROWTH).groupby(level=CELL).all()
+    last = ends["rho_end"].unstack(S.LAYER)
+    lowest_top = last[1] >= last.max(axis=1) - BN_MARGIN
+    evidence = "; ".join(
+        f"{net} BN {bn} {data}: " + ", ".join(f"L{layer - 1} {a:.2f}->{b:.2f}" for (layer, a, b) in zip(
+            sub.index.get_level_values(S.LAYER), sub["rho_init"], sub["rho_end"]))
+        for (net, bn, data), sub in ends.groupby(level=CELL)
+    )  # fmt: skip
+    return Claim(7, text, evidence, _verdict(bool(grows.all() and lowest_top.all())))
+
+
+def claim8(rank: pd.DataFrame) -> Claim:
+    """In every cell and layer the final winners' mean rank at init is under LUCKY_BELOW, and it is 0 at the end."""
+    text = "Final winners were lucky: their rank at initialization is well below a random pick's 0.5, and falls to 0."
+    if rank.empty:
+        return Claim(8, text, "needs the correlations table (--keep-correlations true)", NO_DATA)
+    first = rank[rank[S.EPOCH] == rank.groupby(CELL)[S.EPOCH].transform("min")]
+    last = rank[rank[S.EPOCH] == rank.groupby(CELL)[S.EPOCH].transform("max")]
+    evidence = (
+        f"mean rank at init {first['mean_rank'].min():.3f} to {first['mean_rank'].max():.3f} over "
+        f"{len(first)} cell-layers; at the end {last['mean_rank'].max():.3f} at most"
+    )
+    ok = bool((first["mean_rank"] < LUCKY_BELOW).all() and (last["mean_rank"] <= 1e-12).all())
+    return Claim(8, text, evidence, _verdict(ok))
+
+
+def _bn_effect(rho: pd.DataFrame, rank: pd.DataFrame) -> pd.DataFrame:
+    """Per net and data: final rho-bar (mean over layers) and the mean rank averaged over epochs, BN vs none."""
+    ends = _ends(rho)["rho_end"].groupby(level=CELL).mean()
+    frame = ends.rename("rho").to_frame()
+    if not rank.empty:
+        frame = frame.join(rank.groupby(CELL)["mean_rank"].mean().rename("rank"))
+    return frame.reset_index()
+
+
+def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
+    """For the largest FC teacher, BN raises the final rho-bar or lowers the epoch-averaged mean rank by at
+    least BN_MARGIN; for the smallest, BN does not raise rho-bar by more than BN_MARGIN (it does not help)."""
+    text = "BN raises rho-bar or lowers the rank in large models, and does not help small ones."
+    if rho.empty:
+        return Claim(9, text, "needs Luck Matters runs", NO_DATA)
+    effect = _bn_effect(rho, rank)
+    fc = effect[effect["net"].str.startswith("FC")]
+    both = fc.groupby("net")[S.STUDENT_BN].nunique()
+    nets = sorted(both[both > 1].index, key=lambda n: sum(int(w) for w in n.split()[1].split("-")))
+    if len(nets) < 2:
+        return Claim(9, text, "needs a small and a large FC teacher, each with and without BN", NO_DATA)
+    small, large = nets[0], nets[-1]
+
+    def gain(net: str, column: str) -> float:
+        sub = fc[fc["net"] == net].groupby(S.STUDENT_BN)[column].mean()
+        return float(sub.drop("none").mean() - sub["none"])
+
+    rho_large, rho_small = gain(large, "rho"), gain(small, "rho")
+    rank_large = gain(large, "rank") if "rank" in fc else float("nan")
+    helps_large = rho_large >= BN_MARGIN or rank_large <= -BN_MARGIN
+    evidence = (
+        f"{large}: BN changes final rho-bar by {rho_large:+.3f}, mean rank by {rank_large:+.3f}; "
+        f"{small}: rho-bar by {rho_small:+.3f}"
+    )
+    return Claim(9, text, evidence, _verdict(bool(helps_large and rho_small <= BN_MARGIN)))
+
+
+def claim10(rho: pd.DataFrame) -> Claim:
+    """In every (net, BN) with both, the final rho-bar (mean over layers) on finite data is below the
+    infinite data's by at least BN_MARGIN."""
+    text = "With finite data rho-bar stalls below infinite data's."
+    if rho.empty or rho["data"].nunique() < 2:
+        return Claim(10, text, "needs finite and infinite runs of the same net", NO_DATA)
+    final = _ends(rho)["rho_end"].groupby(level=CELL).mean().unstack("data").dropna()
+    if final.empty:
+        return Claim(10, text, "needs finite and infinite runs of the same net", NO_DATA)
+    gap = final["infinite"] - final["finite"]
+    evidence = "; ".join(f"{net} BN {bn}: finite {r['finite']:.3f} vs infinite {r['infinite']:.3f}"
+                         for (net, bn), r in final.iterrows())  # fmt: skip
+    return Claim(10, text, evidence, _verdict(bool((gap >= BN_MARGIN).all())))
+
+
+def claim11(norms: pd.DataFrame) -> Claim:
+    """Under BN the median relative change of a student node's incoming weight norm, init to end, is
+    under CONSERVED_BELOW in every layer (gradient flow conserves it; SGD adds O(lr^2) a step)."""
+    text = "Under BN each student node's incoming weight norm is conserved."
+    bn = norms[norms[S.STUDENT_BN] != "none"] if not norms.empty else norms
+    if bn.empty:
+        return Claim(11, text, "needs runs with BN", NO_DATA)
+    evidence = "; ".join(f"BN {r[S.STUDENT_BN]} layer {r[S.LAYER] - 1}: median change {r['median_change']:.3f}"
+                         for _, r in norms.iterrows())  # fmt: skip
+    return Claim(11, text, evidence, _verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
+
+
+def claim12() -> Claim:
+    """beta* of the top-down modulation (LM sec. 5, fig. 16) is not measured by this version."""
+    text = "beta* concentrates on the final winners (fig. 16)."
+    return Claim(12, text, "beta* and H* are not measured yet (the authors' stats_H pass)", NO_DATA)

@@ -1,0 +1,80 @@
+"""Luck Matters' claims 7-12 on hand-made frames: each verdict can come out."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis import luck_claims as L
+from analysis.claims import NO_DATA, NOT_SUPPORTED, SUPPORTED
+
+
+def rho_frame(cells: dict[tuple[str, str, str], list[tuple[float, float]]]) -> pd.DataFrame:
+    """{(net, bn, data): [(rho at init, rho at the end) per layer]} -> a luck_rho frame over epochs 0, 1."""
+    rows = []
+    for (net, bn, data), layers in cells.items():
+        for layer, (start, end) in enumerate(layers, start=1):
+            for epoch, rho in ((0.0, start), (1.0, end)):
+                rows.append({"net": net, "student_bn": bn, "data": data, "layer": layer, "epoch": epoch, "rho": rho,
+                             "rho_min": rho, "rho_max": rho, "seeds": 5})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def rank_frame(cells: dict[tuple[str, str, str], list[tuple[float, float]]]) -> pd.DataFrame:
+    frame = rho_frame(cells).rename(columns={"rho": "mean_rank"})
+    return frame.assign(median_rank=frame["mean_rank"], mean_rank_min=frame["mean_rank"],
+                        mean_rank_max=frame["mean_rank"])  # fmt: skip
+
+
+def test_claim7_growth_with_the_lowest_layer_on_top() -> None:
+    good = rho_frame({("FC 10-15", "none", "finite"): [(0.3, 0.9), (0.2, 0.6)]})
+    assert L.claim7(good).verdict == SUPPORTED
+    stalled = rho_frame({("FC 10-15", "none", "finite"): [(0.3, 0.31), (0.2, 0.6)]})
+    assert L.claim7(stalled).verdict == NOT_SUPPORTED
+    upper_on_top = rho_frame({("FC 10-15", "none", "finite"): [(0.3, 0.6), (0.2, 0.9)]})
+    assert L.claim7(upper_on_top).verdict == NOT_SUPPORTED
+    assert L.claim7(rho_frame({("FC 10", "none", "finite"): [(0.3, 0.9)]})).verdict == NO_DATA
+
+
+def test_claim8_lucky_winners() -> None:
+    assert L.claim8(rank_frame({("FC 10-15", "none", "finite"): [(0.05, 0.0), (0.1, 0.0)]})).verdict == SUPPORTED
+    assert L.claim8(rank_frame({("FC 10-15", "none", "finite"): [(0.45, 0.0), (0.1, 0.0)]})).verdict == NOT_SUPPORTED
+    assert L.claim8(pd.DataFrame()).verdict == NO_DATA
+
+
+def _sizes(large_bn: float, small_bn: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cells = {
+        ("FC 10-15-20-25", "none", "finite"): [(0.3, 0.8)],
+        ("FC 10-15-20-25", "after_relu", "finite"): [(0.3, small_bn)],
+        ("FC 50-75-100-125", "none", "finite"): [(0.3, 0.5)],
+        ("FC 50-75-100-125", "after_relu", "finite"): [(0.3, large_bn)],
+    }
+    return rho_frame(cells), rank_frame({k: [(0.1, 0.0)] for k in cells})
+
+
+def test_claim9_bn_helps_large_models_only() -> None:
+    assert L.claim9(*_sizes(large_bn=0.7, small_bn=0.75)).verdict == SUPPORTED
+    assert L.claim9(*_sizes(large_bn=0.5, small_bn=0.75)).verdict == NOT_SUPPORTED  # no help where it should
+    assert L.claim9(*_sizes(large_bn=0.7, small_bn=0.95)).verdict == NOT_SUPPORTED  # helps the small one too
+    one_size = rho_frame(
+        {("FC 10-15", "none", "finite"): [(0.3, 0.8)], ("FC 10-15", "after_relu", "finite"): [(0.3, 0.8)]}
+    )
+    assert L.claim9(one_size, pd.DataFrame()).verdict == NO_DATA
+
+
+def test_claim10_finite_data_stalls() -> None:
+    cells = {("CNN 64", "none", "finite"): [(0.3, 0.5)], ("CNN 64", "none", "infinite"): [(0.3, 0.8)]}
+    assert L.claim10(rho_frame(cells)).verdict == SUPPORTED
+    cells[("CNN 64", "none", "finite")] = [(0.3, 0.8)]
+    assert L.claim10(rho_frame(cells)).verdict == NOT_SUPPORTED
+    assert L.claim10(rho_frame({("CNN 64", "none", "finite"): [(0.3, 0.5)]})).verdict == NO_DATA
+
+
+def test_claim11_conserved_norms_under_bn() -> None:
+    def norms(bn_change: float) -> pd.DataFrame:
+        return pd.DataFrame({"student_bn": ["after_relu", "none"], "layer": [1, 1], "median_change": [bn_change, 0.3],
+                             "max_change": [bn_change, 0.5], "nodes": [100, 100]})  # fmt: skip
+
+    assert L.claim11(norms(0.01)).verdict == SUPPORTED
+    assert L.claim11(norms(0.2)).verdict == NOT_SUPPORTED
+    assert L.claim11(norms(0.01).iloc[1:]).verdict == NO_DATA
+    assert L.claim12().verdict == NO_DATA and L.claim12().number == 12
