@@ -262,3 +262,35 @@ def luck_rank(frame: pd.DataFrame, stem: Path) -> list[Path]:
     fig.suptitle("Luck Matters: rank of the final winners, mean (dashed: finite data) and median (dotted)",
                  fontsize=9)  # fmt: skip
     return _save(fig, stem)
+
+
+def _rho_lines(frame: pd.DataFrame, panel: str, hue: str, dash: str, title: str, stem: Path) -> list[Path]:
+    """rho-bar vs epoch: a panel per ``panel`` value, a color per ``hue``, dashed where ``dash`` is the first value."""
+    panels = sorted(frame[panel].unique())
+    fig, axes = _wrapped(len(panels))
+    hues = sorted(frame[hue].unique())
+    palette = dict(zip(hues, sns.color_palette("colorblind", n_colors=max(2, len(hues)))))
+    dashed = sorted(frame[dash].unique())[0]
+    for ax, value in zip(axes, panels):
+        for (h, d), line in frame[frame[panel] == value].groupby([hue, dash]):
+            ax.plot(
+                line[S.EPOCH], line["rho"], "--" if d == dashed else "-", color=palette[h], lw=1.2, label=f"{h}, {d}"
+            )
+            ax.fill_between(line[S.EPOCH], line["rho_min"], line["rho_max"], color=palette[h], alpha=0.12, lw=0)
+        ax.set_title(f"{panel.replace('student_bn', 'BN')} {value}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1.02)
+    _label_rows(axes, "rho-bar, mean over layers")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, stem)
+
+
+def luck_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 15a: small vs large FC teachers, with and without BN."""
+    return _rho_lines(frame, S.STUDENT_BN, "net", "data", "Luck Matters: small vs large FC teachers", stem)
+
+
+def luck_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 15b / 20: a finite training set (dashed) vs infinite data (solid)."""
+    return _rho_lines(frame, "net", S.STUDENT_BN, "data", "Luck Matters: finite (dashed) vs infinite data", stem)

@@ -269,3 +269,22 @@ def in_norm_change(res: Results) -> pd.DataFrame:
         median_change=("change", "median"), max_change=("change", "max"), nodes=("change", "size")
     )
     return out
+
+
+def luck_size(res: Results) -> pd.DataFrame:
+    """Luck Matters fig. 15a: rho-bar (mean over layers) of FC teachers of different sizes, per BN, data
+    and epoch; empty unless two FC sizes were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max."""
+    rho = luck_rho(res)
+    if rho.empty or rho[rho["net"].str.startswith("FC")]["net"].nunique() < 2:
+        return pd.DataFrame()
+    fc = rho[rho["net"].str.startswith("FC")]
+    return fc.groupby([*LUCK_CONFIG, S.EPOCH], as_index=False)[["rho", "rho_min", "rho_max"]].mean()
+
+
+def luck_data(res: Results) -> pd.DataFrame:
+    """Luck Matters fig. 15b / 20: rho-bar (mean over layers) on finite vs infinite data per net and BN;
+    empty unless both were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max."""
+    rho = luck_rho(res)
+    if rho.empty or rho["data"].nunique() < 2:
+        return pd.DataFrame()
+    return rho.groupby([*LUCK_CONFIG, S.EPOCH], as_index=False)[["rho", "rho_min", "rho_max"]].mean()

@@ -51,6 +51,12 @@ FIGURES = [
      "(min/max band over seeds; dashed: finite data) and median (dotted) over teacher nodes; 0 at the end by "
      "definition.",
      queries.luck_rank, figures.luck_rank),
+    ("luck_size", "Luck Matters fig. 15a: small vs large FC teachers",
+     "rho-bar (mean over layers) per FC teacher size, panels per student BN; band min/max over seeds.",
+     queries.luck_size, figures.luck_size),
+    ("luck_data", "Luck Matters figs. 15b, 20: finite vs infinite data",
+     "rho-bar (mean over layers), dashed: the fixed training set, solid: a fresh batch every step.",
+     queries.luck_data, figures.luck_data),
 ]  # fmt: skip
 
 

@@ -78,3 +78,20 @@ def test_claim11_conserved_norms_under_bn() -> None:
     assert L.claim11(norms(0.2)).verdict == NOT_SUPPORTED
     assert L.claim11(norms(0.01).iloc[1:]).verdict == NO_DATA
     assert L.claim12().verdict == NO_DATA and L.claim12().number == 12
+
+
+def test_size_and_data_figures_draw_from_tidy_frames(tmp_path) -> None:
+    from PIL import Image
+
+    from analysis import figures
+
+    cells = {(net, bn, data): [(0.3, 0.7)] for net in ("FC 10-15", "FC 50-75") for bn in ("none", "after_relu")
+             for data in ("finite", "infinite")}  # fmt: skip
+    frame = (
+        rho_frame(cells)
+        .groupby(["net", "student_bn", "data", "epoch"], as_index=False)[["rho", "rho_min", "rho_max"]]
+        .mean()
+    )
+    for draw in (figures.luck_size, figures.luck_data):
+        png, pdf = draw(frame, tmp_path / draw.__name__)
+        assert Image.open(png).size[0] > 600 and pdf.stat().st_size > 1000
