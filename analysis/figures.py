@@ -210,58 +210,43 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return _save(fig, stem)
 
 
-def _luck_panels(frame: pd.DataFrame) -> tuple[plt.Figure, list[plt.Axes], list[tuple]]:
-    """One panel per (net, BN) cell of Luck Matters' experiments, wrapped."""
+def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float, float], ylabel: str, title: str,
+                 median: bool = False) -> list[Path]:  # fmt: skip
+    """A panel per (net, BN) cell; a line per layer (dashed: finite data) with its min/max band over seeds;
+    ``median``: also the median rank, dotted."""
     cells = list(frame.groupby(["net", S.STUDENT_BN]).groups)
     fig, axes = _wrapped(len(cells))
-    return fig, axes, cells
-
-
-def _layer_colors(layers) -> dict:
-    palette = sns.color_palette("crest", n_colors=max(2, len(layers)))
-    return {layer: palette[i] for i, layer in enumerate(sorted(layers))}
+    layers = sorted(frame[S.LAYER].unique())
+    colors = dict(zip(layers, sns.color_palette("crest", n_colors=max(2, len(layers)))))
+    for ax, (net, bn) in zip(axes, cells):
+        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
+        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
+            c, style = colors[layer], "--" if data == "finite" else "-"
+            ax.plot(line[S.EPOCH], line[value], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
+            if median:
+                ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
+            ax.fill_between(line[S.EPOCH], line[f"{value}_min"], line[f"{value}_max"], color=c, alpha=0.15, lw=0)
+        ax.set_title(f"{net}, BN {bn}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(*ylim)
+    _label_rows(axes, ylabel)
+    axes[0].legend(fontsize=6, loc="lower right" if not median else "upper right")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, stem)
 
 
 def luck_rho(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 5 / 19 / 20: rho-bar per layer vs epoch, min/max band over seeds; dashed: finite data."""
-    fig, axes, cells = _luck_panels(frame)
-    colors = _layer_colors(frame[S.LAYER].unique())
-    for ax, (net, bn) in zip(axes, cells):
-        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
-        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
-            style = "--" if data == "finite" else "-"
-            ax.plot(line[S.EPOCH], line["rho"], style, color=colors[layer], lw=1.2, label=f"layer {layer - 1}, {data}")
-            ax.fill_between(line[S.EPOCH], line["rho_min"], line["rho_max"], color=colors[layer], alpha=0.15, lw=0)
-        ax.set_title(f"{net}, BN {bn}", fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylim(0, 1.02)
-    _label_rows(axes, "rho-bar (mean best correlation)")
-    axes[0].legend(fontsize=6, loc="lower right")
-    fig.suptitle("Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds",
-                 fontsize=9)  # fmt: skip
-    return _save(fig, stem)
+    title = "Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds"
+    return _luck_layers(frame, "rho", stem, (0, 1.02), "rho-bar (mean best correlation)", title)
 
 
 def luck_rank(frame: pd.DataFrame, stem: Path) -> list[Path]:
-    """Luck Matters fig. 5 / 17 / 18: mean (solid, min/max band) and median (dotted) rank of the final winners."""
-    fig, axes, cells = _luck_panels(frame)
-    colors = _layer_colors(frame[S.LAYER].unique())
-    for ax, (net, bn) in zip(axes, cells):
-        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
-        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
-            c = colors[layer]
-            style = "--" if data == "finite" else "-"
-            ax.plot(line[S.EPOCH], line["mean_rank"], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
-            ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
-            ax.fill_between(line[S.EPOCH], line["mean_rank_min"], line["mean_rank_max"], color=c, alpha=0.15, lw=0)
-        ax.set_title(f"{net}, BN {bn}", fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylim(-0.02, max(0.1, float(frame["mean_rank_max"].max()) * 1.05))
-    _label_rows(axes, "rank of the final winner\n(0 = first, 1 = last)")
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.suptitle("Luck Matters: rank of the final winners, mean (dashed: finite data) and median (dotted)",
-                 fontsize=9)  # fmt: skip
-    return _save(fig, stem)
+    """Luck Matters fig. 5 / 17 / 18: mean (min/max band) and median (dotted) rank of the final winners."""
+    top = max(0.1, float(frame["mean_rank_max"].max()) * 1.05)
+    title = "Luck Matters: rank of the final winners, mean (dashed: finite data) and median (dotted)"
+    return _luck_layers(frame, "mean_rank", stem, (-0.02, top), "rank of the final winner\n(0 = first, 1 = last)",
+                        title, median=True)  # fmt: skip
 
 
 def _rho_lines(frame: pd.DataFrame, panel: str, hue: str, dash: str, title: str, stem: Path) -> list[Path]:
