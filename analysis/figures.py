@@ -7,6 +7,7 @@ output stem and returns the files it wrote.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -231,7 +232,7 @@ def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float,
         ax.set_ylim(*ylim)
     _label_rows(axes, ylabel)
     axes[0].legend(fontsize=6, loc="lower right" if not median else "upper right")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 34 * min(len(cells), WRAP)), fontsize=9)  # a 2.6-inch panel holds ~34 characters
     return _save(fig, stem)
 
 
