@@ -39,7 +39,7 @@ SMOKE = Smoke(
         },
         "data": {"finite": {}, "infinite": {"data.n_train": None, "train.iters_per_epoch": 32}},
     },
-    axes={"seed": (1, 2)},
+    axes={"student_bn": ("after_relu",), "seed": (1, 2)},  # BN and not: the equivalence tests cover both
 )
 
 if __name__ == "__main__":
