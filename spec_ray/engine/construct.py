@@ -78,7 +78,7 @@ def build_teacher(spec: RunSpec) -> Network:
     return calibrate(teacher, eval_inputs(spec), shape) if t.calibrate else teacher
 
 
-def calibrate(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Network:
+def calibrate(teacher: Network, x: Tensor, shape: arch.Arch) -> Network:
     """Deep protocol: every hidden node active on half of ``x``, outputs standardised.
 
     Hidden layers, lowest first: the bias is shifted by the median pre-activation over x.
@@ -89,8 +89,7 @@ def calibrate(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Ne
     for layer in range(len(weights) - 1):
         pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
         biases[layer] = biases[layer] - pre.median(dim=0).values  # (m_l,)
-        pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
-        h = activations.forward(*((shape.activation, shape.slope) if shape else ("relu", 0.0)), pre)  # (N, m_l)
+        h = activations.forward(shape.activation, shape.slope, h @ weights[layer].T + biases[layer])  # (N, m_l)
     out = h @ weights[-1].T + biases[-1]  # (N, c)
     mean, std = out.mean(dim=0), out.std(dim=0).clamp_min(1e-12)  # (c,), (c,)
     weights[-1] = weights[-1] / std[:, None]  # (c, m_L)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import arch, losses, parts, passes
+from spec_ray.engine import losses, parts, passes
 from spec_ray.engine import names as S
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.network import fanout_norms, fixed_buffers
@@ -86,7 +86,7 @@ class EvalCache(NamedTuple):
 
 def _widths(pack: Pack) -> int:
     """Floats per sample and run a chunk holds at once: activations, temporaries, outputs."""
-    s, t = arch.student(pack.spec), arch.teacher(pack.spec)
+    s, t = pack.student_arch, pack.teacher_arch
     student = sum((n + 1) * p for n, p in zip(s.widths, s.positions))
     teacher = sum((m + 1) * p for m, p in zip(t.widths, t.positions))
     return 3 * student + 2 * teacher + 2 * pack.spec.teacher.c
@@ -102,17 +102,16 @@ def _chunk(
     hi: int,
     work: Workspace,
     tag: str,
-) -> tuple[list[Tensor], list[Tensor] | None, Tensor]:
+    output: bool = True,
+) -> tuple[list[Tensor], list[Tensor] | None, Tensor | None]:
     """Runs lo..hi-1 on every group's inputs x (G, N, d+1), in eval mode: per-node outputs
     [(Rc, N P_l, n_l)], the plain passes' hidden buffers [(Rc, N, n_l+1)] (None through
-    ``parts``) and the outputs (Rc, N, c)."""
+    ``parts``) and the outputs (Rc, N, c) (the plain passes skip them unless ``output``)."""
     if shape.plain:
-        hidden, out = passes.forward(pack, x, params, lo, hi, work, tag, arch=shape)
+        hidden, out = passes.forward(pack, shape, x, params, lo, hi, work, tag, output)
         return [h[..., :-1] for h in hidden], hidden, out
-    k = pack.group_size
-    xg = x[lo // k : (hi - 1) // k + 1]  # (Gc, N, d+1)
     sliced = tuple(p[lo:hi] for p in params), tuple(b[lo:hi] for b in buffers)
-    hidden, out = parts.forward(shape, *sliced, xg, min(k, hi - lo))
+    hidden, out = parts.forward(shape, *sliced, *passes.group_inputs(pack, x, lo, hi))
     return [parts.nodes(shape, layer, h) for layer, h in enumerate(hidden)], None, out
 
 
@@ -124,12 +123,12 @@ def prepare(pack: Pack, data: PackData) -> EvalCache:
     ranks exactly as a fresh one.
     """
     teacher_params = tuple(torch.cat([w, b.unsqueeze(-1)], dim=-1) for w, b in zip(*data.teacher))
-    shape = arch.teacher(pack.spec)
+    shape = pack.teacher_arch
     buffers = fixed_buffers(shape, teacher_params[0])
     work = Workspace()
     unit: list[list[Tensor]] = []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
-        acts, _, _ = _chunk(pack, shape, data.x_eval, teacher_params, buffers, lo, hi, work, "t")
+        acts, _, _ = _chunk(pack, shape, data.x_eval, teacher_params, buffers, lo, hi, work, "t", output=False)
         unit.append([normalize(a) for a in acts])  # [(Rc, Ne P, m_l)]
     teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne P, m_l)]
     cache = EvalCache(teacher_params, buffers, teacher_unit, [], work)
@@ -142,7 +141,7 @@ def _evaluate(
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
     """Eval loss (R,), accuracy (R,) (cross-entropy only) and correlations [(R, m_l, n_l)]."""
     loss = pack.spec.train.loss
-    shape = arch.student(pack.spec)
+    shape = pack.student_arch
     values, accuracy, corr = [], [], []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
         acts, _, out = _chunk(pack, shape, data.x_eval, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, Ne, c)
@@ -160,18 +159,19 @@ def _train_set(
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Training-set loss (R,), full-batch gradient norm (R,) and correlations [(R, m_l, n_l)]."""
     loss = pack.spec.train.loss
-    student, teacher = arch.student(pack.spec), arch.teacher(pack.spec)
+    student, teacher = pack.student_arch, pack.teacher_arch
     values, norms, corr = [], [], []
     x = data.x_train  # (G, N, d+1)
     for lo, hi in passes.chunks(pack, x.shape[1], _widths(pack)):
-        t_acts, _, _ = _chunk(pack, teacher, x, cache.teacher_params, cache.teacher_buffers, lo, hi, cache.work, "t")
+        t_params, t_buffers = cache.teacher_params, cache.teacher_buffers
+        t_acts, _, _ = _chunk(pack, teacher, x, t_params, t_buffers, lo, hi, cache.work, "t", output=False)
         acts, hidden, out = _chunk(pack, student, x, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, N, c)
         t = run_targets(data.y_train, pack.group_size, lo, hi)  # (Rc, N, c)
         units = [normalize(a) for a in t_acts]  # [(Rc, N P, m_l)]
         corr.append([passes.correlate(u, a, cache.work) for u, a in zip(units, acts)])
         values.append(losses.reported(loss, out, t))  # (Rc,)
         if hidden is not None:
-            norms.append(passes.grad_norm(pack, x, params, hidden, out, t, lo, student))  # (Rc,)
+            norms.append(passes.grad_norm(pack, student, x, params, hidden, out, t, lo))  # (Rc,)
         else:
             sliced = tuple(p[lo:hi] for p in params), tuple(b[lo:hi] for b in buffers)
             norms.append(passes.grad_norm_parts(pack, student, x, *sliced, t, lo))  # (Rc,)

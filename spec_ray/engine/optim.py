@@ -4,8 +4,8 @@ Axes: R runs; a parameter is (R, ...).
 
 The state is a flat tuple of tensors shaped like the parameters (SGD with momentum: one
 momentum buffer each; Adam: the first moments, then the second moments), so checkpoints,
-snapshots and the freezing of diverged runs treat it like the parameters. A run whose
-``alive`` flag is off keeps its state as it was: a diverged run freezes whole.
+snapshots and the freezing of diverged runs treat it like the parameters. The update runs
+in place for every run; ``general.step`` puts a diverged run's state back, so it freezes whole.
 """
 
 from __future__ import annotations
@@ -35,37 +35,25 @@ def state_count(train: TrainSpec, params: int) -> int:
     return 2 * params if train.optimizer == "adam" else params if train.momentum > 0 else 0
 
 
-def _per_run(v: Tensor, like: Tensor) -> Tensor:
-    """(R,) -> (R, 1, ..) broadcasting against ``like``."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 @torch.no_grad()
 def update(
-    train: TrainSpec,
-    params: tuple[Tensor, ...],
-    grads: tuple[Tensor, ...],
-    state: tuple[Tensor, ...],
-    lr: Tensor,
-    alive: Tensor,
+    train: TrainSpec, params: tuple[Tensor, ...], grads: tuple[Tensor, ...], state: tuple[Tensor, ...], lr: Tensor,
     step: int,
-) -> None:
-    """One optimizer step of every run, in place; lr: (R,), alive: (R,) bool, step: 1-based count."""
+) -> None:  # fmt: skip
+    """One optimizer step of every run, in place; lr: (R,), 0 for a frozen run; step: 1-based count."""
     n = len(params)
     for i, (p, g) in enumerate(zip(params, grads)):
-        rate, live = _per_run(lr, p), _per_run(alive, p)  # (R, 1, ..)
+        rate = lr.view(-1, *([1] * (p.dim() - 1)))  # (R, 1, ..)
         if train.weight_decay:
             g = g.add(p, alpha=train.weight_decay)
         if train.optimizer == "adam":
             m, v = state[i], state[n + i]
             b1, b2 = ADAM_BETAS
-            m.copy_(torch.where(live, m.lerp(g, 1 - b1), m))
-            v.copy_(torch.where(live, v.mul(b2).addcmul_(g, g, value=1 - b2), v))
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(ADAM_EPS)
             p.addcdiv_(m, denom.div_(rate / (1 - b1**step)).neg_())  # a zero rate: -inf, m / -inf = -0
         else:
             if train.momentum > 0:
-                buf = state[i]
-                buf.copy_(torch.where(live, buf.mul(train.momentum).add_(g), buf))
-                g = buf
+                g = state[i].mul_(train.momentum).add_(g)
             p.addcmul_(g, rate, value=-1.0)

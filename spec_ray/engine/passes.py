@@ -40,8 +40,16 @@ def chunks(pack: Pack, samples: int, widths: int) -> list[tuple[int, int]]:
     return [(lo, min(g + k, lo + size)) for g in range(0, pack.size, k) for lo in range(g, g + k, size)]
 
 
+def group_inputs(pack: Pack, x: Tensor, lo: int, hi: int) -> tuple[Tensor, int]:
+    """The inputs (Gc, N, d+1) of the groups that runs lo..hi-1 belong to, from every group's
+    (G, N, d+1), and q, the chunk's runs of each group (whole groups, or a piece of one)."""
+    k = pack.group_size
+    return x[lo // k : (hi - 1) // k + 1], min(k, hi - lo)
+
+
 def forward(
     pack: Pack,
+    arch: Arch,
     x: Tensor,
     params: tuple[Tensor, ...],
     lo: int,
@@ -49,27 +57,24 @@ def forward(
     work: Workspace,
     tag: str,
     output: bool = True,
-    arch: Arch | None = None,
 ) -> tuple[list[Tensor], Tensor | None]:
     """Hidden activations with a ones column [(Rc, N, n_l+1)] and outputs (Rc, N, c) (or None)
-    of runs lo..hi-1 of a plain MLP (``arch``'s activation; None: ReLU), in ``work``'s buffers
-    named by ``tag``; x: every group's inputs with a ones column (G, N, d+1)."""
-    act = ("relu", 0.0) if arch is None else (arch.activation, arch.slope)
-    k = pack.group_size
-    q = min(k, hi - lo)  # runs of each group in the chunk
-    x = x[lo // k : (hi - 1) // k + 1]  # (Gc, N, d+1)
+    of runs lo..hi-1 of a plain MLP (``arch.plain``), in ``work``'s buffers named by ``tag``;
+    x: every group's inputs with a ones column (G, N, d+1)."""
+    x, q = group_inputs(pack, x, lo, hi)  # (Gc, N, d+1), runs of each group in the chunk
     g_count, n, d1 = x.shape
     n1 = params[0].shape[1]
     z = work.get("z", x, g_count, n, q * n1)  # (Gc, N, q n1)
     torch.bmm(x, params[0][lo:hi].reshape(g_count, q * n1, d1).transpose(1, 2), out=z)
     h = work.get(f"{tag}0", x, hi - lo, n, n1 + 1, ones_column=True)  # (Rc, N, n1+1)
-    activations.forward(*act, z.view(g_count, n, q, n1).transpose(1, 2), out=h[..., :n1].view(g_count, q, n, n1))
+    out1 = h[..., :n1].view(g_count, q, n, n1)  # (Gc, q, N, n1)
+    activations.forward(arch.activation, arch.slope, z.view(g_count, n, q, n1).transpose(1, 2), out=out1)
     hidden = [h]
     for layer, w in enumerate(params[1:-1], start=1):
         z = work.get("z", x, hi - lo, n, w.shape[1])  # (Rc, N, n_l)
         torch.bmm(h, w[lo:hi].transpose(1, 2), out=z)
         h = work.get(f"{tag}{layer}", x, hi - lo, n, w.shape[1] + 1, ones_column=True)  # (Rc, N, n_l+1)
-        activations.forward(*act, z, out=h[..., :-1])
+        activations.forward(arch.activation, arch.slope, z, out=h[..., :-1])
         hidden.append(h)
     if not output:
         return hidden, None
@@ -103,20 +108,19 @@ def reported(loss: str, out: Tensor, target: Tensor) -> Tensor:
 
 def grad_norm(
     pack: Pack,
+    arch: Arch,
     x: Tensor,
     params: tuple[Tensor, ...],
     hidden: list[Tensor],
     out: Tensor,
     target: Tensor,
     lo: int,
-    arch: Arch | None = None,
 ) -> Tensor:
     """Norm of the full-batch gradient of the SGD objective over all weights and biases: (Rc,).
 
     x: (G, N, d+1) every group's inputs; hidden, out: ``forward``'s of runs lo..lo+Rc-1 of a
     plain MLP; target: their teacher outputs (Rc, N, c). Overwrites ``out``.
     """
-    act = ("relu", 0.0) if arch is None else (arch.activation, arch.slope)
     loss = pack.spec.train.loss
     rc, n, c = out.shape
     g = losses.residual_(loss, out, target).mul_(losses.grad_scale(loss, n, c))  # (Rc, N, c) dObjective/dy
@@ -126,10 +130,8 @@ def grad_norm(
         sq += torch.bmm(g.transpose(1, 2), a).square().sum(dim=(1, 2))  # weights and bias
         # Contiguous: with 10,000 rows the strided weight view made this matmul 1.8x slower (measured).
         w = params[layer][lo : lo + rc, :, :-1].contiguous()  # (Rc, n_l, n_{l-1})
-        g = activations.backward(*act, torch.bmm(g, w), a[..., :-1])  # (Rc, N, n_{l-1})
-    k = pack.group_size
-    q = min(k, rc)
-    xg = x[lo // k : (lo + rc - 1) // k + 1]  # (Gc, N, d+1)
+        g = activations.backward(arch.activation, arch.slope, torch.bmm(g, w), a[..., :-1])  # (Rc, N, n_{l-1})
+    xg, q = group_inputs(pack, x, lo, lo + rc)  # (Gc, N, d+1)
     n1 = g.shape[2]
     gg = g.view(-1, q, n, n1).transpose(1, 2).reshape(-1, n, q * n1)  # (Gc, N, q n1)
     grad = torch.bmm(gg.transpose(1, 2), xg).view(-1, q, n1, xg.shape[2])  # (Gc, q, n1, d+1)
@@ -144,10 +146,7 @@ def grad_norm_parts(
     params, buffers: runs lo..lo+Rc-1 only; x: (G, N, d+1) every group's inputs; target:
     the runs' teacher outputs (Rc, N, c). BN parameters count among the weights.
     """
-    rc = target.shape[0]
-    k = pack.group_size
-    q = min(k, rc)
-    xg = x[lo // k : (lo + rc - 1) // k + 1]  # (Gc, N, d+1)
+    xg, q = group_inputs(pack, x, lo, lo + target.shape[0])  # (Gc, N, d+1)
     leaves = tuple(p.detach().requires_grad_() for p in params)
     with torch.enable_grad():
         _, out = parts.forward(arch, leaves, buffers, xg, q)  # (Rc, N, c)

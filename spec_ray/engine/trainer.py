@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, arch, construct, general, losses, optim, parts
+from spec_ray.engine import activations, construct, general, losses, optim, parts
 from spec_ray.engine.network import Network, forward, stack, with_bias_column
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.scratch import Workspace
@@ -106,7 +106,7 @@ def with_ones(x: Tensor) -> Tensor:
 def prepare(pack: Pack) -> PackData:
     """Build teachers, datasets and labels of a pack (float64 on CPU, then cast)."""
     dev, dt = pack.device, pack.dtype
-    shape = arch.teacher(pack.spec)
+    shape = pack.teacher_arch
     teachers = [construct.build_teacher(r) for r in pack.runs]
     k = pack.group_size
     x_train = torch.stack([construct.train_inputs(r) for r in pack.group_leaders])  # (G, N, d)
@@ -134,7 +134,7 @@ def init_state(pack: Pack) -> PackState:
     spec = pack.spec
     student = stack([construct.init_student(r) for r in pack.runs]).to(pack.dtype, pack.device)
     layers = with_bias_column(student)  # [(R, n_l, fan_in+1)]
-    bn_params, buffers = parts.init_bn(arch.student(spec), pack.size, layers[0], spec.student.bn_affine)
+    bn_params, buffers = parts.init_bn(pack.student_arch, pack.size, layers[0], spec.student.bn_affine)
     params = (*layers, *bn_params)
     diverged = torch.full((pack.size,), -1, dtype=torch.int64, device=pack.device)  # (R,)
     return PackState(params, 0, diverged, None, buffers, optim.init(spec.train, params))
@@ -213,7 +213,7 @@ def minibatches(
     dev = data.x_eval.device
     if pack.spec.data.n_train is None:
         x = epoch_data[lo:hi].to(data.x_eval.dtype)  # (T, G, B, d)
-        shape = arch.teacher(pack.spec)
+        shape = pack.teacher_arch
         if shape.plain:
             t = forward(data.teacher, x.repeat_interleave(k, dim=1), shape)[1]  # (T, R, B, c)
         else:  # conv and BN teachers take (R, B, d) inputs
@@ -257,23 +257,27 @@ class Chunk(NamedTuple):
     """Teacher outputs (T, G, k, B, c) or labels (T, R, B)."""
     stats: Tensor
     """(T, R): each step's ||y - t|| (MSE) or mean loss (CE)."""
-    acts: list[Tensor] | None
+    alive: Tensor
+    """(R,) bool: runs not diverged; updated in place when one diverges in the chunk."""
+    rate: Tensor
+    """Fused step: (R, 1, 1) lr x dObjective/dy per unit residual; general step: (R,) lr. 0 for
+    diverged runs, set in place when one diverges."""
+    any_dead: bool
+    """Some run has diverged (known without a device sync)."""
+    acts: list[Tensor] | None = None
     """Fused step: activation buffers [(R, B, n_l+1)]."""
-    scale: Tensor | None
-    """Fused step: (R, 1, 1) lr x dObjective/dy per unit residual, 0 for diverged runs."""
 
 
-def _take(pack: Pack, state: PackState, params: tuple[Tensor, ...], chunk: Chunk, i: int, step: int,
-          diverged: Tensor, lr: Tensor) -> None:  # fmt: skip
+def _take(pack: Pack, state: PackState, params: tuple[Tensor, ...], chunk: Chunk, i: int, step: int) -> None:
     """Step i of a chunk that starts at ``step``: the fused step, or ``general.step``."""
     spec, student = pack.spec, pack.student_arch
     if pack.fused:
         target, labels = (None, chunk.ts[i]) if spec.train.loss == "ce" else (chunk.ts[i], None)
-        sgd_step(params, chunk.xs[i], target, chunk.scale, chunk.stats[i], chunk.acts, pack.group_size, labels,
+        sgd_step(params, chunk.xs[i], target, chunk.rate, chunk.stats[i], chunk.acts, pack.group_size, labels,
                  student.activation, student.slope)  # fmt: skip
     else:
-        general.step(student, spec.train, params, state.buffers, state.opt, chunk.xs[i], chunk.ts[i], lr,
-                     diverged < 0, step + i + 1, chunk.stats[i])  # fmt: skip
+        general.step(student, spec.train, params, state.buffers, state.opt, chunk.xs[i], chunk.ts[i], chunk.rate,
+                     chunk.alive, step + i + 1, chunk.stats[i], chunk.any_dead)  # fmt: skip
 
 
 def train_until(
@@ -308,20 +312,20 @@ def train_until(
         )  # (T, G, B, d+1), ..
         saved = (*params, *state.buffers, *state.opt)
         snapshot = [work.get(f"s{i}", p, *p.shape).copy_(p) for i, p in enumerate(saved)]
-        chunk = Chunk(xs, ts, torch.empty(count, r_count, dtype=dt, device=dev), None, None)  # stats: (T, R)
+        alive = diverged < 0  # (R,)
         if pack.fused:
-            # [(R, rows, n_l+1)] activations, ones column last
+            # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
+            rate = torch.where(alive.view(-1, 1, 1), data.lr[epoch] * losses.grad_scale(loss, rows, c), 0.0)
             acts = [
                 work.get(f"a{i}", data.x_eval, r_count, rows, n + 1, ones_column=True)
                 for i, n in enumerate(spec.student_widths)
-            ]
-            # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
-            grad_scale = data.lr[epoch] * losses.grad_scale(loss, rows, c)  # (R, 1, 1)
-            chunk = chunk._replace(acts=acts, scale=torch.where(diverged.view(-1, 1, 1) < 0, grad_scale, 0.0))
-        lr = data.lr[epoch].view(-1)  # (R,)
+            ]  # [(R, rows, n_l+1)] activations, ones column last
+        else:
+            rate, acts = torch.where(alive, data.lr[epoch].view(-1), 0.0), None  # (R,)
+        stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
+        chunk = Chunk(xs, ts, stats, alive, rate, frozen is not None, acts)
         for i in range(count):
-            _take(pack, state, params, chunk, i, step, diverged, lr)
-        stats = chunk.stats
+            _take(pack, state, params, chunk, i, step)
         values = losses.minibatch_objective(loss, stats, rows, c)  # (T, R) as the reference computes it
         bad = ~values.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
@@ -329,16 +333,17 @@ def train_until(
             first = torch.where(bad.any(dim=0), bad.to(torch.int64).argmax(dim=0), -1)  # (R,)
             for p, snap in zip(saved, snapshot):
                 p.copy_(snap)
+            chunk = chunk._replace(any_dead=True)
             for i in range(count):
                 dying = (first == i).nonzero().flatten()  # (D,)
                 if dying.numel():
                     for p, f in zip(params, frozen):
                         f[dying] = p[dying]
                         p[dying] = 0.0  # a zero student's loss stays finite; its update is 0
-                    if pack.fused:
-                        chunk.scale[dying] = 0.0
+                    chunk.rate[dying] = 0.0
+                    chunk.alive[dying] = False
                     diverged[dying] = step + i
-                _take(pack, state, params, chunk, i, step, diverged, lr)
+                _take(pack, state, params, chunk, i, step)
         step += count
         if on_progress is not None:
             on_progress(step)

@@ -143,7 +143,9 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
         scale = torch.full((runs, 1, 1), 1e-4, dtype=dt)  # (R, 1, 1)
 
         def one() -> None:
-            sgd_step(params, x, None if ce else t, scale, stat, acts, k, t if ce else None)
+            sgd_step(
+                params, x, None if ce else t, scale, stat, acts, k, t if ce else None, shape.activation, shape.slope
+            )
 
     else:
         bn, buffers = parts.init_bn(shape, runs, params[0], spec.student.bn_affine)
