@@ -211,6 +211,11 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def _suptitle(fig: plt.Figure, title: str, panels: int) -> None:
+    """A title wrapped to the figure's width: a 2.6-inch panel holds about 34 characters."""
+    fig.suptitle(textwrap.fill(title, 34 * min(panels, WRAP)), fontsize=9)
+
+
 def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float, float], ylabel: str, title: str,
                  median: bool = False) -> list[Path]:  # fmt: skip
     """A panel per (net, BN) cell; a line per layer (dashed: finite data) with its min/max band over seeds;
@@ -232,7 +237,7 @@ def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float,
         ax.set_ylim(*ylim)
     _label_rows(axes, ylabel)
     axes[0].legend(fontsize=6, loc="lower right" if not median else "upper right")
-    fig.suptitle(textwrap.fill(title, 34 * min(len(cells), WRAP)), fontsize=9)  # a 2.6-inch panel holds ~34 characters
+    _suptitle(fig, title, len(cells))
     return _save(fig, stem)
 
 
@@ -268,7 +273,7 @@ def _rho_lines(frame: pd.DataFrame, panel: str, hue: str, dash: str, title: str,
         ax.set_ylim(0, 1.02)
     _label_rows(axes, "rho-bar, mean over layers")
     axes[0].legend(fontsize=6, loc="lower right")
-    fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title, len(panels))
     return _save(fig, stem)
 
 

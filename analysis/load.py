@@ -57,6 +57,8 @@ class Results:
     fs: pafs.FileSystem
     roots: list[str]
     runs: pd.DataFrame = field(init=False)
+    memo: dict = field(init=False, default_factory=dict)
+    """Frames several queries share, computed once (``queries.luck_per_run``)."""
     """Every run: spec fields, status, and ``state`` in {done, diverged, unfinished}."""
 
     def __post_init__(self) -> None:

@@ -220,20 +220,41 @@ def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")
 
 
-def luck_rho(res: Results) -> pd.DataFrame:
-    """Luck Matters' rho-bar (fig. 5, 15, 19, 20): mean over teacher nodes of best_corr, per layer and
-    epoch, then mean, min and max over seeds per cell. Drawn for runs that keep their correlations
-    (the Luck Matters sweep). Columns: net, student_bn, data, layer, epoch, rho, rho_min, rho_max, seeds."""
-    if S.KEEP_CORRELATIONS not in res.done or not res.done[S.KEEP_CORRELATIONS].fillna(False).astype(bool).any():
-        return pd.DataFrame()
-    rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
-    per_run = rows.groupby([S.RUN_ID, S.LAYER, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
-    per_run = _luck_config(res, per_run)
-    out = per_run.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(
+def luck_per_run(res: Results) -> pd.DataFrame:
+    """Per run, layer and epoch: rho-bar (mean over teacher nodes of best_corr), with the Luck
+    Matters cell; read once per report (``res.memo``). Empty unless the runs keep their correlations
+    (the Luck Matters sweep). Columns: run_id, layer, epoch, best_corr, net, student_bn, data."""
+    if "luck_per_run" not in res.memo:
+        keep = res.done.get(S.KEEP_CORRELATIONS)
+        if keep is None or not keep.fillna(False).astype(bool).any():
+            res.memo["luck_per_run"] = pd.DataFrame()
+        else:
+            rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
+            per_run = rows.groupby([S.RUN_ID, S.LAYER, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
+            res.memo["luck_per_run"] = _luck_config(res, per_run)
+    return res.memo["luck_per_run"]
+
+
+def _over_seeds(per_run: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """rho-bar's mean, min and max over seeds per ``keys``."""
+    out = per_run.groupby(keys, as_index=False).agg(
         rho=(S.BEST_CORR, "mean"), rho_min=(S.BEST_CORR, "min"), rho_max=(S.BEST_CORR, "max"),
         seeds=(S.RUN_ID, "nunique"),
     )  # fmt: skip
-    return out.sort_values([*LUCK_CONFIG, S.LAYER, S.EPOCH]).reset_index(drop=True)
+    return out.sort_values(keys).reset_index(drop=True)
+
+
+def luck_rho(res: Results) -> pd.DataFrame:
+    """Luck Matters' rho-bar (fig. 5, 15, 19, 20) per cell, layer and epoch: mean, min and max over
+    seeds. Columns: net, student_bn, data, layer, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    return per_run if per_run.empty else _over_seeds(per_run, [*LUCK_CONFIG, S.LAYER, S.EPOCH])
+
+
+def _over_layers(res: Results) -> pd.DataFrame:
+    """Each run's rho-bar averaged over its layers, per epoch."""
+    per_run = luck_per_run(res)
+    return per_run.groupby([S.RUN_ID, *LUCK_CONFIG, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
 
 
 def luck_rank(res: Results) -> pd.DataFrame:
@@ -272,19 +293,20 @@ def in_norm_change(res: Results) -> pd.DataFrame:
 
 
 def luck_size(res: Results) -> pd.DataFrame:
-    """Luck Matters fig. 15a: rho-bar (mean over layers) of FC teachers of different sizes, per BN, data
-    and epoch; empty unless two FC sizes were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max."""
-    rho = luck_rho(res)
-    if rho.empty or rho[rho["net"].str.startswith("FC")]["net"].nunique() < 2:
+    """Luck Matters fig. 15a: rho-bar (each run's mean over layers, then mean, min and max over seeds)
+    of FC teachers of different sizes, per BN, data and epoch; empty unless two FC sizes were run.
+    Columns: net, student_bn, data, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    if per_run.empty or per_run[per_run["net"].str.startswith("FC")]["net"].nunique() < 2:
         return pd.DataFrame()
-    fc = rho[rho["net"].str.startswith("FC")]
-    return fc.groupby([*LUCK_CONFIG, S.EPOCH], as_index=False)[["rho", "rho_min", "rho_max"]].mean()
+    runs = _over_layers(res)
+    return _over_seeds(runs[runs["net"].str.startswith("FC")], [*LUCK_CONFIG, S.EPOCH])
 
 
 def luck_data(res: Results) -> pd.DataFrame:
-    """Luck Matters fig. 15b / 20: rho-bar (mean over layers) on finite vs infinite data per net and BN;
-    empty unless both were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max."""
-    rho = luck_rho(res)
-    if rho.empty or rho["data"].nunique() < 2:
+    """Luck Matters fig. 15b / 20: rho-bar (as ``luck_size``) on finite vs infinite data per net and
+    BN; empty unless both were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    if per_run.empty or per_run["data"].nunique() < 2:
         return pd.DataFrame()
-    return rho.groupby([*LUCK_CONFIG, S.EPOCH], as_index=False)[["rho", "rho_min", "rho_max"]].mean()
+    return _over_seeds(_over_layers(res), [*LUCK_CONFIG, S.EPOCH])

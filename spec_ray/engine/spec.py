@@ -366,11 +366,6 @@ class RunSpec:
                       "a size whose last shuffled batch holds 2 or more samples with student.student_bn")  # fmt: skip
 
     @property
-    def uses_leaky(self) -> bool:
-        """Whether either network uses leaky_relu (so model.leaky_slope matters)."""
-        return "leaky_relu" in (self.teacher.teacher_activation, self.student.student_activation)
-
-    @property
     def fused(self) -> bool:
         """A plain MLP student (no BN) under plain SGD: the hand-written fused step and passes apply."""
         return self.model.arch == "mlp" and self.student.student_bn == "none" and self.train.plain_sgd
