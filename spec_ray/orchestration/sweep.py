@@ -104,13 +104,18 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
     add_spec_flags(parser)  # every spec field; several values make an axis
     variants = parser.add_argument_group("variants (settings that change together)")
     for axis, named in experiment.variants.items():
-        variants.add_argument(
-            f"--{axis}", nargs="+", default=None, metavar="NAME",
-            help=f"which of {', '.join(named)} to run (default: all); " + "; ".join(
-                f"{n}: {', '.join(f'{k.rpartition(chr(46))[2]}={v}' for k, v in settings.items()) or 'as set'}"
-                for n, settings in named.items()).replace("%", "%%"),
-        )  # fmt: skip
+        variants.add_argument(f"--{axis}", nargs="+", default=None, metavar="NAME", help=_variant_help(named))
     return parser
+
+
+def _variant_help(named: dict[str, dict[str, object]]) -> str:
+    """'which of a, b to run (default: all); a: as set; b: widths=(50, 75), ...' for --help."""
+
+    def settings(changes: dict[str, object]) -> str:
+        return ", ".join(f"{path.rpartition('.')[2]}={value}" for path, value in changes.items()) or "as set"
+
+    text = f"which of {', '.join(named)} to run (default: all); "
+    return (text + "; ".join(f"{name}: {settings(changes)}" for name, changes in named.items())).replace("%", "%%")
 
 
 def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: Smoke) -> Experiment:
