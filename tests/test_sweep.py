@@ -55,6 +55,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
     if script == "luck_matters":  # FC and CNN x finite and infinite data x 2 seeds, the report's own figures
         assert set(runs["arch"]) == {"mlp", "conv"} and runs["n_train"].isna().sum() == 4
+        assert "tables: runs, teacher_nodes, student_nodes, scalars, correlations" in proc.stdout
         from analysis.report import build_report
 
         build_report(str(root), tmp_path / "report")

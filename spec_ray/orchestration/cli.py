@@ -17,6 +17,7 @@ from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
 from spec_ray.orchestration.runner import run_pack
+from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore
 
 PACK_AXES = {"p": "teacher.p", "lr": "train.lr", "init_seed": "init_seed"}  # several values in one pack
@@ -88,6 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     result = run_pack(pack, store, progress=not args.no_progress)
-    print(f"wrote {store.root} ({result.wall_time:.1f} s); tables: runs, teacher_nodes, student_nodes, scalars")
+    print(f"wrote {store.root} ({result.wall_time:.1f} s); tables: {', '.join(S.written_tables(spec))}")
     print(f"read them with: pandas.read_parquet('{store.table_dir('scalars')}')")
     return 0

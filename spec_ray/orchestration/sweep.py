@@ -255,7 +255,7 @@ def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -
         done = 0
     where = store.root if "://" not in store.storage else f"{store.storage.rstrip('/')}/{store.experiment}"
     print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {errors} pack(s) failed")
-    print(f"results: {where}  (tables: runs, teacher_nodes, student_nodes, scalars)")
+    print(f"results: {where}  (tables: {', '.join(S.written_tables(packs[0].spec))})")
     print(f"next:    python -m analysis report {where} --out {where}/report")
     if errors:
         print("resume:  rerun the same command with --resume to retry what failed")

@@ -46,6 +46,13 @@ RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
 OPTIONAL_TABLES = (CORRELATIONS,)
 """Written only when a run asks for them (``checkpoint.keep_correlations``)."""
+
+
+def written_tables(spec: RunSpec) -> tuple[str, ...]:
+    """The tables a run of ``spec`` writes."""
+    return (*TABLES, *((CORRELATIONS,) if spec.checkpoint.keep_correlations else ()))
+
+
 PARTITION = "pack"
 
 # Spec-field columns of the runs table that analysis reads, named once: a renamed spec field
