@@ -32,6 +32,8 @@ def query(results: str, sql: str) -> str:
     except ImportError:
         raise AnalysisError("the query command needs DuckDB: pip install 'spec-ray[duckdb]'") from None
     res = open_results(results)
+    for line in res.warnings():  # the short pack's rows are in the tables; corrupt files are not
+        print(line, file=sys.stderr)
     con = duckdb.connect()
     for table in S.TABLES:
         con.register(table, res.dataset(table))

@@ -285,3 +285,33 @@ def luck_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
 def luck_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 15b / 20: a finite training set (dashed) vs infinite data (solid)."""
     return _rho_lines(frame, "net", S.STUDENT_BN, "data", "Luck Matters: finite (dashed) vs infinite data", stem)
+
+
+def luck_beta(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 16: (transposed) beta* and H* of one run before and after training, a column per
+    layer; teacher nodes down, students across, grouped by their final best teacher (gray lines between groups)."""
+    layers = sorted(frame[S.LAYER].unique())
+    panels = [(value, stage) for value in (S.BETA, S.H) for stage in ("init", "end")]
+    _style()
+    fig, axes = plt.subplots(len(panels), len(layers), figsize=(PANEL * 1.3 * len(layers), 1.5 * len(panels)),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for col, layer in enumerate(layers):
+        for row, (value, stage) in enumerate(panels):
+            sub = frame[(frame[S.LAYER] == layer) & (frame["stage"] == stage)]
+            grid = sub.pivot(index=S.NODE, columns="order", values=value).to_numpy()  # (m_l, n_l)
+            scale = float(np.abs(grid).max()) or 1.0
+            ax = axes[row, col]
+            ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            groups = sub[sub[S.NODE] == 0].sort_values("order")[S.BEST_TEACHER].to_numpy()
+            for edge in np.flatnonzero(np.diff(groups)) + 0.5:  # where the next teacher's students begin
+                ax.axvline(edge, color="0.6", lw=0.4)
+            ax.set_xticks([])
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.grid(False)
+            ax.set_title(f"layer {layer - 1}: {'beta*' if value == S.BETA else 'H*'}, {stage} (|max| {scale:.2g})",
+                         fontsize=7)  # fmt: skip
+            if col == 0:
+                ax.set_ylabel("teacher node", fontsize=7)
+        axes[-1, col].set_xlabel("student node, by final best teacher", fontsize=7)
+    _suptitle(fig, "Luck Matters fig. 16: top-down modulation of one run (red > 0, blue < 0)", len(layers))
+    return _save(fig, stem)

@@ -5,8 +5,10 @@ experiment, or a storage root whose sub-folders are experiments: then all of the
 read together. Every read goes through ``pyarrow.dataset``: hive partitions, column
 selection and row filters are pushed down, so a query reads only what it needs.
 
-Runs are classified once: ``done`` (finished, never diverged), ``diverged``, and
-``unfinished`` (still running, or crashed). Queries use only done runs and report the rest.
+Runs are classified once: ``done`` (finished, never diverged), ``diverged``, ``unfinished``
+(still running, or crashed) and ``incomplete`` (stored as done, but ``verify`` finds its pack's
+files short or corrupt). Queries use only done runs and report the rest; files that cannot be
+read are left out of every dataset, so a corrupt file costs its pack's runs, not the report.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from spec_ray.storage import schema as S
+from spec_ray.storage.manifest import experiment_stores, stored_packs
 from spec_ray.storage.traces import open_storage
+from spec_ray.storage.verify import BROKEN, PackCheck, verify
 
 
 class AnalysisError(ValueError):
@@ -57,30 +61,70 @@ class Results:
     fs: pafs.FileSystem
     roots: list[str]
     runs: pd.DataFrame = field(init=False)
+    """Every run: spec fields, status, and ``state`` in {done, diverged, unfinished, incomplete}."""
     memo: dict = field(init=False, default_factory=dict)
     """Frames several queries share, computed once (``queries.luck_per_run``)."""
-    """Every run: spec fields, status, and ``state`` in {done, diverged, unfinished}."""
+    broken: list[PackCheck] = field(init=False, default_factory=list)
+    """Packs stored as done whose files ``verify`` finds short or corrupt."""
+    unchecked: list[str] = field(init=False, default_factory=list)
+    """Experiment folders without a sweep.json, whose rows could not be checked."""
+    bad_files: set[str] = field(init=False, default_factory=set)
+    """Files that cannot be read or are off the declared schema: left out of every dataset."""
 
     def __post_init__(self) -> None:
+        self._check()
         self.runs = self.dataset(S.RUNS).to_table().to_pandas()
         if self.runs.empty:
             raise AnalysisError(f"results={self.path!r} has no runs yet: allowed an experiment with written runs")
         state = pd.Series("done", index=self.runs.index)
         state[self.runs[S.DIVERGED].fillna(False).astype(bool)] = "diverged"
         state[self.runs[S.STATUS] != S.STATUS_DONE] = "unfinished"
+        short = {r for c in self.broken for r in c.pack.run_ids}
+        state[self.runs[S.RUN_ID].isin(short)] = "incomplete"
         self.runs["state"] = state
         if S.STEPS_PER_EPOCH not in self.runs:  # written before epochs could be shuffled passes
             self.runs[S.STEPS_PER_EPOCH] = self.runs[S.ITERS_PER_EPOCH]
         self.runs["final_step"] = self.runs[S.EPOCHS] * self.runs[S.STEPS_PER_EPOCH]
 
+    def _check(self) -> None:
+        """``verify`` every experiment that has a sweep.json: its broken packs, and the files to skip."""
+        try:
+            stores = {s.root: s for s in experiment_stores(self.path)}
+        except ValueError:
+            stores = {}
+        for root in self.roots:
+            if root not in stores:
+                self.unchecked.append(root)
+                continue
+            checks = verify(stores[root], stored_packs(stores[root]))
+            self.broken += [c for c in checks if c.state == BROKEN]
+            self.bad_files |= {f for c in checks for f in c.bad_files}
+
+    def warnings(self) -> list[str]:
+        """One line per pack stored as done but short or corrupt: what is wrong, and the fix."""
+        return [
+            f"warning: pack {c.pack.pack_id} ({c.pack.size} runs) left out: "
+            + "; ".join(f"{f.table}: {f.problem}" for f in c.findings)
+            + "; fix: rerun the sweep's command with --resume"
+            for c in self.broken
+        ]
+
     def dataset(self, table: str) -> ds.Dataset:
-        """The union of one table over every experiment (hive partitions)."""
+        """The union of one table over every experiment (hive partitions), without unreadable files."""
         parts = []
         for root in self.roots:
             folder = posixpath.join(root, table)
             if not _is_dir(self.fs, folder):
                 raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
-            parts.append(ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive"))
+            if any(f.startswith(folder + "/") for f in self.bad_files):
+                infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+                files = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                         and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
+                files = [f for f in files if f not in self.bad_files]
+                parts.append(ds.dataset(files, filesystem=self.fs, format="parquet", partitioning="hive",
+                                        partition_base_dir=folder))  # fmt: skip
+            else:
+                parts.append(ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive"))
         return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
     def has(self, table: str) -> bool:
@@ -93,8 +137,8 @@ class Results:
         return self.runs[self.runs["state"] == "done"]
 
     def counts(self) -> dict[str, int]:
-        """How many runs are done, diverged and unfinished."""
-        return {k: int((self.runs["state"] == k).sum()) for k in ("done", "diverged", "unfinished")}
+        """How many runs are done, diverged, unfinished and incomplete."""
+        return {k: int((self.runs["state"] == k).sum()) for k in ("done", "diverged", "unfinished", "incomplete")}
 
     def read(self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None) -> pd.DataFrame:
         """Rows of ``table`` for the given runs and steps, only the given columns (push-down)."""

@@ -19,6 +19,8 @@ BN_MARGIN = 0.01
 """Claims 9 and 10: differences of rho-bar (or mean rank) smaller than this are no difference."""
 CONSERVED_BELOW = 0.05
 """Claim 11: the median relative change of a BN node's incoming norm that still counts as conserved."""
+CONCENTRATED_BELOW = 0.1
+"""Claim 12: the final winners' mean rank in their teacher's column of H*, at the end, must be in the top tenth."""
 
 CELL = ["net", S.STUDENT_BN, "data"]
 
@@ -128,7 +130,22 @@ def claim11(norms: pd.DataFrame) -> Claim:
     return Claim(11, text, evidence, _verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
 
 
-def claim12() -> Claim:
-    """beta* of the top-down modulation (LM sec. 5, fig. 16) is not measured by this version."""
-    text = "beta* concentrates on the final winners (fig. 16)."
-    return Claim(12, text, "beta* and H* are not measured yet (the authors' stats_H pass)", NO_DATA)
+def claim12(ranks: pd.DataFrame) -> Claim:
+    """At the end of training, in every hidden layer, the final winners' mean rank in their teacher node's
+    column of H* (0 = the highest entry; ``luck_modulation.winner_ranks``, averaged over runs) is under
+    CONCENTRATED_BELOW, against 0.5 for a random student. Judged on the runs without BN: beta* and H*
+    are taken as the authors' ``compute_Hs`` takes them, without BN's Jacobian, which makes them the
+    theory's (LM eq. 5) only without BN; BN runs are reported beside."""
+    text = "beta* (through H*, which gates it by the nodes' activity) concentrates on the final winners (fig. 16)."
+    if ranks.empty:
+        return Claim(12, text, "needs the modulation table (--keep-modulation true, MLP runs)", NO_DATA)
+    per = ranks.groupby([S.STUDENT_BN, S.LAYER, "stage"])[["h_rank", "beta_rank"]].mean().unstack("stage")
+    if "end" not in per["h_rank"] or "none" not in per.index.get_level_values(S.STUDENT_BN):
+        return Claim(12, text, "needs modulation rows of finished runs without BN", NO_DATA)
+    evidence = "winners' mean rank in H* / beta*, init -> end: " + "; ".join(
+        f"BN {bn} L{layer - 1} {r[('h_rank', 'init')]:.3f}->{r[('h_rank', 'end')]:.3f} / "
+        f"{r[('beta_rank', 'init')]:.3f}->{r[('beta_rank', 'end')]:.3f}"
+        for (bn, layer), r in per.iterrows()
+    )
+    judged = per.loc["none"][("h_rank", "end")]
+    return Claim(12, text, evidence, _verdict(bool((judged < CONCENTRATED_BELOW).all())))

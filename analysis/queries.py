@@ -17,7 +17,7 @@ CONFIG = [S.P, S.MULTI, S.M]
 EARLY_EPOCHS = 5  # figure 7's dotted line: success after 5 epochs
 
 
-def _join(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFrame:
+def with_runs(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFrame:
     keep = [c for c in dict.fromkeys([S.RUN_ID, *cols]) if c in res.done.columns]
     return frame.merge(res.done[keep], on=S.RUN_ID, how="inner")
 
@@ -42,7 +42,7 @@ def success_rate(res: Results, layer: int = 1) -> pd.DataFrame:
     if early is not None:
         steps |= set((res.done[S.STEPS_PER_EPOCH] * early).astype(int))
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.EPOCH, S.NODE, S.SUCCESS], res.done[S.RUN_ID], steps, layer)
-    rows = _join(rows, res, CONFIG + ["final_step", S.STEPS_PER_EPOCH])
+    rows = with_runs(rows, res, CONFIG + ["final_step", S.STEPS_PER_EPOCH])
     wanted = (rows[S.STEP] == rows["final_step"]) | (
         (early is not None) & (rows[S.STEP] == rows[S.STEPS_PER_EPOCH] * (early or 0))
     )
@@ -61,7 +61,7 @@ def seed_success(res: Results, layer: int = 1) -> pd.DataFrame:
     Columns: p, multi, m, seed, success.
     """
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.SUCCESS], res.done[S.RUN_ID], final_steps(res), layer)
-    rows = _join(rows, res, CONFIG + [S.SEED, "final_step"])
+    rows = with_runs(rows, res, CONFIG + [S.SEED, "final_step"])
     rows = rows[rows[S.STEP] == rows["final_step"]]
     out = rows.groupby(CONFIG + [S.SEED], as_index=False).agg(success=(S.SUCCESS, "mean"))
     return out.sort_values(CONFIG + [S.SEED]).reset_index(drop=True)
@@ -81,7 +81,7 @@ def dynamics(res: Results, multi: int | None = None, layer: int = 1) -> pd.DataF
     multi = dynamics_multi(res) if multi is None else multi
     ids = res.done.loc[res.done[S.MULTI] == multi, S.RUN_ID]
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR], ids, layer=layer)
-    rows = _join(rows, res, CONFIG)
+    rows = with_runs(rows, res, CONFIG)
     out = rows.groupby(CONFIG + [S.NODE, S.STEP], as_index=False).agg(
         best_corr=(S.BEST_CORR, "mean"), seeds=(S.RUN_ID, "nunique")
     )
@@ -95,14 +95,14 @@ def first_success(res: Results, layer: int = 1) -> pd.DataFrame:
     Columns: run_id, node, first_step, recovered, p, multi, m.
     """
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.NODE, S.SUCCESS], res.done[S.RUN_ID], layer=layer)
-    rows = _join(rows, res, ["final_step"])
+    rows = with_runs(rows, res, ["final_step"])
     nodes = rows[[S.RUN_ID, S.NODE]].drop_duplicates()
     first = rows[rows[S.SUCCESS]].groupby([S.RUN_ID, S.NODE], as_index=False)[S.STEP].min()
     final = rows[rows[S.STEP] == rows["final_step"]][[S.RUN_ID, S.NODE, S.SUCCESS]]
     out = nodes.merge(first, on=[S.RUN_ID, S.NODE], how="left").rename(columns={S.STEP: "first_step"})
     out = out.merge(final.rename(columns={S.SUCCESS: "recovered"}), on=[S.RUN_ID, S.NODE], how="left")
     out["recovered"] = out["recovered"].fillna(False).astype(bool)
-    return _join(out, res, CONFIG)
+    return with_runs(out, res, CONFIG)
 
 
 def lshape(res: Results, layer: int = 1) -> pd.DataFrame:
@@ -114,7 +114,7 @@ def lshape(res: Results, layer: int = 1) -> pd.DataFrame:
     """
     cols = [S.RUN_ID, S.STEP, S.NODE, S.BEST_CORR, S.BEST_CORR_TRAIN, S.FANOUT_NORM]
     rows = res.read(S.STUDENT_NODES, cols, res.done[S.RUN_ID], final_steps(res), layer)
-    rows = _join(rows, res, CONFIG + [S.SEED, "final_step"])
+    rows = with_runs(rows, res, CONFIG + [S.SEED, "final_step"])
     rows = rows[rows[S.STEP] == rows["final_step"]]
     rows["on_train"] = rows[S.BEST_CORR_TRAIN].notna()
     rows["specialization"] = rows[S.BEST_CORR_TRAIN].where(rows["on_train"], rows[S.BEST_CORR])
@@ -129,7 +129,7 @@ def loss_curves(res: Results) -> pd.DataFrame:
     """
     rows = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_LOSS], res.done[S.RUN_ID])
     rows = rows[np.isclose(rows[S.EPOCH] % 1, 0)]
-    rows = _join(rows, res, CONFIG + [S.LOSS])
+    rows = with_runs(rows, res, CONFIG + [S.LOSS])
     rows["log10_eval_loss"] = np.log10(rows[S.EVAL_LOSS].clip(lower=1e-300))
     out = rows.groupby(CONFIG + [S.LOSS, S.EPOCH], as_index=False).agg(
         log10_eval_loss=("log10_eval_loss", "mean"), std=("log10_eval_loss", "std"), seeds=(S.RUN_ID, "nunique")
@@ -140,7 +140,7 @@ def loss_curves(res: Results) -> pd.DataFrame:
 def final_scalars(res: Results) -> pd.DataFrame:
     """Each done run's final train and eval loss with its configuration."""
     rows = res.read(S.SCALARS, [S.RUN_ID, S.STEP, S.TRAIN_LOSS, S.EVAL_LOSS], res.done[S.RUN_ID], final_steps(res))
-    rows = _join(rows, res, CONFIG + ["final_step", S.N_TRAIN, S.LOSS, S.AUGMENTATION, S.DEPTH, S.SEED])
+    rows = with_runs(rows, res, CONFIG + ["final_step", S.N_TRAIN, S.LOSS, S.AUGMENTATION, S.DEPTH, S.SEED])
     return rows[rows[S.STEP] == rows["final_step"]].reset_index(drop=True)
 
 
@@ -153,7 +153,7 @@ def sample_size(res: Results) -> pd.DataFrame:
     plain = res.done[res.done[S.AUGMENTATION] == "none"]
     ids = (plain if not plain.empty else res.done)[S.RUN_ID]
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.BEST_CORR], ids, final_steps(res))
-    rows = _join(rows, res, ["final_step", S.N_TRAIN, S.LOSS])
+    rows = with_runs(rows, res, ["final_step", S.N_TRAIN, S.LOSS])
     rows = rows[rows[S.STEP] == rows["final_step"]]
     per_run = rows.groupby([S.RUN_ID, S.N_TRAIN, S.LOSS, S.LAYER], as_index=False)[S.BEST_CORR].mean()
     per_run = per_run.merge(final_scalars(res)[[S.RUN_ID, S.EVAL_LOSS]], on=S.RUN_ID)
@@ -192,7 +192,7 @@ def winner_ranks(res: Results) -> pd.DataFrame:
         raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
     cols = [S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
     rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID])
-    rows = _join(rows, res, ["final_step"])
+    rows = with_runs(rows, res, ["final_step"])
     last = rows[rows[S.STEP] == rows["final_step"]]
     key = [S.RUN_ID, S.LAYER, S.NODE]
     winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
@@ -280,7 +280,7 @@ def in_norm_change(res: Results) -> pd.DataFrame:
         return pd.DataFrame()
     steps = {0, *final_steps(res)}
     rows = res.read(S.STUDENT_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.IN_NORM], res.done[S.RUN_ID], steps)
-    rows = _join(rows, res, ["final_step", S.STUDENT_BN])
+    rows = with_runs(rows, res, ["final_step", S.STUDENT_BN])
     key = [S.RUN_ID, S.LAYER, S.NODE]
     start = rows[rows[S.STEP] == 0].set_index(key)[S.IN_NORM]
     end = rows[rows[S.STEP] == rows["final_step"]].set_index(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis import claims, figures, luck_claims, queries
+from analysis import claims, figures, luck_claims, luck_modulation, queries
 from analysis.load import AnalysisError, Results, open_results
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import open_storage
+from spec_ray.storage import verify
+from spec_ray.storage.traces import is_uri, open_storage
 
 # Columns that describe a run but are not an experimental axis.
 NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", S.SEED,
@@ -57,6 +59,11 @@ FIGURES = [
     ("luck_data", "Luck Matters figs. 15b, 20: finite vs infinite data",
      "rho-bar (mean over layers), dashed: the fixed training set, solid: a fresh batch every step.",
      queries.luck_data, figures.luck_data),
+    ("luck_beta", "Luck Matters fig. 16: beta* and H* before and after training",
+     "One run (no BN, finite data, lowest seed): the top-down modulation beta* and its activity-gated H*, teacher "
+     "nodes down, student nodes across, grouped by their final best teacher (gray lines between groups) and by falling "
+     "correlation within a group; colors scaled to each panel's largest |entry|.",
+     luck_modulation.matrices, figures.luck_beta),
 ]  # fmt: skip
 
 
@@ -86,7 +93,7 @@ def build_report(path: str, out: Path | str) -> str:
     A URI is written through pyarrow.fs: the report is rendered into a local temporary
     folder, then copied, so a figure never lands in a local folder named 's3:'.
     """
-    if "://" not in str(out):
+    if not is_uri(str(out)):
         return str(_render(path, Path(out)))
     try:
         fs, root = open_storage(str(out))
@@ -103,10 +110,27 @@ def build_report(path: str, out: Path | str) -> str:
     return f"{str(out).rstrip('/')}/report.md"
 
 
+def _incomplete(res: Results) -> list[str]:
+    """The report's words on packs whose files are short or corrupt, and on folders it could not check."""
+    lines = []
+    if res.broken:
+        lines += ["**Incomplete data** (`python -m spec_ray verify` finds these packs stored as done, but short or "
+                  "corrupt; their runs are left out of every figure and claim):", ""]  # fmt: skip
+        for check in res.broken:
+            head, *found = verify.describe(check)
+            lines += [f"- {head}: " + "; ".join(f.strip() for f in found) + f" (runs {', '.join(check.pack.run_ids)})"]
+        lines += ["", "Fix: rerun the sweep's command with `--resume`; it trains exactly these packs again.", ""]
+    if res.unchecked:
+        lines += [f"Not checked (no sweep.json): {', '.join(res.unchecked)}.", ""]
+    return lines
+
+
 def _render(path: str, out: Path, res: Results | None = None) -> Path:
     """The report rendered into a local folder."""
     began = time.perf_counter()
     res = open_results(path) if res is None else res
+    for line in res.warnings():  # said where the user looks, besides report.md
+        print(line, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
     counts = res.counts()
@@ -136,16 +160,18 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
             luck_claims.claim9(frames["luck_rho"], frames["luck_rank"]),
             luck_claims.claim10(frames["luck_rho"]),
             luck_claims.claim11(queries.in_norm_change(res)),
-            luck_claims.claim12(),
+            luck_claims.claim12(luck_modulation.winner_ranks(res)),
         ]
     text = [
         "# spec-ray report",
         "",
         f"Results: `{path}` ({len(res.roots)} experiment(s): {', '.join(sorted(res.runs['experiment'].unique()))})",
         "",
-        f"Runs: **{counts['done']} done**, {counts['diverged']} diverged, {counts['unfinished']} unfinished. "
-        "Figures and claims use done runs only; diverged and unfinished runs are counted here and left out.",
+        f"Runs: **{counts['done']} done**, {counts['diverged']} diverged, {counts['unfinished']} unfinished, "
+        f"{counts['incomplete']} incomplete. Figures and claims use done runs only; the others are counted here "
+        "and left out.",
         "",
+        *_incomplete(res),
         "## Claims",
         "",
         "| # | claim | measured | verdict |",
@@ -158,7 +184,8 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
         f"{claims.MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < "
         f"{claims.UNSPECIALIZED_BELOW}. Luck Matters (`analysis/luck_claims.py`): growth = rho-bar up by "
         f">= {luck_claims.GROWTH}; lucky = winners' mean rank at init < {luck_claims.LUCKY_BELOW}; differences "
-        f"under {luck_claims.BN_MARGIN} are none; conserved = median relative change < {luck_claims.CONSERVED_BELOW}.",
+        f"under {luck_claims.BN_MARGIN} are none; conserved = median relative change < {luck_claims.CONSERVED_BELOW}; "
+        f"concentrated = winners' mean rank in H* < {luck_claims.CONCENTRATED_BELOW}.",
         "",
         "## Figures",
         "",

@@ -98,8 +98,8 @@ def flops_per_run_step(spec: RunSpec) -> float:
     return 2.0 * b * (2 * fwd + back_input)
 
 
-def protocol(multi: int, device: str) -> RunSpec:
-    return RunSpec().replace(**{"student.multi": multi, "train.dtype": "float32", "train.device": device})
+def protocol(multi: int) -> RunSpec:
+    return RunSpec().replace(**{"student.multi": multi, "train.dtype": "float32"})
 
 
 def time_reference(spec: RunSpec, steps: int, device: str) -> float:
@@ -168,11 +168,12 @@ def main() -> None:
     print(header)
     ratios = []
     for multi in args.multi:
-        spec = protocol(multi, dev)
+        spec = protocol(multi)
         ref = time_reference(spec, ref_steps, dev)
-        distinct = Pack(tuple(spec.replace(seed=s) for s in range(1, 33)))
+        distinct = Pack(tuple(spec.replace(seed=s) for s in range(1, 33)), placement=dev)
         shared = Pack(
-            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 9) for p in (0.0, 1.0, 2.0, 3.0))
+            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 9) for p in (0.0, 1.0, 2.0, 3.0)),
+            placement=dev,
         )
         rate_distinct, _, _ = time_packed(distinct, packed_steps)
         rate_shared, ckpt, ckpt_train = time_packed(shared, packed_steps)
@@ -191,10 +192,10 @@ def main() -> None:
         parts_section(packed_steps, ref_steps, dev, peak)
 
 
-def deep_protocol(loss: str, device: str) -> RunSpec:
+def deep_protocol(loss: str) -> RunSpec:
     """Figure 6's setting (``protocols.DEEP``): teacher 50-75-100-125, student 2x, d=20, c=100,
     batch 64, with its calibrated teacher (an uncalibrated one diverges under MSE in 6 steps)."""
-    return DEEP.replace(**{"train.loss": loss, "train.dtype": "float32", "train.device": device})
+    return DEEP.replace(**{"train.loss": loss, "train.dtype": "float32"})
 
 
 def deep_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> None:
@@ -202,23 +203,23 @@ def deep_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> No
     print("4-layer teacher 50-75-100-125, student 2x, d=20, c=100, batch 64, float32; run-steps/s")
     print(f"{'loss':>8} {'reference':>11} {'shared32':>11} {'x shared':>9} {'GFLOP/s':>8} {'% peak':>7}")
     for loss in ("mse_mean", "ce"):
-        spec = deep_protocol(loss, dev)
+        spec = deep_protocol(loss)
         ref = time_reference(spec, max(20, ref_steps // 4), dev)
-        pack = Pack(tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 17) for p in (0.0, 1.0)))
+        pack = Pack(tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 17) for p in (0.0, 1.0)), dev)
         rate, _, _ = time_packed(pack, max(20, packed_steps // 4))
         gflops = rate * flops_per_run_step(spec) / 1e9
         print(f"{loss:>8} {ref:>11,.0f} {rate:>11,.0f} {rate / ref:>9.1f} {gflops:>8.1f} {100 * gflops / peak:>6.1f}%")
 
 
-def parts_specs(device: str) -> dict[str, tuple[RunSpec, int]]:
+def parts_specs() -> dict[str, tuple[RunSpec, int]]:
     """The general step's settings, each with its pack size (seeds x 2 p)."""
-    base = {"train.dtype": "float32", "train.device": device, "data.n_eval": 1024, "data.n_train": 10_000}
+    base = {"train.dtype": "float32", "data.n_eval": 1024, "data.n_train": 10_000}
     luck_fc = DEEP.replace(**{**base, "teacher.widths": (10, 15, 20, 25), "student.multi": 10, "train.lr": 0.01,
                               "train.lr_schedule": (), "student.student_bn": "after_relu"})  # fmt: skip
     conv = DEEP.replace(**{**base, "model.arch": "conv", "model.image_size": 10, "data.d": 100,
                            "teacher.widths": (8, 8), "student.multi": 4, "teacher.calibrate": False, "train.lr": 0.01,
                            "train.lr_schedule": (), "student.student_bn": "after_relu"})  # fmt: skip
-    momentum = protocol(5, device).replace(**{"train.momentum": 0.9, "train.lr": 0.002})
+    momentum = protocol(5).replace(**{"train.momentum": 0.9, "train.lr": 0.002})
     return {"bn_mlp": (luck_fc, 32), "conv_bn": (conv, 8), "momentum": (momentum, 32)}
 
 
@@ -228,10 +229,10 @@ def parts_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> N
     print("batch 64; conv_bn = 8-8 channels on 10x10, student 4x + BN; momentum = two-layer multi 5, momentum 0.9")
     print(f"{'setting':>9} {'runs':>5} {'reference':>11} {'packed':>11} {'x packed':>9} {'GFLOP/s':>8} {'% peak':>7}")
     ratios = {}
-    for name, (spec, runs) in parts_specs(dev).items():
+    for name, (spec, runs) in parts_specs().items():
         ref = time_reference(spec, max(20, ref_steps // 4), dev)
         pack = Pack(
-            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, runs // 2 + 1) for p in (0.0, 1.0))
+            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, runs // 2 + 1) for p in (0.0, 1.0)), dev
         )
         rate, _, _ = time_packed(pack, max(20, packed_steps // 4), metrics_too=False)
         gflops = rate * 6 * spec.train.batch * sum(arch.student(spec).macs) / 1e9

@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.engine import matmul_peak  # noqa: E402
 from spec_ray.orchestration import dryrun  # noqa: E402
-from spec_ray.orchestration.experiment import packs_from_dict  # noqa: E402
 from spec_ray.orchestration.plan import plan  # noqa: E402
 from spec_ray.orchestration.schedule import (  # noqa: E402
     calibrate_shapes,
@@ -48,16 +47,16 @@ from spec_ray.orchestration.schedule import (  # noqa: E402
 )
 from spec_ray.orchestration.sweep import build_parser, experiment_from_args  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
+from spec_ray.storage.manifest import packs_from_dict  # noqa: E402
 from sweeps.polarity import EXPERIMENT, SMOKE  # noqa: E402
 
 
 def planned(flags: list[str]):
     """The packs the sweep script would plan for these flags (no side effects)."""
-    never_written = os.path.join(tempfile.gettempdir(), "spec-ray-plan-only")  # plan(dry=True) writes nothing
+    never_written = os.path.join(tempfile.gettempdir(), "spec-ray-plan-only")  # plan() writes nothing
     args = build_parser(EXPERIMENT, None).parse_args([*flags, "--storage", never_written])
     exp = experiment_from_args(EXPERIMENT, args, SMOKE)
-    _, packs, _ = plan(exp, args, 10, dry=True)
-    return packs, args
+    return plan(exp, args).packs(), args
 
 
 def projection(packs, slots: int, threads: int) -> tuple[float, dict]:

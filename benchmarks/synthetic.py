@@ -16,11 +16,10 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.pack import checkpoint_steps
 from spec_ray.engine.spec import RunSpec, flat_fields
-from spec_ray.orchestration.runner import blocks
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TraceStore, block_name
+from spec_ray.storage.traces import TraceStore, block_name, blocks
 
 
 def paper_like(p: np.ndarray, multi: np.ndarray, node: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -70,7 +69,7 @@ def write_experiment(
                          S.DIVERGED: False, S.DIVERGED_STEP: None, S.STEPS_DONE: int(steps[-1]), S.WALL_TIME: 1.0,
                          **flat_fields(spec)})  # fmt: skip
         store.write(S.RUNS, pack, "runs.parquet", pa.Table.from_pylist(rows, schema=S.runs_schema(specs[0])))
-        for lo, hi in blocks(Pack(tuple(specs)), block_epochs):
+        for lo, hi in blocks(specs[0], block_epochs):
             block = steps[(steps >= lo) & (steps <= hi)]  # (Kb,)
             logstep = np.log10(np.maximum(block, 1))[None, :, None]  # (1, Kb, 1)
             curve = 1 / (1 + np.exp(-12 * (logstep - onset[:, None, :])))  # (R, Kb, m)

@@ -15,14 +15,16 @@ CNN = {
     "data.d": LUCK_CNN.data.d,
     "teacher.widths": LUCK_CNN.teacher.widths,
     "student.bn_affine": True,  # ModelConv's nn.BatchNorm2d(k) is affine
+    "checkpoint.keep_modulation": False,  # beta* and H* are taken for MLPs
 }
 EXPERIMENT = Experiment(
     name="luck_matters",
-    base=LUCK_FC_SMALL.replace(**{"checkpoint.keep_correlations": True}),  # the rank of the final winners
+    # the rank of the final winners; fig. 16's beta* and H* (the small FC only: 20x fewer rows)
+    base=LUCK_FC_SMALL.replace(**{"checkpoint.keep_correlations": True, "checkpoint.keep_modulation": True}),
     variants={
         "net": {
             "fc-small": {},
-            "fc-large": {"teacher.widths": LUCK_FC_LARGE.teacher.widths},
+            "fc-large": {"teacher.widths": LUCK_FC_LARGE.teacher.widths, "checkpoint.keep_modulation": False},
             "cnn": CNN,
             "cnn-narrow": {**CNN, "teacher.widths": (8, 8, 8, 8)},
         },

@@ -12,6 +12,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spec_ray.engine.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec, TeacherSpec, TrainSpec
 
+_SHARED_RAY: dict[str, str] = {}
+
+
+def shared_ray() -> dict[str, str]:
+    """The environment of a client of one local Ray head shared by the tests' sweeps, started on first use.
+
+    Each sweep otherwise starts and stops a Ray of its own (about 5 s each). The head runs
+    ``ray start --head --block`` under its own temp folder, so no other test finds it by Ray's
+    address file, with token authentication as ``ray start`` enables it; it stops with the session.
+    """
+    if _SHARED_RAY:
+        return _SHARED_RAY
+    import atexit
+    import os
+    import secrets
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={folder}"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def stop() -> None:
+        head.terminate()
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(stop)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    _SHARED_RAY.update(env, RAY_ADDRESS=f"127.0.0.1:{port}")
+    return _SHARED_RAY
+
 
 def tiny_spec(**changes: object) -> RunSpec:
     """A small float64 two-layer run; ``changes`` are dotted overrides."""
@@ -19,7 +71,7 @@ def tiny_spec(**changes: object) -> RunSpec:
         teacher=TeacherSpec(widths=(6,), c=5),
         student=StudentSpec(multi=3, init_std=0.1),
         data=DataSpec(d=12, n_train=400, n_eval=300),
-        train=TrainSpec(lr=0.05, epochs=2, iters_per_epoch=150, dtype="float64", device="cpu"),
+        train=TrainSpec(lr=0.05, epochs=2, iters_per_epoch=150, dtype="float64"),
         checkpoint=CheckpointSpec(first_epoch_points=3, train_every_epochs=1),
     )
     return spec.replace(**changes)

@@ -133,7 +133,7 @@ def engine_experiment(tmp_path_factory) -> Path:
         ]
         if multi == 2:
             runs.append(tiny_spec(seed=9, **{**kw, "student.multi": 2, "train.lr": 50.0}))  # diverges
-        run_pack(Pack(tuple(runs)), store, flush_epochs=1, progress=False)
+        run_pack(Pack(tuple(runs)), store, block_epochs=1, progress=False)
 
     def crash(state, ckpt, flushed):
         if flushed and state.step >= 200:
@@ -141,18 +141,19 @@ def engine_experiment(tmp_path_factory) -> Path:
 
     unfinished = Pack(tuple(tiny_spec(seed=s, **kw, **{"student.multi": 3}) for s in (1, 2)))
     with pytest.raises(RuntimeError, match="node lost"):
-        run_pack(unfinished, store, flush_epochs=1, progress=False, on_checkpoint=crash)
+        run_pack(unfinished, store, block_epochs=1, progress=False, on_checkpoint=crash)
     return storage / "real"
 
 
 def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experiment: Path, tmp_path: Path) -> None:
     res = open_results(str(engine_experiment))
-    assert res.counts() == {"done": 12, "diverged": 1, "unfinished": 2}
+    assert res.counts() == {"done": 12, "diverged": 1, "unfinished": 2, "incomplete": 0}
     sr = queries.success_rate(res)
     assert set(sr["multi"]) == {1, 2} and (sr["seeds"] == 3).all()  # neither bad run mixed in
     report = Path(build_report(str(engine_experiment), tmp_path / "out"))
     text = report.read_text()
-    assert "**12 done**, 1 diverged, 2 unfinished" in text
+    assert "**12 done**, 1 diverged, 2 unfinished, 0 incomplete" in text
+    assert "Not checked (no sweep.json)" in text  # written by run_pack alone: nothing to check its rows against
     for name in ("success_rate", "dynamics", "lshape", "loss_curves"):
         png = tmp_path / "out" / f"{name}.png"
         assert (tmp_path / "out" / f"{name}.pdf").stat().st_size > 1000
@@ -261,7 +262,7 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
     brute-force loop over the stored correlations; 0 at the last step; the table agrees with best_corr."""
     store = TraceStore(str(tmp_path), "luck")
     runs = [tiny_spec(seed=s, **{"teacher.widths": (4, 3), "checkpoint.keep_correlations": True}) for s in (1, 2)]
-    run_pack(Pack(tuple(runs)), store, flush_epochs=1, progress=False)
+    run_pack(Pack(tuple(runs)), store, block_epochs=1, progress=False)
     res = open_results(str(tmp_path / "luck"))
     got = queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
     corr = res.read(S.CORRELATIONS, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.CORR])

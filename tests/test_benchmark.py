@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,12 @@ def test_analysis_benchmark_quick_builds_and_reports() -> None:
 
 
 def test_fidelity_check_runs_both_implementations_and_compares_per_cell() -> None:
+    from conftest import shared_ray
+
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "fidelity.py"), "--m", "5", "--multi", "1", "2", "--p", "0", "2",
          "--seeds", "3", "--epochs", "1", "--iters-per-epoch", "300", "--n-train", "1000", "--n-eval", "1000"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env={**os.environ, **shared_ray()},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
@@ -60,3 +63,35 @@ def test_sweep_benchmark_runs_a_real_sweep_and_compares_it_with_its_estimate() -
     assert float(fields["fit_s"]) > 0 and float(fields["estimate_s"]) > 0 and 0 < float(fields["efficiency"]) < 1
     timeline = [line.split() for line in proc.stdout.splitlines() if line.startswith("x")]
     assert len(timeline) >= 2 and all(float(row[3]) >= float(row[2]) >= 0 for row in timeline)  # end >= start
+
+
+def test_luck_recipe_checks_a_stored_sweep_per_cell_and_layer(tmp_path: Path) -> None:
+    """The held-out Luck Matters recipe against a tiny stored experiment: both sides' numbers per
+    (cell, layer, quantity), the sweep's taken from its Parquet tables."""
+    import pandas as pd
+
+    from spec_ray.engine.pack import Pack
+    from spec_ray.engine.protocols import LUCK_FC_SMALL
+    from spec_ray.orchestration.runner import run_pack
+    from spec_ray.storage.traces import TraceStore
+
+    tiny = {"teacher.widths": (4, 3), "teacher.c": 6, "student.multi": 3, "data.d": 8, "data.n_train": 512,
+            "data.n_eval": 256, "train.batch": 16, "train.epochs": 2, "checkpoint.keep_correlations": True}  # fmt: skip
+    store = TraceStore(str(tmp_path), "lm")
+    for bn in ("none", "after_relu"):
+        specs = [LUCK_FC_SMALL.replace(seed=s, **tiny, **{"student.student_bn": bn}) for s in (1, 2, 3)]
+        run_pack(Pack(tuple(specs)), store, progress=False)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "luck_recipe.py"), "--results", str(tmp_path / "lm")]
+    proc = subprocess.run([*cmd, "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    fields = dict(kv.split("=") for kv in lines[-1].split())
+    assert fields["cells"] == "2" and fields["seeds"] == "3" and fields["agree"] in ("yes", "no")
+    rows = [line.split() for line in lines if line.lstrip().startswith("4-3/bn=")]
+    table = pd.DataFrame(rows, columns=["cell", "layer", "quantity", "ours", "theirs", "diff", "z", "nonfinite"])
+    assert len(table) == 2 * 2 * 2  # cells x layers x (rho_end, rank_init)
+    values = table[["ours", "theirs"]].astype(float)
+    assert ((values >= 0) & (values <= 1)).all().all() and float(fields["max_abs_z"]) >= 0
+    assert (table["nonfinite"] == "0").all()
+    rho = table[table["quantity"] == "rho_end"][["ours", "theirs"]].astype(float)
+    assert (rho > 0.3).all().all()  # both trained students correlate with their teacher

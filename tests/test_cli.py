@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import snapshot
 
-from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.pack import checkpoint_steps
 from spec_ray.engine.protocols import RUN_SMOKE
-from spec_ray.orchestration.cli import build_parser, main, runs_from_args
+from spec_ray.orchestration.cli import build_parser, main, run_experiment
 from spec_ray.storage import schema as S
 
 
@@ -33,8 +33,7 @@ def smoke(tmp_path_factory) -> Path:
 
 
 def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
-    parser, dests = build_parser()
-    pack = Pack(tuple(runs_from_args(parser.parse_args(["run", "--smoke"]), dests)))
+    (pack,) = run_experiment(build_parser().parse_args(["run", "--smoke"]))[0].packs()
     assert pack.size == 12 and pack.group_size == 3  # 4 seeds x p in {0, 1, 2}
     ckpts = len(checkpoint_steps(pack.spec))
     counts = {t: len(pd.read_parquet(smoke / "smoke" / t)) for t in S.TABLES}
@@ -118,7 +117,7 @@ def test_every_flag_of_every_entry_point_has_help() -> None:
             elif not isinstance(action, argparse._HelpAction):
                 yield action
 
-    parsers = [build_parser()[0], analysis_parser(), sweep_parser(Experiment(name="x", base=DEEP), "a sweep")]
+    parsers = [build_parser(), analysis_parser(), sweep_parser(Experiment(name="x", base=DEEP), "a sweep")]
     flags = [a for p in parsers for a in actions(p)]
     assert len(flags) > 70
     bare = [a.option_strings or a.dest for a in flags if not (a.help or "").strip()]

@@ -36,17 +36,8 @@ def trial_results(root: Path) -> dict[str, list[dict]]:
     return out
 
 
-def test_trials_run_on_several_nodes_and_land_in_shared_storage(cluster, tmp_path: Path) -> None:
-    c, _ = cluster
-    proc = sweep("polarity", *ARGS, "--storage", str(tmp_path), "--address", c.address, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    root = tmp_path / "polarity-smoke"
-    assert_complete(str(root), stored_packs(root))
-    nodes = {r[-1]["node_id"] for r in trial_results(root).values()}
-    assert len(nodes) == 2  # each pack trained on its own worker node
-
-
 def test_sweep_survives_a_worker_node_dying_mid_trial(cluster, tmp_path: Path) -> None:
+    """Trials spread over the worker nodes and land in the shared storage; one node dies mid-trial."""
     c, workers = cluster
     driver = sweep("polarity", *ARGS, "--storage", str(tmp_path), "--address", c.address, background=True)
     root = tmp_path / "polarity-smoke"
@@ -62,7 +53,9 @@ def test_sweep_survives_a_worker_node_dying_mid_trial(cluster, tmp_path: Path) -
     c.add_node(num_cpus=1)  # a replacement, as an autoscaler would bring
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, out[-4000:]
-    assert_complete(str(root), stored_packs(root))
+    assert_complete(str(root), stored_packs(root))  # every row landed once in the shared storage
+    first_nodes = {rows[0]["node_id"] for rows in trial_results(root).values() if rows}
+    assert len(first_nodes) == 2  # before the death each pack trained on its own worker node
     # The retried trial went on from its last checkpoint, not from step 0: every row it
     # reported after the restart names the step it started from.
     resumed = {name: {r.get("start_step", 0) for r in rows} - {0} for name, rows in trial_results(root).items()}

@@ -77,7 +77,29 @@ def test_claim11_conserved_norms_under_bn() -> None:
     assert L.claim11(norms(0.01)).verdict == SUPPORTED
     assert L.claim11(norms(0.2)).verdict == NOT_SUPPORTED
     assert L.claim11(norms(0.01).iloc[1:]).verdict == NO_DATA
-    assert L.claim12().verdict == NO_DATA and L.claim12().number == 12
+
+
+def test_claim12_winners_high_in_h() -> None:
+    def ranks(end: float, bn: str = "none", bn_end: float = 0.3) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            {
+                "run_id": "a",
+                "layer": [1, 1, 2, 2],
+                "stage": ["init", "end"] * 2,
+                "h_rank": [0.3, 0.02, 0.3, end],
+                "beta_rank": 0.2,
+                "teachers": 10,
+                "student_bn": bn,
+            }
+        )
+        other = frame.assign(run_id="b", student_bn="after_relu", h_rank=[0.3, bn_end, 0.3, bn_end])
+        return pd.concat([frame, other])  # fmt: skip
+
+    assert L.claim12(ranks(0.05)).verdict == SUPPORTED  # BN runs are reported, not judged
+    assert "BN after_relu L1 0.300->0.300" in L.claim12(ranks(0.05)).evidence
+    assert L.claim12(ranks(0.4)).verdict == NOT_SUPPORTED  # one layer where the winners sit mid-column
+    assert L.claim12(ranks(0.05, bn="after_relu")).verdict == NO_DATA  # no run without BN
+    assert L.claim12(pd.DataFrame()).verdict == NO_DATA and L.claim12(pd.DataFrame()).number == 12
 
 
 def test_size_and_data_figures_draw_from_tidy_frames(tmp_path) -> None:

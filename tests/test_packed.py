@@ -27,9 +27,9 @@ def packed_run(runs, stop):
     for step in [s for s in checkpoint_steps(pack.spec) if s <= stop] + [stop]:
         state = train_until(pack, data, state, step)
         for table, rows in checkpoint_tables(pack, measure(pack, data, state)).items():
-            parts[table].append(rows.to_pandas())
-    tables = {t: pd.concat(p).drop_duplicates([S.RUN_ID, S.STEP, *([S.LAYER, S.NODE] if t != S.SCALARS else [])])
-              for t, p in parts.items()}  # fmt: skip
+            parts.setdefault(table, []).append(rows.to_pandas())
+    keys = (S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT)
+    tables = {t: pd.concat(p).drop_duplicates([k for k in keys if k in p[0]]) for t, p in parts.items()}
     return pack, state, tables
 
 

@@ -39,7 +39,6 @@ INVALID = [
     ("teacher.normalize", "none"),
     ("train.loss", "hinge"),
     ("train.dtype", "float16"),
-    ("train.device", "tpu"),
     ("checkpoint.first_epoch_points", -1),
     ("checkpoint.every_epochs", 0),
     ("checkpoint.success_threshold", 1.5),

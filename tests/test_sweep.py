@@ -12,18 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import assert_complete, snapshot
+from conftest import assert_complete, shared_ray, snapshot
 
-from spec_ray.orchestration.experiment import packs_from_dict
 from spec_ray.storage import schema as S
+from spec_ray.storage.manifest import packs_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size", "luck_matters"]
 
 
 def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+    """Run a sweep script; on the tests' shared Ray unless ``own_ray=True`` (it then starts its own:
+    a driver to be killed, and storage whose credentials the head's workers would not have)."""
     cmd = [sys.executable, str(ROOT / "sweeps" / f"{script}.py"), *args]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    if not kwargs.pop("own_ray", False) and "--address" not in args:  # a test's own cluster keeps its address
+        env.update(shared_ray())
     env.update(kwargs.pop("env", {}))
     if kwargs.pop("background", False):
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -55,7 +59,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
     if script == "luck_matters":  # FC and CNN x finite and infinite data x 2 seeds, the report's own figures
         assert set(runs["arch"]) == {"mlp", "conv"} and runs["n_train"].isna().sum() == 4
-        assert "tables: runs, teacher_nodes, student_nodes, scalars, correlations" in proc.stdout
+        assert "tables: runs, teacher_nodes, student_nodes, scalars, correlations, modulation" in proc.stdout
         from analysis.report import build_report
 
         build_report(str(root), tmp_path / "report")
@@ -63,6 +67,10 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         last = ranks[ranks["epoch"] == ranks["epoch"].max()]
         assert (last["mean_rank"] == 0).all() and (ranks["mean_rank"] > 0).any()  # falls to 0 at the end
         assert (tmp_path / "report" / "luck_rho.png").stat().st_size > 10_000
+        assert (tmp_path / "report" / "luck_beta.png").stat().st_size > 10_000  # fig. 16 of an FC run
+        beta = pd.read_csv(tmp_path / "report" / "data" / "luck_beta.csv")
+        assert beta["run_id"].nunique() == 1 and set(beta["stage"]) == {"init", "end"}
+        assert "| 12 | beta*" in (tmp_path / "report" / "report.md").read_text()
     assert f"python -m analysis report {root}" in proc.stdout
     assert (runs[S.TRAINED_ON] == "cpu").all()  # no GPU share: the CPU, whatever is visible
     # The launch says what it will do: settings off the defaults, the axes, storage, Ray.
@@ -74,10 +82,17 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory) -> Path:
-    """A finished smoke sweep whose files bad input must not touch."""
+    """A finished smoke sweep whose files bad input must not touch: planned as the script plans it,
+    its packs trained in this process (tests/test_grow.py's ``train``; the Ray path is tested above)."""
+    from test_grow import POLARITY, train
+
+    from spec_ray.orchestration.plan import plan
+    from spec_ray.orchestration.sweep import build_parser, experiment_from_args
+
     storage = tmp_path_factory.mktemp("existing")
-    proc = sweep("polarity", "--smoke", "--storage", str(storage), "--multi", "1", "--p", "0")
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    flags = ["--smoke", "--storage", str(storage), "--multi", "1", "--p", "0"]
+    args = build_parser(POLARITY.EXPERIMENT, None).parse_args(flags)
+    train(plan(experiment_from_args(POLARITY.EXPERIMENT, args, POLARITY.SMOKE), args, POLARITY.SMOKE))
     return storage
 
 
@@ -96,8 +111,7 @@ def existing(tmp_path_factory) -> Path:
         (["--n-train", "1000000000000"], "data.n_train"),
         (["--name", ""], "experiment='' is invalid"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial=1.5 is invalid: allowed 0, a fraction of one GPU, or a whole"),
-        (["--device", "cuda"], "train.device='cuda' is invalid with --gpus-per-trial 0"),
-        (["--device", "cpu", "--gpus-per-trial", "0.5"], "train.device='cpu' is invalid with --gpus-per-trial=0.5"),
+        (["--device", "cuda"], "unrecognized arguments: --device"),  # a trial's GPU share places it
         (["--lr", "inf"], "train.lr"),
         (["--address", "127.0.0.1:1"], "unreachable"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial"),
@@ -107,7 +121,10 @@ def existing(tmp_path_factory) -> Path:
         (["--resume", "--cpus-per-trial", "2"], "--cpus-per-trial=2 cannot change on --resume"),
         (["--resume", "--max-failures", "0"], "--max-failures=0 cannot change on --resume"),
         (["--resume", "auto", "--block-epochs", "5"], "--block-epochs=5 cannot change on --resume"),
-        (["--resume", "--seeds", "3"], "these flags describe another sweep than the stored"),
+        (
+            ["--resume", "--epochs", "4"],
+            "these flags change what the stored sweep 'polarity-smoke' ran (epochs: stored 6, asked 4)",
+        ),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str, capsys, monkeypatch) -> None:
@@ -152,7 +169,8 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> No
     args = ["--smoke", "--storage", str(tmp_path), "--multi", "1", "2", "3", "4", "--epochs", "6",
             "--iters-per-epoch", "400", "--cpus-per-trial", "2"]  # fmt: skip
     root = tmp_path / "polarity-smoke"
-    driver = sweep("polarity", *args, background=True)
+    # Its own Ray: a SIGKILLed driver's trials live on in a shared cluster until Ray reaps them.
+    driver = sweep("polarity", *args, background=True, own_ray=True)
     deadline = time.time() + 180
     done_pack = None
     while time.time() < deadline and done_pack is None:
@@ -171,7 +189,7 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> No
                 if (pd.read_parquet(p)[S.STATUS] == S.STATUS_DONE).all()}  # fmt: skip
     assert 1 <= len(finished) < len(packs), out[-3000:]
     mtimes = {p: p.stat().st_mtime_ns for name in finished for p in (root / S.SCALARS / name).glob("*.parquet")}
-    proc = sweep("polarity", *args, "--resume")
+    proc = sweep("polarity", *args, "--resume", own_ray=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_complete(str(root), packs)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # finished packs were not rerun
@@ -194,6 +212,24 @@ def test_a_trial_trains_where_its_gpu_share_says() -> None:
         trial_device(1.0, cuda_available=False)  # never a silent fallback to the CPU
 
 
+def trained_here(script: str, *flags: str) -> None:
+    """A stored sweep as the script would plan it, its packs trained in this process (no Ray, no
+    Tune state): tests/test_grow.py's ``train``."""
+    import importlib.util
+
+    from test_grow import train
+
+    from spec_ray.orchestration.plan import plan
+    from spec_ray.orchestration.sweep import build_parser, experiment_from_args
+
+    spec = importlib.util.spec_from_file_location(f"{script}_sweep", ROOT / "sweeps" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = build_parser(module.EXPERIMENT, None).parse_args(list(flags))
+    smoke = module.SMOKE if args.smoke else None
+    train(plan(experiment_from_args(module.EXPERIMENT, args, module.SMOKE), args, smoke))
+
+
 def _mtimes(root: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in root.rglob("*.parquet")}
 
@@ -214,14 +250,15 @@ def test_resume_auto_starts_a_new_sweep_then_resumes_the_stored_one(tmp_path: Pa
 
 
 def test_resume_before_tunes_first_save_replans_from_sweep_json(tmp_path: Path) -> None:
-    """A crash after sweep.json was written but before Tune saved its state: no Tune state to restore."""
+    """A crash after sweep.json was written but before Tune saved its state: no Tune state to restore
+    (the first launch is trained in this process, so it leaves none)."""
     import shutil
 
     args = ["polarity", "--smoke", "--storage", str(tmp_path), "--multi", "1", "2", "--p", "0"]
-    assert sweep(*args).returncode == 0
+    trained_here(*args)
     root = tmp_path / "polarity-smoke"
     packs = stored_packs(root)
-    shutil.rmtree(root / "tune")
+    assert not (root / "tune").exists()
     lost = packs[1].pack_id
     for table in (S.RUNS, S.SCALARS, S.TEACHER_NODES, S.STUDENT_NODES):
         shutil.rmtree(root / table / f"pack={lost}")
@@ -243,8 +280,45 @@ def test_a_stale_ray_address_file_is_ignored(tmp_path: Path) -> None:
         (ray_tmp / "ray").mkdir()
         (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
         args = ["polarity", "--smoke", "--storage", str(tmp_path), "--multi", "1", "--p", "0"]
-        proc = sweep(*args, env={"RAY_TMPDIR": str(ray_tmp)}, timeout=120)
+        proc = sweep(*args, env={"RAY_TMPDIR": str(ray_tmp)}, timeout=120, own_ray=True)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "names 127.0.0.1:1, which does not answer: starting a new local Ray" in proc.stdout
+
+
+def test_a_sweep_grows_then_repairs_lost_files(tmp_path: Path, capsys) -> None:
+    """The Done-when of growth and verification on a real local Ray: --seeds 2, then --seeds 4 --resume
+    trains only the 8 new runs; lost and truncated files are found by verify and retrained alone."""
+    args = ["polarity", "--smoke", "--storage", str(tmp_path), "--epochs", "2"]
+    trained_here(*args, "--seeds", "2")  # the first launch in this process; growing and repairing on Ray
+    root = tmp_path / "polarity-smoke"
+    old = stored_packs(root)
+    before = _mtimes(root)
+    grown = sweep(*args, "--seeds", "4", "--resume")
+    assert grown.returncode == 0, grown.stdout[-2000:] + grown.stderr[-2000:]
+    assert "runs:     8 done and reused; 8 new in" in grown.stderr
+    packs = stored_packs(root)
+    assert packs[: len(old)] == old and {r.seed for p in packs[len(old) :] for r in p.runs} == {3, 4}
+    assert {p: t for p, t in _mtimes(root).items() if p in before} == before  # the first packs' files untouched
+    runs = pd.read_parquet(root / S.RUNS)
+    assert len(runs) == 16 and runs[S.RUN_ID].is_unique and (runs[S.STATUS] == S.STATUS_DONE).all()
+    assert_complete(str(root), packs)
+    # Lose one pack's teacher_nodes and truncate another's file.
+    lost, cut = packs[0].pack_id, packs[-1].pack_id
+    for f in (root / S.TEACHER_NODES / f"pack={lost}").glob("*.parquet"):
+        f.unlink()
+    victim = sorted((root / S.SCALARS / f"pack={cut}").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    from spec_ray.orchestration.cli import main as spec_ray
+
+    assert spec_ray(["verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"pack {lost}" in out and f"pack {cut}" in out, out
+    kept = {p: t for p, t in _mtimes(root).items() if lost not in str(p) and cut not in str(p)}
+    repaired = sweep(*args, "--seeds", "4", "--resume")
+    assert repaired.returncode == 0, repaired.stdout[-2000:] + repaired.stderr[-2000:]
+    assert "in 2 pack(s) with missing or corrupt files, trained again" in repaired.stderr
+    assert {p: t for p, t in _mtimes(root).items() if p in kept} == kept  # only the two packs were retrained
+    assert spec_ray(["verify", str(root)]) == 0
+    assert_complete(str(root), packs)

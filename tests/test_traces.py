@@ -12,9 +12,9 @@ import pytest
 from conftest import tiny_spec
 
 from spec_ray.engine.pack import Pack, checkpoint_steps
-from spec_ray.orchestration.runner import blocks, run_pack
+from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TraceStore
+from spec_ray.storage.traces import TraceStore, blocks
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def written(tmp_path_factory):
     runs = [tiny_spec(seed=s, **{"teacher.p": p}) for s in (1, 2) for p in (0.0, 2.0)]
     pack = Pack(tuple(runs))
     store = TraceStore(str(tmp_path_factory.mktemp("store")), "exp")
-    result = run_pack(pack, store, flush_epochs=1, progress=False)
+    result = run_pack(pack, store, block_epochs=1, progress=False)
     return pack, store, result
 
 
@@ -80,7 +80,7 @@ def test_readable_by_pandas_pyarrow_and_duckdb(written) -> None:
 
 def test_block_files_cover_each_step_once(written) -> None:
     pack, store, _ = written
-    assert blocks(pack, 1) == [(0, 150), (151, 300)]
+    assert blocks(pack.spec, 1) == [(0, 150), (151, 300)]
     names = sorted(os.listdir(os.path.join(store.table_dir(S.SCALARS), f"pack={pack.pack_id}")))
     assert names == ["steps-0000000000-0000000150.parquet", "steps-0000000151-0000000300.parquet"]
 
@@ -88,9 +88,9 @@ def test_block_files_cover_each_step_once(written) -> None:
 def test_rewriting_a_pack_replaces_and_never_duplicates(written, tmp_path) -> None:
     pack, _, _ = written
     store = TraceStore(str(tmp_path), "again")
-    run_pack(pack, store, flush_epochs=1, progress=False)
+    run_pack(pack, store, block_epochs=1, progress=False)
     first = {t: store.read(t) for t in S.TABLES}
-    run_pack(pack, store, flush_epochs=1, progress=False)
+    run_pack(pack, store, block_epochs=1, progress=False)
     for table, count in expected_rows(pack).items():
         frame = store.read(table)
         assert len(frame) == count
@@ -107,7 +107,7 @@ def test_rewriting_a_pack_replaces_and_never_duplicates(written, tmp_path) -> No
 def test_crash_between_temp_write_and_rename_leaves_nothing_visible(written, tmp_path) -> None:
     pack, _, _ = written
     store = TraceStore(str(tmp_path), "crash")
-    run_pack(pack, store, flush_epochs=1, progress=False)
+    run_pack(pack, store, block_epochs=1, progress=False)
     before = {t: len(store.read(t)) for t in S.TABLES}
     rows = store.dataset(S.SCALARS).to_table()
     tmp = store.write_temp(S.SCALARS, pack.pack_id, rows.drop_columns([S.PARTITION]))  # "crash" here

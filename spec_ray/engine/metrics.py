@@ -21,6 +21,7 @@ from torch import Tensor
 from spec_ray.engine import losses, parts, passes
 from spec_ray.engine import names as S
 from spec_ray.engine.arch import Arch
+from spec_ray.engine.modulation import Modulation, modulation
 from spec_ray.engine.network import fanout_norms, fixed_buffers
 from spec_ray.engine.pack import Pack, train_metric_steps
 from spec_ray.engine.scratch import Workspace
@@ -55,6 +56,9 @@ class Checkpoint(NamedTuple):
     init_rank: list[Tensor]
     """Per hidden layer, (R, m_l): rank at init of each teacher node's current best student
     among all students by correlation with that teacher, scaled to [0, 1] (Luck Matters)."""
+    modulation: list[Modulation] | None = None
+    """Per hidden layer, beta* and H* (R, n_l, m_l), at the first and last checkpoint of a run
+    that keeps them (``checkpoint.keep_modulation``); else None."""
 
 
 def normalize(a: Tensor) -> Tensor:
@@ -194,6 +198,7 @@ def measure(
     ``cache``: ``prepare(pack, data)``, taken once per pack (built here when not given).
     """
     spec = pack.spec
+    ends = spec.checkpoint.keep_modulation and state.step in (0, spec.total_steps)  # fig. 16: before and after
     if with_train is None:
         with_train = state.step in train_metric_steps(spec) and spec.data.n_train is not None
     cache = prepare(pack, data) if cache is None else cache
@@ -215,7 +220,17 @@ def measure(
         diverged_step=state.diverged_step.clone(),  # (R,)
         eval_accuracy=accuracy,  # (R,)
         init_rank=[ranks(i, c) for i, c in zip(cache.init_corr, corr)],  # [(R, m_l)]
+        modulation=_modulation(pack, data, cache, params, state.buffers) if ends else None,
     )
+
+
+def _modulation(
+    pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
+) -> list[Modulation]:
+    """beta* and H* of every run on its eval set (``modulation``)."""
+    x = data.x_eval.repeat_interleave(pack.group_size, dim=0)  # (R, Ne, d+1): runs are group-major
+    return modulation(pack.student_arch, params, buffers, pack.teacher_arch, cache.teacher_params,
+                      cache.teacher_buffers, x)  # fmt: skip
 
 
 def success(best, threshold: float):

@@ -12,12 +12,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from spec_ray.engine import arch
 from spec_ray.engine.spec import RunSpec, flat_fields
+
+if TYPE_CHECKING:  # torch is imported where a pack trains: the read side (verify, analysis) runs without it
+    import torch
 
 # Fields that change no tensor shape, loop length or code path; all others must agree.
 PER_RUN_FIELDS = frozenset(
@@ -48,14 +51,14 @@ NEUTRAL = {
     "arch": "mlp", "image_size": 10, "leaky_slope": 0.01, "teacher_activation": "relu", "teacher_bn": "none",
     "teacher_bn_affine": False, "student_activation": "relu", "student_bn": "none", "bn_affine": False,
     "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "init_seed": None, "keep_correlations": False,
+    "keep_modulation": False,
 }  # fmt: skip
 
 
 def run_id(spec: RunSpec) -> str:
-    """Stable id of a run: a hash of every field that shapes its result (not device; ``NEUTRAL``
-    fields only off their neutral value)."""
+    """Stable id of a run: a hash of every field that shapes its result (``NEUTRAL`` fields only
+    off their neutral value)."""
     fields = flat_fields(spec)
-    fields.pop("device")
     for name, neutral in NEUTRAL.items():
         if fields[name] == neutral:
             del fields[name]
@@ -74,12 +77,17 @@ def data_key(spec: RunSpec) -> tuple:
     return tuple(fields[k] for k in DATA_FIELDS)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when available."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device='cuda' is invalid: no CUDA device here; allowed auto, cpu")
+        raise ValueError("device='cuda' is invalid: no CUDA device here; allowed auto, cpu")
     return torch.device(name)
 
 
@@ -93,8 +101,13 @@ class Pack:
 
     runs: tuple[RunSpec, ...]
     """The runs; reordered group-major on construction."""
+    placement: str = "cpu"
+    """Where the pack trains: cpu | cuda | auto (CUDA when available). A sweep's trial sets it
+    from its GPU share; it is part of no run or pack id, and ``trained_on`` records the result."""
 
     def __post_init__(self) -> None:
+        if self.placement not in DEVICES:
+            raise ValueError(f"device={self.placement!r} is invalid: allowed " + ", ".join(DEVICES))
         runs = tuple(self.runs)
         if not runs:
             raise ValueError("pack.runs=() is invalid: allowed one or more RunSpec")
@@ -153,7 +166,7 @@ class Pack:
     @cached_property
     def device(self) -> torch.device:
         """The resolved device of the pack."""
-        return resolve_device(self.spec.train.device)
+        return resolve_device(self.placement)
 
     @cached_property
     def student_arch(self) -> arch.Arch:
@@ -173,6 +186,8 @@ class Pack:
     @cached_property
     def dtype(self) -> torch.dtype:
         """The training dtype."""
+        import torch
+
         return getattr(torch, self.spec.train.dtype)
 
 

@@ -160,3 +160,18 @@ def nodes(arch: Arch, layer: int, h: Tensor) -> Tensor:
     c = arch.widths[layer]
     per_run = h.reshape(batch, rc_c // c, c, height * width)  # (B, Rc, C, P)
     return per_run.permute(1, 0, 3, 2).reshape(rc_c // c, batch * height * width, c)  # (Rc, B P, C)
+
+
+def gates(arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], x: Tensor) -> list[Tensor]:
+    """f'_j(x) of every hidden node of an MLP in eval mode, the derivative of the activation at
+    its input (after BN when BN comes first): x (R, N, d+1), each run's own inputs -> [(R, N, n_l)]."""
+    net = unpack(arch, params, buffers)
+    h, out = x[..., :-1], []  # (R, N, d)
+    for layer in range(arch.depth):
+        z = _linear(h, net.layers[layer])  # (R, N, n_l)
+        if arch.bn == "before_relu":
+            z = _batchnorm(arch, net, layer, z, False)
+        a = activations.forward(arch.activation, arch.slope, z)  # (R, N, n_l)
+        out.append(activations.backward(arch.activation, arch.slope, torch.ones_like(a), a))  # (R, N, n_l)
+        h = _batchnorm(arch, net, layer, a, False) if arch.bn == "after_relu" else a
+    return out

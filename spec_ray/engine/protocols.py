@@ -94,6 +94,9 @@ LUCK_FC_SMALL = RunSpec().replace(
         "train.epochs": 40,
         "train.iters_per_epoch": None,  # DataLoader(shuffle=True): one pass of ceil(100,000 / 64) steps
         "train.loss": "mse_mean",
+        # The authors take train-set statistics on 3 batches of 64 (getCorrs); a pass over all
+        # 100,000 samples would hold a CNN run's activations at once (about 49 GB at 80 channels).
+        "checkpoint.train_every_epochs": 0,
     },
 )
 """Luck Matters on Gaussian data, small FC (``luckmatter/recon_multilayer.py``'s defaults):

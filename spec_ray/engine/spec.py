@@ -28,7 +28,6 @@ LOSSES = ("mse", "mse_mean", "ce")
 INITS = ("gaussian", "torch")
 AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
-DEVICES = ("auto", "cpu", "cuda")
 NORMALIZATIONS = ("first", "all")
 ARCHS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "leaky_relu", "linear")
@@ -221,8 +220,6 @@ class TrainSpec:
     """(epoch, lr) pairs: from that epoch on, that learning rate (deep protocol: ((20, 0.1),))."""
     dtype: str = "float32"
     """float32 | float64 (the authors used float64)."""
-    device: str = "auto"
-    """auto (CUDA when available) | cpu | cuda."""
     optimizer: str = "sgd"
     """sgd | adam, each with torch.optim's semantics (Adam: betas 0.9, 0.999, eps 1e-8)."""
     momentum: float = 0.0
@@ -243,7 +240,6 @@ class TrainSpec:
             if epoch < 0 or not math.isfinite(value) or value <= 0:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
         _check_choice("train.dtype", self.dtype, DTYPES)
-        _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_unit("train.momentum", self.momentum)
         if self.optimizer == "adam" and self.momentum != 0.0:
@@ -281,6 +277,10 @@ class CheckpointSpec:
     """Also write every checkpoint's teacher x student correlations (eval set) to the
     ``correlations`` table: Luck Matters' rank of the final winners needs them (sum of m_l n_l
     rows a run and checkpoint)."""
+    keep_modulation: bool = False
+    """Also write the top-down modulation beta* and H* (Luck Matters sec. 5, fig. 16) of every
+    hidden layer at the first and the last checkpoint to the ``modulation`` table (MLP only;
+    sum of n_l m_l rows a run and checkpoint)."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -291,6 +291,7 @@ class CheckpointSpec:
             _fail("checkpoint.success_threshold", t, "a number in [-1, 1]")
         _check_int("checkpoint.train_every_epochs", self.train_every_epochs, 0)
         _check_bool("checkpoint.keep_correlations", self.keep_correlations)
+        _check_bool("checkpoint.keep_modulation", self.keep_modulation)
 
 
 def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int) -> tuple[int, ...]:
@@ -356,6 +357,8 @@ class RunSpec:
                 _fail("teacher.widths", self.teacher.widths, allowed)
         if self.teacher.calibrate and (self.model.arch == "conv" or self.teacher.teacher_bn != "none"):
             _fail("teacher.calibrate", True, "false with a conv or BN teacher (calibration is the deep MLP protocol's)")
+        if self.model.arch == "conv" and self.checkpoint.keep_modulation:
+            _fail("checkpoint.keep_modulation", True, "false with model.arch conv (beta* and H* are taken for MLPs)")
         if self.model.arch == "conv" and self.data.augmentation == "teacher_aware":
             _fail("data.augmentation", "teacher_aware", "none or teacher_agnostic with model.arch conv")
         if self.student.student_bn != "none":
@@ -462,6 +465,15 @@ def spec_to_dict(spec: RunSpec) -> dict:
     return dataclasses.asdict(spec)
 
 
+REMOVED = {"train": ("device",)}
+"""Fields of older versions that no longer exist, dropped when their sweep.json is read: where a
+pack trains is its trial's placement (``Pack.placement``), not part of a run."""
+
+
+def _without_removed(section: str, fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in REMOVED.get(section, ())}
+
+
 def spec_from_dict(data: dict) -> RunSpec:
     """Inverse of ``spec_to_dict``; validates like the constructor."""
     classes = {f.name: f.type for f in dataclasses.fields(RunSpec)}
@@ -473,6 +485,6 @@ def spec_from_dict(data: dict) -> RunSpec:
         "train": TrainSpec,
         "checkpoint": CheckpointSpec,
     }
-    kwargs = {name: sections[name](**data.get(name, {})) for name in SECTIONS}  # a section added later: defaults
+    kwargs = {name: sections[name](**_without_removed(name, data.get(name, {}))) for name in SECTIONS}
     kwargs.update({k: v for k, v in data.items() if k not in SECTIONS and k in classes})
     return RunSpec(**kwargs)

@@ -1,94 +1,126 @@
-"""``python -m spec_ray run``: train one pack on this machine (no Ray) and write its traces.
+"""``python -m spec_ray run``: train one pack on this machine (no Ray) and write its traces;
+``python -m spec_ray verify RESULTS``: check a sweep's stored tables.
 
-Every spec field is a flag (``--n-train 2000``, ``--widths 50 75``); ``--p`` and ``--lr``
-take several values and ``--seeds N`` runs seeds 1..N, all in one pack. Bad input exits
-with code 2 and one message naming the field, before any work or write.
+Every spec field is a flag (``--n-train 2000``, ``--widths 50 75``); ``--p``, ``--lr`` and
+``--init-seed`` take several values and ``--seeds N`` runs seeds 1..N, all in one pack. The
+flags become an ``Experiment`` as a sweep script's do, planned by the same ``plan``, so a run
+writes sweep.json, can be verified, resumed and grown. Bad input exits with code 2 and one
+message naming the field, before any work or write.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import itertools
 import sys
 
-from spec_ray.engine import spec as specs
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE
+from spec_ray.engine.pack import DEVICES, Pack
+from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
+from spec_ray.engine.spec import RunSpec
+from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
+from spec_ray.orchestration.plan import RESUME_MODES, plan
 from spec_ray.orchestration.runner import run_pack
+from spec_ray.orchestration.sweep import experiment_from_args
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TraceStore
+from spec_ray.storage import verify
+from spec_ray.storage.manifest import experiment_stores, packs_to_dict, stored_packs, write_sweep
+from spec_ray.storage.reuse import copy_pack
 
-PACK_AXES = {"p": "teacher.p", "lr": "train.lr", "init_seed": "init_seed"}  # several values in one pack
+PACK_AXES = ("p", "lr", "init_seed")  # several values in one pack
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m spec_ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser("run", help="train one pack locally and write Parquet traces")
-    run.add_argument("--out", default="results", help="storage: a local path or a URI (default: results)")
+    run.add_argument("--storage", default=None, help="a local path or a URI (s3://, gs://); default: results")
+    run.add_argument("--out", default=None, help="the old name of --storage, kept as an alias")
     run.add_argument("--name", default=None, help="experiment name (default: local, or smoke with --smoke)")
     run.add_argument("--smoke", action="store_true", help="a tiny pack that finishes in seconds")
     run.add_argument("--seeds", type=int, default=None, help="run seeds 1..N (default 1; 4 with --smoke)")
+    run.add_argument("--resume", nargs="?", const="yes", choices=RESUME_MODES, default=None,
+                     help="continue or grow the stored experiment of this name, as a sweep's --resume")  # fmt: skip
+    run.add_argument("--device", default="auto", choices=DEVICES, help="where the pack trains: auto (CUDA when "
+                     "available), cpu or cuda; part of no run id (default: auto)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     run.add_argument("--online", action="store_true", help="online data: a fresh batch every step (n_train = None)")
-    return parser, add_spec_flags(run, several=PACK_AXES)
+    run.set_defaults(pack_size=None, pack_memory_gib=2.0, m=None)
+    add_spec_flags(run, several=PACK_AXES)
+    check = sub.add_parser("verify", help="check every table of a sweep: readable, declared schema, every row once")
+    check.add_argument("results", help="an experiment folder (with sweep.json) or a storage root of them; a URI too")
+    return parser
 
 
-def runs_from_args(args: argparse.Namespace, dests: dict[str, str]) -> list[specs.RunSpec]:
-    """The runs of the pack the flags describe (raises ValueError on bad values)."""
-    changes: dict[str, object] = dict(RUN_SMOKE.settings) if args.smoke else {}
-    default = specs.RunSpec()
-    axes = {name: [functools.reduce(getattr, path.split("."), default)] for name, path in PACK_AXES.items()}
-    if args.smoke:
-        axes["p"] = list(RUN_SMOKE.axes["p"])
-    for dest, path in dests.items():
-        value = getattr(args, dest, NOT_GIVEN)
-        if value is NOT_GIVEN:
-            continue
-        if dest in PACK_AXES:
-            axes[dest] = list(value)
-        else:
-            changes[path] = tuple(value) if isinstance(value, list) else value
-    if args.online:
-        changes["data.n_train"] = None
-    if args.smoke and changes.get("model.arch") == "conv":
-        for path, value in CONV_SMOKE.items():
-            changes.setdefault(path, value)
-    seeds = specs.seed_range(
-        args.seeds if args.seeds is not None else (len(RUN_SMOKE.axes["seed"]) if args.smoke else 1)
-    )
-    for name, values in axes.items():
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name}={values} is invalid: allowed distinct values")
-    base = specs.apply_overrides(specs.RunSpec(), changes)
-    names = list(PACK_AXES)
-    return [
-        specs.apply_overrides(base, {"seed": seed, **{PACK_AXES[n]: v for n, v in zip(names, values)}})
-        for seed in seeds
-        for values in itertools.product(*(axes[n] for n in names))
-    ]
+def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
+    """The flags as an ``Experiment`` of one shape, built as every sweep builds its own
+    (``sweep.experiment_from_args``): the smoke preset, then the flags; p, lr and init seeds are
+    per-run fields, so their values stay one pack."""
+    settings = dict(RUN_SMOKE.settings)
+    if args.smoke and getattr(args, "arch", NOT_GIVEN) == "conv":
+        settings.update(CONV_SMOKE)  # the flags given still win
+    smoke = Smoke(settings=settings, axes={"p": RUN_SMOKE.axes["p"]} if args.smoke else {})
+    if args.seeds is None:
+        args.seeds = len(RUN_SMOKE.axes["seed"]) if args.smoke else 1
+    name = args.name if args.name is not None else ("smoke" if args.smoke else "local")
+    args.name = name  # experiment_from_args would add "-smoke"
+    return experiment_from_args(Experiment(name=name, base=RunSpec()), args, smoke), smoke
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, dests = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        return verify_command(args.results)
+    if args.out is not None:
+        if args.storage is not None and args.storage != args.out:
+            print(f"error: --out={args.out!r} and --storage={args.storage!r} disagree: --out is the old name of "
+                  "--storage; allowed one of them", file=sys.stderr)  # fmt: skip
+            return 2
+        print("note: --out is the old name of --storage", file=sys.stderr)
+    args.storage = args.storage or args.out or "results"
     try:
-        pack = Pack(tuple(runs_from_args(args, dests)))
-        _ = pack.device  # a CUDA request without CUDA fails here, before any work
-        store = TraceStore(args.out, args.name if args.name is not None else ("smoke" if args.smoke else "local"))
-        store.check_writable()
+        exp, smoke = run_experiment(args)
+        launch = plan(exp, args, smoke if args.smoke else None)
+        todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
+        for pack in todo:
+            _ = pack.device  # a CUDA request without CUDA fails here, before any work
+        launch.store.check_writable()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    spec = pack.spec
-    print(
-        f"pack {pack.pack_id}: {pack.size} runs (m={spec.teacher.widths}, multi={spec.student.multi}, "
-        f"{spec.total_steps} steps, {spec.train.dtype} on {pack.device})",
-        file=sys.stderr,
-    )
-    result = run_pack(pack, store, progress=not args.no_progress)
-    print(f"wrote {store.root} ({result.wall_time:.1f} s); tables: {', '.join(S.written_tables(spec))}")
+    store, packs = launch.store, launch.packs()
+    write_sweep(store, {**launch.meta, "sweep": packs_to_dict(store.experiment, packs)})
+    for pack in launch.copies:
+        copy_pack(store, pack, launch.sources, launch.resources.block_epochs)
+    wall, block = 0.0, launch.resources.block_epochs
+    for pack in todo:
+        spec = pack.spec
+        print(f"pack {pack.pack_id}: {pack.size} runs (m={spec.teacher.widths}, multi={spec.student.multi}, "
+              f"{spec.total_steps} steps, {spec.train.dtype} on {pack.device})", file=sys.stderr)  # fmt: skip
+        wall += run_pack(pack, store, block_epochs=block, progress=not args.no_progress).wall_time
+    tables = dict.fromkeys(t for p in packs for t in S.written_tables(p.spec))
+    copied = f", {sum(p.size for p in launch.copies)} runs copied" if launch.copies else ""
+    print(f"wrote {store.uri} ({wall:.1f} s{copied}); tables: {', '.join(tables)}")
     print(f"read them with: pandas.read_parquet('{store.table_dir('scalars')}')")
     return 0
+
+
+def verify_command(results: str) -> int:
+    """Print what is missing or corrupt, pack by pack; 0 when every pack is complete, 1 if not, 2 on bad input."""
+    try:
+        stores = experiment_stores(results)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failing = 0
+    for store in stores:
+        checks = verify.verify(store, stored_packs(store))
+        states = {s: sum(c.state == s for c in checks) for s in (verify.COMPLETE, verify.UNFINISHED, verify.BROKEN)}
+        print(f"{store.root}: {len(checks)} packs, " + ", ".join(f"{n} {s}" for s, n in states.items()))
+        for check in checks:
+            if check.state != verify.COMPLETE:
+                print("\n".join(verify.describe(check)))
+        failing += len(checks) - states[verify.COMPLETE]
+    if failing:
+        print(f"{failing} pack(s) incomplete. Fix: rerun the sweep's command with --resume; it retrains exactly "
+              "these packs and leaves the others untouched.")  # fmt: skip
+    return 1 if failing else 0

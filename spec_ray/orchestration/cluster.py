@@ -151,7 +151,7 @@ def storage_shortfall(store: TraceStore) -> str | None:
     if not failed:
         return None
     node, why = failed[0]
-    shared = "s3://, gs://" if "://" in store.storage else "a filesystem mounted at the same path on every node"
+    shared = "s3://, gs://" if store.remote else "a filesystem mounted at the same path on every node"
     return (
         f"storage={store.storage!r} is not usable from node {node.get('NodeManagerAddress')} "
         f"({node['NodeID'][:12]}; {len(failed)} of {len(answers)} node(s) failed): {why}. Every node writes "

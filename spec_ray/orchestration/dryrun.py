@@ -13,6 +13,7 @@ import os
 import time
 
 from spec_ray.engine.pack import Pack
+from spec_ray.orchestration.plan import Resources
 from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
 
 RAY_OVERHEAD_S = 10.0  # starting a local Ray (about 7 s) and Tune's fixed cost (2.3 s), docs/performance.md
@@ -30,16 +31,16 @@ def slots_for(cpus: float, gpus: float, nodes: int, node_cpus: int, node_gpus: i
     return max(1, nodes * per_node)
 
 
-def check_flags(args: argparse.Namespace) -> None:
+def check_flags(args: argparse.Namespace, res: Resources) -> None:
     """The cluster projection's flags, validated before any calibration."""
     if args.nodes < 1 or args.node_cpus is not None and args.node_cpus < 1 or args.node_gpus < 0:
         raise ValueError(
             f"--nodes={args.nodes}, --node-cpus={args.node_cpus}, --node-gpus={args.node_gpus} are invalid: "
             "allowed --nodes >= 1, --node-cpus >= 1, --node-gpus >= 0"
         )
-    if args.gpus_per_trial > 0 and args.nodes > 1 and args.node_gpus < args.gpus_per_trial:
+    if res.gpus_per_trial > 0 and args.nodes > 1 and args.node_gpus < res.gpus_per_trial:
         raise ValueError(
-            f"--node-gpus={args.node_gpus} is invalid with --gpus-per-trial={args.gpus_per_trial:g}: "
+            f"--node-gpus={args.node_gpus} is invalid with --gpus-per-trial={res.gpus_per_trial:g}: "
             "allowed --node-gpus >= the GPUs a trial asks for"
         )
 
@@ -49,11 +50,11 @@ def _label(pack: Pack) -> str:
     return f"m{'-'.join(map(str, s.teacher.widths))} x{s.student.multi} n{s.data.n_train} {s.train.loss}"
 
 
-def report(packs: list[Pack], args: argparse.Namespace) -> str:
-    """The dry run's text: per-pack estimates on this machine, then the projections."""
-    threads = max(1, int(args.cpus_per_trial))
+def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
+    """The dry run's text: per-pack estimates on this machine, then the projections (``res``: the plan's resources)."""
+    threads = max(1, int(res.cpus_per_trial))
     cores = local_cores()
-    here = slots_for(args.cpus_per_trial, 0.0, 1, cores, 0)
+    here = slots_for(res.cpus_per_trial, 0.0, 1, cores, 0)
     began = time.perf_counter()
     costs = calibrate_shapes(packs, threads, workers=here)
     cost = cost_function(costs)
@@ -72,13 +73,13 @@ def report(packs: list[Pack], args: argparse.Namespace) -> str:
     total = sum(p.end - p.start for p in local)
     wall = makespan(local) + RAY_OVERHEAD_S
     lines.append(
-        f"this machine: {cores} CPU(s), {here} pack(s) at a time ({args.cpus_per_trial:g} CPU a trial): "
+        f"this machine: {cores} CPU(s), {here} pack(s) at a time ({res.cpus_per_trial:g} CPU a trial): "
         f"{len(local)} packs, {total:,.0f} s of pack time, projected wall {wall:,.0f} s ({wall / 60:.1f} min)"
     )
     if args.nodes > 1 or args.node_gpus > 0 or args.node_cpus is not None:
         node_cpus = args.node_cpus if args.node_cpus is not None else cores
-        gpus = args.gpus_per_trial
-        slots = slots_for(args.cpus_per_trial, gpus, args.nodes, node_cpus, args.node_gpus)
+        gpus = res.gpus_per_trial
+        slots = slots_for(res.cpus_per_trial, gpus, args.nodes, node_cpus, args.node_gpus)
         remote_costs = calibrate_shapes(packs, gpu=True) if gpus > 0 else costs
         remote = cost_function(remote_costs)
         placed = lpt(schedule(packs, remote_costs, slots), remote, slots)

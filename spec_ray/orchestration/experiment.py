@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from spec_ray.engine import arch, optim
 from spec_ray.engine.pack import Pack, data_key, shape_key
-from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides, spec_from_dict, spec_to_dict
+from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides
 
 MAX_RUNS = 10_000_000  # a factorial past this is refused before it is expanded
 
@@ -108,26 +108,32 @@ class Experiment:
 
     def packs(self) -> list[Pack]:
         """Runs grouped by shape, split to ``pack_size`` along shared-minibatch groups."""
-        by_shape: dict[tuple, list[RunSpec]] = {}
-        for run in self.runs():
-            by_shape.setdefault(shape_key(run), []).append(run)
-        packs = []
-        for runs in by_shape.values():
-            limit = min(self.pack_size or len(runs), max(1, self.pack_memory // run_bytes(runs[0])))
-            groups: dict[tuple, list[RunSpec]] = {}
-            for run in runs:
-                groups.setdefault(data_key(run), []).append(run)
-            pieces = []  # whole groups, or slices of groups larger than a pack
-            for group in groups.values():
-                pieces += [group[i : i + limit] for i in range(0, len(group), limit)]
-            chunk: list[RunSpec] = []
-            for piece in pieces:
-                if chunk and len(chunk) + len(piece) > limit:
-                    packs.append(Pack(tuple(chunk)))
-                    chunk = []
-                chunk.extend(piece)
-            packs.append(Pack(tuple(chunk)))
-        return packs
+        return pack_runs(self.runs(), self.pack_size, self.pack_memory)
+
+
+def pack_runs(runs: list[RunSpec], pack_size: int | None, pack_memory: int) -> list[Pack]:
+    """Runs grouped by shape, each shape split into packs of at most ``pack_size`` runs (and
+    ``pack_memory`` bytes) along shared-minibatch groups."""
+    by_shape: dict[tuple, list[RunSpec]] = {}
+    for run in runs:
+        by_shape.setdefault(shape_key(run), []).append(run)
+    packs = []
+    for runs in by_shape.values():
+        limit = min(pack_size or len(runs), max(1, pack_memory // run_bytes(runs[0])))
+        groups: dict[tuple, list[RunSpec]] = {}
+        for run in runs:
+            groups.setdefault(data_key(run), []).append(run)
+        pieces = []  # whole groups, or slices of groups larger than a pack
+        for group in groups.values():
+            pieces += [group[i : i + limit] for i in range(0, len(group), limit)]
+        chunk: list[RunSpec] = []
+        for piece in pieces:
+            if chunk and len(chunk) + len(piece) > limit:
+                packs.append(Pack(tuple(chunk)))
+                chunk = []
+            chunk.extend(piece)
+        packs.append(Pack(tuple(chunk)))
+    return packs
 
 
 def run_bytes(spec: RunSpec) -> int:
@@ -146,13 +152,3 @@ def run_bytes(spec: RunSpec) -> int:
     step = 4 * batch * sum(n * p for n, p in zip(student.widths, student.positions))  # autograd's saved tensors
     kept = spec.data.n_eval * sum(m * p for m, p in zip(teacher.widths, teacher.positions))  # EvalCache.teacher_unit
     return item * (samples * (d + 1 + c) + kept + state * params + buffers + step)
-
-
-def packs_to_dict(name: str, packs: list[Pack]) -> dict:
-    """Packs as stored in sweep.json: each pack's runs, in the order they are launched."""
-    return {"name": name, "packs": [[spec_to_dict(r) for r in p.runs] for p in packs]}
-
-
-def packs_from_dict(data: dict) -> list[Pack]:
-    """The packs stored by ``packs_to_dict``."""
-    return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]

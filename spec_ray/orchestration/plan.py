@@ -1,26 +1,32 @@
-"""Decide what a sweep launch will do, before Ray starts or storage is touched.
+"""Decide what a sweep launch will do, before Ray starts; reads storage, writes nothing.
 
-``plan`` validates the flags and resources, decides between a fresh sweep and a resume,
-and returns the packs. A resume reloads the packs and resources from ``sweep.json``, so
-a rerun of the same command (a requeued SLURM job, a retried RayJob) finishes exactly
-the stored sweep. Every refusal is a ValueError naming the flag and the allowed values.
+``plan`` validates the flags and resources and returns a ``Launch``: a fresh sweep, or a
+resume of the stored one. A resume reloads the packs and resources from ``sweep.json``, so a
+rerun of the same command (a requeued SLURM job, a retried RayJob) finishes exactly the stored
+sweep; it checks every stored pack (``storage.verify``) and trains again those with missing or
+corrupt files; and it grows the sweep: runs the flags add (more seeds, another axis value) are
+packed apart and trained, or copied where another experiment of the storage root has them done.
+Every refusal is a ValueError naming the flag and the allowed values.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import posixpath
 import textwrap
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 
-from spec_ray.engine.pack import Pack
+from spec_ray.engine.pack import Pack, run_id
+from spec_ray.engine.protocols import Smoke
 from spec_ray.engine.spec import RunSpec, flat_fields
-from spec_ray.orchestration.experiment import Experiment, axis_path, packs_from_dict, packs_to_dict
-from spec_ray.storage.traces import TraceStore
+from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
+from spec_ray.storage.manifest import packs_from_dict, read_sweep
+from spec_ray.storage.reuse import Source, find_done
+from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
+from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, verify
 
-SWEEP_FILE = "sweep.json"
 SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 RESUME_ENV = "SPEC_RAY_RESUME"  # "auto" makes every launch resume when the sweep exists
 RESUME_MODES = ("yes", "auto")
@@ -36,7 +42,7 @@ class Resources:
     """GPUs a trial reserves: 0 trains on the CPU, a fraction shares one GPU."""
     max_failures: int = 3
     """Retries of a failed trial, each from its last checkpoint."""
-    block_epochs: int = 10
+    block_epochs: int = BLOCK_EPOCHS
     """Epochs per Parquet file and Tune checkpoint; fixes the stored files' names."""
 
     def __post_init__(self) -> None:
@@ -61,22 +67,6 @@ def resume_mode(args: argparse.Namespace) -> str | None:
     return mode
 
 
-def _read_sweep(store: TraceStore) -> dict | None:
-    try:
-        with store.fs.open_input_stream(posixpath.join(store.root, SWEEP_FILE)) as f:
-            return json.loads(f.read().decode())
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def write_sweep(store: TraceStore, meta: dict) -> None:
-    """Write sweep.json atomically (a temp file, then a rename)."""
-    tmp = posixpath.join(store.root, f".tmp-{SWEEP_FILE}")
-    with store.fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
-    store.fs.move(tmp, posixpath.join(store.root, SWEEP_FILE))
-
-
 def _resources(args: argparse.Namespace, stored: dict | None, default_block: int) -> Resources:
     """The flags over the defaults for a fresh sweep; the stored values for a resume, which a flag may not change."""
     given = {k: getattr(args, k) for k in asdict(Resources()) if getattr(args, k, None) is not None}
@@ -94,36 +84,90 @@ def _resources(args: argparse.Namespace, stored: dict | None, default_block: int
     return kept
 
 
-def _check_device(experiment: Experiment, resources: Resources) -> None:
-    device, gpus = experiment.base.train.device, resources.gpus_per_trial
-    if device == "cuda" and gpus == 0:
-        raise ValueError("train.device='cuda' is invalid with --gpus-per-trial 0: allowed auto or cpu, or give GPUs")
-    if device == "cpu" and gpus > 0:
-        raise ValueError(f"train.device='cpu' is invalid with --gpus-per-trial={gpus:g}: allowed auto or cuda")
+@dataclass(frozen=True)
+class Launch:
+    """What a sweep launch will do, decided by ``plan`` before anything starts or is written."""
+
+    store: TraceStore
+    resources: Resources
+    """The flags over the defaults; a resume's stored values."""
+    resume: bool
+    """A stored sweep is continued (or grown)."""
+    stored: tuple[Pack, ...]
+    """The stored sweep's packs (empty for a fresh one)."""
+    new: tuple[Pack, ...]
+    """Packs of runs no stored pack holds, to train (scheduled before launch)."""
+    copies: tuple[Pack, ...]
+    """Packs of new runs already done in another experiment of the storage root: copied, not trained."""
+    sources: Mapping[str, Source]
+    """Where each copied run's rows are."""
+    checks: tuple[PackCheck, ...]
+    """``verify`` of every stored pack."""
+    left_out: int
+    """Stored runs these flags do not name (kept, and finished if unfinished)."""
+    meta: dict
+    """sweep.json as it stands before this launch (its packs are replaced at launch)."""
+
+    @property
+    def retrain(self) -> tuple[Pack, ...]:
+        """Stored packs whose files are corrupt or short although their runs are marked done: trained afresh."""
+        return tuple(c.pack for c in self.checks if c.state == BROKEN)
+
+    @property
+    def unfinished(self) -> tuple[Pack, ...]:
+        return tuple(c.pack for c in self.checks if c.state == UNFINISHED)
+
+    @property
+    def restore(self) -> bool:
+        """Tune's saved state can finish the sweep as it is: nothing new, nothing to retrain."""
+        return self.resume and not self.new and not self.copies and not self.retrain
+
+    @property
+    def todo(self) -> tuple[Pack, ...]:
+        """Every pack this launch trains."""
+        return (*self.retrain, *self.unfinished, *self.new)
+
+    def packs(self, new: list[Pack] | None = None) -> list[Pack]:
+        """The sweep's packs after this launch: the stored ones as they were, then the copies and new ones."""
+        return [*self.stored, *self.copies, *(self.new if new is None else new)]
 
 
-def plan(
-    experiment: Experiment, args: argparse.Namespace, default_block: int, dry: bool = False
-) -> tuple[TraceStore, list[Pack], dict]:
-    """Validate everything and decide the packs; raises ValueError before any side effect.
+def _changed(stored: list[RunSpec], asked: list[RunSpec], axes: set[str]) -> list[str]:
+    """Settings that are no axis of these flags and share no value with the stored sweep's: each is a
+    changed fixed setting (the run length, a teacher width), which the stored runs did not run with."""
+    ignore = {"seed", "init_seed", *axes}
+    before = [flat_fields(r) for r in stored]
+    after = [flat_fields(r) for r in asked]
+    out = []
+    for name in before[0]:
+        old, new = {f[name] for f in before}, {f[name] for f in after}
+        if name not in ignore and old.isdisjoint(new):
+            out.append(f"{name}: stored {' '.join(map(str, sorted(old, key=str)))}, "
+                       f"asked {' '.join(map(str, sorted(new, key=str)))}")  # fmt: skip
+    return out
 
-    Sets ``args.resume`` to whether this launch resumes a stored sweep. ``dry``: nothing is
-    written, not even the storage probe.
+
+def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None = None) -> Launch:
+    """Validate everything and decide what to train; reads storage, writes nothing, changes no flag.
+
+    ``smoke``: the launch is a smoke run (its block length is the default). A resume reloads
+    the stored packs and resources; runs these flags add are packed apart (``Launch.new``),
+    or copied where another experiment of the storage root has them done (``Launch.copies``).
     """
     mode = resume_mode(args)
-    resources = _resources(args, None, default_block)  # the flags alone, checked before any lookup
-    _check_device(experiment, resources)
-    store = TraceStore(os.path.abspath(args.storage) if "://" not in args.storage else args.storage, experiment.name)
-    packs = experiment.packs()  # validates every run of the factorial, also before a resume
-    stored = _read_sweep(store)
+    block = smoke.block_epochs if smoke is not None else BLOCK_EPOCHS
+    resources = _resources(args, None, block)  # the flags alone, checked before any lookup
+    store = TraceStore(args.storage, experiment.name)
+    asked = experiment.packs()  # validates every run of the factorial, also before a resume
+    stored = read_sweep(store)
     if stored is None and mode == "yes":
         raise ValueError(f"--resume: no sweep {experiment.name!r} in storage={args.storage!r}: allowed an existing one")
     if stored is not None and mode is None:
         raise ValueError(
             f"name={experiment.name!r} already exists in storage={args.storage!r}: "
-            "allowed --resume to continue it, or a new --name"
+            "allowed --resume to continue or grow it, or a new --name"
         )
-    args.resume = stored is not None
+    old: list[Pack] = []
     if stored is not None:
         if stored.get("version") != SWEEP_VERSION:
             raise ValueError(
@@ -131,26 +175,39 @@ def plan(
                 f"{stored.get('version', 1)}), whose teacher, loss units and epochs differ: allowed a sweep of "
                 f"version {SWEEP_VERSION}; start it again under a new --name"
             )
-        old = {r for p in packs_from_dict(stored["sweep"]) for r in p.run_ids}
-        new = {r for p in packs for r in p.run_ids}
-        if old != new:
+        old = packs_from_dict(stored["sweep"])
+        resources = _resources(args, stored.get("resources", {"block_epochs": stored["block_epochs"]}), block)
+    have = {r for p in old for r in p.run_ids}
+    added = [r for p in asked for r in p.runs if run_id(r) not in have]
+    if old and added:
+        axes = {axis_path(n).rpartition(".")[2] for n in experiment.axes}
+        variants = experiment.variants.values()
+        axes |= {path.rpartition(".")[2] for named in variants for s in named.values() for path in s}
+        changed = _changed([r for p in old for r in p.runs], [r for p in asked for r in p.runs], axes)
+        if changed:
             raise ValueError(
-                f"--resume: these flags describe another sweep than the stored {experiment.name!r} "
-                f"({len(old - new)} of its {len(old)} runs left out, {len(new - old)} new): allowed the first "
-                "launch's axis and spec flags again, or a new --name"
+                f"--resume: these flags change what the stored sweep {experiment.name!r} ran ("
+                + "; ".join(changed)
+                + "): allowed the stored values, new values of an axis, or a new --name"
             )
-        packs = packs_from_dict(stored["sweep"])
-        kept = stored.get("resources", {"block_epochs": stored["block_epochs"]})
-        resources = _resources(args, kept, default_block)
-        _check_device(experiment, resources)
-    for name, value in asdict(resources).items():
-        setattr(args, name, value)
-    if not dry:
-        store.check_writable()
-    fresh = {"version": SWEEP_VERSION, "name": experiment.name, "sweep": packs_to_dict(experiment.name, packs)}
-    meta = dict(stored or fresh)
+    sources = find_done(store, {run_id(r) for r in added}) if added else {}
+    copied = [r for r in added if run_id(r) in sources]
+    fresh = [r for r in added if run_id(r) not in sources]
+    pack = partial(pack_runs, pack_size=experiment.pack_size, pack_memory=experiment.pack_memory)
+    meta = dict(stored) if stored is not None else {"version": SWEEP_VERSION, "name": experiment.name}
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
-    return store, packs, meta
+    return Launch(
+        store=store,
+        resources=resources,
+        resume=stored is not None,
+        stored=tuple(old),
+        new=tuple(pack(fresh) if fresh else ()),
+        copies=tuple(pack(copied) if copied else ()),
+        sources=sources,
+        checks=tuple(verify(store, old)),
+        left_out=len(have - {run_id(r) for p in asked for r in p.runs}),
+        meta=meta,
+    )
 
 
 def _values(values: tuple) -> str:
@@ -161,16 +218,44 @@ def _values(values: tuple) -> str:
     return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def launch_summary(exp: Experiment, packs: list[Pack], store: TraceStore, args: argparse.Namespace) -> str:
+def _runs_line(launch: Launch) -> str | None:
+    """How many runs are reused, new, copied or retrained; None for a plain fresh sweep."""
+    count = lambda packs: sum(p.size for p in packs)  # noqa: E731
+    done = sum(c.pack.size for c in launch.checks if c.state == COMPLETE)
+    parts = []
+    if launch.resume:
+        parts.append(f"{done} done and reused")
+    if launch.new:
+        parts.append(f"{count(launch.new)} new in {len(launch.new)} pack(s)")
+    if launch.copies:
+        names = sorted({s.store.experiment for s in launch.sources.values()})
+        parts.append(f"{count(launch.copies)} done in {', '.join(names)}: copied, not trained")
+    if launch.unfinished:
+        parts.append(f"{count(launch.unfinished)} unfinished in {len(launch.unfinished)} pack(s)")
+    if launch.retrain:
+        parts.append(f"{count(launch.retrain)} in {len(launch.retrain)} pack(s) with missing or corrupt files, "
+                     "trained again")  # fmt: skip
+    if launch.left_out:
+        parts.append(f"{launch.left_out} stored not named by these flags")
+    if not parts or parts == ["0 done and reused"]:
+        return None
+    if launch.resume and not launch.todo and not launch.copies:
+        parts.append("nothing to train")
+    return textwrap.fill("; ".join(parts), width=110, initial_indent="  runs:     ", subsequent_indent=" " * 12)
+
+
+def launch_summary(exp: Experiment, launch: Launch, args: argparse.Namespace) -> str:
     """What the sweep will do, on one screen: settings off the defaults, axes, runs and packs, storage, Ray."""
     default, base = flat_fields(RunSpec()), flat_fields(exp.base)
     shown_elsewhere = {axis_path(n).rpartition(".")[2] for n in exp.axes} | {"m", "depth", "steps_per_epoch"}
     shown_elsewhere |= {p.rpartition(".")[2] for named in exp.variants.values() for s in named.values() for p in s}
     changed = [f"{k}={v}" for k, v in base.items() if k not in shown_elsewhere and v != default.get(k)]
+    packs = launch.packs()
     spec = packs[0].spec
     small, large = min(p.size for p in packs), max(p.size for p in packs)
     steps = sorted({p.spec.steps_per_epoch for p in packs})
     per_epoch = str(steps[0]) if len(steps) == 1 else f"{steps[0]} to {steps[-1]}"
+    res = launch.resources
     lines = [
         f"sweep {exp.name}: {sum(p.size for p in packs)} runs in {len(packs)} packs "
         f"({small if small == large else f'{small} to {large}'} runs a pack)",
@@ -190,9 +275,10 @@ def launch_summary(exp: Experiment, packs: list[Pack], store: TraceStore, args: 
         ),  # fmt: skip
         f"  length:   {spec.train.epochs} epochs x {per_epoch} steps"
         + (" (one shuffled pass)" if spec.passes else "")
-        + f", {spec.train.dtype} on {spec.train.device}",
-        f"  storage:  {store.root}" + ("  (resuming the stored sweep)" if args.resume else ""),
+        + f", {spec.train.dtype}",
+        f"  storage:  {launch.store.uri}" + ("  (resuming the stored sweep)" if launch.resume else ""),
+        _runs_line(launch),
         f"  ray:      {args.address or os.environ.get('RAY_ADDRESS') or 'a running cluster, else a new local Ray'}; "
-        f"{args.cpus_per_trial:g} CPU, {args.gpus_per_trial:g} GPU a trial, {args.max_failures} retries",
+        f"{res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU a trial, {res.max_failures} retries",
     ]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)

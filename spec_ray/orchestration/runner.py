@@ -17,9 +17,7 @@ from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
 from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
 from spec_ray.storage.records import checkpoint_tables, runs_table
-from spec_ray.storage.traces import TraceStore, block_name
-
-FLUSH_EPOCHS = 10  # epochs of checkpoint rows per Parquet file
+from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore, block_name, blocks
 
 
 class PackResult(NamedTuple):
@@ -33,19 +31,11 @@ class PackResult(NamedTuple):
     """Seconds spent on the pack (construction, training, metrics, writes)."""
 
 
-def blocks(pack: Pack, flush_epochs: int = FLUSH_EPOCHS) -> list[tuple[int, int]]:
-    """Step blocks, one Parquet file each: [0, L], (L, 2L], ... fixed by the spec alone."""
-    total = pack.spec.total_steps
-    length = flush_epochs * pack.spec.steps_per_epoch
-    edges = list(range(0, total, length)) + [total]
-    return [(lo if lo == 0 else lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
-
-
 def run_pack(
     pack: Pack,
     store: TraceStore,
     *,
-    flush_epochs: int = FLUSH_EPOCHS,
+    block_epochs: int = BLOCK_EPOCHS,
     progress: bool = True,
     on_checkpoint: Callable[[PackState, Checkpoint, bool], None] | None = None,
     start: PackState | None = None,
@@ -67,7 +57,7 @@ def run_pack(
     pending: dict[str, list[pa.Table]] = {}
     ckpt = None
     todo = [s for s in checkpoint_steps(spec) if s > state.step or (s == 0 and state.step == 0)]
-    for lo, hi in blocks(pack, flush_epochs):
+    for lo, hi in blocks(spec, block_epochs):
         steps = [s for s in todo if lo <= s <= hi]
         for step in steps:
             state = train_until(pack, data, state, step, bar.update if bar else None)
@@ -77,7 +67,8 @@ def run_pack(
             last = step == steps[-1]  # the block's last checkpoint: write its file
             if last:
                 for table, parts in pending.items():
-                    store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
+                    if parts:  # an opt-in table may have no rows in a block (modulation: first and last step)
+                        store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
                     parts.clear()
             if on_checkpoint is not None:
                 on_checkpoint(state, ckpt, last)

@@ -22,7 +22,7 @@ import typing
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import RunSpec, seed_range
+from spec_ray.engine.spec import RunSpec, seed_range, spec_to_dict
 from spec_ray.orchestration import dryrun
 from spec_ray.orchestration.cluster import (
     check_address,
@@ -31,13 +31,14 @@ from spec_ray.orchestration.cluster import (
     init_address,
     storage_shortfall,
 )
-from spec_ray.orchestration.experiment import AXES, Experiment, axis_path, packs_to_dict
+from spec_ray.orchestration.experiment import AXES, Experiment, axis_path
 from spec_ray.orchestration.flags import Parser, add_spec_flags
-from spec_ray.orchestration.plan import RESUME_ENV, RESUME_MODES, Resources, launch_summary, plan, write_sweep
-from spec_ray.orchestration.runner import FLUSH_EPOCHS
+from spec_ray.orchestration.plan import RESUME_ENV, RESUME_MODES, Launch, Resources, launch_summary, plan
 from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TraceStore
+from spec_ray.storage.manifest import packs_to_dict, write_sweep
+from spec_ray.storage.reuse import copy_pack
+from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
 
 TUNE_DIR = "tune"
 
@@ -85,7 +86,7 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
         "--block-epochs",
         type=int,
         default=None,
-        help=f"epochs per Parquet file and Tune checkpoint; default {FLUSH_EPOCHS}",
+        help=f"epochs per Parquet file and Tune checkpoint; default {BLOCK_EPOCHS}",
     )
     add("--seeds", type=int, default=None, help="seeds 1..N")
     dry = parser.add_argument_group("dry run")
@@ -120,7 +121,9 @@ def _variant_help(named: dict[str, dict[str, object]]) -> str:
 
 def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: Smoke) -> Experiment:
     """Apply the --smoke preset, then the flags, to the declared experiment."""
-    given = {name: getattr(args, name) for name in ["m", "seeds", *AXES] if getattr(args, name, None) is not None}
+    given = {name: getattr(args, name) for name in ["m", "seeds"] if getattr(args, name, None) is not None}
+    given |= {name: getattr(args, name) for name in AXES if hasattr(args, name)}  # a flag left out sets nothing;
+    # 'none' sets None (--iters-per-epoch none)
     values: dict[str, object] = dict(given)
     base, axes = experiment.base, dict(experiment.axes)
     if args.smoke:
@@ -164,12 +167,20 @@ def label(pack: Pack) -> str:
     return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
 
 
-def schedule_packs(packs: list[Pack], args: argparse.Namespace) -> list[Pack]:
+def trial_config(pack: Pack, fresh: bool) -> dict:
+    """A trial's ``pack`` setting: its own runs (a trial parses nothing else), whether to train it afresh
+    although its runs are stored as done (its files are short or corrupt), and its shape, last: Tune's
+    console shows the end of this value."""
+    return {"id": pack.pack_id, "fresh": fresh, "runs": [spec_to_dict(r) for r in pack.runs],
+            "shape": f"{label(pack)}_r{pack.size}"}  # fmt: skip
+
+
+def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
     """Longest first, split along seeds where one pack would finish long after the rest (``schedule``)."""
     began = time.perf_counter()
-    gpu = args.gpus_per_trial > 0
-    slots = cluster_slots(args.cpus_per_trial, args.gpus_per_trial)
-    costs = calibrate_shapes(packs, max(1, int(args.cpus_per_trial)), gpu=gpu, workers=slots)
+    gpu = res.gpus_per_trial > 0
+    slots = cluster_slots(res.cpus_per_trial, res.gpus_per_trial)
+    costs = calibrate_shapes(packs, max(1, int(res.cpus_per_trial)), gpu=gpu, workers=slots)
     cost = cost_function(costs)
     ordered = schedule(packs, costs, slots)
     wall = makespan(lpt(ordered, cost, slots))
@@ -182,13 +193,22 @@ def schedule_packs(packs: list[Pack], args: argparse.Namespace) -> list[Pack]:
     return ordered
 
 
-def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.Namespace) -> int:
+def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
     """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
     import ray
     from ray import tune
 
     from spec_ray.orchestration.trial import train_pack
 
+    store, res = launch.store, launch.resources
+    try:
+        store.check_writable()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not launch.todo:  # every run copied from other experiments: no Ray needed
+        _commit(launch, launch.packs())
+        return report_end(store, launch.packs(), 0.0, 0)
     # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
     # and Tune's next state save leaves a state that names an older one, which must still
     # exist for --resume (measured: with two kept, a SIGKILLed sweep could not resume).
@@ -197,44 +217,42 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
         del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
     address = init_address(check_address(args.address))
     ray.init(address=address, log_to_driver=False, configure_logging=False)
-    shortfall = gpu_shortfall(args.gpus_per_trial) or storage_shortfall(store)
+    shortfall = gpu_shortfall(res.gpus_per_trial) or storage_shortfall(store)
     if shortfall:
         print(f"error: {shortfall}", file=sys.stderr)
         ray.shutdown()
-        if not args.resume:
+        if not launch.resume:
             store.remove_if_empty()
         return 2
-    if not args.resume:
-        packs = schedule_packs(packs, args)
-        meta["sweep"] = packs_to_dict(meta["name"], packs)
-        write_sweep(store, meta)
-    trainable = tune.with_parameters(
-        train_pack, sweep=meta["sweep"], storage=store.storage, experiment=store.experiment,
-        block_epochs=meta["block_epochs"],
-    )  # fmt: skip
-    trainable = tune.with_resources(trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    tune_path = posixpath.join(store.storage.rstrip("/"), store.experiment)
+    new = schedule_packs(list(launch.new), res) if launch.new else []
+    packs = launch.packs(new)
+    tune_dir = _commit(launch, packs)
+    todo = [*launch.retrain, *launch.unfinished, *new]
+    trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
+                                     block_epochs=res.block_epochs)  # fmt: skip
+    trainable = tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
     began = time.perf_counter()
-    state = posixpath.join(tune_path, TUNE_DIR)
-    if args.resume and tune.Tuner.can_restore(state):
+    state = posixpath.join(store.uri, tune_dir)
+    if launch.restore and tune.Tuner.can_restore(state):
         tuner = tune.Tuner.restore(state, trainable, resume_errored=True)
     else:
         # Also a resume whose Tune state was never saved (a crash right after launch): Tune
-        # starts afresh on the stored packs, and trials of packs already done return at once.
+        # starts afresh on the packs to train, and trials of packs already done return at once.
+        retrain = {p.pack_id for p in launch.retrain}
         space = {
-            # The trial finds its pack by id; the shape makes the console and trial names readable.
-            "pack": tune.grid_search([{"id": p.pack_id, "shape": f"{label(p)}_r{p.size}"} for p in packs]),
-            "threads": max(1, int(args.cpus_per_trial)),
-            "gpu_fraction": args.gpus_per_trial,
+            # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
+            "pack": tune.grid_search([trial_config(p, p.pack_id in retrain) for p in todo]),
+            "threads": max(1, int(res.cpus_per_trial)),
+            "gpu_fraction": res.gpus_per_trial,
         }  # fmt: skip
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(reuse_actors=True),
+            tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
             run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=tune_path,
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                name=tune_dir,
+                storage_path=store.uri,
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 verbose=1,  # the live status table only: per-trial detail goes to Parquet
             ),
@@ -245,6 +263,32 @@ def run_sweep(store: TraceStore, packs: list[Pack], meta: dict, args: argparse.N
     return report_end(store, packs, wall, errors)
 
 
+def _commit(launch: Launch, packs: list[Pack]) -> str:
+    """Write sweep.json (the stored packs as they were, then the copied and new ones) unless Tune's
+    state is restored as it is, then copy the copied packs' rows. Returns the Tune folder."""
+    meta = dict(launch.meta)
+    if not launch.restore:
+        meta["sweep"] = packs_to_dict(meta["name"], packs)
+        meta["tune_dir"] = _next_tune_dir(meta) if launch.resume else TUNE_DIR
+        write_sweep(launch.store, meta)
+    for pack in launch.copies:
+        copy_pack(launch.store, pack, launch.sources, launch.resources.block_epochs)
+    return meta.get("tune_dir", TUNE_DIR)
+
+
+def _trial_folder(trial) -> str:
+    """A trial's folder under Tune's: its id and pack shape (Tune's default spells out the whole config)."""
+    return f"{trial.trial_id}_{trial.config['pack']['shape']}"
+
+
+def _next_tune_dir(meta: dict) -> str:
+    """A fresh folder for Tune's state when a resume adds or retrains packs: Tune cannot add trials
+    to a stored experiment (ray-project/ray#18847), so each such launch is a new Tune run."""
+    now = meta.get("tune_dir", TUNE_DIR)
+    generation = int(now.rpartition("-")[2]) + 1 if now != TUNE_DIR else 2
+    return f"{TUNE_DIR}-{generation}"
+
+
 def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -> int:
     """Print what landed where and the next command; exit 1 if any pack failed."""
     expected = sum(p.size for p in packs)
@@ -253,9 +297,10 @@ def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -
         done = int((runs[S.STATUS] == S.STATUS_DONE).sum())
     except (FileNotFoundError, OSError):
         done = 0
-    where = store.root if "://" not in store.storage else f"{store.storage.rstrip('/')}/{store.experiment}"
+    where = store.uri
     print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {errors} pack(s) failed")
-    print(f"results: {where}  (tables: {', '.join(S.written_tables(packs[0].spec))})")
+    tables = dict.fromkeys(t for p in packs for t in S.written_tables(p.spec))  # in order, once each
+    print(f"results: {where}  (tables: {', '.join(tables)})")
     print(f"next:    python -m analysis report {where} --out {where}/report")
     if errors:
         print("resume:  rerun the same command with --resume to retry what failed")
@@ -271,14 +316,18 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
-        store, packs, meta = plan(exp, args, smoke.block_epochs if args.smoke else FLUSH_EPOCHS, dry=args.dry_run)
+        launch = plan(exp, args, smoke if args.smoke else None)
         if args.dry_run:
-            dryrun.check_flags(args)
+            dryrun.check_flags(args, launch.resources)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(launch_summary(exp, packs, store, args), file=sys.stderr)
+    print(launch_summary(exp, launch, args), file=sys.stderr)
     if args.dry_run:
-        print(dryrun.report(packs, args))
+        todo = [*launch.todo] or launch.packs()
+        print(dryrun.report(todo, args, launch.resources))
         return 0
-    return run_sweep(store, packs, meta, args)
+    if launch.resume and not launch.todo and not launch.copies:
+        print("nothing to train: every run these flags name is stored, and every stored pack is complete")
+        return report_end(launch.store, launch.packs(), 0.0, 0)
+    return run_sweep(launch, args)

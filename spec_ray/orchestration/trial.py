@@ -19,8 +19,8 @@ from ray import tune
 
 from spec_ray.engine.metrics import Checkpoint, rho_mean, success
 from spec_ray.engine.pack import Pack
+from spec_ray.engine.spec import spec_from_dict
 from spec_ray.engine.trainer import PackState
-from spec_ray.orchestration.experiment import packs_from_dict
 from spec_ray.orchestration.runner import device_name, finished, run_pack
 from spec_ray.storage.traces import TraceStore
 
@@ -108,15 +108,17 @@ def trial_device(gpus: float, cuda_available: bool) -> str:
     return "cuda"
 
 
-def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_epochs: int) -> None:
-    """Tune trainable: train the pack whose id is ``config["pack"]["id"]``, one of ``sweep``'s packs."""
-    pack = {p.pack_id: p for p in packs_from_dict(sweep)}[config["pack"]["id"]]
+def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -> None:
+    """Tune trainable: train the pack ``config["pack"]`` describes (``sweep.trial_config``)."""
+    pack = Pack(tuple(spec_from_dict(r) for r in config["pack"]["runs"]))
+    if pack.pack_id != config["pack"]["id"]:
+        raise RuntimeError(f"trial config names pack {config['pack']['id']} but holds the runs of {pack.pack_id}")
     threads = config.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
     gpus = float(config.get("gpu_fraction", 0.0))
     device = trial_device(gpus, torch.cuda.is_available())
-    pack = Pack(tuple(r.replace(**{"train.device": device}) for r in pack.runs))  # same run and pack ids
+    pack = Pack(pack.runs, placement=device)  # same run and pack ids
     if device == "cuda" and 0 < gpus < 1:
         # Fractional GPUs are logical in Ray: cap this process's real share of the memory.
         torch.cuda.set_per_process_memory_fraction(gpus)
@@ -126,13 +128,14 @@ def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_e
     except ValueError as err:
         node = ray.get_runtime_context().get_node_id()
         raise RuntimeError(f"node {node[:12]} cannot write the sweep's storage: {err}") from None
-    if finished(store, pack):
+    restored = tune.get_checkpoint()
+    fresh = config["pack"].get("fresh") and restored is None  # stored as done, but short: train it again
+    if finished(store, pack) and not fresh:
         # The driver died after this pack's last write, before Tune noted the trial as done (or
         # before Tune saved any state): its rows are all stored, so it is not trained again.
         tune.report({"progress": 1.0, "runs": pack.size, "runs_done": pack.size, "skipped": True})
         return
     start = None
-    restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
             start = load_state(pack, folder)
@@ -150,4 +153,4 @@ def train_pack(config: dict, sweep: dict, storage: str, experiment: str, block_e
         else:
             tune.report(metrics)
 
-    run_pack(pack, store, flush_epochs=block_epochs, progress=False, on_checkpoint=report, start=start)
+    run_pack(pack, store, block_epochs=block_epochs, progress=False, on_checkpoint=report, start=start)

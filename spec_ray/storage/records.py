@@ -63,7 +63,17 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
     }
     if pack.spec.checkpoint.keep_correlations:
         tables[S.CORRELATIONS] = correlation_rows(ids, step, epoch, ckpt)
+    if ckpt.modulation is not None:
+        tables[S.MODULATION] = modulation_rows(ids, step, epoch, ckpt)
     return tables
+
+
+def _pair_rows(ids: np.ndarray, step: int, epoch: float, layer: int, m: int, n: int) -> dict[str, np.ndarray]:
+    """Keys of R m n (teacher j, student k) rows: run-major, then teacher, then student."""
+    rows = _node_rows(ids, step, epoch, layer, m * n)  # node runs over the m n pairs here
+    rows[S.NODE] = np.tile(np.repeat(np.arange(m, dtype=np.int32), n), len(ids))
+    rows[S.STUDENT] = np.tile(np.arange(n, dtype=np.int32), len(ids) * m)
+    return rows
 
 
 def correlation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint) -> pa.Table:
@@ -71,12 +81,22 @@ def correlation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint)
     parts = []
     for layer, corr in enumerate(ckpt.eval_corr):
         _, m, n = corr.shape  # (R, m_l, n_l)
-        rows = _node_rows(ids, step, epoch, layer + 1, m * n)  # node runs over the m n pairs here
-        rows[S.NODE] = np.tile(np.repeat(np.arange(m, dtype=np.int32), n), len(ids))
-        rows[S.STUDENT] = np.tile(np.arange(n, dtype=np.int32), len(ids) * m)
+        rows = _pair_rows(ids, step, epoch, layer + 1, m, n)
         rows[S.CORR] = _np(corr).ravel()  # (R m n,), run-major, then teacher, then student
         parts.append(rows)
     return _concat(parts, S.CORRELATIONS)
+
+
+def modulation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint) -> pa.Table:
+    """beta* and H* of every (teacher j°, student j) pair of every run and hidden layer."""
+    parts = []
+    for layer, mod in enumerate(ckpt.modulation):
+        _, n, m = mod.beta.shape  # (R, n_l, m_l)
+        rows = _pair_rows(ids, step, epoch, layer + 1, m, n)
+        rows[S.BETA] = _np(mod.beta.transpose(1, 2)).ravel()  # (R m n,), as the keys
+        rows[S.H] = _np(mod.h.transpose(1, 2)).ravel()
+        parts.append(rows)
+    return _concat(parts, S.MODULATION)
 
 
 def runs_table(

@@ -18,6 +18,7 @@ from spec_ray.engine.names import (
     BEST_INIT_RANK,
     BEST_STUDENT,
     BEST_TEACHER,
+    BETA,
     CORR,
     CORRELATIONS,
     DIVERGED,
@@ -29,6 +30,7 @@ from spec_ray.engine.names import (
     IN_NORM,
     LAYER,
     MEAN_BEST_INIT_RANK,
+    MODULATION,
     NODE,
     RHO_MEAN,
     RUN_ID,
@@ -39,18 +41,20 @@ from spec_ray.engine.names import (
     SUCCESS,
     TEACHER_NODES,
     TRAIN_LOSS,
+    H,
 )
 from spec_ray.engine.spec import RunSpec, flat_fields
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
-OPTIONAL_TABLES = (CORRELATIONS,)
-"""Written only when a run asks for them (``checkpoint.keep_correlations``)."""
+OPTIONAL_TABLES = (CORRELATIONS, MODULATION)
+"""Written only when a run asks for them (``checkpoint.keep_correlations`` / ``keep_modulation``)."""
 
 
 def written_tables(spec: RunSpec) -> tuple[str, ...]:
     """The tables a run of ``spec`` writes."""
-    return (*TABLES, *((CORRELATIONS,) if spec.checkpoint.keep_correlations else ()))
+    kept = {CORRELATIONS: spec.checkpoint.keep_correlations, MODULATION: spec.checkpoint.keep_modulation}
+    return (*TABLES, *(t for t in OPTIONAL_TABLES if kept[t]))
 
 
 PARTITION = "pack"
@@ -73,8 +77,9 @@ ARCH = "arch"
 WIDTHS = "widths"
 STUDENT_BN = "student_bn"
 KEEP_CORRELATIONS = "keep_correlations"
+KEEP_MODULATION = "keep_modulation"
 SPEC_COLUMNS = (P, MULTI, M, SEED, N_TRAIN, LOSS, AUGMENTATION, EPOCHS, ITERS_PER_EPOCH, STEPS_PER_EPOCH,
-                SUCCESS_THRESHOLD, DEPTH, ARCH, WIDTHS, STUDENT_BN, KEEP_CORRELATIONS)  # fmt: skip
+                SUCCESS_THRESHOLD, DEPTH, ARCH, WIDTHS, STUDENT_BN, KEEP_CORRELATIONS, KEEP_MODULATION)  # fmt: skip
 
 # Columns of the runs table beyond the spec fields.
 PACK_ID = "pack_id"
@@ -101,7 +106,7 @@ _KEY = (
     Column(
         RUN_ID,
         pa.string(),
-        "stable hash of the spec fields that shape the run (not `device`; new fields at their neutral value left out)",
+        "stable hash of the spec fields that shape the run (new fields at their neutral value left out)",
     ),
     Column(STEP, pa.int64(), "SGD steps taken; 0 is initialization"),
     Column(EPOCH, pa.float64(), "step / steps_per_epoch"),
@@ -156,6 +161,15 @@ CORRELATION_COLUMNS = _KEY + _NODE + (
 )  # fmt: skip
 """The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
 
+MODULATION_COLUMNS = _KEY + _NODE + (
+    Column(NODE, pa.int32(), "teacher node j°; 0 is the strongest"),
+    Column(STUDENT, pa.int32(), "student node j"),
+    Column(BETA, pa.float64(), "beta*_jj°: E_x of the top-down modulation of Luck Matters eq. 5 on the evaluation "
+           "set (the output layers' W^T W* at the top hidden layer)"),
+    Column(H, pa.float64(), "H*_jj° = E_x f'_j(x) beta*_jj°(x) f'_j°(x): beta* gated by both nodes' activity"),
+)  # fmt: skip
+"""The opt-in ``modulation`` table: at a run's first and last checkpoint, a row per layer, teacher and student."""
+
 KEYS = {t: tuple(c for c in cols if c.name in (RUN_ID, STEP, EPOCH, LAYER, NODE)) for t, cols in COLUMNS.items()}
 """The columns that locate a row; the others of a table are its metrics."""
 
@@ -164,12 +178,13 @@ METRICS: dict[str, list[str]] = {t: [c.name for c in cols if c not in KEYS[t]] f
 
 SCHEMAS: dict[str, pa.Schema] = {t: pa.schema([(c.name, c.dtype) for c in cols]) for t, cols in COLUMNS.items()}
 SCHEMAS[CORRELATIONS] = pa.schema([(c.name, c.dtype) for c in CORRELATION_COLUMNS])
+SCHEMAS[MODULATION] = pa.schema([(c.name, c.dtype) for c in MODULATION_COLUMNS])
 
 RUN_COLUMNS = (
     Column(
         RUN_ID,
         pa.string(),
-        "stable hash of the spec fields that shape the run (not `device`; new fields at their neutral value left out)",
+        "stable hash of the spec fields that shape the run (new fields at their neutral value left out)",
     ),
     Column(PACK_ID, pa.string(), "the pack the run was trained in"),
     Column(EXPERIMENT, pa.string(), "experiment name"),
@@ -188,7 +203,8 @@ def markdown(table: str) -> str:
 
     For ``runs``, the columns before the spec fields; ``python -m spec_ray.storage.schema`` prints all four.
     """
-    columns = {RUNS: RUN_COLUMNS, CORRELATIONS: CORRELATION_COLUMNS}.get(table) or COLUMNS[table]
+    special = {RUNS: RUN_COLUMNS, CORRELATIONS: CORRELATION_COLUMNS, MODULATION: MODULATION_COLUMNS}
+    columns = special.get(table) or COLUMNS[table]
     rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     rows += [f"| {c.name} | {c.dtype} | {c.unit} | {c.meaning} |" for c in columns]
     return "\n".join(rows)

@@ -19,14 +19,22 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from spec_ray.engine.spec import RunSpec
 from spec_ray.storage import schema as S
 
 TMP_PREFIX = ".tmp-"
+BLOCK_EPOCHS = 10
+"""Epochs of checkpoint rows per Parquet file (and per Tune checkpoint) unless a sweep sets ``block_epochs``."""
+
+
+def is_uri(storage: str) -> bool:
+    """A URI (s3://, gs://, file://) rather than a local path."""
+    return "://" in storage
 
 
 def open_storage(storage: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and root path for a local path or a URI."""
-    if "://" in storage:
+    if is_uri(storage):
         try:
             return pafs.FileSystem.from_uri(storage)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
@@ -41,6 +49,14 @@ def block_name(lo: int, hi: int) -> str:
     return f"steps-{lo:010d}-{hi:010d}.parquet"
 
 
+def blocks(spec: RunSpec, block_epochs: int = BLOCK_EPOCHS) -> list[tuple[int, int]]:
+    """Step blocks, one Parquet file each: [0, L], (L, 2L], ... fixed by the spec alone."""
+    total = spec.total_steps
+    length = block_epochs * spec.steps_per_epoch
+    edges = list(range(0, total, length)) + [total]
+    return [(lo if lo == 0 else lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
 class TraceStore:
     """The tables of one experiment under a storage root."""
 
@@ -51,9 +67,21 @@ class TraceStore:
                 "not starting with '.' or '_'"
             )
         self.fs, root = open_storage(storage)
-        self.storage = storage
+        self.storage = storage if is_uri(storage) else root
+        """The storage root as every process names it: the URI, or the local path made absolute."""
         self.experiment = experiment
         self.root = posixpath.join(root, experiment)
+        """The experiment folder in ``fs``'s terms."""
+
+    @property
+    def remote(self) -> bool:
+        """On an object store or another filesystem named by URI."""
+        return is_uri(self.storage)
+
+    @property
+    def uri(self) -> str:
+        """The experiment folder as a user and Ray Tune name it: an absolute path, or the storage URI and name."""
+        return posixpath.join(self.storage.rstrip("/"), self.experiment) if self.remote else self.root
 
     def table_dir(self, table: str) -> str:
         """Directory of one table (the dataset root for readers)."""

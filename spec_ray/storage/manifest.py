@@ -1,0 +1,79 @@
+"""``sweep.json``: the packs of an experiment as launched, beside its tables.
+
+A sweep writes it before its first trial; ``--resume``, ``verify`` and the analysis read it
+back. It names every run (its whole spec), so what a complete experiment holds can be
+computed from it: the rows ``verify`` expects.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import pyarrow.fs as pafs
+
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.spec import spec_from_dict, spec_to_dict
+from spec_ray.storage.traces import TMP_PREFIX, TraceStore, is_uri, open_storage
+
+SWEEP_FILE = "sweep.json"
+
+
+def packs_to_dict(name: str, packs: list[Pack]) -> dict:
+    """Packs as stored in sweep.json: each pack's runs, in the order they are launched."""
+    return {"name": name, "packs": [[spec_to_dict(r) for r in p.runs] for p in packs]}
+
+
+def packs_from_dict(data: dict) -> list[Pack]:
+    """The packs stored by ``packs_to_dict``."""
+    return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]
+
+
+def read_sweep(store: TraceStore) -> dict | None:
+    """The stored sweep.json, or None where there is none."""
+    try:
+        with store.fs.open_input_stream(posixpath.join(store.root, SWEEP_FILE)) as f:
+            return json.loads(f.read().decode())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def write_sweep(store: TraceStore, meta: dict) -> None:
+    """Write sweep.json atomically (a temp file, then a rename)."""
+    tmp = posixpath.join(store.root, f"{TMP_PREFIX}{SWEEP_FILE}")
+    store.fs.create_dir(store.root, recursive=True)
+    with store.fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+    store.fs.move(tmp, posixpath.join(store.root, SWEEP_FILE))
+
+
+def stored_packs(store: TraceStore) -> list[Pack] | None:
+    """The packs of the stored sweep, or None without a sweep.json."""
+    meta = read_sweep(store)
+    return None if meta is None else packs_from_dict(meta["sweep"])
+
+
+def experiment_stores(path: str) -> list[TraceStore]:
+    """The experiments at ``path``: itself when it holds a sweep.json, else its sub-folders that do.
+    Raises ValueError naming the path when there are none."""
+    fs, root = open_storage(path)
+    base = path.rstrip("/") if is_uri(path) else root
+
+    def store(folder: str) -> TraceStore:  # the storage root and name of an experiment folder
+        parent, name = posixpath.split(folder.rstrip("/"))
+        return TraceStore(parent, name)
+
+    def is_file(p: str) -> bool:
+        return fs.get_file_info(p).type == pafs.FileType.File
+
+    if is_file(posixpath.join(root, SWEEP_FILE)):
+        return [store(base)]
+    try:
+        subs = [i for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.Directory]
+    except (FileNotFoundError, OSError):
+        subs = []
+    names = sorted(posixpath.basename(i.path) for i in subs if is_file(posixpath.join(i.path, SWEEP_FILE)))
+    if not names:
+        raise ValueError(f"results={path!r} is not a sweep: no {SWEEP_FILE} in it or its sub-folders "
+                         "(allowed: a folder written by a sweep or `python -m spec_ray run`)")  # fmt: skip
+    return [store(posixpath.join(base, n)) for n in names]
