@@ -192,7 +192,13 @@ RUN_COLUMNS = (
     Column(DIVERGED, pa.bool_(), "the run's minibatch loss became non-finite; it was frozen from then on"),
     Column(DIVERGED_STEP, pa.int64(), "the step whose loss was non-finite; null if none"),
     Column(STEPS_DONE, pa.int64(), "SGD steps taken"),
-    Column(WALL_TIME, pa.float64(), "the whole pack: construction, training, metrics, writes", "s"),
+    Column(
+        WALL_TIME,
+        pa.float64(),
+        "the whole pack: construction, training, metrics, writes; 0 for runs copied "
+        "from another experiment of the storage root",
+        "s",
+    ),  # fmt: skip
     Column(TRAINED_ON, pa.string(), "the device the run trained on: `cpu`, or `cuda:` and the GPU's name"),
 )
 """The runs table's columns before the spec fields (every field of ``RunSpec``, then m, depth, steps_per_epoch)."""
