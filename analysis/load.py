@@ -109,11 +109,14 @@ class Results:
             for c in self.broken
         ]
 
-    def dataset(self, table: str) -> ds.Dataset:
-        """The union of one table over every experiment (hive partitions), without unreadable files."""
+    def dataset(self, table: str, optional: bool = False) -> ds.Dataset:
+        """The union of one table over every experiment (hive partitions), without unreadable files;
+        ``optional``: over the experiments that hold it (an opt-in table)."""
         parts = []
         for root in self.roots:
             folder = posixpath.join(root, table)
+            if optional and not _is_dir(self.fs, folder):
+                continue
             if not _is_dir(self.fs, folder):
                 raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
             if any(f.startswith(folder + "/") for f in self.bad_files):
@@ -131,6 +134,10 @@ class Results:
         """Whether every experiment holds ``table`` (an opt-in table may be absent)."""
         return all(_is_dir(self.fs, posixpath.join(root, table)) for root in self.roots)
 
+    def has_any(self, table: str) -> bool:
+        """Whether some experiment holds ``table``."""
+        return any(_is_dir(self.fs, posixpath.join(root, table)) for root in self.roots)
+
     @property
     def done(self) -> pd.DataFrame:
         """Runs that finished without diverging: the only ones queries use."""
@@ -140,8 +147,11 @@ class Results:
         """How many runs are done, diverged, unfinished and incomplete."""
         return {k: int((self.runs["state"] == k).sum()) for k in ("done", "diverged", "unfinished", "incomplete")}
 
-    def read(self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None) -> pd.DataFrame:
-        """Rows of ``table`` for the given runs and steps, only the given columns (push-down)."""
+    def read(
+        self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None, optional: bool = False
+    ) -> pd.DataFrame:
+        """Rows of ``table`` for the given runs and steps, only the given columns (push-down); ``optional``:
+        from the experiments that hold the table."""
         expr = None
         conditions = []
         if run_ids is not None:
@@ -152,7 +162,7 @@ class Results:
             conditions.append(pc.field(S.LAYER) == layer)
         for c in conditions:
             expr = c if expr is None else expr & c
-        return self.dataset(table).to_table(columns=columns, filter=expr).to_pandas()
+        return self.dataset(table, optional).to_table(columns=columns, filter=expr).to_pandas()
 
 
 def open_results(path: str) -> Results:

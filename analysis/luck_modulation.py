@@ -20,7 +20,7 @@ INIT, END = "init", "end"
 def _runs(res: Results) -> pd.DataFrame:
     """Done runs that kept beta* and H*, or none when the table is absent."""
     keep = res.done.get(S.KEEP_MODULATION)
-    if keep is None or not res.has(S.MODULATION):
+    if keep is None or not res.has_any(S.MODULATION):
         return res.done.iloc[:0]
     return res.done[keep.fillna(False).astype(bool)]
 
@@ -28,7 +28,7 @@ def _runs(res: Results) -> pd.DataFrame:
 def _staged(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """The runs' modulation rows, each marked init or end."""
     cols = [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.BETA, S.H]
-    rows = with_runs(res.read(S.MODULATION, cols, runs[S.RUN_ID]), res, ["final_step"])
+    rows = with_runs(res.read(S.MODULATION, cols, runs[S.RUN_ID], optional=True), res, ["final_step"])
     rows = rows[(rows[S.STEP] == 0) | (rows[S.STEP] == rows["final_step"])]
     rows[STAGE] = (rows[S.STEP] == 0).map({True: INIT, False: END})
     return rows

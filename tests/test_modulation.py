@@ -129,3 +129,7 @@ def test_winner_ranks_in_h_by_brute_force(tmp_path) -> None:
         assert row["beta_rank"] == pytest.approx(sum(ranks[S.BETA]) / len(ranks[S.BETA]))
     frame = luck_modulation.matrices(res)
     assert frame[S.RUN_ID].nunique() == 1 and len(frame) == 2 * (4 * 12 + 3 * 9)  # stages x sum of m_l n_l
+    # A storage root whose other experiment keeps no modulation table: read from the one that does.
+    run_pack(Pack((tiny_spec(seed=5),)), TraceStore(str(tmp_path), "plain"), block_epochs=1, progress=False)
+    both = open_results(str(tmp_path))
+    assert len(both.roots) == 2 and len(luck_modulation.winner_ranks(both)) == len(got)
