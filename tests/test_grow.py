@@ -20,10 +20,8 @@ from analysis.report import build_report
 from spec_ray.orchestration import cli
 from spec_ray.orchestration.plan import plan
 from spec_ray.orchestration.runner import run_pack
-from spec_ray.orchestration.sweep import build_parser, experiment_from_args
+from spec_ray.orchestration.sweep import build_parser, commit, experiment_from_args
 from spec_ray.storage import schema as S
-from spec_ray.storage.manifest import packs_to_dict, write_sweep
-from spec_ray.storage.reuse import copy_pack
 from spec_ray.storage.verify import BROKEN, COMPLETE, check_pack, pack_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +48,7 @@ def launch(storage: Path, *flags: str, name: str = "grow"):
 def train(result) -> list:
     """What ``sweep.run_sweep`` does with a launch, each pack trained in this process."""
     packs = result.packs()
-    write_sweep(result.store, {**result.meta, "sweep": packs_to_dict(result.store.experiment, packs)})
-    for pack in result.copies:
-        copy_pack(result.store, pack, result.sources, result.resources.block_epochs)
+    commit(result, packs)
     for pack in result.todo:
         run_pack(pack, result.store, block_epochs=result.resources.block_epochs, progress=False)
     return packs

@@ -20,11 +20,10 @@ from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
 from spec_ray.orchestration.plan import RESUME_MODES, plan
 from spec_ray.orchestration.runner import run_pack
-from spec_ray.orchestration.sweep import experiment_from_args
+from spec_ray.orchestration.sweep import commit, experiment_from_args
 from spec_ray.storage import schema as S
 from spec_ray.storage import verify
-from spec_ray.storage.manifest import experiment_stores, packs_to_dict, stored_packs, write_sweep
-from spec_ray.storage.reuse import copy_pack
+from spec_ray.storage.manifest import experiment_stores, stored_packs
 
 PACK_AXES = ("p", "lr", "init_seed")  # several values in one pack
 
@@ -88,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     store, packs = launch.store, launch.packs()
-    write_sweep(store, {**launch.meta, "sweep": packs_to_dict(store.experiment, packs)})
-    for pack in launch.copies:
-        copy_pack(store, pack, launch.sources, launch.resources.block_epochs)
+    commit(launch, packs)  # sweep.json and the copied runs, as a sweep launch writes them
     wall, block = 0.0, launch.resources.block_epochs
     for pack in todo:
         spec = pack.spec

@@ -207,7 +207,7 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not launch.todo:  # every run copied from other experiments: no Ray needed
-        _commit(launch, launch.packs())
+        commit(launch, launch.packs())
         return report_end(store, launch.packs(), 0.0, 0)
     # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
     # and Tune's next state save leaves a state that names an older one, which must still
@@ -226,7 +226,7 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
         return 2
     new = schedule_packs(list(launch.new), res) if launch.new else []
     packs = launch.packs(new)
-    tune_dir = _commit(launch, packs)
+    tune_dir = commit(launch, packs)
     todo = [*launch.retrain, *launch.unfinished, *new]
     trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
                                      block_epochs=res.block_epochs)  # fmt: skip
@@ -263,7 +263,7 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
     return report_end(store, packs, wall, errors)
 
 
-def _commit(launch: Launch, packs: list[Pack]) -> str:
+def commit(launch: Launch, packs: list[Pack]) -> str:
     """Write sweep.json (the stored packs as they were, then the copied and new ones) unless Tune's
     state is restored as it is, then copy the copied packs' rows. Returns the Tune folder."""
     meta = dict(launch.meta)
