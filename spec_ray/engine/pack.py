@@ -51,7 +51,7 @@ NEUTRAL = {
     "arch": "mlp", "image_size": 10, "leaky_slope": 0.01, "teacher_activation": "relu", "teacher_bn": "none",
     "teacher_bn_affine": False, "student_activation": "relu", "student_bn": "none", "bn_affine": False,
     "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "init_seed": None, "keep_correlations": False,
-    "keep_modulation": False,
+    "keep_modulation": False, "matmul_precision": "ieee",
 }  # fmt: skip
 
 

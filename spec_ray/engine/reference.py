@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray.engine import activations, arch, construct, losses
+from spec_ray.engine import activations, arch, construct, losses, precision
 from spec_ray.engine import names as S
 from spec_ray.engine.arch import KERNEL, Arch
 from spec_ray.engine.metrics import rho_mean, success
@@ -127,7 +127,13 @@ def optimizer(spec: RunSpec, net: Student) -> torch.optim.Optimizer:
 
 
 def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
-    """Plain SGD from step ``start`` to ``stop``. Returns the first non-finite step or -1."""
+    """Plain SGD from step ``start`` to ``stop`` at the run's matmul precision. Returns the first
+    non-finite step or -1."""
+    with precision.training(spec.train.matmul_precision, problem.x_train.device):
+        return _steps(spec, net, opt, problem, start, stop)
+
+
+def _steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
     iters = spec.steps_per_epoch
     online = spec.data.n_train is None
     teacher = teacher_model(spec, problem) if online else None

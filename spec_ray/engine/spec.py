@@ -33,6 +33,17 @@ ARCHS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "leaky_relu", "linear")
 BN_MODES = ("none", "after_relu", "before_relu")
 OPTIMIZERS = ("sgd", "adam")
+MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
+PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
+"""The matmul precisions each device runs (``spec_ray.engine.precision``): CPUs have no tf32 unit,
+and torch's CUDA backend takes no bf16 setting for fp32 matmuls."""
+
+
+def check_matmul_precision(value: str, device_type: str) -> None:
+    """ValueError naming ``train.matmul_precision`` unless ``value`` runs on ``device_type`` (cpu, cuda)."""
+    allowed = PRECISIONS_ON.get(device_type, ("ieee",))
+    if value not in allowed:
+        _fail("train.matmul_precision", value, f"{', '.join(allowed)} on {device_type}")
 
 
 def seed_range(count: object) -> tuple[int, ...]:
@@ -226,6 +237,10 @@ class TrainSpec:
     """SGD momentum in [0, 1), dampening 0, as torch.optim.SGD."""
     weight_decay: float = 0.0
     """L2 penalty added to the gradient (torch.optim's weight_decay), SGD and Adam."""
+    matmul_precision: str = "ieee"
+    """Arithmetic of the training steps' float32 matmuls and convolutions: ieee (fp32) | bf16
+    (CPU: oneDNN rounds the operands to bfloat16, accumulates in fp32) | tf32 (CUDA tensor
+    cores). Weights, updates and every metric stay fp32; float64 runs take ieee only."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -245,6 +260,9 @@ class TrainSpec:
         if self.optimizer == "adam" and self.momentum != 0.0:
             _fail("train.momentum", self.momentum, "0 with train.optimizer adam (Adam's betas are fixed at 0.9, 0.999)")
         _check_float("train.weight_decay", self.weight_decay, 0.0)
+        _check_choice("train.matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        if self.dtype != "float32" and self.matmul_precision != "ieee":
+            _fail("train.matmul_precision", self.matmul_precision, "ieee with train.dtype " + self.dtype)
 
     @property
     def plain_sgd(self) -> bool:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, construct, general, losses, optim, parts
+from spec_ray.engine import activations, construct, general, losses, optim, parts, precision
 from spec_ray.engine.network import Network, forward, stack, with_bias_column
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.scratch import Workspace
@@ -287,7 +287,19 @@ def train_until(
     stop: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> PackState:
-    """Train from ``state.step`` to step ``stop``; updates the state's tensors in place."""
+    """Train from ``state.step`` to step ``stop`` at the runs' matmul precision; updates the
+    state's tensors in place."""
+    with precision.training(pack.spec.train.matmul_precision, pack.device):
+        return _train_until(pack, data, state, stop, on_progress)
+
+
+def _train_until(
+    pack: Pack,
+    data: PackData,
+    state: PackState,
+    stop: int,
+    on_progress: Callable[[int], None] | None,
+) -> PackState:
     spec = pack.spec
     iters, batch, c, loss = spec.steps_per_epoch, spec.train.batch, spec.teacher.c, spec.train.loss
     r_count = pack.size

@@ -15,7 +15,7 @@ import sys
 
 from spec_ray.engine.pack import DEVICES, Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec import RunSpec, check_matmul_precision
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
 from spec_ray.orchestration.plan import RESUME_MODES, plan
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         launch = plan(exp, args, smoke if args.smoke else None)
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
         for pack in todo:
-            _ = pack.device  # a CUDA request without CUDA fails here, before any work
+            # a CUDA request without CUDA, or a precision the device lacks, fails here, before any work
+            check_matmul_precision(pack.spec.train.matmul_precision, pack.device.type)
         launch.store.check_writable()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ from functools import partial
 
 from spec_ray.engine.pack import Pack, run_id
 from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec, check_matmul_precision, flat_fields
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
 from spec_ray.storage.manifest import packs_from_dict, read_sweep
 from spec_ray.storage.reuse import Source, find_done
@@ -159,6 +159,10 @@ def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None =
     resources = _resources(args, None, block)  # the flags alone, checked before any lookup
     store = TraceStore(args.storage, experiment.name)
     asked = experiment.packs()  # validates every run of the factorial, also before a resume
+    if getattr(args, "device", None) is None:  # a sweep trains by its GPU share; spec_ray run checks --device
+        where = "cuda" if resources.gpus_per_trial > 0 else "cpu"
+        for value in sorted({r.train.matmul_precision for p in asked for r in p.runs}):
+            check_matmul_precision(value, where)
     stored = read_sweep(store)
     if stored is None and mode == "yes":
         raise ValueError(f"--resume: no sweep {experiment.name!r} in storage={args.storage!r}: allowed an existing one")

@@ -127,7 +127,7 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     shapes: no data to build, so a whole large pack is timed in a fraction of a second."""
     import torch
 
-    from spec_ray.engine import arch, general, optim, parts
+    from spec_ray.engine import arch, general, optim, parts, precision
     from spec_ray.engine.trainer import sgd_step
 
     dt = getattr(torch, spec.train.dtype)
@@ -156,10 +156,11 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
         def one() -> None:
             general.step(shape, spec.train, params, buffers, opt, x, t, lr, alive, 1, stat)
 
-    one()  # warm
-    clock = time.perf_counter()
-    for _ in range(steps):
-        one()
+    with precision.training(spec.train.matmul_precision, "cpu"):  # timed as the trainer runs it
+        one()  # warm
+        clock = time.perf_counter()
+        for _ in range(steps):
+            one()
     return (time.perf_counter() - clock) / steps
 
 
