@@ -16,6 +16,7 @@ import sys
 from spec_ray.engine.pack import DEVICES, Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
+from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
 from spec_ray.orchestration.plan import RESUME_MODES, plan
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_flags(run, several=PACK_AXES)
     check = sub.add_parser("verify", help="check every table of a sweep: readable, declared schema, every row once")
     check.add_argument("results", help="an experiment folder (with sweep.json) or a storage root of them; a URI too")
+    mkl = sub.add_parser(
+        "mkl-preload",
+        help="run CMD (e.g. ray start) with MKL's vendor check answered, so MKL runs "
+        "its AVX-512 kernels on AMD CPUs; no CMD: print the library (docs/performance.md)",
+    )
+    mkl.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     return parser
 
 
@@ -69,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return verify_command(args.results)
+    if args.command == "mkl-preload":
+        return mkl_dispatch.main(args.cmd)
     if args.out is not None:
         if args.storage is not None and args.storage != args.out:
             print(f"error: --out={args.out!r} and --storage={args.storage!r} disagree: --out is the old name of "
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --out is the old name of --storage", file=sys.stderr)
     args.storage = args.storage or args.out or "results"
     try:
+        mkl_dispatch.reexec()  # this process trains: MKL must see the preload from its start
         exp, smoke = run_experiment(args)
         launch = plan(exp, args, smoke if args.smoke else None)
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]

@@ -23,7 +23,7 @@ import typing
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import Smoke
 from spec_ray.engine.spec import RunSpec, seed_range, spec_to_dict
-from spec_ray.orchestration import dryrun
+from spec_ray.orchestration import dryrun, mkl_dispatch
 from spec_ray.orchestration.cluster import (
     check_address,
     cluster_slots,
@@ -317,6 +317,7 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
         launch = plan(exp, args, smoke if args.smoke else None)
+        mkl_dispatch.preload_environ()  # for the local Ray and calibration processes this driver starts
         if args.dry_run:
             dryrun.check_flags(args, launch.resources)
     except ValueError as err:
