@@ -5,10 +5,13 @@ trains 32 runs a pack; two compositions are timed:
   * ``shared``: 8 seeds x p in {0, 1, 2, 3}, as the sweep layer packs a polarity sweep
     (runs of one seed share minibatches, so layer 1 is one wider matmul);
   * ``distinct``: 32 seeds, nothing shared (a plain bmm over runs).
-Only SGD steps are timed. One checkpoint's metrics (eval set only, and with the
+Only SGD steps are timed, against this machine's true fp32 peak (``benchmarks/peak.py``: the
+best of torch's and numpy's BLAS, with the kernel each ran). One checkpoint's metrics (eval set only, and with the
 training-set pass) and one epoch of the shared pack are shown in seconds beside them.
 A second section times figure 6's 4-layer setting (MSE and CE). The two-layer result is
-``speedup_vs_reference=<geometric mean over multi of shared/reference>``. A third section times
+``speedup_vs_reference=<geometric mean over multi of shared/reference>``. Then the shared pack
+with reduced-precision matmuls (``train.matmul_precision``: bf16 on CPU, tf32 on CUDA) beside
+ieee: ``bf16_speedup=<geometric mean of bf16/ieee>``. A third section times
 the general step (autograd over ``parts``, packed optimizers): Luck Matters' small FC with
 student BN, a small conv stack, and SGD with momentum; its last line, the script's last, is
 ``bn_speedup=<packed/reference for the BN MLP>``.
@@ -21,67 +24,25 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from spec_ray.engine import arch, construct, metrics
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.protocols import DEEP
-from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps
-from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.trainer import init_state, prepare, train_until
+ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/analysis.py would shadow the analysis package: the root goes first.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+from benchmarks import peak as peak_of  # noqa: E402
+from spec_ray.engine import arch, construct, metrics  # noqa: E402
+from spec_ray.engine.pack import Pack  # noqa: E402
+from spec_ray.engine.protocols import DEEP  # noqa: E402
+from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps  # noqa: E402
+from spec_ray.engine.spec import RunSpec  # noqa: E402
+from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
 
 MULTIS = (1, 2, 5, 10)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's word for it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def numpy_peak(sizes: tuple[int, ...], repeat: int = 6) -> tuple[float, str]:
-    """Best fp32 GFLOP/s of numpy's BLAS on the same matmuls, and which BLAS it is: the other
-    candidate for the machine's true peak (torch's MKL runs AVX2 kernels on AMD CPUs)."""
-    import numpy as np
-
-    best = 0.0
-    for size in sizes:
-        a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-        a @ a  # warm-up
-        for _ in range(repeat):
-            t = time.perf_counter()
-            a @ a
-            best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
-                         if i.get("user_api") == "blas")  # fmt: skip
-    except ImportError:
-        blas = "numpy's BLAS (threadpoolctl not installed)"
-    return best, blas
-
-
-def matmul_peak(dtype: torch.dtype, device: str, sizes: tuple[int, ...] = (2048, 4096), repeat: int = 6) -> float:
-    """Best GFLOP/s of large square matmuls over sizes and repeats: the machine's practical peak."""
-    best = 0.0
-    for size in sizes:
-        a = torch.randn(size, size, dtype=dtype, device=device)
-        b = torch.randn(size, size, dtype=dtype, device=device)
-        a @ b  # warm-up
-        for _ in range(repeat):
-            _sync(device)
-            t = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 def _sync(device: str) -> None:
@@ -96,6 +57,11 @@ def flops_per_run_step(spec: RunSpec) -> float:
     fwd = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
     back_input = sum(widths[i] * widths[i + 1] for i in range(1, len(widths) - 1))  # no dx at the input
     return 2.0 * b * (2 * fwd + back_input)
+
+
+def shared_runs(spec: RunSpec) -> tuple[RunSpec, ...]:
+    """8 seeds x p in {0, 1, 2, 3}: runs of one seed share minibatches, as a polarity sweep packs them."""
+    return tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 9) for p in (0.0, 1.0, 2.0, 3.0))
 
 
 def protocol(multi: int) -> RunSpec:
@@ -147,19 +113,15 @@ def main() -> None:
     parser.add_argument("--multi", type=int, nargs="+", default=list(MULTIS), help="over-realizations to time")
     parser.add_argument("--no-deep", dest="deep", action="store_false", help="skip the 4-layer section")
     parser.add_argument("--no-parts", dest="parts", action="store_false", help="skip the BN / conv / momentum section")
+    parser.add_argument("--no-precision", dest="precision", action="store_false", help="skip the bf16 / tf32 section")
     args = parser.parse_args()
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
     dev = args.device
     sizes = (1024,) if args.steps and args.steps < 100 else (2048, 4096)
-    torch_peak = matmul_peak(torch.float32, dev, sizes=sizes)
-    np_peak, blas = numpy_peak(sizes) if dev == "cpu" else (0.0, "")
-    peak = max(torch_peak, np_peak)
-    print(f"machine: {cpu_model()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {dev}")  # fmt: skip
-    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
-    print(f"fp32 matmul peak (best of {', '.join(f'{n}^3' for n in sizes)}): torch ({mkl}) {torch_peak:.1f}, numpy "
-          f"[{blas}] {np_peak:.1f}; efficiency below is against the best, {peak:.1f} GFLOP/s")  # fmt: skip
+    measured = peak_of.measure(dev, sizes)
+    peak = measured.gflops
+    print("\n".join(measured.lines()) + f" (device {dev})")
     header = (
         f"{'multi':>5} {'reference':>11} {'distinct32':>11} {'shared32':>11} {'x distinct':>10} "
         f"{'x shared':>9} {'GFLOP/s':>8} {'% peak':>7} {'ckpt s':>7} {'+train s':>8} {'epoch s':>7}"
@@ -171,10 +133,7 @@ def main() -> None:
         spec = protocol(multi)
         ref = time_reference(spec, ref_steps, dev)
         distinct = Pack(tuple(spec.replace(seed=s) for s in range(1, 33)), placement=dev)
-        shared = Pack(
-            tuple(spec.replace(seed=s, **{"teacher.p": p}) for s in range(1, 9) for p in (0.0, 1.0, 2.0, 3.0)),
-            placement=dev,
-        )
+        shared = Pack(shared_runs(spec), placement=dev)
         rate_distinct, _, _ = time_packed(distinct, packed_steps)
         rate_shared, ckpt, ckpt_train = time_packed(shared, packed_steps)
         gflops = rate_shared * flops_per_run_step(spec) / 1e9
@@ -188,8 +147,31 @@ def main() -> None:
         deep_section(packed_steps, ref_steps, dev, peak)
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(f"speedup_vs_reference={geo:.2f}")
+    if args.precision:
+        precision_section(args.multi, packed_steps, dev, peak)
     if args.parts:
         parts_section(packed_steps, ref_steps, dev, peak)
+
+
+def precision_section(multis: list[int], packed_steps: int, dev: str, peak: float) -> None:
+    """The shared two-layer pack with ieee matmuls and with the device's reduced precision (bf16 on
+    CPU, tf32 on CUDA), alternated twice, the best of each kept: the VM's rate drifts within a run."""
+    reduced = "tf32" if dev.startswith("cuda") else "bf16"
+    print(f"matmul precision: shared pack of 32 runs, ieee vs {reduced}; run-steps/s (best of 2, alternated)")
+    print(f"{'multi':>5} {'ieee':>11} {reduced:>11} {'x ' + reduced:>9} {'GFLOP/s ' + reduced:>13} {'% peak':>7}")
+    ratios = []
+    for multi in multis:
+        best = {"ieee": 0.0, reduced: 0.0}
+        for _ in range(2):
+            for value in best:
+                spec = protocol(multi).replace(**{"train.matmul_precision": value})
+                pack = Pack(shared_runs(spec), placement=dev)
+                best[value] = max(best[value], time_packed(pack, packed_steps, False)[0])
+        ratios.append(best[reduced] / best["ieee"])
+        gflops = best[reduced] * flops_per_run_step(protocol(multi)) / 1e9
+        print(f"{multi:>5} {best['ieee']:>11,.0f} {best[reduced]:>11,.0f} {ratios[-1]:>9.2f} {gflops:>13.1f} "
+              f"{100 * gflops / peak:>6.1f}%")  # fmt: skip
+    print(f"{reduced}_speedup={math.exp(sum(math.log(r) for r in ratios) / len(ratios)):.2f}")
 
 
 def deep_protocol(loss: str) -> RunSpec:

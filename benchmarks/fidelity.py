@@ -10,7 +10,8 @@ z = (ours - theirs) / sqrt(var_ours / n + var_theirs / n) over the n seeds. They
 within seed noise when every |z| <= 3 (24 cells: a chance failure about 6 % of the time)
 and the pooled z (sum / sqrt(cells)) is within +-3 too. ``--normalize all`` gives the
 sweep another teacher (rows normalized after the polarity division, the deep script's
-recipe), to show the check can fail.
+recipe), to show the check can fail. ``--matmul-precision bf16`` trains the sweep with bf16
+matmuls: the check then decides whether the success rates hold at that precision.
 
     python benchmarks/fidelity.py --seeds 8 --epochs 5        # about 4 minutes on 2 cores
 """
@@ -42,11 +43,12 @@ Z_LIMIT = 3.0
 
 def run_sweep(args: argparse.Namespace, storage: str) -> str:
     """The polarity sweep for the check's cells; returns its experiment folder."""
-    name = f"fidelity-{args.normalize}"
+    name = f"fidelity-{args.normalize}-{args.matmul_precision}"
     cmd = [sys.executable, str(ROOT / "sweeps" / "polarity.py"), "--storage", storage, "--name", name,
            "--m", str(args.m), "--multi", *map(str, args.multi), "--p", *map(str, args.p),
            "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--iters-per-epoch", str(args.iters_per_epoch),
-           "--n-train", str(args.n_train), "--n-eval", str(args.n_eval), "--normalize", args.normalize]  # fmt: skip
+           "--n-train", str(args.n_train), "--n-eval", str(args.n_eval), "--normalize", args.normalize,
+           "--matmul-precision", args.matmul_precision]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return f"{storage}/{name}"
 
@@ -82,6 +84,11 @@ def main() -> int:
     parser.add_argument("--n-train", type=int, default=10_000, help="training samples")
     parser.add_argument("--n-eval", type=int, default=10_000, help="evaluation samples")
     parser.add_argument("--normalize", default="first", help="the sweep's teacher.normalize (all: the old teacher)")
+    parser.add_argument(
+        "--matmul-precision",
+        default="ieee",
+        help="the sweep's train.matmul_precision (bf16: is the science unchanged with bf16 matmuls?)",
+    )
     parser.add_argument("--results", default=None, help="an existing sweep folder for these cells (skips the sweep)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the recipe's runs")
     args = parser.parse_args()
@@ -106,7 +113,7 @@ def main() -> int:
     print(
         f"agree={'yes' if agree else 'no'} max_abs_z={worst:.2f} pooled_z={pooled:+.2f} "
         f"mean_abs_diff={float(table['diff'].abs().mean()):.3f} cells={len(table)} seeds={args.seeds} "
-        f"normalize={args.normalize}"
+        f"normalize={args.normalize} matmul_precision={args.matmul_precision}"
     )
     return 0
 

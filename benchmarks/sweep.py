@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.engine import matmul_peak  # noqa: E402
+from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.orchestration import dryrun  # noqa: E402
 from spec_ray.orchestration.plan import plan  # noqa: E402
 from spec_ray.orchestration.schedule import (  # noqa: E402
@@ -77,8 +77,9 @@ def main() -> None:
     flags += extra
     torch.set_num_threads(dryrun.local_cores())
     sizes = (1024,) if args.quick else (2048, 4096)
-    peak = matmul_peak(torch.float32, "cpu", sizes=sizes)
-    print(f"fp32 matmul peak (best of {sizes}^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
+    measured = peak_of.measure("cpu", sizes)
+    peak = measured.gflops
+    print("\n".join(measured.lines()))
 
     cores = dryrun.local_cores()
     slots = max(1, int(cores // args.cpus_per_trial))
