@@ -114,7 +114,11 @@ def main() -> None:
     parser.add_argument("--no-deep", dest="deep", action="store_false", help="skip the 4-layer section")
     parser.add_argument("--no-parts", dest="parts", action="store_false", help="skip the BN / conv / momentum section")
     parser.add_argument("--no-precision", dest="precision", action="store_false", help="skip the bf16 / tf32 section")
+    parser.add_argument("--profile", type=int, default=None, metavar="MULTI",
+                        help="only profile 256 steps of the shared pack at this multi (torch.profiler)")  # fmt: skip
     args = parser.parse_args()
+    if args.profile:
+        return profile_step(args.profile, args.device)
     packed_steps = args.steps or (300 if args.quick else 1500)
     ref_steps = max(20, packed_steps * 4 // 3 if args.quick else packed_steps * 2)
     dev = args.device
@@ -151,6 +155,20 @@ def main() -> None:
         precision_section(args.multi, packed_steps, dev, peak)
     if args.parts:
         parts_section(packed_steps, ref_steps, dev, peak)
+
+
+def profile_step(multi: int, dev: str) -> None:
+    """Where the packed step's time goes: torch.profiler's table by op over 256 steps."""
+    from torch.profiler import profile
+
+    pack = Pack(shared_runs(protocol(multi)), placement=dev)
+    data = prepare(pack)
+    state = train_until(pack, data, init_state(pack), 64)  # warm-up
+    with profile() as prof:
+        train_until(pack, data, state, 64 + 256)
+    threads = torch.get_num_threads()
+    print(f"the fused step, multi {multi}, {pack.size} runs (8 seeds x 4 p), 256 steps, {threads} threads")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16))
 
 
 def precision_section(multis: list[int], packed_steps: int, dev: str, peak: float) -> None:

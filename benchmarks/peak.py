@@ -6,7 +6,8 @@ numpy's OpenBLAS picks its kernels from the CPU's features. Every benchmark meas
 against the best of the two, measured in the same run, and prints which kernel each ran:
 MKL's own banner (``MKL_VERBOSE``), OpenBLAS's core type (threadpoolctl) and oneDNN's ISA.
 
-    python benchmarks/peak.py      # the two peaks and the kernels, about 10 s
+    python benchmarks/peak.py             # the two peaks and the kernels, about 10 s
+    python benchmarks/peak.py --step 10   # and each GEMM of the two-layer step at multi 10, alone
 """
 
 from __future__ import annotations
@@ -126,7 +127,45 @@ def measure(device: str = "cpu", sizes=SIZES) -> Peak:
     )
 
 
+def step_gemms(multi: int = 10, seeds: int = 8, k: int = 4, repeat: int = 400) -> list[tuple[str, float]]:
+    """GFLOP/s of each matmul of the fused two-layer step (batch 16, d=100, m=20, c=50), alone, at the
+    shapes of a shared pack of seeds x k runs, as ``trainer.sgd_step`` calls them."""
+    g, b, d1, n, c = seeds, 16, 101, 20 * multi, 50
+    r = g * k
+    x, w1 = torch.randn(g, b, d1), torch.randn(r, n, d1).view(g, k * n, d1)  # (G, B, d+1), (G, k n, d+1)
+    a, w2 = torch.randn(r, b, n + 1), torch.randn(r, c, n + 1)  # (R, B, n+1), (R, c, n+1)
+    err, gg = torch.randn(r, b, c), torch.randn(g, b, k * n)  # (R, B, c), (G, B, k n)
+    one, two = g * b * d1 * k * n, r * b * (n + 1) * c  # multiply-adds of a layer-1 and a layer-2 matmul
+    cases = {
+        "layer 1 forward  (G,B,d+1)x(G,d+1,kn)": (lambda: torch.bmm(x, w1.transpose(1, 2)), one),
+        "layer 2 forward  (R,B,n+1)x(R,n+1,c)": (lambda: torch.bmm(a, w2.transpose(1, 2)), two),
+        "layer 2 backward (R,B,c)x(R,c,n)": (lambda: torch.bmm(err, w2[..., :-1]), r * b * c * n),
+        "layer 2 update   (R,c,B)x(R,B,n+1)": (lambda: w2.baddbmm_(err.transpose(1, 2), a, alpha=-1e-6), two),
+        "layer 1 update   (G,kn,B)x(G,B,d+1)": (lambda: w1.baddbmm_(gg.transpose(1, 2), x, alpha=-1e-6), one),
+    }
+    rates = []
+    for name, (gemm, macs) in cases.items():
+        for _ in range(20):
+            gemm()
+        t = time.perf_counter()
+        for _ in range(repeat):
+            gemm()
+        rates.append((name, 2 * macs * repeat / (time.perf_counter() - t) / 1e9))
+    return rates
+
+
 if __name__ == "__main__":
-    print("\n".join(measure().lines()))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--step", type=int, default=None, metavar="MULTI", help="also each GEMM of the two-layer "
+                        "step at this over-realization, alone, against the peak")  # fmt: skip
+    args = parser.parse_args()
+    peak = measure()
+    print("\n".join(peak.lines()))
     print(f"oneDNN (bf16 matmuls): {torch.backends.mkldnn.is_available()}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+    if args.step:
+        print(f"the fused step's GEMMs at multi {args.step}, 32 runs (8 seeds x 4 p), torch fp32:")
+        for name, rate in step_gemms(args.step):
+            print(f"  {name:<40} {rate:7.1f} GFLOP/s  {100 * rate / peak.gflops:5.1f} % of peak")

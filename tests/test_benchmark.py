@@ -18,12 +18,17 @@ def test_engine_benchmark_runs_side_by_side_and_prints_the_ratio() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1].startswith("speedup_vs_reference=")
+    speedup = next(line for line in lines if line.startswith("speedup_vs_reference="))
     row = next(line.split() for line in lines if line.split()[:1] == ["1"])
     reference, distinct, shared = (float(v.replace(",", "")) for v in row[1:4])
     assert reference > 0 and distinct > 0 and shared > 0
     # 32 runs a pack beat one run at a time by far even at a 30-step budget.
-    assert float(lines[-1].split("=")[1]) > 3
+    assert float(speedup.split("=")[1]) > 3
+    # The peak is the best of two BLAS, each named with the kernel it ran.
+    torch_line = next(line for line in lines if line.startswith("fp32 peak: torch"))
+    numpy_line = next(line for line in lines if line.strip().startswith("numpy"))
+    assert "[" in torch_line and "[" in numpy_line and "efficiency below is against the best" in proc.stdout
+    assert lines[-1].startswith("bf16_speedup=") and float(lines[-1].split("=")[1]) > 0
 
 
 def test_analysis_benchmark_quick_builds_and_reports() -> None:
