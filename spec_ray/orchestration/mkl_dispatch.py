@@ -65,7 +65,7 @@ def wanted() -> bool:
 
 
 def build(value: int = 1, folder: Path | None = None) -> Path | None:
-    """The shim answering ``value``, compiled once per source into the cache; None without a C compiler."""
+    """The shim answering ``value``, compiled once per source into the cache; None without a working C compiler."""
     source = SOURCE.format(value=value)
     folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spec-ray"
     path = folder / f"mkl_intel_cpu_{value}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.so"
@@ -74,13 +74,18 @@ def build(value: int = 1, folder: Path | None = None) -> Path | None:
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        (Path(tmp) / "shim.c").write_text(source)
-        out = Path(tmp) / path.name
-        subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(Path(tmp) / "shim.c")], check=True,
-                       capture_output=True)  # fmt: skip
-        os.replace(out, path)  # atomic: a node's processes may build it at once
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            (Path(tmp) / "shim.c").write_text(source)
+            out = Path(tmp) / path.name
+            built = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(Path(tmp) / "shim.c")],
+                                   capture_output=True)  # fmt: skip
+            if built.returncode != 0:
+                return None
+            os.replace(out, path)  # atomic: a node's processes may build it at once
+    except OSError:  # an unwritable cache folder
+        return None
     return path
 
 
@@ -103,7 +108,7 @@ def preload_environ() -> Path | None:
         return None
     path = build()
     if path is None:
-        print(f"note: {MODE_ENV}: no C compiler (cc) here, so MKL keeps its AVX2 kernels on this CPU",
+        print(f"note: {MODE_ENV}: no working C compiler (cc) here, so MKL keeps its AVX2 kernels on this CPU",
               file=sys.stderr)  # fmt: skip
         return None
     os.environ.update(_with_preload(dict(os.environ), path))
@@ -127,7 +132,7 @@ def main(command: list[str]) -> int:
     node (nothing where it does not apply), or run CMD with it preloaded (``ray start`` of a node)."""
     try:
         path = build() if wanted() else None
-    except (ValueError, subprocess.CalledProcessError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     command = command[1:] if command[:1] == ["--"] else command
