@@ -59,9 +59,13 @@ def test_fidelity_check_runs_both_implementations_and_compares_per_cell() -> Non
 
 
 def test_sweep_benchmark_runs_a_real_sweep_and_compares_it_with_its_estimate() -> None:
+    from conftest import shared_ray
+
+    ray_env = shared_ray()  # the suite's Ray head: the benchmark's sweep takes --address like any sweep
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick", "--smoke", "--seeds", "2", "--epochs", "2"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--quick", "--smoke", "--seeds", "2", "--epochs", "2",
+         "--address", ray_env["RAY_ADDRESS"]],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **ray_env},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())

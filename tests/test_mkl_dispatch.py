@@ -88,17 +88,17 @@ def test_the_switch(monkeypatch, tmp_path) -> None:
         mkl_dispatch.wanted()
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
-def test_mkl_preload_runs_a_command_with_it_and_spec_ray_run_restarts_with_it(mode: str, tmp_path) -> None:
-    env = {mkl_dispatch.MODE_ENV: mode, "XDG_CACHE_HOME": str(tmp_path)}
+def test_mkl_preload_runs_a_command_with_it_and_spec_ray_run_restarts_with_it(tmp_path) -> None:
+    env = {mkl_dispatch.MODE_ENV: "on", "XDG_CACHE_HOME": str(tmp_path)}  # off: test_the_switch
     probe = "from spec_ray.orchestration import mkl_dispatch as m; print(m.loaded())"
     wrapped = [sys.executable, "-m", "spec_ray", "mkl-preload", "--", sys.executable, "-c", probe]
     environ = {**{k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, **env}
     out = subprocess.run(wrapped, cwd=ROOT, capture_output=True, text=True, env=environ, timeout=120, check=True)
-    assert out.stdout.strip() == str(mode == "on")
+    assert out.stdout.strip() == "True"
+    assert child(probe, **env).stdout.strip() == "False"  # a plain process has no preload
     restarted = child(f"from spec_ray.orchestration import mkl_dispatch as m; m.reexec(); {probe.split('; ')[1]}",
                       **env)  # fmt: skip
-    assert restarted.stdout.strip() == str(mode == "on")
+    assert restarted.stdout.strip() == "True"
 
 
 def test_a_bad_switch_exits_2_before_any_work(tmp_path) -> None:
