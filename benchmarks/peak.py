@@ -157,6 +157,10 @@ def step_gemms(multi: int = 10, seeds: int = 8, k: int = 4, repeat: int = 400) -
 if __name__ == "__main__":
     import argparse
 
+    from spec_ray.orchestration import mkl_dispatch
+
+    mkl_dispatch.reexec()  # torch's peak as a sweep's workers see it (MKL's vendor check answered on AMD)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", type=int, default=None, metavar="MULTI", help="also each GEMM of the two-layer "
                         "step at this over-realization, alone, against the peak")  # fmt: skip
