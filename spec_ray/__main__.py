@@ -1,7 +1,20 @@
-"""Entry point of ``python -m spec_ray``."""
+"""Entry point of ``python -m spec_ray``: the process boundary.
+
+Only here may MKL's vendor-check preload replace the process (``mkl_dispatch``): ``run``
+restarts itself with it, ``mkl-preload -- CMD`` becomes CMD. ``cli.main`` called in-process
+(a notebook, the tests) never replaces its caller.
+"""
 
 import sys
 
+from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"]:
+        try:
+            mkl_dispatch.reexec()  # this process trains: MKL must see the preload from its start
+        except ValueError:
+            pass  # a bad switch: main names it and exits 2 before any work
+    sys.exit(main(argv, at_entry=True))

@@ -65,6 +65,29 @@ def shared_ray() -> dict[str, str]:
     return _SHARED_RAY
 
 
+_EXECS = ("execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe")
+
+
+@pytest.fixture(autouse=True)
+def nothing_replaces_the_test_process(monkeypatch) -> None:
+    """Code called in-process must never exec (MKL's preload restarts a process only at its entry,
+    ``spec_ray/__main__.py``): any attempt fails the test instead of silently restarting pytest."""
+    import os
+
+    def refuse(*args: object) -> None:
+        raise AssertionError(f"an in-process call tried to replace the test process: os.exec*{args[:2]}")
+
+    for name in _EXECS:
+        monkeypatch.setattr(os, name, refuse)
+
+
+@pytest.fixture
+def amd_switch(monkeypatch, tmp_path_factory) -> None:
+    """MKL's preload switch forced on, as ``auto`` is on an AMD CPU, so a test runs the AMD path on any vendor."""
+    monkeypatch.setenv("SPEC_RAY_MKL_ANY_CPU", "on")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 def tiny_spec(**changes: object) -> RunSpec:
     """A small float64 two-layer run; ``changes`` are dotted overrides."""
     spec = RunSpec(

@@ -78,9 +78,9 @@ def test_smoke_job_writes_every_checkpoint_of_every_run(smoke: Path) -> None:
         (["--init-seed", "-1"], "init_seed=-1 is invalid"),
     ],
 )
-def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str, capsys) -> None:
+def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], field: str, capsys, amd_switch) -> None:
     """Through the command's own ``main``, in this process (``test_unwritable_storage_exits_2``
-    runs the real process)."""
+    runs the real process), with MKL's switch on as on AMD: nothing may exec (conftest)."""
     before = snapshot(smoke)
     try:
         code = main(["run", "--smoke", "--out", str(smoke), "--no-progress", *args])
@@ -134,7 +134,7 @@ def test_every_flag_of_every_entry_point_has_help() -> None:
         ["--teacher-activation", "leaky_relu", "--optimizer", "adam", "--lr", "0.002", "--init-seed", "1", "2"],
     ],
 )
-def test_smoke_with_the_new_parts_writes_per_layer_traces(args: list[str], tmp_path: Path, capsys) -> None:
+def test_smoke_with_the_new_parts_writes_per_layer_traces(args: list[str], tmp_path: Path, capsys, amd_switch) -> None:
     argv = ["run", "--smoke", "--seeds", "1", "--epochs", "1", "--no-progress", "--out", str(tmp_path), *args]
     assert main(argv) == 0, capsys.readouterr().err
     root = tmp_path / "smoke"

@@ -101,6 +101,20 @@ def test_mkl_preload_runs_a_command_with_it_and_spec_ray_run_restarts_with_it(tm
     assert restarted.stdout.strip() == "True"
 
 
+def test_in_process_calls_never_replace_the_caller(amd_switch, capsys, monkeypatch) -> None:
+    """``cli.main`` from a notebook or a test: ``mkl-preload -- CMD`` runs CMD as a child and returns
+    its exit code; the conftest fixture fails the test on any exec."""
+    from spec_ray.orchestration.cli import main
+
+    probe = "import sys; from spec_ray.orchestration import mkl_dispatch as m; sys.exit(7 if m.loaded() else 3)"
+    assert main(["mkl-preload", "--", sys.executable, "-c", probe]) == 7
+    assert main(["mkl-preload", "--", "/nonexistent/cmd"]) == 2
+    assert "cannot run '/nonexistent/cmd'" in capsys.readouterr().err
+    monkeypatch.delenv(mkl_dispatch.REEXEC_ENV, raising=False)
+    with pytest.raises(AssertionError, match="replace the test process"):
+        mkl_dispatch.reexec()  # the entry's restart is refused in-process, as the fixture promises
+
+
 def test_a_bad_switch_exits_2_before_any_work(tmp_path) -> None:
     environ = {**os.environ, mkl_dispatch.MODE_ENV: "always"}
     for cmd in (["sweeps/polarity.py", "--smoke"], ["-m", "spec_ray", "run", "--smoke"]):

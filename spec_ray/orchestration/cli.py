@@ -72,12 +72,14 @@ def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
     return experiment_from_args(Experiment(name=name, base=RunSpec()), args, smoke), smoke
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
+    """The command line; ``at_entry``: called by ``python -m spec_ray`` itself, which may let
+    ``mkl-preload -- CMD`` replace the process. Called in-process, nothing replaces the caller."""
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return verify_command(args.results)
     if args.command == "mkl-preload":
-        return mkl_dispatch.main(args.cmd)
+        return mkl_dispatch.main(args.cmd, replace=at_entry)
     if args.out is not None:
         if args.storage is not None and args.storage != args.out:
             print(f"error: --out={args.out!r} and --storage={args.storage!r} disagree: --out is the old name of "
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --out is the old name of --storage", file=sys.stderr)
     args.storage = args.storage or args.out or "results"
     try:
-        mkl_dispatch.reexec()  # this process trains: MKL must see the preload from its start
+        mkl_dispatch.mode()  # a bad switch exits 2 here; the preload itself is the entry's (__main__)
         exp, smoke = run_experiment(args)
         launch = plan(exp, args, smoke if args.smoke else None)
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]

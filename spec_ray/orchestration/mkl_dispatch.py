@@ -8,10 +8,12 @@ PLT, so a library preloaded ahead of torch answers it. Measured here, on an Inte
 answering 0 drops MKL to its generic kernels (banner "Intel(R) Architecture processors",
 32-42 GFLOP/s instead of 140-290); the shim answering 1 changes nothing on Intel.
 
-A preload acts only when a process starts, so it is set where processes start:
+A preload acts only when a process starts, so it is set where processes start, and no
+function called from a user's code ever replaces the caller's process:
 * ``preload_environ()``: the sweep driver, before it starts a local Ray or calibration
   processes (they inherit the environment);
-* ``reexec()``: ``python -m spec_ray run``, which trains in its own process;
+* ``reexec()``: only at a process boundary, the ``__main__`` of ``python -m spec_ray run`` and
+  of the benchmarks, which then restart with the preload; ``cli.main`` called in-process never does;
 * ``python -m spec_ray mkl-preload -- ray start ...`` starts each node of a cluster with it
   (cluster.yaml, deploy/slurm); without a command it prints the library's path.
 
@@ -116,7 +118,10 @@ def preload_environ() -> Path | None:
 
 
 def reexec() -> None:
-    """Start this command again with the shim preloaded, where it is wanted and not yet loaded."""
+    """Start this command again with the shim preloaded, where it is wanted and not yet loaded.
+
+    It replaces the running process, so it is called only from a ``__main__`` block, never from
+    a function a user may call in-process (a notebook, pytest). ValueError on a bad switch."""
     if os.environ.get(REEXEC_ENV) or loaded():
         return
     path = preload_environ()
@@ -127,9 +132,11 @@ def reexec() -> None:
         os.execv(sys.executable, getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
 
 
-def main(command: list[str]) -> int:
+def main(command: list[str], replace: bool = False) -> int:
     """``python -m spec_ray mkl-preload [-- CMD ...]``: print the library to put in LD_PRELOAD on this
-    node (nothing where it does not apply), or run CMD with it preloaded (``ray start`` of a node)."""
+    node (nothing where it does not apply), or run CMD with it preloaded (``ray start`` of a node)
+    and return its exit code. ``replace``: exec CMD in place of this process, so it gets the
+    process's signals (``ray start --block`` under SLURM); only the console entry asks for it."""
     try:
         path = build() if wanted() else None
     except ValueError as err:
@@ -138,7 +145,13 @@ def main(command: list[str]) -> int:
     command = command[1:] if command[:1] == ["--"] else command
     if command:
         env = _with_preload(dict(os.environ), path) if path is not None else dict(os.environ)
-        os.execvpe(command[0], command, env)
+        if replace:
+            os.execvpe(command[0], command, env)
+        try:
+            return subprocess.call(command, env=env)
+        except OSError as err:
+            print(f"error: mkl-preload: cannot run {command[0]!r}: {err.strerror}", file=sys.stderr)
+            return 2
     if path is not None:
         print(path)
     return 0
