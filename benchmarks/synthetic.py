@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from spec_ray.engine.pack import checkpoint_steps
-from spec_ray.engine.spec import RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec_io import flat_fields
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore, block_name, blocks
 

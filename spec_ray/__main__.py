@@ -5,6 +5,7 @@ restarts itself with it, ``mkl-preload -- CMD`` becomes CMD. ``cli.main`` called
 (a notebook, the tests) never replaces its caller.
 """
 
+import contextlib
 import sys
 
 from spec_ray.orchestration import mkl_dispatch
@@ -13,8 +14,6 @@ from spec_ray.orchestration.cli import main
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv[:1] == ["run"]:
-        try:
+        with contextlib.suppress(ValueError):  # a bad switch: main names it and exits 2 before any work
             mkl_dispatch.reexec()  # this process trains: MKL must see the preload from its start
-        except ValueError:
-            pass  # a bad switch: main names it and exits 2 before any work
     sys.exit(main(argv, at_entry=True))

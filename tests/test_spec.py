@@ -7,7 +7,8 @@ import math
 import pytest
 
 from spec_ray.engine.pack import Pack, run_id
-from spec_ray.engine.spec import RunSpec, apply_overrides, flat_fields
+from spec_ray.engine.spec import RunSpec, apply_overrides
+from spec_ray.engine.spec_io import flat_fields
 
 INVALID = [
     ("teacher.widths", ()),
@@ -133,3 +134,65 @@ def test_a_factorial_past_the_limit_is_refused_before_it_is_expanded() -> None:
     with pytest.raises(ValueError, match=r"seed 100,000 x p 101 x multi 2 is invalid: 20,200,000 runs") as err:
         Experiment(name="huge", axes=axes)
     assert f"at most {MAX_RUNS:,}" in str(err.value)  # counted from the axes, never expanded
+
+
+# The five registries as they were kept by hand before the fields declared their roles: the
+# derived ones must equal them, or run ids, packing and shared data would change.
+_HAND_PER_RUN = {
+    "seed", "p", "weight_choices", "normalize", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std",
+    "init", "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
+    "lr_schedule", "init_seed",
+}  # fmt: skip
+_HAND_DATA = {
+    "seed", "d", "sigma", "n_train", "n_eval", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi",
+    "batch", "iters_per_epoch", "weight_choices", "normalize", "teacher_bias", "teacher_bias_spread", "calibrate",
+    "widths", "c",
+}  # fmt: skip
+_HAND_NEUTRAL = {
+    "arch": "mlp", "image_size": 10, "leaky_slope": 0.01, "teacher_activation": "relu", "teacher_bn": "none",
+    "teacher_bn_affine": False, "student_activation": "relu", "student_bn": "none", "bn_affine": False,
+    "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "init_seed": None, "keep_correlations": False,
+    "keep_modulation": False, "matmul_precision": "ieee",
+}  # fmt: skip
+
+
+def test_the_registries_derive_from_the_fields_roles() -> None:
+    import pyarrow as pa
+
+    from spec_ray.engine import pack
+    from spec_ray.engine.spec_io import flat_roles
+    from spec_ray.storage import schema as S
+
+    assert pack.PER_RUN_FIELDS == _HAND_PER_RUN
+    assert set(pack.DATA_FIELDS) == _HAND_DATA
+    assert pack.NEUTRAL == _HAND_NEUTRAL
+    assert list(flat_roles()) == list(flat_fields(RunSpec()))  # one role per flat column, in order
+    nullable = {f.name for f in S.runs_schema() if f.name in flat_roles() and flat_roles()[f.name].nullable}
+    assert nullable == {"n_train", "iters_per_epoch", "init_seed"}
+    assert all(S.runs_schema().field(n).type == pa.int64() for n in nullable)
+
+
+def test_a_field_without_a_role_or_with_a_taken_name_is_refused(monkeypatch) -> None:
+    import dataclasses
+
+    from spec_ray.engine import spec as specs
+    from spec_ray.engine import spec_io
+    from spec_ray.engine.roles import role_field
+
+    @dataclasses.dataclass(frozen=True)
+    class Bare:
+        lr2: float = 0.1
+
+    monkeypatch.setitem(spec_io._SECTION_CLASSES, "train", Bare)
+    with pytest.raises(ValueError, match="spec field 'lr2' declares no role: define it with roles.role_field"):
+        spec_io.flat_roles()
+
+    @dataclasses.dataclass(frozen=True)
+    class Clash:
+        p: float = role_field(0.0, per_run=True)  # teacher.p's name
+
+    monkeypatch.setitem(spec_io._SECTION_CLASSES, "train", Clash)
+    with pytest.raises(ValueError, match="spec field name 'p' is used twice"):
+        spec_io.flat_roles()
+    monkeypatch.setitem(spec_io._SECTION_CLASSES, "train", specs.TrainSpec)
+    assert "lr" in spec_io.flat_roles()

@@ -133,7 +133,8 @@ def test_storage_uri_and_bad_storage(tmp_path) -> None:
 def test_schema_page_is_the_declarations() -> None:
     from pathlib import Path
 
-    from spec_ray.engine.spec import RunSpec, flat_fields
+    from spec_ray.engine.spec import RunSpec
+    from spec_ray.engine.spec_io import flat_fields
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
     for table in (*S.TABLES, *S.OPTIONAL_TABLES):
@@ -144,4 +145,8 @@ def test_schema_page_is_the_declarations() -> None:
     missing = [k for k in flat_fields(RunSpec()) if k not in rows]
     assert not missing, f"spec columns of the runs table missing from docs/schema.md: {missing}"
     assert S.runs_schema().names[: len(S.RUN_COLUMNS)] == [c.name for c in S.RUN_COLUMNS]
-    assert set(S.SPEC_COLUMNS) <= set(flat_fields(RunSpec()))  # analysis reads no column the runs table lacks
+    assert tuple(flat_fields(RunSpec())) == S.SPEC_COLUMNS  # derived from the roles, in the record's order
+    named = (S.P, S.MULTI, S.M, S.SEED, S.N_TRAIN, S.LOSS, S.AUGMENTATION, S.EPOCHS, S.ITERS_PER_EPOCH,
+             S.STEPS_PER_EPOCH, S.SUCCESS_THRESHOLD, S.DEPTH, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.KEEP_CORRELATIONS,
+             S.KEEP_MODULATION)  # fmt: skip
+    assert set(named) <= set(S.SPEC_COLUMNS)  # analysis reads no column the runs table lacks

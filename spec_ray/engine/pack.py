@@ -17,42 +17,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spec_ray.engine import arch
-from spec_ray.engine.spec import RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec_io import flat_fields, flat_roles
 
 if TYPE_CHECKING:  # torch is imported where a pack trains: the read side (verify, analysis) runs without it
     import torch
 
-# Fields that change no tensor shape, loop length or code path; all others must agree.
-PER_RUN_FIELDS = frozenset(
-    {
-        "seed", "p", "weight_choices", "normalize", "teacher_bias", "teacher_bias_spread", "calibrate", "init_std",
-        "init", "init_scale", "sigma", "augmentation", "agnostic_delta", "aware_alpha_lo", "aware_alpha_hi", "lr",
-        "lr_schedule", "init_seed",
-    }
-)  # fmt: skip
-# Fields that decide a run's inputs and minibatch order (teacher-aware data also
-# depends on the teacher's layer 1, hence its weight choices and bias).
-DATA_FIELDS = (
-    "seed", "d", "sigma", "n_train", "n_eval", "augmentation", "agnostic_delta",
-    "aware_alpha_lo", "aware_alpha_hi", "batch", "iters_per_epoch", "weight_choices", "normalize",
-    "teacher_bias", "teacher_bias_spread", "calibrate", "widths", "c",
-)  # fmt: skip
+# The registries the fields' roles give (spec_ray.engine.roles), read on every pack and run id.
+ROLES = flat_roles()
+PER_RUN_FIELDS = frozenset(name for name, role in ROLES.items() if role.per_run)
+"""Fields that change no tensor shape, loop length or code path; all others must agree in a pack."""
+DATA_FIELDS = tuple(name for name, role in ROLES.items() if role.data)
+"""Fields that decide a run's inputs and minibatch order (teacher-aware data also depends on
+the teacher's layer 1, hence its weight choices and bias)."""
+NEUTRAL = {name: role.neutral for name, role in ROLES.items() if not role.in_id_always}
+"""Fields added after results were first stored, at the value that leaves a run as it was (no
+BatchNorm, ReLU, plain SGD, ...): there they stay out of the run id, so ids of stored runs hold
+across versions. Fields that act only with another one (image_size with conv, leaky_slope with
+leaky_relu, the BN affine flags with BN) are neutral at their defaults."""
 
 
 def _digest(obj: object, size: int) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:size]
-
-
-# Fields added after results were first stored, at the value that leaves a run as it was
-# (no BatchNorm, ReLU, plain SGD, ...): there they stay out of the run id, so ids of stored
-# runs hold across versions. Fields that act only with another one (image_size with conv,
-# leaky_slope with leaky_relu, the BN affine flags with BN) are neutral at their defaults.
-NEUTRAL = {
-    "arch": "mlp", "image_size": 10, "leaky_slope": 0.01, "teacher_activation": "relu", "teacher_bn": "none",
-    "teacher_bn_affine": False, "student_activation": "relu", "student_bn": "none", "bn_affine": False,
-    "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0, "init_seed": None, "keep_correlations": False,
-    "keep_modulation": False, "matmul_precision": "ieee",
-}  # fmt: skip
 
 
 def run_id(spec: RunSpec) -> str:

@@ -8,11 +8,8 @@ Field names double as the ``runs`` table's column names (see ``spec_ray.storage.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import math
-import textwrap
 from dataclasses import dataclass, field
 
 from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES, MAX_SEEDS
@@ -23,6 +20,7 @@ from spec_ray.engine.checks import check_int as _check_int
 from spec_ray.engine.checks import check_unit as _check_unit
 from spec_ray.engine.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.checks import fail as _fail
+from spec_ray.engine.roles import role_field
 
 LOSSES = ("mse", "mse_mean", "ce")
 INITS = ("gaussian", "torch")
@@ -56,32 +54,32 @@ def seed_range(count: object) -> tuple[int, ...]:
 class TeacherSpec:
     """The fixed teacher network that labels the data."""
 
-    widths: tuple[int, ...] = (20,)
+    widths: tuple[int, ...] = role_field((20,), data=True)
     """Hidden widths m_l, lowest layer first; (20,) is the two-layer protocol."""
-    c: int = 50
+    c: int = role_field(50, data=True)
     """Output dimension."""
-    p: float = 0.0
+    p: float = role_field(0.0, per_run=True)
     """Polarity: fan-out weights of node j (0-based) are divided by (j+1)^p."""
-    weight_choices: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
+    weight_choices: tuple[float, ...] = role_field((-0.5, -0.25, 0.0, 0.25, 0.5), per_run=True, data=True)
     """Values the un-normalised teacher weight entries are drawn from."""
-    normalize: str = "first"
+    normalize: str = role_field("first", per_run=True, data=True)
     """first: layer-1 rows scaled to unit norm, the layers above kept as drawn, then the
     polarity division (two-layer protocol) | all: the polarity division first, then every
     layer's rows and biases divided by the row norm (deep protocol)."""
-    teacher_bias: float = -0.1
+    teacher_bias: float = role_field(-0.1, per_run=True, data=True)
     """Bias of every teacher node (hidden and output), the centre of its range."""
-    teacher_bias_spread: float = 0.0
+    teacher_bias_spread: float = role_field(0.0, per_run=True, data=True)
     """Biases drawn from U[teacher_bias - spread, teacher_bias + spread] (deep protocol: 0.5)."""
-    calibrate: bool = False
+    calibrate: bool = role_field(False, per_run=True, data=True)
     """Shift hidden biases by the median pre-activation on the eval set and rescale the
     output layer to zero mean and unit std (deep protocol)."""
-    teacher_activation: str = "relu"
+    teacher_activation: str = role_field("relu", neutral="relu")
     """relu | leaky_relu (slope model.leaky_slope) | linear: the teacher's hidden nonlinearity."""
-    teacher_bn: str = "none"
+    teacher_bn: str = role_field("none", neutral="none")
     """none | after_relu | before_relu: BatchNorm in the teacher, as the authors' --teacher_bn.
     The teacher is never trained and runs in eval mode, so its BN holds PyTorch's fresh running
     statistics (mean 0, variance 1): it scales by 1/sqrt(1 + 1e-5)."""
-    teacher_bn_affine: bool = False
+    teacher_bn_affine: bool = role_field(False, neutral=False)
     """Affine BN parameters in the teacher (fresh: weight 1, bias 0), as --teacher_bn_affine."""
 
     def __post_init__(self) -> None:
@@ -123,22 +121,22 @@ class TeacherSpec:
 class StudentSpec:
     """The over-realised student network."""
 
-    multi: int = 5
+    multi: int = role_field(5)
     """Over-realisation: student width n_l = multi * m_l at every hidden layer."""
-    init_std: float = 0.005
+    init_std: float = role_field(0.005, per_run=True)
     """Standard deviation of the Gaussian student weight init (biases start at 0)."""
-    init: str = "gaussian"
+    init: str = role_field("gaussian", per_run=True)
     """gaussian: N(0, init_std^2) weights, zero biases | torch: PyTorch's default Linear
     init (U[+-1/sqrt(fan_in)] weights and biases) times init_scale (deep protocol)."""
-    init_scale: float = 0.1
+    init_scale: float = role_field(0.1, per_run=True)
     """Scale of the torch init."""
-    student_activation: str = "relu"
+    student_activation: str = role_field("relu", neutral="relu")
     """relu | leaky_relu (slope model.leaky_slope) | linear: the student's hidden nonlinearity."""
-    student_bn: str = "none"
+    student_bn: str = role_field("none", neutral="none")
     """none | after_relu | before_relu: BatchNorm after every hidden layer's activation, or
     between its linear map and the activation (the authors' --bn and --bn_before_relu).
     Training uses batch statistics; checkpoint metrics use the running ones (eval mode)."""
-    bn_affine: bool = False
+    bn_affine: bool = role_field(False, neutral=False)
     """Trained affine weight and bias in the student's BN (the authors' --bn_affine)."""
 
     def __post_init__(self) -> None:
@@ -156,22 +154,22 @@ class StudentSpec:
 class DataSpec:
     """Inputs: Gaussian N(0, sigma^2 I), a fixed training set and a fresh evaluation set."""
 
-    d: int = 100
+    d: int = role_field(100, data=True)
     """Input dimension."""
-    sigma: float = 1.5
+    sigma: float = role_field(1.5, per_run=True, data=True)
     """Input standard deviation (authors' command 1.5; the paper's text says 10)."""
-    n_train: int | None = 10_000
+    n_train: int | None = role_field(10_000, data=True)
     """Training-set size after augmentation (the sample-size axis); None: online, a fresh
     Gaussian batch every step."""
-    n_eval: int = 10_000
+    n_eval: int = role_field(10_000, data=True)
     """Evaluation-set size (fresh Gaussian samples, never augmented)."""
-    augmentation: str = "none"
+    augmentation: str = role_field("none", per_run=True, data=True)
     """none | teacher_agnostic (Definition 7a) | teacher_aware (Definition 7b)."""
-    agnostic_delta: float = 0.1
+    agnostic_delta: float = role_field(0.1, per_run=True, data=True)
     """Shift +-delta along every axis for teacher_agnostic augmentation."""
-    aware_alpha_lo: float = 1.0
+    aware_alpha_lo: float = role_field(1.0, per_run=True, data=True)
     """Lower end of alpha ~ U[lo, hi], the teacher_aware shift off a boundary."""
-    aware_alpha_hi: float = 2.0
+    aware_alpha_hi: float = role_field(2.0, per_run=True, data=True)
     """Upper end of alpha ~ U[lo, hi]."""
 
     def __post_init__(self) -> None:
@@ -193,12 +191,12 @@ class DataSpec:
 class ModelSpec:
     """The architecture teacher and student share: layer kind, input image, activation slope."""
 
-    arch: str = "mlp"
+    arch: str = role_field("mlp", neutral="mlp")
     """mlp: fully connected layers | conv: 3x3 convolutions without padding (each shrinks the
     image by 2; teacher.widths are channels), then a linear map to c outputs (the authors' ModelConv)."""
-    image_size: int = 10
+    image_size: int = role_field(10, neutral=10)
     """conv: the input is a 1 x S x S Gaussian image, so data.d must be S^2 (default 10: d = 100)."""
-    leaky_slope: float = 0.01
+    leaky_slope: float = role_field(0.01, neutral=0.01)
     """Negative slope of leaky_relu (PyTorch's default)."""
 
     def __post_init__(self) -> None:
@@ -213,31 +211,31 @@ class TrainSpec:
     """SGD (with momentum and weight decay) or Adam on minibatches: drawn with replacement,
     or one shuffled pass an epoch."""
 
-    lr: float = 0.01
+    lr: float = role_field(0.01, per_run=True)
     """Learning rate."""
-    batch: int = 16
+    batch: int = role_field(16, data=True)
     """Minibatch size B."""
-    epochs: int = 100
+    epochs: int = role_field(100)
     """Number of epochs."""
-    iters_per_epoch: int | None = 1000
+    iters_per_epoch: int | None = role_field(1000, data=True)
     """SGD steps per epoch, minibatches drawn uniformly with replacement (two-layer protocol,
     online data) | None: an epoch is one shuffled pass over the training set without
     replacement, ceil(N/B) steps, the last batch holding the remainder (deep protocol)."""
-    loss: str = "mse"
+    loss: str = role_field("mse")
     """mse: (1/2) mean over the batch of the squared error summed over outputs (two-layer
     protocol) | mse_mean: mean over batch and outputs, as nn.MSELoss (deep protocol) | ce:
     cross-entropy with label = argmax of the teacher output."""
-    lr_schedule: tuple[tuple[int, float], ...] = ()
+    lr_schedule: tuple[tuple[int, float], ...] = role_field((), per_run=True)
     """(epoch, lr) pairs: from that epoch on, that learning rate (deep protocol: ((20, 0.1),))."""
-    dtype: str = "float32"
+    dtype: str = role_field("float32")
     """float32 | float64 (the authors used float64)."""
-    optimizer: str = "sgd"
+    optimizer: str = role_field("sgd", neutral="sgd")
     """sgd | adam, each with torch.optim's semantics (Adam: betas 0.9, 0.999, eps 1e-8)."""
-    momentum: float = 0.0
+    momentum: float = role_field(0.0, neutral=0.0)
     """SGD momentum in [0, 1), dampening 0, as torch.optim.SGD."""
-    weight_decay: float = 0.0
+    weight_decay: float = role_field(0.0, neutral=0.0)
     """L2 penalty added to the gradient (torch.optim's weight_decay), SGD and Adam."""
-    matmul_precision: str = "ieee"
+    matmul_precision: str = role_field("ieee", neutral="ieee")
     """Arithmetic of the training steps' float32 matmuls and convolutions: ieee (fp32) | bf16
     (CPU: oneDNN rounds the operands to bfloat16, accumulates in fp32) | tf32 (CUDA tensor
     cores). Weights, updates and every metric stay fp32; float64 runs take ieee only."""
@@ -282,20 +280,20 @@ class TrainSpec:
 class CheckpointSpec:
     """When metrics are taken and what counts as a recovered teacher node."""
 
-    first_epoch_points: int = 8
+    first_epoch_points: int = role_field(8)
     """Log-spaced checkpoints inside the first epoch (for the dynamics figure)."""
-    every_epochs: int = 1
+    every_epochs: int = role_field(1)
     """A checkpoint every this many epochs (the last epoch always has one)."""
-    success_threshold: float = 0.95
+    success_threshold: float = role_field(0.95)
     """A teacher node is recovered when its best correlation exceeds this."""
-    train_every_epochs: int = 10
+    train_every_epochs: int = role_field(10)
     """Train loss, full-batch gradient norm and train-set correlations every this many
     epochs, at init and at the end (0: never); they cost more than the eval metrics."""
-    keep_correlations: bool = False
+    keep_correlations: bool = role_field(False, neutral=False)
     """Also write every checkpoint's teacher x student correlations (eval set) to the
     ``correlations`` table: Luck Matters' rank of the final winners needs them (sum of m_l n_l
     rows a run and checkpoint)."""
-    keep_modulation: bool = False
+    keep_modulation: bool = role_field(False, neutral=False)
     """Also write the top-down modulation beta* and H* (Luck Matters sec. 5, fig. 16) of every
     hidden layer at the first and the last checkpoint to the ``modulation`` table (MLP only;
     sum of n_l m_l rows a run and checkpoint)."""
@@ -334,9 +332,9 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
-    seed: int = 1
+    seed: int = role_field(1, per_run=True, data=True)
     """Seed of every random stream of the run (teacher, data, init, minibatch order)."""
-    init_seed: int | None = None
+    init_seed: int | None = role_field(None, per_run=True, neutral=None)
     """Seed of the student init alone; None: ``seed``. Runs that differ only in it share the
     teacher, data and minibatches: several students under one teacher."""
 
@@ -443,66 +441,3 @@ def apply_overrides(spec: RunSpec, changes: dict[str, object]) -> RunSpec:
     for section, fields_ in sections.items():
         top[section] = dataclasses.replace(getattr(spec, section), **fields_)
     return dataclasses.replace(spec, **top)
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The one-line doc under each field of a spec dataclass (for --help and docs)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = str(after.value.value).strip()
-    return docs
-
-
-def _tuple_text(value: tuple) -> str:
-    """(20,) -> '20'; (-0.5, 0.5) -> '-0.5_0.5'; ((20, 0.1),) -> '20:0.1'."""
-    items = [":".join(_tuple_text((x,)) for x in v) if isinstance(v, tuple) else f"{v:g}" for v in value]
-    return "_".join(items)
-
-
-def flat_fields(spec: RunSpec) -> dict[str, object]:
-    """Every spec field as one flat ``{column: value}`` record (tuples as strings)."""
-    out: dict[str, object] = {"seed": spec.seed}
-    for section in SECTIONS:
-        for f in dataclasses.fields(getattr(spec, section)):
-            value = getattr(getattr(spec, section), f.name)
-            if isinstance(value, tuple):
-                value = _tuple_text(value)
-            out[f.name] = value
-    out["init_seed"] = spec.init_seed
-    out["m"] = spec.teacher.m
-    out["depth"] = spec.teacher.depth
-    out["steps_per_epoch"] = spec.steps_per_epoch
-    return out
-
-
-def spec_to_dict(spec: RunSpec) -> dict:
-    """A JSON-ready nested dict of the spec (tuples as lists)."""
-    return dataclasses.asdict(spec)
-
-
-REMOVED = {"train": ("device",)}
-"""Fields of older versions that no longer exist, dropped when their sweep.json is read: where a
-pack trains is its trial's placement (``Pack.placement``), not part of a run."""
-
-
-def _without_removed(section: str, fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k not in REMOVED.get(section, ())}
-
-
-def spec_from_dict(data: dict) -> RunSpec:
-    """Inverse of ``spec_to_dict``; validates like the constructor."""
-    classes = {f.name: f.type for f in dataclasses.fields(RunSpec)}
-    sections = {
-        "model": ModelSpec,
-        "teacher": TeacherSpec,
-        "student": StudentSpec,
-        "data": DataSpec,
-        "train": TrainSpec,
-        "checkpoint": CheckpointSpec,
-    }
-    kwargs = {name: sections[name](**_without_removed(name, data.get(name, {}))) for name in SECTIONS}
-    kwargs.update({k: v for k, v in data.items() if k not in SECTIONS and k in classes})
-    return RunSpec(**kwargs)

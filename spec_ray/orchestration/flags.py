@@ -11,6 +11,7 @@ import typing
 from collections.abc import Collection
 
 from spec_ray.engine import spec as specs
+from spec_ray.engine.spec_io import field_docs
 
 NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
 
@@ -73,7 +74,7 @@ def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | N
     groups = [(section, type(getattr(specs.RunSpec(), section))) for section in specs.SECTIONS] + [("run", None)]
     for section, cls in groups:
         hints = typing.get_type_hints(cls or specs.RunSpec)
-        docs = specs.field_docs(cls or specs.RunSpec)
+        docs = field_docs(cls or specs.RunSpec)
         title = f"{section} (several values make an axis)" if several is None else section
         group = parser.add_argument_group(title)
         for f in dataclasses.fields(cls) if cls else top:  # run: top-level fields; seeds come from --seeds

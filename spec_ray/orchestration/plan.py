@@ -20,7 +20,8 @@ from functools import partial
 
 from spec_ray.engine.pack import Pack, run_id
 from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import RunSpec, check_matmul_precision, flat_fields
+from spec_ray.engine.spec import RunSpec, check_matmul_precision
+from spec_ray.engine.spec_io import flat_fields
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
 from spec_ray.storage.manifest import packs_from_dict, read_sweep
 from spec_ray.storage.reuse import Source, find_done

@@ -22,7 +22,8 @@ import typing
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import RunSpec, seed_range, spec_to_dict
+from spec_ray.engine.spec import RunSpec, seed_range
+from spec_ray.engine.spec_io import spec_to_dict
 from spec_ray.orchestration import dryrun, mkl_dispatch
 from spec_ray.orchestration.cluster import (
     check_address,

@@ -19,7 +19,7 @@ from ray import tune
 
 from spec_ray.engine.metrics import Checkpoint, rho_mean, success
 from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec import spec_from_dict
+from spec_ray.engine.spec_io import spec_from_dict
 from spec_ray.engine.trainer import PackState
 from spec_ray.orchestration.runner import device_name, finished, run_pack
 from spec_ray.storage.traces import TraceStore

@@ -13,7 +13,7 @@ import posixpath
 import pyarrow.fs as pafs
 
 from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec import spec_from_dict, spec_to_dict
+from spec_ray.engine.spec_io import spec_from_dict, spec_to_dict
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore, is_uri, open_storage
 
 SWEEP_FILE = "sweep.json"

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from spec_ray.engine.metrics import Checkpoint, scalar_columns, student_columns, teacher_columns
 from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec import flat_fields
+from spec_ray.engine.spec_io import flat_fields
 from spec_ray.storage import schema as S
 
 

@@ -43,7 +43,8 @@ from spec_ray.engine.names import (
     TRAIN_LOSS,
     H,
 )
-from spec_ray.engine.spec import RunSpec, flat_fields
+from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec_io import flat_fields, flat_roles
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
@@ -78,8 +79,8 @@ WIDTHS = "widths"
 STUDENT_BN = "student_bn"
 KEEP_CORRELATIONS = "keep_correlations"
 KEEP_MODULATION = "keep_modulation"
-SPEC_COLUMNS = (P, MULTI, M, SEED, N_TRAIN, LOSS, AUGMENTATION, EPOCHS, ITERS_PER_EPOCH, STEPS_PER_EPOCH,
-                SUCCESS_THRESHOLD, DEPTH, ARCH, WIDTHS, STUDENT_BN, KEEP_CORRELATIONS, KEEP_MODULATION)  # fmt: skip
+SPEC_COLUMNS = tuple(flat_roles())
+"""Every spec column of the runs table, in order (spec_ray.engine.spec_io)."""
 
 # Columns of the runs table beyond the spec fields.
 PACK_ID = "pack_id"
@@ -222,8 +223,9 @@ if __name__ == "__main__":
 
 
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-# None: online data, shuffled passes, the init drawn from `seed`
-_NULLABLE = {"n_train": pa.int64(), "iters_per_epoch": pa.int64(), "init_seed": pa.int64()}
+# Nullable fields (the roles read them from `int | None`: online data, shuffled passes, the init
+# drawn from `seed`) are integers wherever they are used.
+_NULLABLE = {name: pa.int64() for name, role in flat_roles().items() if role.nullable}
 
 
 def runs_schema(spec: RunSpec | None = None) -> pa.Schema:
