@@ -19,14 +19,21 @@ def build_parser() -> Parser:
     report.add_argument(
         "--out", default=None, help="output folder, a path or a URI like RESULTS (default: RESULTS/report)"
     )
-    query = sub.add_parser("query", help="run SQL over the tables runs, teacher_nodes, student_nodes, scalars")
+    tables = ", ".join((*S.TABLES, *S.OPTIONAL_TABLES))
+    query = sub.add_parser("query", help=f"run SQL over the tables {tables} (the opt-in ones where stored)")
     query.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
     query.add_argument("sql", help='e.g. "select p, avg(rho_mean) from scalars join runs using (run_id) group by p"')
+    query.add_argument("--out", default=None, help="write the result to FILE.csv or FILE.parquet (pandas reads "
+                       "either) instead of printing it")  # fmt: skip
     return parser
 
 
-def query(results: str, sql: str) -> str:
-    """The SQL's result as text; each table is a DuckDB view over its Arrow dataset."""
+OUT_FORMATS = (".csv", ".parquet")
+
+
+def query_frame(results: str, sql: str):
+    """The SQL's result as a pandas frame; every table the results hold is a DuckDB view over its
+    Arrow dataset (``correlations`` and ``modulation`` where some experiment kept them)."""
     try:
         import duckdb
     except ImportError:
@@ -37,11 +44,29 @@ def query(results: str, sql: str) -> str:
     con = duckdb.connect()
     for table in S.TABLES:
         con.register(table, res.dataset(table))
+    for table in S.OPTIONAL_TABLES:
+        if res.has_any(table):
+            con.register(table, res.dataset(table, optional=True))
     try:
-        frame = con.sql(sql).df()
+        return con.sql(sql).df()
     except duckdb.Error as err:
-        raise AnalysisError(f"sql is invalid: {err}") from None
-    return frame.to_string(index=False)
+        absent = [t for t in S.OPTIONAL_TABLES if t in sql and not res.has_any(t)]
+        hint = f" ({', '.join(absent)}: not kept by these runs; see checkpoint.keep_{absent[0]})" if absent else ""
+        raise AnalysisError(f"sql is invalid: {err}{hint}") from None
+
+
+def query(results: str, sql: str, out: str | None = None) -> str:
+    """The SQL's result as text, or written to ``out`` (.csv or .parquet) with a line saying so."""
+    if out is not None and not out.endswith(OUT_FORMATS):
+        raise AnalysisError(f"out={out!r} is invalid: allowed a file name ending in {' or '.join(OUT_FORMATS)}")
+    frame = query_frame(results, sql)
+    if out is None:
+        return frame.to_string(index=False)
+    try:
+        frame.to_csv(out, index=False) if out.endswith(".csv") else frame.to_parquet(out, index=False)
+    except OSError as err:
+        raise AnalysisError(f"out={out!r} is not writable: {err.strerror or err}") from None
+    return f"wrote {len(frame)} rows x {len(frame.columns)} columns to {out}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             path = build_report(args.results, out)
             print(f"wrote {path} and its figures")
         else:
-            print(query(args.results, args.sql))
+            print(query(args.results, args.sql, args.out))
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ read are left out of every dataset, so a corrupt file costs its pack's runs, not
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class Results:
     runs: pd.DataFrame = field(init=False)
     """Every run: spec fields, status, and ``state`` in {done, diverged, unfinished, incomplete}."""
     memo: dict = field(init=False, default_factory=dict)
-    """Frames several queries share, computed once (``queries.luck_per_run``)."""
+    """Frames several queries share, computed once (``analysis.registry.frame``, ``luck.queries.luck_per_run``)."""
     broken: list[PackCheck] = field(init=False, default_factory=list)
     """Packs stored as done whose files ``verify`` finds short or corrupt."""
     unchecked: list[str] = field(init=False, default_factory=list)
@@ -85,6 +86,12 @@ class Results:
         if S.STEPS_PER_EPOCH not in self.runs:  # written before epochs could be shuffled passes
             self.runs[S.STEPS_PER_EPOCH] = self.runs[S.ITERS_PER_EPOCH]
         self.runs["final_step"] = self.runs[S.EPOCHS] * self.runs[S.STEPS_PER_EPOCH]
+
+    def view(self, runs: pd.DataFrame) -> Results:
+        """These results restricted to ``runs`` (rows of ``self.runs``), with a memo of their own."""
+        out = copy.copy(self)
+        out.runs, out.memo = runs, {}
+        return out
 
     def _check(self) -> None:
         """``verify`` every experiment that has a sweep.json: its broken packs, and the files to skip."""

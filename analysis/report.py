@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis import claims, figures, luck_claims, luck_modulation, queries
+from analysis import icml, luck
 from analysis.load import AnalysisError, Results, open_results
+from analysis.registry import Paper, frame
 from spec_ray.storage import schema as S
 from spec_ray.storage import verify
 from spec_ray.storage.traces import is_uri, open_storage
@@ -20,62 +21,19 @@ from spec_ray.storage.traces import is_uri, open_storage
 NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", S.SEED,
             "state", "final_step", "device", "pack", S.TRAINED_ON}  # fmt: skip
 
-
-def _if_varies(column: str, query):
-    """Run ``query`` only when the done runs vary in ``column`` (else: no data, no figure)."""
-    return lambda res: query(res) if res.done[column].nunique() > 1 else pd.DataFrame()
-
-
-# name, title, caption, query, draw: every figure the report can render.
-FIGURES = [
-    ("success_rate", "Figure 7: success rate",
-     "Success rate over seeds per teacher node (strongest first); dotted after 5 epochs, solid at the end.",
-     queries.success_rate, figures.success_rate),
-    ("dynamics", "Figure 8: specialization dynamics",
-     "Best correlation of each teacher node vs iteration, mean over seeds; blue strongest, red weakest.",
-     queries.dynamics, figures.dynamics),
-    ("lshape", "Figure 5: specialization vs fan-out norm",
-     "Every student node at the end; unspecialized nodes should have small fan-out norms.",
-     queries.lshape, figures.lshape),
-    ("loss_curves", "Loss curves", "log10 evaluation loss, mean +- std over seeds.",
-     queries.loss_curves, figures.loss_curves),
-    ("sample_size", "Figure 6: sample size", "rho_mean per layer and evaluation loss vs training samples.",
-     _if_varies(S.N_TRAIN, queries.sample_size), figures.sample_size),
-    ("teacher_aware", "Figure 9: teacher-aware vs agnostic data",
-     "Final train (dashed) and evaluation (solid) MSE vs training samples.",
-     _if_varies(S.AUGMENTATION, queries.teacher_aware), figures.teacher_aware),
-    ("luck_rho", "Luck Matters figs. 5, 19, 20: rho-bar per layer",
-     "Mean over teacher nodes of the best correlation, per layer (0 = lowest), mean over seeds with min/max band; "
-     "dashed: a finite training set, solid: infinite data.",
-     queries.luck_rho, figures.luck_rho),
-    ("luck_rank", "Luck Matters figs. 5, 17, 18: rank of the final winners",
-     "The rank of each teacher node's final best student among all students at every epoch (0 = first), mean "
-     "(min/max band over seeds; dashed: finite data) and median (dotted) over teacher nodes; 0 at the end by "
-     "definition.",
-     queries.luck_rank, figures.luck_rank),
-    ("luck_size", "Luck Matters fig. 15a: small vs large FC teachers",
-     "rho-bar (mean over layers) per FC teacher size, panels per student BN; band min/max over seeds.",
-     queries.luck_size, figures.luck_size),
-    ("luck_data", "Luck Matters figs. 15b, 20: finite vs infinite data",
-     "rho-bar (mean over layers), dashed: the fixed training set, solid: a fresh batch every step.",
-     queries.luck_data, figures.luck_data),
-    ("luck_beta", "Luck Matters fig. 16: beta* and H* before and after training",
-     "One run (no BN, finite data, lowest seed): the top-down modulation beta* and its activity-gated H*, teacher "
-     "nodes down, student nodes across, grouped by their final best teacher (gray lines between groups) and by falling "
-     "correlation within a group; colors scaled to each panel's largest |entry|.",
-     luck_modulation.matrices, figures.luck_beta),
-]  # fmt: skip
+PAPERS: tuple[Paper, ...] = (icml.PAPER, luck.PAPER)
+"""Every paper whose figures and claims the report can render, in the report's order."""
 
 
 def configurations(res: Results) -> pd.DataFrame:
     """One row per configuration (the columns that vary across runs): runs by state."""
     axes = [c for c in res.runs.columns if c not in NOT_AXES and res.runs[c].nunique(dropna=False) > 1]
     keys = axes or ["experiment"]
-    table = res.runs.groupby(keys + ["state"]).size().unstack("state", fill_value=0)
+    table = res.runs.groupby(keys + ["state"], dropna=False).size().unstack("state", fill_value=0)
     for state in ("done", "diverged", "unfinished"):
         if state not in table.columns:
             table[state] = 0
-    seeds = res.runs.groupby(keys)[S.SEED].nunique().rename("seeds")
+    seeds = res.runs.groupby(keys, dropna=False)[S.SEED].nunique().rename("seeds")
     return table[["done", "diverged", "unfinished"]].join(seeds).reset_index()
 
 
@@ -135,33 +93,29 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
     (out / "data").mkdir(exist_ok=True)
     counts = res.counts()
     sections: list[tuple[str, str, str]] = []  # (title, caption, png file name)
-    found = []
-
-    def render(name: str, title: str, caption: str, frame: pd.DataFrame, draw) -> pd.DataFrame:
-        if not frame.empty:
-            frame.to_csv(out / "data" / f"{name}.csv", index=False)
-            draw(frame, out / name)
-            sections.append((title, caption, f"{name}.png"))
-        return frame
-
+    found, missing, criteria = [], [], []
     if counts["done"]:
-        threshold = float(res.done[S.SUCCESS_THRESHOLD].iloc[0])
-        frames = {name: render(name, title, caption, query(res), draw) for name, title, caption, query, draw in FIGURES}
-        success = frames["success_rate"]
-        found = [
-            claims.claim1(success),
-            claims.claim2(queries.seed_success(res)),
-            claims.claim3(success, queries.first_success(res)),
-            claims.claim4(frames["lshape"], threshold),
-            claims.claim5(frames["sample_size"]),
-            claims.claim6(frames["teacher_aware"]),
-            luck_claims.claim7(frames["luck_rho"]),
-            luck_claims.claim8(frames["luck_rank"]),
-            luck_claims.claim9(frames["luck_rho"], frames["luck_rank"]),
-            luck_claims.claim10(frames["luck_rho"]),
-            luck_claims.claim11(queries.in_norm_change(res)),
-            luck_claims.claim12(luck_modulation.winner_ranks(res)),
-        ]
+        for paper in PAPERS:
+            shown = False
+            for fig in paper.figures:
+                view = fig.needs.select(res)
+                data = frame(view, fig.query) if view is not None else pd.DataFrame()
+                if data.empty:
+                    missing.append(f"{fig.name} ({fig.needs.describe()})")
+                    continue
+                data.to_csv(out / "data" / f"{fig.name}.csv", index=False)
+                fig.draw(data, out / fig.name)
+                sections.append((fig.title, fig.caption_for(data), f"{fig.name}.png"))
+                shown = True
+            for claim in paper.claims:
+                view = claim.needs.select(res)
+                if view is None:
+                    missing.append(f"claim {claim.number} ({claim.needs.describe()})")
+                    continue
+                found.append(claim.check(view))
+                shown = True
+            if shown:
+                criteria.append(paper.criteria)
     text = [
         "# spec-ray report",
         "",
@@ -178,15 +132,7 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
         "|---|---|---|---|",
         *[f"| {c.number} | {c.text} | {c.evidence} | **{c.verdict}** |" for c in found],
         "",
-        "Criteria are in `analysis/claims.py` and docs/protocol.md: strongest/weakest = the first/last "
-        f"quarter of teacher nodes; rates within {claims.TOLERANCE} are equal, both >= {1 - claims.TOLERANCE:g} "
-        "is a tie; claim 2 is a paired bootstrap over seeds within each p; claim 3 a Spearman correlation > "
-        f"{claims.MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < "
-        f"{claims.UNSPECIALIZED_BELOW}. Luck Matters (`analysis/luck_claims.py`): growth = rho-bar up by "
-        f">= {luck_claims.GROWTH}; lucky = winners' mean rank at init < {luck_claims.LUCKY_BELOW}; differences "
-        f"under {luck_claims.BN_MARGIN} are none; conserved = median relative change < {luck_claims.CONSERVED_BELOW}; "
-        f"concentrated = winners' mean rank in H* < {luck_claims.CONCENTRATED_BELOW}.",
-        "",
+        *[line for c in criteria for line in (c, "")],
         "## Figures",
         "",
     ]
@@ -194,6 +140,8 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
         text += [f"### {title}", "", caption, "", f"![{title}]({png})", ""]
     if not sections:
         text += ["No finished runs yet: nothing to draw.", ""]
+    if missing:
+        text += ["Not shown, for want of data: " + "; ".join(missing) + ".", ""]
     text += ["## Runs and configurations", "", _markdown(configurations(res)), ""]
     text += [f"Report built in {time.perf_counter() - began:.1f} s; figure data as CSV in `data/`.", ""]
     report = out / "report.md"

@@ -39,7 +39,7 @@ from spec_ray.engine import arch, construct, metrics  # noqa: E402
 from spec_ray.engine.pack import Pack  # noqa: E402
 from spec_ray.engine.protocols import DEEP  # noqa: E402
 from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps  # noqa: E402
-from spec_ray.engine.spec import RunSpec  # noqa: E402
+from spec_ray.engine.spec import NO_BF16, RunSpec, cpu_has_bf16  # noqa: E402
 from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
 from spec_ray.orchestration import mkl_dispatch  # noqa: E402
 
@@ -176,6 +176,9 @@ def precision_section(multis: list[int], packed_steps: int, dev: str, peak: floa
     """The shared two-layer pack with ieee matmuls and with the device's reduced precision (bf16 on
     CPU, tf32 on CUDA), alternated twice, the best of each kept: the VM's rate drifts within a run."""
     reduced = "tf32" if dev.startswith("cuda") else "bf16"
+    if reduced == "bf16" and not cpu_has_bf16():
+        print(f"bf16_speedup=n/a ({NO_BF16.removeprefix('ieee on ')})")
+        return
     print(f"matmul precision: shared pack of 32 runs, ieee vs {reduced}; run-steps/s (best of 2, alternated)")
     print(f"{'multi':>5} {'ieee':>11} {reduced:>11} {'x ' + reduced:>9} {'GFLOP/s ' + reduced:>13} {'% peak':>7}")
     ratios = []

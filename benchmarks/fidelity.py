@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # benchmarks/analysis.py would shadow the analysis package: import the recipe by path instead.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
+from analysis.icml.queries import seed_success  # noqa: E402
 from analysis.load import open_results  # noqa: E402
-from analysis.queries import seed_success  # noqa: E402
 from benchmarks.authors_recipe import Recipe, train  # noqa: E402
 
 Z_LIMIT = 3.0

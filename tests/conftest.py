@@ -14,6 +14,21 @@ from spec_ray.engine.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec,
 
 _SHARED_RAY: dict[str, str] = {}
 
+FAST_TIER = "not slow"
+"""``pytest -m "not slow"``: the fast tier (README), the tests that start no Ray and no process."""
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: starts Ray or a process, or trains for long: not in the fast tier")
+    if config.getoption("markexpr", "") == FAST_TIER:  # a test that starts a process is mislabeled: fail it
+
+        def refuse(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a fast-tier test started a process (or Ray): mark it @pytest.mark.slow")
+
+        import subprocess
+
+        subprocess.Popen.__init__ = refuse
+
 
 def shared_ray() -> dict[str, str]:
     """The environment of a client of one local Ray head shared by the tests' sweeps, started on first use.

@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import tiny_spec
 from PIL import Image
 
-from analysis import claims, queries
+from analysis import verdicts
+from analysis.icml import claims, queries
 from analysis.load import AnalysisError, open_results
+from analysis.luck import queries as luck_queries
 from analysis.report import build_report
 from benchmarks.synthetic import write_experiment
 from spec_ray.engine.pack import Pack
@@ -58,10 +61,10 @@ def test_claim1_supported_when_strong_nodes_win_and_not_when_reversed(tmp_path: 
     kw = {"ps": (0.0, 1.0, 2.0), "multis": (1,), "m": 8, "epochs": 6, "iters": 50}
     good = claims.claim1(queries.success_rate(synthetic(tmp_path / "a", strong_first, **kw)))
     bad = claims.claim1(queries.success_rate(synthetic(tmp_path / "b", weak_first, **kw)))
-    assert good.verdict == claims.SUPPORTED and "p=2: strongest 1.00 vs weakest 0.00" in good.evidence
-    assert bad.verdict == claims.NOT_SUPPORTED and "p=2: strongest 0.00 vs weakest 1.00" in bad.evidence
+    assert good.verdict == verdicts.SUPPORTED and "p=2: strongest 1.00 vs weakest 0.00" in good.evidence
+    assert bad.verdict == verdicts.NOT_SUPPORTED and "p=2: strongest 0.00 vs weakest 1.00" in bad.evidence
     one_p = claims.claim1(queries.success_rate(synthetic(tmp_path / "c", strong_first, ps=(2.0,), m=8)))
-    assert one_p.verdict == claims.NO_DATA
+    assert one_p.verdict == verdicts.NO_DATA
 
 
 def test_claim2_through_the_per_seed_query(tmp_path: Path) -> None:
@@ -69,12 +72,12 @@ def test_claim2_through_the_per_seed_query(tmp_path: Path) -> None:
     seeds = queries.seed_success(res)
     assert len(seeds) == 3 * 3 and set(seeds[seeds["multi"] == 1]["success"]) == {0.5}
     claim = claims.claim2(seeds)
-    assert claim.verdict == claims.SUPPORTED and "p=1: 0.50 -> 1.00 [+0.50, +0.50]" in claim.evidence
+    assert claim.verdict == verdicts.SUPPORTED and "p=1: 0.50 -> 1.00 [+0.50, +0.50]" in claim.evidence
     flat = synthetic(tmp_path / "b", strong_first, ps=(0.0,), multis=(1, 2), m=8, epochs=6, iters=50)
-    assert claims.claim2(queries.seed_success(flat)).verdict == claims.NO_DATA  # all 1.0: a tie, nothing to test
+    assert claims.claim2(queries.seed_success(flat)).verdict == verdicts.NO_DATA  # all 1.0: a tie, nothing to test
     worse = synthetic(tmp_path / "c", lambda p, multi, node, m: more_with_multi(p, 6 - multi, node, m), ps=(1.0,),
                       multis=(1, 5), m=8, epochs=6, iters=50)  # fmt: skip
-    assert claims.claim2(queries.seed_success(worse)).verdict == claims.NOT_SUPPORTED
+    assert claims.claim2(queries.seed_success(worse)).verdict == verdicts.NOT_SUPPORTED
 
 
 def test_claim3_early_vs_final_and_strong_nodes_first(tmp_path: Path) -> None:
@@ -86,17 +89,17 @@ def test_claim3_early_vs_final_and_strong_nodes_first(tmp_path: Path) -> None:
     weak = first[(first["p"] == 2.0) & (first["node"] >= 4)]
     assert weak["first_step"].isna().all() and not weak["recovered"].any()  # never recovered
     claim = claims.claim3(queries.success_rate(res), first)
-    assert claim.verdict == claims.SUPPORTED
+    assert claim.verdict == verdicts.SUPPORTED
     short = synthetic(tmp_path / "short", strong_first, ps=(0.0, 2.0), epochs=5, iters=50)
-    assert claims.claim3(queries.success_rate(short), queries.first_success(short)).verdict == claims.NO_DATA
+    assert claims.claim3(queries.success_rate(short), queries.first_success(short)).verdict == verdicts.NO_DATA
 
 
 def test_claim4_fanout_of_unspecialized_students(tmp_path: Path) -> None:
     lshape = queries.lshape(synthetic(tmp_path, strong_first, m=6))
     assert lshape["on_train"].all() and len(lshape) == 3 * 2 * 3 * 6 * 1.5  # p x multi{1,2} x seeds x n
-    assert claims.claim4(lshape, 0.95).verdict == claims.SUPPORTED  # synthetic: norm ~ corr^4
+    assert claims.claim4(lshape, 0.95).verdict == verdicts.SUPPORTED  # synthetic: norm ~ corr^4
     flipped = lshape.assign(fanout_norm=1.0 / (0.1 + lshape["fanout_norm"]))
-    assert claims.claim4(flipped, 0.95).verdict == claims.NOT_SUPPORTED
+    assert claims.claim4(flipped, 0.95).verdict == verdicts.NOT_SUPPORTED
 
 
 def _rows(n_train, loss, layer, rho, eval_loss):
@@ -109,16 +112,16 @@ def test_claim5_and_claim6_on_known_tables() -> None:
     import pandas as pd
 
     up = _rows([1000, 1000, 8000, 8000], ["mse"] * 4, [1, 2, 1, 2], [0.6, 0.5, 0.9, 0.7], [1.0, 1.0, 0.1, 0.1])
-    assert claims.claim5(up).verdict == claims.SUPPORTED
+    assert claims.claim5(up).verdict == verdicts.SUPPORTED
     top_layer_best = up.assign(rho_mean=[0.6, 0.7, 0.8, 0.95])
-    assert claims.claim5(top_layer_best).verdict == claims.NOT_SUPPORTED
-    assert claims.claim5(up[up["n_train"] == 1000]).verdict == claims.NO_DATA
+    assert claims.claim5(top_layer_best).verdict == verdicts.NOT_SUPPORTED
+    assert claims.claim5(up[up["n_train"] == 1000]).verdict == verdicts.NO_DATA
     aware = pd.DataFrame({"n_train": [100, 100, 1000, 1000], "augmentation": ["none", "teacher_aware"] * 2,
                           "set": "eval", "mse": [4.0, 0.5, 0.2, 0.2], "std": 0.0, "seeds": 3})  # fmt: skip
     claim = claims.claim6(aware)
-    assert claim.verdict == claims.SUPPORTED and "ratio 0.12" in claim.evidence
-    assert claims.claim6(aware.assign(mse=[1.0, 0.9, 0.2, 0.2])).verdict == claims.NOT_SUPPORTED
-    assert claims.claim6(aware[aware["augmentation"] == "none"]).verdict == claims.NO_DATA
+    assert claim.verdict == verdicts.SUPPORTED and "ratio 0.12" in claim.evidence
+    assert claims.claim6(aware.assign(mse=[1.0, 0.9, 0.2, 0.2])).verdict == verdicts.NOT_SUPPORTED
+    assert claims.claim6(aware[aware["augmentation"] == "none"]).verdict == verdicts.NO_DATA
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +172,16 @@ def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experimen
 def test_facets_wrap_at_three_panels_a_row(tmp_path: Path) -> None:
     import pandas as pd
 
-    from analysis import figures
+    from analysis import plots
+    from analysis.icml import figures
 
     frame = pd.DataFrame([{"p": p, "multi": 1, "m": 4, "loss": "mse", "epoch": e, "log10_eval_loss": -e, "std": 0.1,
                            "seeds": 2} for p in (0, 0.5, 1, 1.5, 2, 2.5) for e in range(4)])  # fmt: skip
     figures.loss_curves(frame, tmp_path / "curves")
     with Image.open(tmp_path / "curves.png") as img:
         assert 1.2 < img.width / img.height < 2.0  # 3 x 2 panels, not 6 x 1 (2496 x 416 px)
-    assert figures.loss_label(["mse"]) == "evaluation loss\n(MSE, mean over samples and outputs)"
-    assert figures.loss_label(["mse_mean", "ce"]).splitlines()[1:] == [
+    assert plots.loss_label(["mse"]) == "evaluation loss\n(MSE, mean over samples and outputs)"
+    assert plots.loss_label(["mse_mean", "ce"]).splitlines()[1:] == [
         "(cross-entropy (nats), mean over samples)",
         "(MSE, mean over samples and outputs)",
     ]
@@ -226,6 +230,24 @@ def test_cli_bad_paths_exit_2(engine_experiment: Path, tmp_path: Path) -> None:
     assert "report" in help_text and "query" in help_text
 
 
+def test_query_writes_csv_or_parquet_and_names_a_missing_opt_in_table(engine_experiment: Path, tmp_path: Path,
+                                                                      capsys) -> None:  # fmt: skip
+    from analysis.cli import main as analysis_main
+
+    sql = "select p, count(*) as n from runs where status = 'done' group by p order by p"
+    assert analysis_main(["query", str(engine_experiment), sql, "--out", str(tmp_path / "n.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "n.csv")
+    runs = open_results(str(engine_experiment)).runs
+    assert frame["n"].sum() == (runs["status"] == "done").sum() and list(frame.columns) == ["p", "n"]
+    assert "wrote 2 rows x 2 columns" in capsys.readouterr().out
+    assert analysis_main(["query", str(engine_experiment), sql, "--out", str(tmp_path / "n.xlsx")]) == 2
+    assert analysis_main(["query", str(engine_experiment), "select * from modulation"]) == 2
+    err = capsys.readouterr().err
+    assert "n.xlsx' is invalid: allowed a file name ending in .csv or .parquet" in err
+    assert "modulation: not kept by these runs; see checkpoint.keep_modulation" in err
+    assert not (tmp_path / "n.xlsx").exists()
+
+
 def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monkeypatch) -> None:
     from analysis.cli import query
 
@@ -237,7 +259,7 @@ def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monke
 def test_the_read_side_imports_no_torch_and_no_ray() -> None:
     engine = ("torch", "ray", "spec_ray.engine.trainer", "spec_ray.orchestration.runner", "spec_ray.engine.construct")
     code = (
-        "import sys, analysis.report, analysis.cli, analysis.queries, analysis.load, analysis.claims\n"
+        "import sys, analysis.report, analysis.cli, analysis.icml, analysis.luck, analysis.load\n"
         f"print([m for m in {engine!r} if m in sys.modules])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -264,7 +286,7 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
     runs = [tiny_spec(seed=s, **{"teacher.widths": (4, 3), "checkpoint.keep_correlations": True}) for s in (1, 2)]
     run_pack(Pack(tuple(runs)), store, block_epochs=1, progress=False)
     res = open_results(str(tmp_path / "luck"))
-    got = queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
+    got = luck_queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
     corr = res.read(S.CORRELATIONS, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.CORR])
     final = int(res.done["final_step"].iloc[0])
     for (run, layer, _node), rows in corr.groupby([S.RUN_ID, S.LAYER, S.NODE]):
@@ -281,6 +303,15 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
     np.testing.assert_allclose(got["median_rank"], expected.median().reindex(got.index), atol=1e-12)
     assert (got.xs(final, level=S.STEP)["mean_rank"] == 0).all()
     assert (got.xs(0, level=S.STEP)["mean_rank"] > 0).any()  # the winners were not all first at init
+    from analysis.cli import main as analysis_main
+
+    out = tmp_path / "ranks.parquet"  # `query` reads the opt-in tables too, and lands a result in pandas
+    sql = "select run_id, layer, step, node, max(corr) as best from correlations group by all order by all"
+    assert analysis_main(["query", str(tmp_path / "luck"), sql, "--out", str(out)]) == 0
+    maxima = pd.read_parquet(out)
+    assert len(maxima) == len(corr.groupby([S.RUN_ID, S.LAYER, S.STEP, S.NODE]))
+    expected_max = corr.groupby([S.RUN_ID, S.LAYER, S.STEP, S.NODE])[S.CORR].max().sort_values()
+    np.testing.assert_allclose(maxima["best"].sort_values().to_numpy(), expected_max.to_numpy())
     best = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.BEST_CORR])
     table_best = corr.groupby([S.RUN_ID, S.STEP, S.LAYER, S.NODE])[S.CORR].max()
     np.testing.assert_allclose(
@@ -290,4 +321,4 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
 
 def test_winner_ranks_without_the_correlations_table_say_how_to_get_it(engine_experiment: Path) -> None:
     with pytest.raises(AnalysisError, match="--keep-correlations true"):
-        queries.winner_ranks(open_results(str(engine_experiment)))
+        luck_queries.winner_ranks(open_results(str(engine_experiment)))

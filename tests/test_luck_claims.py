@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import luck_claims as L
-from analysis.claims import NO_DATA, NOT_SUPPORTED, SUPPORTED
+from analysis.luck import claims as L
+from analysis.verdicts import NO_DATA, NOT_SUPPORTED, SUPPORTED
 
 
 def rho_frame(cells: dict[tuple[str, str, str], list[tuple[float, float]]]) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def test_claim12_winners_high_in_h() -> None:
 def test_size_and_data_figures_draw_from_tidy_frames(tmp_path) -> None:
     from PIL import Image
 
-    from analysis import figures
+    from analysis.luck import figures
 
     cells = {(net, bn, data): [(0.3, 0.7)] for net in ("FC 10-15", "FC 50-75") for bn in ("none", "after_relu")
              for data in ("finite", "infinite")}  # fmt: skip

@@ -94,10 +94,10 @@ def test_modulation_is_for_mlps() -> None:
 
 
 def test_winner_ranks_in_h_by_brute_force(tmp_path) -> None:
-    """``luck_modulation.winner_ranks``: each teacher node's final winner (best_student at the last step)
+    """``modulation.winners_in_modulation``: each teacher node's final winner (best_student at the last step)
     ranked among all students by its column of H* and beta*, checked by a loop over the stored rows."""
-    from analysis import luck_modulation
     from analysis.load import open_results
+    from analysis.luck import modulation as luck_modulation
     from spec_ray.engine.pack import Pack
     from spec_ray.orchestration.runner import run_pack
     from spec_ray.storage.manifest import packs_to_dict, write_sweep
@@ -112,7 +112,7 @@ def test_winner_ranks_in_h_by_brute_force(tmp_path) -> None:
     run_pack(pack, store, block_epochs=1, progress=False)  # a middle block without modulation rows
     assert check_pack(store, pack).state == COMPLETE  # 2 x sum(m_l n_l) rows a run, no more
     res = open_results(str(tmp_path / "lm"))
-    got = luck_modulation.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, "stage"])
+    got = luck_modulation.winners_in_modulation(res).set_index([S.RUN_ID, S.LAYER, "stage"])
     rows = res.read(S.MODULATION, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.BETA, S.H])
     best = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.BEST_STUDENT])
     best = best[best[S.STEP] == 450].set_index([S.RUN_ID, S.LAYER, S.NODE])[S.BEST_STUDENT]
@@ -132,4 +132,4 @@ def test_winner_ranks_in_h_by_brute_force(tmp_path) -> None:
     # A storage root whose other experiment keeps no modulation table: read from the one that does.
     run_pack(Pack((tiny_spec(seed=5),)), TraceStore(str(tmp_path), "plain"), block_epochs=1, progress=False)
     both = open_results(str(tmp_path))
-    assert len(both.roots) == 2 and len(luck_modulation.winner_ranks(both)) == len(got)
+    assert len(both.roots) == 2 and len(luck_modulation.winners_in_modulation(both)) == len(got)

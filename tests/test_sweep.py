@@ -34,6 +34,35 @@ def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.Co
     return subprocess.run(cmd, capture_output=True, text=True, timeout=kwargs.pop("timeout", 240), env=env)
 
 
+def readme_snippets_run_on(results: Path) -> int:
+    """Every README snippet that reads the smoke's results, run as a user would from a folder holding
+    ``results/``: the Python blocks in this process, the ``python -m analysis`` lines as commands.
+    Returns how many ran; each must print rows (a filter matching nothing would print an empty frame)."""
+    import contextlib
+    import io
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    cwd = results.parent / "user"
+    cwd.mkdir()
+    (cwd / "results").symlink_to(results)
+    ran = 0
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        out = io.StringIO()
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out):
+            exec(compile(block, "README.md", "exec"), {})
+        if "polarity-smoke" in block:
+            assert len(out.getvalue().strip().splitlines()) >= 3, f"README snippet printed no rows:\n{block}"
+        ran += 1
+    for line in re.findall(r"^(python -m analysis .*results/polarity-smoke.*)$", text, flags=re.M):
+        cmd = shlex.split(line.split("  #")[0])
+        proc = subprocess.run([sys.executable, *cmd[1:]], cwd=cwd, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0 and proc.stdout.strip(), f"{line}: {proc.stderr[-2000:]}"
+        ran += 1
+    return ran
+
+
 def stored_packs(root: Path):
     return packs_from_dict(json.loads((root / "sweep.json").read_text())["sweep"])
 
@@ -57,6 +86,8 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert runs["iters_per_epoch"].isna().all() and (runs["normalize"] == "all").all()
         steps = runs.groupby("n_train")[S.STEPS_DONE].unique().to_dict()
         assert {n: list(v) for n, v in steps.items()} == {500: [3 * 8], 4000: [3 * 63]}
+    if script == "polarity":
+        assert readme_snippets_run_on(tmp_path) >= 7  # pandas, pyarrow, DuckDB, the Python run, report and query
     if script == "luck_matters":  # FC and CNN x finite and infinite data x 2 seeds, the report's own figures
         assert set(runs["arch"]) == {"mlp", "conv"} and runs["n_train"].isna().sum() == 4
         assert "tables: runs, teacher_nodes, student_nodes, scalars, correlations, modulation" in proc.stdout
@@ -70,7 +101,15 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert (tmp_path / "report" / "luck_beta.png").stat().st_size > 10_000  # fig. 16 of an FC run
         beta = pd.read_csv(tmp_path / "report" / "data" / "luck_beta.csv")
         assert beta["run_id"].nunique() == 1 and set(beta["stage"]) == {"init", "end"}
-        assert "| 12 | beta*" in (tmp_path / "report" / "report.md").read_text()
+        text = (tmp_path / "report" / "report.md").read_text()
+        assert "| 12 | beta*" in text
+        # Only what applies: no ICML two-layer figure or claim 1-4 on Luck Matters runs, and one line saying why.
+        assert not (tmp_path / "report" / "success_rate.png").exists() and "| 1 | " not in text and "| 4 | " not in text
+        assert "Not shown, for want of data: success_rate (two-layer runs (depth 1))" in text
+        assert "One run (BN after_relu, finite data, seed 1;" in text  # the smoke has BN runs only: says so
+        configs = text.split("## Runs and configurations")[1]
+        rows = [line for line in configs.splitlines() if line.startswith("| ")]
+        assert len(rows) == 1 + 4  # header, then net x data: NaN n_train (infinite data) is a configuration too
     assert f"python -m analysis report {root}" in proc.stdout
     assert (runs[S.TRAINED_ON] == "cpu").all()  # no GPU share: the CPU, whatever is visible
     # The launch says what it will do: settings off the defaults, the axes, storage, Ray.

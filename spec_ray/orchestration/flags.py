@@ -17,7 +17,12 @@ NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-e
 
 
 class Parser(argparse.ArgumentParser):
-    """One line on bad flags instead of the whole usage block; exit code 2."""
+    """One line on bad flags instead of the whole usage block; exit code 2. No abbreviations:
+    ``--seed 4`` is an error, not ``--seeds 4``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -31,6 +31,8 @@ from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, ver
 SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 RESUME_ENV = "SPEC_RAY_RESUME"  # "auto" makes every launch resume when the sweep exists
 RESUME_MODES = ("yes", "auto")
+REUSE_MODES = ("root", "none")
+"""--reuse: root copies runs another experiment of the storage root has done; none trains every run."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None =
                 + "; ".join(changed)
                 + "): allowed the stored values, new values of an axis, or a new --name"
             )
-    sources = find_done(store, {run_id(r) for r in added}) if added else {}
+    reuse = getattr(args, "reuse", "root")
+    sources = find_done(store, {run_id(r) for r in added}) if added and reuse == "root" else {}
     copied = [r for r in added if run_id(r) in sources]
     fresh = [r for r in added if run_id(r) not in sources]
     pack = partial(pack_runs, pack_size=experiment.pack_size, pack_memory=experiment.pack_memory)

@@ -7,7 +7,8 @@ import time
 from typing import TextIO
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as H:MM:SS."""
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -38,7 +39,7 @@ class Progress:
         filled = int(width * step / max(1, self.total))
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} | "
-            f"{rate * self.runs:,.0f} run-steps/s | ETA {_clock(eta) if rate > 0 else '?'}"
+            f"{rate * self.runs:,.0f} run-steps/s | ETA {clock(eta) if rate > 0 else '?'}"
         )
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()

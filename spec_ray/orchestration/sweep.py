@@ -34,7 +34,15 @@ from spec_ray.orchestration.cluster import (
 )
 from spec_ray.orchestration.experiment import AXES, Experiment, axis_path
 from spec_ray.orchestration.flags import Parser, add_spec_flags
-from spec_ray.orchestration.plan import RESUME_ENV, RESUME_MODES, Launch, Resources, launch_summary, plan
+from spec_ray.orchestration.plan import (
+    RESUME_ENV,
+    RESUME_MODES,
+    REUSE_MODES,
+    Launch,
+    Resources,
+    launch_summary,
+    plan,
+)
 from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import packs_to_dict, write_sweep
@@ -90,6 +98,14 @@ def build_parser(experiment: Experiment, description: str) -> Parser:
         help=f"epochs per Parquet file and Tune checkpoint; default {BLOCK_EPOCHS}",
     )
     add("--seeds", type=int, default=None, help="seeds 1..N")
+    add(
+        "--reuse",
+        choices=REUSE_MODES,
+        default="root",
+        help="root (default): copy runs another experiment of the "
+        "storage root has done instead of training them; none: train every run (to compare devices or re-check)",
+    )
+    add("--verbose", action="store_true", help="Tune's own status tables and messages instead of one progress line")
     dry = parser.add_argument_group("dry run")
     dry.add_argument(
         "--dry-run",
@@ -199,14 +215,10 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
     import ray
     from ray import tune
 
+    from spec_ray.orchestration.console import SweepConsole
     from spec_ray.orchestration.trial import train_pack
 
     store, res = launch.store, launch.resources
-    try:
-        store.check_writable()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if not launch.todo:  # every run copied from other experiments: no Ray needed
         commit(launch, launch.packs())
         return report_end(store, launch.packs(), 0.0, 0)
@@ -232,6 +244,10 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
     trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
                                      block_epochs=res.block_epochs)  # fmt: skip
     trainable = tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    verbose = bool(getattr(args, "verbose", False))
+    if not verbose:  # Tune's newer console prints its configuration box and a TensorBoard hint even when silent
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    callbacks = [] if verbose else [SweepConsole({p.pack_id: (p.size, p.spec.total_steps) for p in todo})]
     began = time.perf_counter()
     state = posixpath.join(store.uri, tune_dir)
     if launch.restore and tune.Tuner.can_restore(state):
@@ -255,7 +271,8 @@ def run_sweep(launch: Launch, args: argparse.Namespace) -> int:
                 storage_path=store.uri,
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-                verbose=1,  # the live status table only: per-trial detail goes to Parquet
+                verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
+                callbacks=callbacks,
             ),
         )
     results = tuner.fit()
@@ -321,6 +338,8 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         mkl_dispatch.preload_environ()  # for the local Ray and calibration processes this driver starts
         if args.dry_run:
             dryrun.check_flags(args, launch.resources)
+        else:
+            launch.store.check_writable()  # before the launch summary: a refused launch prints one error
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

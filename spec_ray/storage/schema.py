@@ -126,7 +126,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
                _CORR),
         Column(BEST_INIT_RANK, pa.float64(), "rank at initialization of this node's *current* best student among all "
                "students, by correlation with this teacher node; 0 = first, 1 = last. Not Luck Matters' rank of the "
-               "final winners: that is `analysis.queries.winner_ranks`, over the `correlations` table", _FRACTION),
+               "final winners: that is `analysis.luck.queries.winner_ranks`, over the `correlations` table", _FRACTION),
     ),
     STUDENT_NODES: _KEY + _NODE + (
         Column(NODE, pa.int32(), "student node k"),
@@ -158,7 +158,7 @@ CORRELATION_COLUMNS = _KEY + _NODE + (
     Column(NODE, pa.int32(), "teacher node j; 0 is the strongest"),
     Column(STUDENT, pa.int32(), "student node k"),
     Column(CORR, pa.float64(), "rho_jk on the evaluation set: what Luck Matters' rank of the final winners is "
-           "taken from (analysis.queries.winner_ranks)", _CORR),
+           "taken from (analysis.luck.queries.winner_ranks)", _CORR),
 )  # fmt: skip
 """The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
 

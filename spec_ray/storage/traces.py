@@ -57,6 +57,39 @@ def blocks(spec: RunSpec, block_epochs: int = BLOCK_EPOCHS) -> list[tuple[int, i
     return [(lo if lo == 0 else lo + 1, hi) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
+# Kernel filesystems that exist as files but never hold a user's folders: mkdir there fails with
+# ENOENT or EPERM, which would otherwise read as "No such file or directory".
+VIRTUAL_FILESYSTEMS = ("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "securityfs", "tracefs",
+                       "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs")  # fmt: skip
+
+
+def _mount_type(path: str) -> str:
+    """The filesystem type of the mount holding ``path`` (longest mount point), '' where unknown."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    holding = [(point, kind) for point, kind in mounts if path == point or path.startswith(point.rstrip("/") + "/")]
+    return max(holding, key=lambda m: len(m[0]))[1] if holding else ""
+
+
+def local_unwritable_reason(root: str) -> str:
+    """Why a local folder cannot be made or written, in a user's words; '' where no cause is found."""
+    import os
+
+    existing = Path(root)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    kind = _mount_type(existing.as_posix())
+    if kind in VIRTUAL_FILESYSTEMS:
+        return f"{existing} is on the kernel's virtual {kind} filesystem, which holds no user folders"
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return ""
+
+
 class TraceStore:
     """The tables of one experiment under a storage root."""
 
@@ -100,9 +133,9 @@ class TraceStore:
                 out.write(b"ok")
             self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as err:
-            raise ValueError(
-                f"storage={self.storage!r} is not writable: allowed a writable directory or URI ({err})"
-            ) from None
+            why = str(err) if self.remote else local_unwritable_reason(self.root) or str(err)
+            allowed = "allowed a writable directory or URI"
+            raise ValueError(f"storage={self.storage!r} is not writable: {why}; {allowed}") from None
 
     def remove_if_empty(self) -> None:
         """Undo ``check_writable``'s folder when a sweep stops before writing anything."""

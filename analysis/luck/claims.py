@@ -1,14 +1,14 @@
 """Luck Matters' claims (7-12 of docs/protocol.md) checked against an experiment's numbers.
 
-Each check takes a tidy frame of ``analysis.queries`` (``luck_rho``, ``luck_rank``,
-``in_norm_change``) and returns a ``claims.Claim``; the criteria are in the docstrings.
+Each check takes tidy frames of ``analysis.luck`` (``luck_rho``, ``luck_rank``, ``in_norm_change``,
+``modulation.winners_in_modulation``) and returns a ``Claim``; the criteria are in the docstrings.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from analysis.claims import NO_DATA, Claim, _verdict
+from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
 
 GROWTH = 0.02
@@ -48,7 +48,7 @@ def claim7(rho: pd.DataFrame) -> Claim:
             sub.index.get_level_values(S.LAYER), sub["rho_init"], sub["rho_end"]))
         for (net, bn, data), sub in ends.groupby(level=CELL)
     )  # fmt: skip
-    return Claim(7, text, evidence, _verdict(bool(grows.all() and lowest_top.all())))
+    return Claim(7, text, evidence, verdict(bool(grows.all() and lowest_top.all())))
 
 
 def claim8(rank: pd.DataFrame) -> Claim:
@@ -63,7 +63,7 @@ def claim8(rank: pd.DataFrame) -> Claim:
         f"{len(first)} cell-layers; at the end {last['mean_rank'].max():.3f} at most"
     )
     ok = bool((first["mean_rank"] < LUCKY_BELOW).all() and (last["mean_rank"] <= 1e-12).all())
-    return Claim(8, text, evidence, _verdict(ok))
+    return Claim(8, text, evidence, verdict(ok))
 
 
 def _bn_effect(rho: pd.DataFrame, rank: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
         f"{large}: BN changes final rho-bar by {rho_large:+.3f}, mean rank by {rank_large:+.3f}; "
         f"{small}: rho-bar by {rho_small:+.3f}"
     )
-    return Claim(9, text, evidence, _verdict(bool(helps_large and rho_small <= BN_MARGIN)))
+    return Claim(9, text, evidence, verdict(bool(helps_large and rho_small <= BN_MARGIN)))
 
 
 def claim10(rho: pd.DataFrame) -> Claim:
@@ -115,7 +115,7 @@ def claim10(rho: pd.DataFrame) -> Claim:
     gap = final["infinite"] - final["finite"]
     evidence = "; ".join(f"{net} BN {bn}: finite {r['finite']:.3f} vs infinite {r['infinite']:.3f}"
                          for (net, bn), r in final.iterrows())  # fmt: skip
-    return Claim(10, text, evidence, _verdict(bool((gap >= BN_MARGIN).all())))
+    return Claim(10, text, evidence, verdict(bool((gap >= BN_MARGIN).all())))
 
 
 def claim11(norms: pd.DataFrame) -> Claim:
@@ -127,12 +127,12 @@ def claim11(norms: pd.DataFrame) -> Claim:
         return Claim(11, text, "needs runs with BN", NO_DATA)
     evidence = "; ".join(f"BN {r[S.STUDENT_BN]} layer {r[S.LAYER] - 1}: median change {r['median_change']:.3f}"
                          for _, r in norms.iterrows())  # fmt: skip
-    return Claim(11, text, evidence, _verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
+    return Claim(11, text, evidence, verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
 
 
 def claim12(ranks: pd.DataFrame) -> Claim:
     """At the end of training, in every hidden layer, the final winners' mean rank in their teacher node's
-    column of H* (0 = the highest entry; ``luck_modulation.winner_ranks``, averaged over runs) is under
+    column of H* (0 = the highest entry; ``modulation.winners_in_modulation``, averaged over runs) is under
     CONCENTRATED_BELOW, against 0.5 for a random student. Judged on the runs without BN: beta* and H*
     are taken as the authors' ``compute_Hs`` takes them, without BN's Jacobian, which makes them the
     theory's (LM eq. 5) only without BN; BN runs are reported beside."""
@@ -148,4 +148,4 @@ def claim12(ranks: pd.DataFrame) -> Claim:
         for (bn, layer), r in per.iterrows()
     )
     judged = per.loc["none"][("h_rank", "end")]
-    return Claim(12, text, evidence, _verdict(bool((judged < CONCENTRATED_BELOW).all())))
+    return Claim(12, text, evidence, verdict(bool((judged < CONCENTRATED_BELOW).all())))

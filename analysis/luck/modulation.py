@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.load import Results
-from analysis.queries import with_runs
+from analysis.tidy import with_runs
 from spec_ray.storage import schema as S
 
 STAGE = "stage"
@@ -52,7 +52,7 @@ def figure_run(res: Results) -> str | None:
 def matrices(res: Results) -> pd.DataFrame:
     """One run's beta* and H* at init and at the end, each student placed by its final best teacher and,
     within it, by falling correlation (the paper's ordering). Columns: run_id, layer, stage, node
-    (teacher), student, order, beta, h, best_teacher."""
+    (teacher), student, order, beta, h, best_teacher, student_bn, n_train, seed."""
     run = figure_run(res)
     if run is None:
         return pd.DataFrame()
@@ -63,11 +63,12 @@ def matrices(res: Results) -> pd.DataFrame:
     best["order"] = best.groupby(S.LAYER).cumcount()
     keep = [S.RUN_ID, S.LAYER, STAGE, S.NODE, S.STUDENT, S.BETA, S.H]
     out = rows[keep].merge(best[[S.LAYER, S.STUDENT, "order", S.BEST_TEACHER]], on=[S.LAYER, S.STUDENT])
+    out = with_runs(out, res, [S.STUDENT_BN, S.N_TRAIN, S.SEED])  # the caption names the run
     return out.sort_values([S.LAYER, STAGE, S.NODE, "order"]).reset_index(drop=True)
 
 
-def winner_ranks(res: Results) -> pd.DataFrame:
-    """How high each teacher node's final winner sits in its column of H* and beta*: the winner's rank
+def winners_in_modulation(res: Results) -> pd.DataFrame:
+    """Claim 12: how high each teacher node's final winner sits in its column of H* and beta*: the winner's rank
     among all students by value (0 = highest), scaled to [0, 1] and averaged over teacher nodes, per
     run, layer and stage. A random student's is 0.5. Columns: run_id, layer, stage, h_rank, beta_rank, teachers,
     student_bn."""

@@ -1,32 +1,19 @@
-"""The claims of docs/protocol.md checked against an experiment's numbers.
+"""ICML 2020's claims (1-6 of docs/protocol.md) checked against an experiment's numbers.
 
-Each check returns a ``Claim``: the measured numbers behind it and a verdict, one of
-``supported``, ``not supported`` or ``not enough data``. The criteria are stated in
-each docstring and in the report, so a reader can disagree with a threshold.
+Each check takes tidy frames of ``analysis.icml.queries`` and returns a ``Claim``: the measured
+numbers behind it and a verdict. The criteria are stated in each docstring and in the report,
+so a reader can disagree with a threshold.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pandas as pd
 
+from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
 
-SUPPORTED, NOT_SUPPORTED, NO_DATA = "supported", "not supported", "not enough data"
 UNSPECIALIZED_BELOW = 0.8  # claim 4: a student node this far from every teacher counts as unspecialized
-
-
-class Claim(NamedTuple):
-    number: int
-    text: str
-    evidence: str
-    verdict: str
-
-
-def _verdict(ok: bool) -> str:
-    return SUPPORTED if ok else NOT_SUPPORTED
 
 
 TOLERANCE = 0.05
@@ -90,7 +77,7 @@ def claim1(success: pd.DataFrame) -> Claim:
     worst = float(drops.min())
     evidence += f"; largest shrink of the gap from one p to the next {max(0.0, -worst):.2f} (tolerance {TOLERANCE})"
     ok = bool((positive["tie"] | (positive["gap"] > TOLERANCE)).all()) and worst >= -TOLERANCE
-    return Claim(1, text, evidence, _verdict(ok))
+    return Claim(1, text, evidence, verdict(ok))
 
 
 def _paired_interval(diff: np.ndarray) -> tuple[float, float]:
@@ -144,7 +131,7 @@ def claim2(seeds: pd.DataFrame) -> Claim:
     )
     if table["tie"].all():
         return Claim(2, text, evidence + ": every p ties at 1.0, nothing to compare", NO_DATA)
-    return Claim(2, text, evidence, _verdict(bool(table["ok"].all())))
+    return Claim(2, text, evidence, verdict(bool(table["ok"].all())))
 
 
 def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
@@ -172,7 +159,7 @@ def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
         f"mean success epoch {epochs[0]:g} {early:.2f} -> epoch {epochs[-1]:g} {final:.2f}; "
         f"Spearman(node index, first-success step) {rho:+.2f} over {len(found)} recovered node-runs with p > 0"
     )
-    return Claim(3, text, evidence, _verdict(final >= early - TOLERANCE / 5 and rho > MIN_RANK_CORR))
+    return Claim(3, text, evidence, verdict(final >= early - TOLERANCE / 5 and rho > MIN_RANK_CORR))
 
 
 def claim4(lshape: pd.DataFrame, threshold: float) -> Claim:
@@ -190,7 +177,7 @@ def claim4(lshape: pd.DataFrame, threshold: float) -> Claim:
         f"median fan-out norm: specialized {special.median():.3g} (n={len(special)}), "
         f"unspecialized {loose.median():.3g} (n={len(loose)}); ratio {ratio:.2f}"
     )
-    return Claim(4, text, evidence, _verdict(bool(ratio < 0.5)))
+    return Claim(4, text, evidence, verdict(bool(ratio < 0.5)))
 
 
 def claim5(sizes: pd.DataFrame) -> Claim:
@@ -214,7 +201,7 @@ def claim5(sizes: pd.DataFrame) -> Claim:
         parts.append("rho_mean by layer at the largest size: " + ", ".join(f"{k}: {v:.2f}" for k, v in largest.items()))
     else:
         parts.append("one hidden layer: the lowest-layer comparison needs a deep teacher")
-    return Claim(5, text, "; ".join(parts), _verdict(ok))
+    return Claim(5, text, "; ".join(parts), verdict(ok))
 
 
 def claim6(aware: pd.DataFrame) -> Claim:
@@ -232,4 +219,4 @@ def claim6(aware: pd.DataFrame) -> Claim:
         f"n={n:g}: eval MSE teacher-aware {both.loc[n, 'teacher_aware']:.3g} vs agnostic {both.loc[n, agnostic]:.3g} "
         f"(ratio {ratio:.2f})"
     )
-    return Claim(6, text, evidence, _verdict(bool(ratio < 0.5)))
+    return Claim(6, text, evidence, verdict(bool(ratio < 0.5)))

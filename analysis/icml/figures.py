@@ -1,0 +1,153 @@
+"""ICML 2020's figures (5-9 and the loss curves) from the tidy frames of ``analysis.icml.queries``, as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from analysis.plots import PANEL, label_rows, loss_label, panel_grid, save, wrapped
+from spec_ray.storage import schema as S
+
+
+def _multi_colors(values) -> dict:
+    palette = sns.color_palette("viridis", n_colors=max(2, len(values)))
+    return {v: palette[i] for i, v in enumerate(sorted(values))}
+
+
+def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 7: success rate vs teacher node index; line per multi, panel per p (and m)."""
+    ps, ms = sorted(frame[S.P].unique()), sorted(frame[S.M].unique())
+    if len(ms) == 1:
+        fig, flat = wrapped(len(ps))
+        panels = {(ms[0], p): ax for p, ax in zip(ps, flat)}
+    else:  # a row of p panels per m
+        fig, grid = panel_grid(len(ps), len(ms))
+        panels = {(m, p): grid[i, j] for i, m in enumerate(ms) for j, p in enumerate(ps)}
+    colors = _multi_colors(frame[S.MULTI].unique())
+    final = frame["epoch"].max()
+    for (m, p), ax in panels.items():
+        sub = frame[(frame[S.P] == p) & (frame[S.M] == m)]
+        for (multi, epoch), line in sub.groupby([S.MULTI, "epoch"]):
+            is_final = epoch == final
+            ax.plot(line["node"], line["success_rate"], color=colors[multi], lw=1.4,
+                    ls="-" if is_final else ":", label=f"{multi}x" if is_final else None)  # fmt: skip
+        ax.set_title(f"p = {p:g}" + (f", m = {m}" if len(ms) > 1 else ""))
+        ax.set_xlabel("teacher node (strongest first)")
+        ax.set_ylim(-0.03, 1.03)
+    axes = list(panels.values())
+    if len(ms) == 1:
+        label_rows(axes, "success rate")
+    else:
+        axes[0].set_ylabel("success rate")
+    axes[0].legend(title=S.MULTI, fontsize=7, title_fontsize=7, loc="lower left")
+    early = sorted(frame["epoch"].unique())[:-1]
+    dotted = f"dotted: epoch {early[0]:g}, " if early else ""
+    fig.suptitle(f"Success rate ({dotted}solid: epoch {final:g})", fontsize=9)
+    return save(fig, stem)
+
+
+def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 8: best correlation of each teacher node vs iteration, rainbow by strength."""
+    ps = sorted(frame[S.P].unique())
+    fig, axes = wrapped(len(ps))
+    frame = frame[frame["step"] > 0]
+    m = int(frame["node"].max()) + 1
+    cmap = plt.get_cmap("jet")  # blue: strongest (node 0), red: weakest
+    for ax, p in zip(axes, ps):
+        for node, line in frame[frame[S.P] == p].groupby("node"):
+            ax.plot(line["step"], line["best_corr"], color=cmap(node / max(1, m - 1)), lw=1.0)
+        ax.set_xscale("log")
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 1.02)
+    label_rows(axes, "best correlation\n(mean over seeds)")
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, m - 1))
+    fig.colorbar(mappable, ax=axes, label="teacher node (0 = strongest)", fraction=0.04, aspect=30)
+    fig.suptitle(f"Specialization dynamics, multi = {int(frame['multi'].iloc[0])}", fontsize=9)
+    return save(fig, stem)
+
+
+def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 5: student specialization vs fan-out norm, panels p x multi, seeds coloured."""
+    ps, multis = sorted(frame[S.P].unique()), sorted(frame[S.MULTI].unique())
+    fig, axes = panel_grid(len(multis), len(ps), sharey=False)
+    seeds = sorted(frame[S.SEED].unique())
+    palette = dict(zip(seeds, sns.color_palette("husl", n_colors=len(seeds))))
+    for i, p in enumerate(ps):
+        for j, multi in enumerate(multis):
+            ax = axes[i, j]
+            sub = frame[(frame[S.P] == p) & (frame[S.MULTI] == multi)]
+            ax.scatter(sub["specialization"], sub["fanout_norm"], s=5, alpha=0.7,
+                       c=[palette[s] for s in sub[S.SEED]], linewidths=0)  # fmt: skip
+            ax.set_title(f"p = {p:g}, {multi}x", fontsize=8)
+            ax.set_xlim(-0.05, 1.05)
+            if i == len(ps) - 1:
+                ax.set_xlabel("specialization (max corr.)")
+            if j == 0:
+                ax.set_ylabel("fan-out norm")
+    where = "training set" if frame["on_train"].all() else "evaluation set"
+    fig.suptitle(f"Student specialization ({where}) vs fan-out norm; colour = seed", fontsize=9)
+    return save(fig, stem)
+
+
+def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """log10 evaluation loss vs epoch, mean +- std over seeds; line per multi, panel per p."""
+    ps = sorted(frame[S.P].unique())
+    fig, axes = wrapped(len(ps))
+    colors = _multi_colors(frame[S.MULTI].unique())
+    for ax, p in zip(axes, ps):
+        for multi, line in frame[frame[S.P] == p].groupby(S.MULTI):
+            mean, std = line["log10_eval_loss"], line["std"].fillna(0)
+            ax.plot(line["epoch"], mean, color=colors[multi], lw=1.4, label=f"{multi}x")
+            ax.fill_between(line["epoch"], mean - std, mean + std, color=colors[multi], alpha=0.2, lw=0)
+        ax.set_title(f"p = {p:g}")
+        ax.set_xlabel("epoch")
+    label_rows(axes, loss_label(frame[S.LOSS].unique(), "log10 evaluation loss"), fontsize=7)
+    axes[0].legend(title=S.MULTI, fontsize=7, title_fontsize=7)
+    return save(fig, stem)
+
+
+def _loss_name(loss: str) -> str:
+    return {"mse": "MSE", "mse_mean": "MSE", "ce": "CE"}.get(loss, loss)
+
+
+def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
+    fig, axes = panel_grid(2, sharey=False)
+    fig.set_size_inches(PANEL * 2.4, PANEL * 1.25)  # room for the loss units on the right axis
+    frame = frame.assign(samples_k=frame[S.N_TRAIN] / 1000)
+    layers = sorted(frame["layer"].unique())
+    colors = dict(zip(layers, sns.color_palette("colorblind", n_colors=max(2, len(layers)))))
+    styles = {"mse": "-", "mse_mean": "-", "ce": "--"}
+    for (loss, layer), line in frame.groupby([S.LOSS, "layer"]):
+        axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=styles.get(loss, "-"), color=colors[layer],
+                        marker="o", ms=3, label=f"layer {layer}, {_loss_name(loss)}")  # fmt: skip
+    for loss, line in frame[frame["layer"] == layers[0]].groupby(S.LOSS):
+        axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
+                        ms=3, label=_loss_name(loss))  # fmt: skip
+    axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
+    axes[0, 1].set(xlabel="samples (x1000)", title="evaluation loss", yscale="log")
+    axes[0, 1].set_ylabel(loss_label(frame[S.LOSS].unique()), fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    axes[0, 1].legend(fontsize=7)
+    return save(fig, stem)
+
+
+def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 9: train and evaluation MSE vs samples, teacher-aware vs agnostic data."""
+    fig, axes = panel_grid(1)
+    ax = axes[0, 0]
+    colors = {"teacher_aware": "tab:blue", "none": "tab:orange", "teacher_agnostic": "tab:green"}
+    names = {"teacher_aware": "teacher-aware", "none": "agnostic (Gaussian)", "teacher_agnostic": "agnostic (7a)"}
+    for (aug, which), line in frame.groupby([S.AUGMENTATION, "set"]):  # one loss per experiment
+        ax.errorbar(line[S.N_TRAIN], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
+                    ls="-" if which == "eval" else "--", marker="o", ms=3, capsize=2, lw=1.2,
+                    label=f"{names.get(aug, aug)}, {which}")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="training samples")
+    ax.set_ylabel(loss_label(frame[S.LOSS].unique(), S.LOSS), fontsize=7)
+    ax.legend(fontsize=6)
+    fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
+    return save(fig, stem)

@@ -1,0 +1,115 @@
+"""Luck Matters' figures (5, 15-20) from the tidy frames of ``analysis.luck``, as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from analysis.plots import PANEL, label_rows, save, style, suptitle, wrapped
+from spec_ray.storage import schema as S
+
+
+def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float, float], ylabel: str, title: str,
+                 median: bool = False) -> list[Path]:  # fmt: skip
+    """A panel per (net, BN) cell; a line per layer (dashed: finite data) with its min/max band over seeds;
+    ``median``: also the median rank, dotted."""
+    cells = list(frame.groupby(["net", S.STUDENT_BN]).groups)
+    fig, axes = wrapped(len(cells))
+    layers = sorted(frame[S.LAYER].unique())
+    colors = dict(zip(layers, sns.color_palette("colorblind", n_colors=max(2, len(layers)))))
+    for ax, (net, bn) in zip(axes, cells):
+        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
+        for (layer, data), line in cell.groupby([S.LAYER, "data"]):
+            c, style = colors[layer], "--" if data == "finite" else "-"
+            ax.plot(line[S.EPOCH], line[value], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
+            if median:
+                ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
+            ax.fill_between(line[S.EPOCH], line[f"{value}_min"], line[f"{value}_max"], color=c, alpha=0.15, lw=0)
+        ax.set_title(f"{net}, BN {bn}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(*ylim)
+    label_rows(axes, ylabel)
+    axes[0].legend(fontsize=6, loc="lower right" if not median else "upper right")
+    suptitle(fig, title, len(cells))
+    return save(fig, stem)
+
+
+def luck_rho(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 5 / 19 / 20: rho-bar per layer vs epoch, min/max band over seeds; dashed: finite data."""
+    title = "Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds"
+    return _luck_layers(frame, "rho", stem, (0, 1.02), "rho-bar (mean best correlation)", title)
+
+
+def luck_rank(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 5 / 17 / 18: mean (min/max band) and median (dotted) rank of the final winners."""
+    top = max(0.1, float(frame["mean_rank_max"].max()) * 1.05)
+    title = "Luck Matters: rank of the final winners, mean (dashed: finite data) and median (dotted)"
+    return _luck_layers(frame, "mean_rank", stem, (-0.02, top), "rank of the final winner\n(0 = first, 1 = last)",
+                        title, median=True)  # fmt: skip
+
+
+def _rho_lines(frame: pd.DataFrame, panel: str, hue: str, dash: str, title: str, stem: Path) -> list[Path]:
+    """rho-bar vs epoch: a panel per ``panel`` value, a color per ``hue``, dashed where ``dash`` is the first value."""
+    panels = sorted(frame[panel].unique())
+    fig, axes = wrapped(len(panels))
+    hues = sorted(frame[hue].unique())
+    palette = dict(zip(hues, sns.color_palette("colorblind", n_colors=max(2, len(hues)))))
+    dashed = sorted(frame[dash].unique())[0]
+    for ax, value in zip(axes, panels):
+        for (h, d), line in frame[frame[panel] == value].groupby([hue, dash]):
+            ax.plot(
+                line[S.EPOCH], line["rho"], "--" if d == dashed else "-", color=palette[h], lw=1.2, label=f"{h}, {d}"
+            )
+            ax.fill_between(line[S.EPOCH], line["rho_min"], line["rho_max"], color=palette[h], alpha=0.12, lw=0)
+        ax.set_title(f"{panel.replace('student_bn', 'BN')} {value}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1.02)
+    label_rows(axes, "rho-bar, mean over layers")
+    axes[0].legend(fontsize=6, loc="lower right")
+    suptitle(fig, title, len(panels))
+    return save(fig, stem)
+
+
+def luck_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 15a: small vs large FC teachers, with and without BN."""
+    return _rho_lines(frame, S.STUDENT_BN, "net", "data", "Luck Matters: small vs large FC teachers", stem)
+
+
+def luck_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 15b / 20: a finite training set (dashed) vs infinite data (solid)."""
+    return _rho_lines(frame, "net", S.STUDENT_BN, "data", "Luck Matters: finite (dashed) vs infinite data", stem)
+
+
+def luck_beta(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Luck Matters fig. 16: (transposed) beta* and H* of one run before and after training, a column per
+    layer; teacher nodes down, students across, grouped by their final best teacher (gray lines between groups)."""
+    layers = sorted(frame[S.LAYER].unique())
+    panels = [(value, stage) for value in (S.BETA, S.H) for stage in ("init", "end")]
+    style()
+    fig, axes = plt.subplots(len(panels), len(layers), figsize=(PANEL * 1.3 * len(layers), 1.5 * len(panels)),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for col, layer in enumerate(layers):
+        for row, (value, stage) in enumerate(panels):
+            sub = frame[(frame[S.LAYER] == layer) & (frame["stage"] == stage)]
+            grid = sub.pivot(index=S.NODE, columns="order", values=value).to_numpy()  # (m_l, n_l)
+            scale = float(np.abs(grid).max()) or 1.0
+            ax = axes[row, col]
+            ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            groups = sub[sub[S.NODE] == 0].sort_values("order")[S.BEST_TEACHER].to_numpy()
+            for edge in np.flatnonzero(np.diff(groups)) + 0.5:  # where the next teacher's students begin
+                ax.axvline(edge, color="0.6", lw=0.4)
+            ax.set_xticks([])
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.panel_grid(False)
+            ax.set_title(f"layer {layer - 1}: {'beta*' if value == S.BETA else 'H*'}, {stage} (|max| {scale:.2g})",
+                         fontsize=7)  # fmt: skip
+            if col == 0:
+                ax.set_ylabel("teacher node", fontsize=7)
+        axes[-1, col].set_xlabel("student node, by final best teacher", fontsize=7)
+    suptitle(fig, "Luck Matters fig. 16: top-down modulation of one run (red > 0, blue < 0)", len(layers))
+    return save(fig, stem)

@@ -1,0 +1,145 @@
+"""Tidy frames behind Luck Matters' figures and claims (figs. 5, 15, 17-20; sec. 6.1 and 7), over
+finished, non-diverged runs that keep their correlations (the Luck Matters sweep).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import AnalysisError, Results
+from analysis.tidy import final_steps, with_runs
+from spec_ray.storage import schema as S
+
+
+def winner_ranks(res: Results) -> pd.DataFrame:
+    """Luck Matters' rank of the final winners (sec. 7, figs. 5, 17, 18), per run, layer and checkpoint.
+
+    After training, each teacher node j has its most correlated student, the final winner k*. At
+    every checkpoint, k*'s rank among all students by correlation with j (0 = first), divided by
+    n - 1, so that it lies in [0, 1]; a finished run's is 0 at its last step by definition. Needs
+    the ``correlations`` table (``checkpoint.keep_correlations``). Columns: run_id, layer, step,
+    epoch, mean_rank, median_rank (over teacher nodes), teachers.
+    """
+    if not res.has(S.CORRELATIONS):
+        raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
+    cols = [S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
+    rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID])
+    rows = with_runs(rows, res, ["final_step"])
+    last = rows[rows[S.STEP] == rows["final_step"]]
+    key = [S.RUN_ID, S.LAYER, S.NODE]
+    winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
+    rows = rows.merge(winners, on=key)
+    at = [S.RUN_ID, S.LAYER, S.NODE, S.STEP]
+    winner_corr = rows[rows[S.STUDENT] == rows["winner"]].set_index(at)[S.CORR].rename("winner_corr")
+    rows = rows.join(winner_corr, on=at)
+    rows["above"] = rows[S.CORR] > rows["winner_corr"]
+    per_node = rows.groupby(at + [S.EPOCH], as_index=False).agg(above=("above", "sum"), n=(S.STUDENT, "size"))
+    per_node["rank"] = per_node["above"] / (per_node["n"] - 1).clip(lower=1)
+    out = per_node.groupby([S.RUN_ID, S.LAYER, S.STEP, S.EPOCH], as_index=False).agg(
+        mean_rank=("rank", "mean"), median_rank=("rank", "median"), teachers=(S.NODE, "nunique")
+    )
+    return out.sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
+
+
+LUCK_CONFIG = ["net", S.STUDENT_BN, "data"]
+
+
+def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
+    """Luck Matters' cells: net (arch and teacher widths), student BN, finite / infinite data."""
+    runs = res.done[[S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]].copy()
+    runs["net"] = runs[S.ARCH].map({"mlp": "FC", "conv": "CNN"}) + " " + runs[S.WIDTHS].str.replace("_", "-")
+    runs["data"] = np.where(runs[S.N_TRAIN].isna(), "infinite", "finite")
+    return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")
+
+
+def luck_per_run(res: Results) -> pd.DataFrame:
+    """Per run, layer and epoch: rho-bar (mean over teacher nodes of best_corr), with the Luck
+    Matters cell; read once per report (``res.memo``). Empty unless the runs keep their correlations
+    (the Luck Matters sweep). Columns: run_id, layer, epoch, best_corr, net, student_bn, data."""
+    if "luck_per_run" not in res.memo:
+        keep = res.done.get(S.KEEP_CORRELATIONS)
+        if keep is None or not keep.fillna(False).astype(bool).any():
+            res.memo["luck_per_run"] = pd.DataFrame()
+        else:
+            rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
+            per_run = rows.groupby([S.RUN_ID, S.LAYER, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
+            res.memo["luck_per_run"] = _luck_config(res, per_run)
+    return res.memo["luck_per_run"]
+
+
+def _over_seeds(per_run: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """rho-bar's mean, min and max over seeds per ``keys``."""
+    out = per_run.groupby(keys, as_index=False).agg(
+        rho=(S.BEST_CORR, "mean"), rho_min=(S.BEST_CORR, "min"), rho_max=(S.BEST_CORR, "max"),
+        seeds=(S.RUN_ID, "nunique"),
+    )  # fmt: skip
+    return out.sort_values(keys).reset_index(drop=True)
+
+
+def luck_rho(res: Results) -> pd.DataFrame:
+    """Luck Matters' rho-bar (fig. 5, 15, 19, 20) per cell, layer and epoch: mean, min and max over
+    seeds. Columns: net, student_bn, data, layer, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    return per_run if per_run.empty else _over_seeds(per_run, [*LUCK_CONFIG, S.LAYER, S.EPOCH])
+
+
+def _over_layers(res: Results) -> pd.DataFrame:
+    """Each run's rho-bar averaged over its layers, per epoch."""
+    per_run = luck_per_run(res)
+    return per_run.groupby([S.RUN_ID, *LUCK_CONFIG, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
+
+
+def luck_rank(res: Results) -> pd.DataFrame:
+    """Luck Matters' mean and median rank of the final winners (figs. 5, 17, 18) per cell, layer and
+    epoch: ``winner_ranks`` averaged over seeds, with the min/max of the mean rank. Empty without the
+    correlations table. Columns: net, student_bn, data, layer, epoch, mean_rank, median_rank,
+    mean_rank_min, mean_rank_max, seeds."""
+    if not res.has(S.CORRELATIONS):
+        return pd.DataFrame()
+    ranks = _luck_config(res, winner_ranks(res))
+    out = ranks.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(
+        mean_rank=("mean_rank", "mean"), median_rank=("median_rank", "mean"),
+        mean_rank_min=("mean_rank", "min"), mean_rank_max=("mean_rank", "max"), seeds=(S.RUN_ID, "nunique"),
+    )  # fmt: skip
+    return out.sort_values([*LUCK_CONFIG, S.LAYER, S.EPOCH]).reset_index(drop=True)
+
+
+def in_norm_change(res: Results) -> pd.DataFrame:
+    """Relative change of each student node's incoming weight norm from init to the end (LM sec. 6.1),
+    median and max over nodes per student BN and layer. Columns: student_bn, layer, median_change,
+    max_change, nodes."""
+    if S.STUDENT_BN not in res.done:
+        return pd.DataFrame()
+    steps = {0, *final_steps(res)}
+    rows = res.read(S.STUDENT_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.IN_NORM], res.done[S.RUN_ID], steps)
+    rows = with_runs(rows, res, ["final_step", S.STUDENT_BN])
+    key = [S.RUN_ID, S.LAYER, S.NODE]
+    start = rows[rows[S.STEP] == 0].set_index(key)[S.IN_NORM]
+    end = rows[rows[S.STEP] == rows["final_step"]].set_index(key)
+    change = ((end[S.IN_NORM] - start.reindex(end.index)).abs() / start.reindex(end.index)).rename("change")
+    frame = end[[S.STUDENT_BN]].join(change).reset_index()
+    out = frame.groupby([S.STUDENT_BN, S.LAYER], as_index=False).agg(
+        median_change=("change", "median"), max_change=("change", "max"), nodes=("change", "size")
+    )
+    return out
+
+
+def luck_size(res: Results) -> pd.DataFrame:
+    """Luck Matters fig. 15a: rho-bar (each run's mean over layers, then mean, min and max over seeds)
+    of FC teachers of different sizes, per BN, data and epoch; empty unless two FC sizes were run.
+    Columns: net, student_bn, data, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    if per_run.empty or per_run[per_run["net"].str.startswith("FC")]["net"].nunique() < 2:
+        return pd.DataFrame()
+    runs = _over_layers(res)
+    return _over_seeds(runs[runs["net"].str.startswith("FC")], [*LUCK_CONFIG, S.EPOCH])
+
+
+def luck_data(res: Results) -> pd.DataFrame:
+    """Luck Matters fig. 15b / 20: rho-bar (as ``luck_size``) on finite vs infinite data per net and
+    BN; empty unless both were run. Columns: net, student_bn, data, epoch, rho, rho_min, rho_max, seeds."""
+    per_run = luck_per_run(res)
+    if per_run.empty or per_run["data"].nunique() < 2:
+        return pd.DataFrame()
+    return _over_seeds(_over_layers(res), [*LUCK_CONFIG, S.EPOCH])

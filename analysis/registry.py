@@ -1,0 +1,108 @@
+"""Figures and claims as registered records, each naming what it needs of an experiment's runs.
+
+Each paper's sub-package (``analysis.icml``, ``analysis.luck``) registers its ``FIGURES`` and
+``CLAIMS``; the report renders those whose needs the done runs meet, on exactly the runs that
+meet them, and names in one line what the others would need. A new figure with its claim is
+one query, one drawing, one verdict and two records in its paper's ``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.load import Results
+from analysis.verdicts import Claim
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a figure or a claim needs of the done runs."""
+
+    where: tuple[tuple[str, tuple], ...] = ()
+    """(runs column, allowed values) pairs: only runs holding one of the values are used."""
+    varies: tuple[str, ...] = ()
+    """Columns that must take two or more distinct non-null values among those runs."""
+    tables: tuple[str, ...] = ()
+    """Opt-in tables those runs must have written (``correlations``, ``modulation``)."""
+    words: str = ""
+    """The need in a reader's words, for the report's line on what was not shown."""
+
+    def describe(self) -> str:
+        """What a user must run to get it."""
+        if self.words:
+            return self.words
+        parts = [f"{c} in {', '.join(map(str, v))}" for c, v in self.where]
+        parts += [f"two or more values of {c}" for c in self.varies]
+        parts += [f"the {t} table" for t in self.tables]
+        return "; ".join(parts) or "done runs"
+
+    def select(self, res: Results) -> Results | None:
+        """A view of ``res`` on the runs that meet the needs (cached per needs), or None where they are not met."""
+        key = ("needs", self)
+        if key not in res.memo:
+            res.memo[key] = self._select(res)
+        return res.memo[key]
+
+    def _select(self, res: Results) -> Results | None:
+        runs = res.runs
+        for column, allowed in self.where:
+            if column not in runs:
+                return None
+            runs = runs[runs[column].isin(allowed)]
+        done = runs[runs["state"] == "done"]
+        if done.empty or any(c not in done or done[c].nunique() < 2 for c in self.varies):
+            return None
+        if not all(res.has_any(t) for t in self.tables):
+            return None
+        return res if len(runs) == len(res.runs) else res.view(runs)
+
+
+def frame(res: Results, query: Callable[[Results], pd.DataFrame]) -> pd.DataFrame:
+    """``query(res)``, computed once per view: a figure and the claims that read it share the frame."""
+    key = ("frame", query)
+    if key not in res.memo:
+        res.memo[key] = query(res)
+    return res.memo[key]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of a paper: what it reads, how it is drawn, what it needs."""
+
+    name: str
+    """File stem: ``NAME.png``, ``NAME.pdf`` and ``data/NAME.csv``."""
+    title: str
+    caption: str | Callable[[pd.DataFrame], str]
+    """The report's caption; a function of the figure's frame where it depends on the data (which multi, which run)."""
+    query: Callable[[Results], pd.DataFrame]
+    draw: Callable[[pd.DataFrame, Path], list[Path]]
+    needs: Needs = field(default_factory=Needs)
+
+    def caption_for(self, data: pd.DataFrame) -> str:
+        """The caption, filled in from the frame where it depends on it."""
+        return self.caption(data) if callable(self.caption) else self.caption
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One claim of a paper: its number, what it needs, and its check over a view of the runs."""
+
+    number: int
+    needs: Needs
+    check: Callable[[Results], Claim]
+    """Takes the view of the runs that meet ``needs``; reads its frames through ``frame``."""
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper's registered figures and claims, and the criteria its report prints."""
+
+    name: str
+    figures: tuple[Figure, ...]
+    claims: tuple[ClaimCheck, ...]
+    criteria: str
+    """One paragraph: the thresholds behind the verdicts, with where they are defined."""

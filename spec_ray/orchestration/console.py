@@ -1,0 +1,112 @@
+"""The sweep's console: one progress line over the whole sweep, in place of Tune's tables.
+
+Each trial reports a summary per epoch (``trial.summary``); this Tune callback, run in the
+driver, folds them into one line: runs done, packs running, run-steps per second, ETA, and
+the latest mean success rate and rho_mean over the packs with their devices. On a terminal
+the line is redrawn in place; elsewhere (a log, ``ray exec``) a line is printed every
+``every`` seconds. ``--verbose`` gives Tune's own status tables instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ray.tune import Callback
+
+from spec_ray.orchestration.progress import clock
+
+
+class SweepConsole(Callback):
+    """Progress of every trial of a sweep, as one line."""
+
+    def __init__(self, work: dict[str, tuple[int, int]], stream: TextIO | None = None, every: float = 30.0) -> None:
+        """``work``: per pack id, (runs, SGD steps of each run) of the packs this launch trains."""
+        self.work = work
+        self.total = sum(runs * steps for runs, steps in work.values())
+        self._stream = stream
+        self.tty = self.stream.isatty()
+        self.every = 1.0 if self.tty else every
+        self.began = self.last = time.perf_counter()
+        self.progress: dict[str, float] = {}  # pack id -> fraction of its steps done
+        self.start: dict[str, float] = {}  # pack id -> fraction it started from (a trial resumed from a checkpoint)
+        self.latest: dict[str, dict] = {}  # pack id -> its last summary
+        self.finished: set[str] = set()
+        self.failed: set[str] = set()
+        self.drawn = ""
+
+    @property
+    def stream(self) -> TextIO:
+        """Where the line goes: the given stream, else this process's stderr."""
+        return self._stream or sys.stderr
+
+    def __getstate__(self) -> dict:
+        """Tune saves its run config with the callbacks: a stream does not pickle, and a restore writes to stderr."""
+        return {**self.__dict__, "_stream": None}
+
+    @staticmethod
+    def _pack(trial) -> str:
+        return trial.config["pack"]["id"]
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        pack = self._pack(trial)
+        if pack not in self.start:
+            self.start[pack] = float(result.get("start_step", 0)) / max(1, self.work.get(pack, (1, 1))[1])
+        self.progress[pack] = float(result.get("progress", 0.0))
+        if "success_rate" in result:
+            self.latest[pack] = result
+        self.draw()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        pack = self._pack(trial)
+        self.progress[pack] = 1.0
+        self.finished.add(pack)
+        self.draw(force=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.failed.add(self._pack(trial))
+        self.draw(force=True)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if not self.finished >= set(self.work):  # else the last trial's line said it all
+            self.draw(force=True)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def line(self) -> str:
+        """The progress line as it stands."""
+        now = time.perf_counter()
+        done_work = sum(self.work[p][0] * self.work[p][1] * f for p, f in self.progress.items() if p in self.work)
+        new_work = sum(self.work[p][0] * self.work[p][1] * (f - self.start.get(p, 0.0))
+                       for p, f in self.progress.items() if p in self.work)  # fmt: skip
+        rate = new_work / (now - self.began) if now > self.began else 0.0
+        eta = clock((self.total - done_work) / rate) if rate > 0 else "?"
+        runs_done = sum(self.work[p][0] for p in self.finished if p in self.work)
+        runs = sum(r for r, _ in self.work.values())
+        running = len([p for p in self.progress if p not in self.finished and p not in self.failed])
+        parts = [f"runs {runs_done}/{runs} done", f"{running} pack(s) running", f"{rate:,.0f} run-steps/s",
+                 f"ETA {eta}"]  # fmt: skip
+        if self.latest:
+            weights = {p: r["runs"] for p, r in self.latest.items()}
+            total = sum(weights.values())
+            success = sum(r["success_rate"] * weights[p] for p, r in self.latest.items()) / total
+            rho = sum(r["rho_mean"] * weights[p] for p, r in self.latest.items()) / total
+            devices = ", ".join(sorted({r["device"] for r in self.latest.values()}))
+            parts += [f"success {success:.2f}", f"rho_mean {rho:.3f}", devices]
+        if self.failed:
+            parts.append(f"{len(self.failed)} pack(s) failed")
+        return " | ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        text = self.line()
+        if text == self.drawn:
+            return
+        self.drawn = text
+        self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
+        self.stream.flush()
