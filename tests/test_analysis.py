@@ -203,6 +203,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a process
 def test_cli_bad_paths_exit_2(engine_experiment: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     cases = {
@@ -256,6 +257,7 @@ def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monke
         query(str(engine_experiment), "select 1")
 
 
+@pytest.mark.slow  # a process
 def test_the_read_side_imports_no_torch_and_no_ray() -> None:
     engine = ("torch", "ray", "spec_ray.engine.trainer", "spec_ray.orchestration.runner", "spec_ray.engine.construct")
     code = (
@@ -266,6 +268,7 @@ def test_the_read_side_imports_no_torch_and_no_ray() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a process
 def test_report_to_a_uri_writes_through_pyarrow_fs_and_a_bad_uri_exits_2(tmp_path: Path) -> None:
     synthetic(tmp_path / "store", strong_first, ps=(0.0, 2.0), multis=(1,), m=6, epochs=6, iters=50)
     results = f"file://{tmp_path}/store/syn"

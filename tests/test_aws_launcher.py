@@ -28,6 +28,8 @@ from ray.autoscaler._private.commands import _bootstrap_config  # noqa: E402
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Ray, processes or servers: not in the fast tier
+
 RAY_VERSION = "2.60.0"
 SSM_AMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 

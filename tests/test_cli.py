@@ -25,10 +25,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
+    """The smoke job through the command's own ``main``, in this process (the real one: ``test_the_real_process_*``)."""
     out = tmp_path_factory.mktemp("cli")
-    proc = run_cli("--smoke", "--out", str(out / "results"), "--no-progress", cwd=out)
-    assert proc.returncode == 0, proc.stderr
-    assert "results/smoke" in proc.stdout
+    assert main(["run", "--smoke", "--out", str(out / "results"), "--no-progress"]) == 0
     return out / "results"
 
 
@@ -93,11 +92,16 @@ def test_bad_input_exits_2_and_touches_nothing(smoke: Path, args: list[str], fie
     assert snapshot(smoke) == before
 
 
-def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
+@pytest.mark.slow  # the real processes
+def test_the_real_process_trains_and_refuses_unwritable_storage(tmp_path: Path) -> None:
+    proc = run_cli("--smoke", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "results"), "--no-progress",
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0 and "results/smoke" in proc.stdout, proc.stderr
+    assert len(pd.read_parquet(tmp_path / "results" / "smoke" / S.RUNS)) == 3
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     proc = run_cli("--smoke", "--out", str(blocker / "results"), cwd=tmp_path)
-    assert proc.returncode == 2 and "storage" in proc.stderr
+    assert proc.returncode == 2 and f"{blocker} is a file, not a folder" in proc.stderr, proc.stderr
     assert blocker.read_text() == "not a directory" and not os.path.exists(blocker / "results")
 
 
@@ -152,3 +156,24 @@ def test_smoke_with_the_new_parts_writes_per_layer_traces(args: list[str], tmp_p
     )
     if seeds == 2:  # two students under each teacher: same teacher nodes, different students
         assert runs.groupby("p")["init_seed"].nunique().eq(2).all()
+
+
+def test_abbreviated_flags_are_refused_not_guessed(capsys) -> None:
+    """``--seed 4`` is no ``--seeds 4``: argparse's prefix matching is off on every parser."""
+    from analysis.cli import build_parser as analysis_parser
+    from spec_ray.engine.protocols import DEEP
+    from spec_ray.orchestration.experiment import Experiment
+    from spec_ray.orchestration.sweep import build_parser as sweep_parser
+
+    cases = [
+        (sweep_parser(Experiment(name="x", base=DEEP), "a sweep"), ["--seed", "4"]),
+        (build_parser(), ["run", "--seed", "4"]),
+        (build_parser(), ["run", "--no-prog"]),
+        (analysis_parser(), ["query", "r", "select 1", "--ou", "x.csv"]),
+    ]
+    for parser, argv in cases:
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 2
+        assert "unrecognized arguments: " + argv[-2 if argv[-1] in ("4", "x.csv") else -1] in capsys.readouterr().err
+    assert build_parser().parse_args(["run", "--seeds", "4"]).seeds == 4

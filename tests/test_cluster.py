@@ -13,6 +13,8 @@ from test_sweep import stored_packs, sweep
 
 from spec_ray.storage import schema as S
 
+pytestmark = pytest.mark.slow  # Ray, processes or servers: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 # Two packs of 8 runs, long enough (several seconds each) to kill a node mid-trial.
 ARGS = ["--smoke", "--m", "20", "--multi", "5", "10", "--seeds", "4", "--n-train", "2000", "--epochs", "10",

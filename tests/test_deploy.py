@@ -17,6 +17,8 @@ from conftest import assert_complete
 from test_cluster import trial_results
 from test_sweep import stored_packs
 
+pytestmark = pytest.mark.slow  # Ray, processes or servers: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 SBATCH = ROOT / "deploy" / "slurm" / "spec-ray.sbatch"
 K8S = ROOT / "deploy" / "k8s"

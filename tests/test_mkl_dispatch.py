@@ -13,6 +13,8 @@ import pytest
 
 from spec_ray.orchestration import mkl_dispatch
 
+pytestmark = pytest.mark.slow  # processes with and without the preload: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 BANNER = "import torch; a = torch.randn(256, 256); a @ a"
 TRAIN = """

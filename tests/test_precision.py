@@ -104,6 +104,7 @@ def test_precision_is_checked_and_keeps_old_run_ids() -> None:
         pass
 
 
+@pytest.mark.slow  # the real processes
 @pytest.mark.parametrize("cmd", [["sweeps/polarity.py"], ["-m", "spec_ray", "run"]])
 def test_a_precision_the_device_lacks_exits_2_before_any_work(cmd: list[str], tmp_path) -> None:
     out = subprocess.run([sys.executable, *cmd, "--smoke", "--matmul-precision", "tf32", "--storage", str(tmp_path)],

@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import pytest
 from conftest import assert_complete
 from test_sweep import sweep
 
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import packs_from_dict
+
+pytestmark = pytest.mark.slow  # Ray, processes or servers: not in the fast tier
 
 ROOT = Path(__file__).resolve().parents[1]
 STORAGE = "s3://bucket/spec-ray"

@@ -110,6 +110,7 @@ def test_calibration_gives_a_positive_cost_that_grows_with_runs_and_steps() -> N
     assert cost.seconds(longer) > cost.seconds(pack)
 
 
+@pytest.mark.slow  # a process that calibrates in processes
 def test_dry_run_prints_every_pack_and_a_projection_and_writes_nothing(tmp_path: Path) -> None:
     storage = tmp_path / "never"
     args = ["--smoke", "--storage", str(storage), "--dry-run", "--nodes", "4", "--node-cpus", "8"]

@@ -17,6 +17,8 @@ from conftest import assert_complete, shared_ray, snapshot
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import packs_from_dict
 
+pytestmark = pytest.mark.slow  # Ray, processes or servers: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["polarity", "overrealization", "teacher_aware", "sample_size", "luck_matters"]
 
