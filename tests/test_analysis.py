@@ -116,6 +116,9 @@ def test_claim5_and_claim6_on_known_tables() -> None:
     top_layer_best = up.assign(rho_mean=[0.6, 0.7, 0.8, 0.95])
     assert claims.claim5(top_layer_best).verdict == verdicts.NOT_SUPPORTED
     assert claims.claim5(up[up["n_train"] == 1000]).verdict == verdicts.NO_DATA
+    # two experiments of a root, each at its own size and loss: no loss has two sizes, so no comparison
+    mixed = up.assign(loss=["mse", "mse", "ce", "ce"])
+    assert claims.claim5(mixed).verdict == verdicts.NO_DATA
     aware = pd.DataFrame({"n_train": [100, 100, 1000, 1000], "augmentation": ["none", "teacher_aware"] * 2,
                           "set": "eval", "mse": [4.0, 0.5, 0.2, 0.2], "std": 0.0, "seeds": 3})  # fmt: skip
     claim = claims.claim6(aware)

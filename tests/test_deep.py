@@ -14,7 +14,8 @@ from spec_ray.engine.network import Network, forward
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.reference import train_run
 from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.trainer import init_state, prepare, sgd_step, with_bias_column, with_ones
+from spec_ray.engine.steps import sgd_step
+from spec_ray.engine.trainer import init_state, prepare, with_bias_column, with_ones
 
 DEEP = {
     **protocols.DEEP_TEACHER,
@@ -91,8 +92,7 @@ def test_sgd_step_gradients_equal_autograd(loss: str) -> None:
     scale = torch.full((2, 1, 1), lr * losses.grad_scale(loss, spec.train.batch, spec.teacher.c), dtype=torch.float64)
     acts = [torch.ones(2, spec.train.batch, n + 1, dtype=torch.float64) for n in spec.student_widths]
     stat = torch.empty(2, dtype=torch.float64)
-    sgd_step(state.params, x, None if loss == "ce" else t, scale, stat, acts, pack.group_size,
-             target if loss == "ce" else None)  # fmt: skip
+    sgd_step(state.params, x, target, scale=scale, stat=stat, acts=acts, k=pack.group_size, ce=loss == "ce")
     for r in range(2):
         params = [p[r].clone().requires_grad_(True) for p in before]
         net = Network(tuple(p[:, :-1] for p in params), tuple(p[:, -1] for p in params))

@@ -105,7 +105,7 @@ def luck_beta(frame: pd.DataFrame, stem: Path) -> list[Path]:
                 ax.axvline(edge, color="0.6", lw=0.4)
             ax.set_xticks([])
             ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.panel_grid(False)
+            ax.grid(False)
             ax.set_title(f"layer {layer - 1}: {'beta*' if value == S.BETA else 'H*'}, {stage} (|max| {scale:.2g})",
                          fontsize=7)  # fmt: skip
             if col == 0:

@@ -21,10 +21,10 @@ def winner_ranks(res: Results) -> pd.DataFrame:
     the ``correlations`` table (``checkpoint.keep_correlations``). Columns: run_id, layer, step,
     epoch, mean_rank, median_rank (over teacher nodes), teachers.
     """
-    if not res.has(S.CORRELATIONS):
+    if not res.has_any(S.CORRELATIONS):  # a storage root may mix experiments with and without it
         raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
     cols = [S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
-    rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID])
+    rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID], optional=True)
     rows = with_runs(rows, res, ["final_step"])
     last = rows[rows[S.STEP] == rows["final_step"]]
     key = [S.RUN_ID, S.LAYER, S.NODE]
@@ -95,7 +95,7 @@ def luck_rank(res: Results) -> pd.DataFrame:
     epoch: ``winner_ranks`` averaged over seeds, with the min/max of the mean rank. Empty without the
     correlations table. Columns: net, student_bn, data, layer, epoch, mean_rank, median_rank,
     mean_rank_min, mean_rank_max, seeds."""
-    if not res.has(S.CORRELATIONS):
+    if not res.has_any(S.CORRELATIONS):
         return pd.DataFrame()
     ranks = _luck_config(res, winner_ranks(res))
     out = ranks.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(

@@ -11,6 +11,8 @@ back, with its optimizer state, so it freezes whole.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -19,28 +21,37 @@ from spec_ray.engine.arch import Arch
 from spec_ray.engine.spec import TrainSpec
 
 
-def step(
-    arch: Arch,
-    train: TrainSpec,
-    params: tuple[Tensor, ...],
-    buffers: tuple[Tensor, ...],
-    opt: tuple[Tensor, ...],
-    x: Tensor,
-    target: Tensor,
-    lr: Tensor,
-    alive: Tensor,
-    count: int,
-    stat: Tensor,
-    any_dead: bool = False,
-) -> None:
-    """One step of every run, in place.
+class Tensors(NamedTuple):
+    """A pack's trained tensors, updated in place by a step."""
 
-    x: (G, B, d+1) group minibatch; target: teacher outputs (G, k, B, c) (MSE, any strides)
-    or labels (R, B) int64 (cross-entropy); lr: (R,) this epoch's rates, 0 for diverged runs;
-    alive: (R,) bool; count: the 1-based step number (Adam's bias correction); stat: (R,)
-    receives ||y - t|| (MSE) or the mean loss (CE), as the fused step reports it; any_dead:
-    whether some run has diverged, known to the caller (asking ``alive`` would sync a GPU every step).
-    """
+    params: tuple[Tensor, ...]
+    """Layers with the bias as last column (R, n_l, fan_in+1), then affine BN weights and biases (R, n_l)."""
+    buffers: tuple[Tensor, ...] = ()
+    """BN running means, then variances, (R, n_l) per hidden layer."""
+    opt: tuple[Tensor, ...] = ()
+    """Optimizer state shaped like params (``optim``)."""
+
+
+class Batch(NamedTuple):
+    """One step's minibatch, and what the step writes for the divergence check."""
+
+    x: Tensor
+    """(G, B, d+1) group minibatch with a ones column."""
+    target: Tensor
+    """Teacher outputs (G, k, B, c) (MSE, any strides) or labels (R, B) int64 (cross-entropy)."""
+    stat: Tensor
+    """(R,) receives ||y - t|| (MSE) or the mean loss (CE)."""
+    alive: Tensor
+    """(R,) bool: runs not diverged."""
+    any_dead: bool = False
+    """Some run has diverged, known to the caller (asking ``alive`` would sync a GPU every step)."""
+
+
+def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tensor, count: int) -> None:
+    """One step of every run, in place: lr (R,) this epoch's rates, 0 for diverged runs; count the
+    1-based step number (Adam's bias correction)."""
+    params, buffers, opt = tensors
+    x, target, stat, alive, any_dead = batch
     runs = params[0].shape[0]
     kept = [s.clone() for s in (*buffers, *opt)] if any_dead else None  # a diverged run's to put back
     leaves = tuple(p.detach().requires_grad_() for p in params)

@@ -3,9 +3,26 @@
 Axes: R runs, G shared-minibatch groups (R = G * k), T steps in a chunk, B batch,
 N samples, d input, n_l student width of hidden layer l, c outputs.
 
-Two steps share the loop. A plain MLP under plain SGD (``RunSpec.fused``) takes the
-hand-written fused step below; every other network (BatchNorm, conv, momentum, weight
-decay, Adam) takes ``general.step``, the same packed parts under autograd.
+A pack picks its step once (``steps.step_for``): the hand-written fused step for a plain MLP
+under plain SGD, ``general.step`` (the packed parts under autograd) for every other network.
+The loop below gives both the same chunks of minibatches.
+
+Which forward serves what, each kept apart for a measured reason:
+
+=====================  ==========================================  ===================================
+forward                serves                                      kept apart because
+=====================  ==========================================  ===================================
+``steps.sgd_step``     training a plain MLP under plain SGD        hand-fused backward and update:
+                                                                   1.5-2x the autograd step
+``parts.forward``      training everything else (``general``);     the one packed definition of linear,
+                       metrics of BN and conv networks             conv, BN and activation
+``passes.forward``     checkpoint metrics of plain MLPs            whole-set passes in bounded run
+                                                                   chunks, layer 1 shared by a group
+``network.forward``    teacher labels and calibration (float64)    labels are stored results: their
+                                                                   float64 bits stay as written
+``reference``          the ground truth of every equivalence       independent of all of the above
+                       test (``torch.nn``, one run)                by design
+=====================  ==========================================  ===================================
 
 Measured choices of the fused step (docs/performance.md), each cutting kernels on the hot path:
 * Gradients are written out by hand (``spec_ray.engine.losses``: residual x scale) and fused
@@ -31,7 +48,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, construct, general, losses, optim, parts, precision
+from spec_ray.engine import construct, losses, optim, parts, precision, steps
+from spec_ray.engine.general import Batch, Tensors
 from spec_ray.engine.network import Network, forward, stack, with_bias_column
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.scratch import Workspace
@@ -146,53 +164,6 @@ def epoch_indices(pack: Pack, epoch: int) -> Tensor:
     return idx.to(pack.device)  # (iters, G, B)
 
 
-def sgd_step(
-    params: tuple[Tensor, ...],
-    x: Tensor,
-    t: Tensor,
-    scale: Tensor,
-    stat: Tensor,
-    acts: list[Tensor],
-    k: int,
-    labels: Tensor | None = None,
-    act: str = "relu",
-    slope: float = 0.0,
-) -> None:
-    """One SGD step of every run, in place (``act``, ``slope``: the hidden activation).
-
-    params: [(R, n_l, n_{l-1}+1)]; x: (G, B, d+1) group minibatch; t: (G, k, B, c) teacher
-    outputs (MSE, any strides) or labels: (R, B) int64 (cross-entropy); scale: (R, 1, 1) lr / B, 0 for
-    diverged runs; stat: (R,) receives ||y - t|| (MSE) or the mean loss (CE);
-    acts: [(R, B, n_l+1)] activation buffers whose last column holds ones.
-    """
-    g_count, batch, d1 = x.shape
-    n1 = params[0].shape[1]
-    w1g = params[0].view(g_count, k * n1, d1)  # (G, k n1, d+1)
-    z = torch.bmm(x, w1g.transpose(1, 2))  # (G, B, k n1)
-    # The activation written straight into the run-major buffer: the permute costs no extra pass.
-    out1 = acts[0][..., :n1].view(g_count, k, batch, n1)  # (G, k, B, n1)
-    activations.forward(act, slope, z.view(g_count, batch, k, n1).transpose(1, 2), out=out1)
-    for w, a_in, a_out in zip(params[1:-1], acts[:-1], acts[1:]):
-        z = torch.bmm(a_in, w.transpose(1, 2))  # (R, B, n_l)
-        activations.forward(act, slope, z, out=a_out[..., :-1])  # (R, B, n_l)
-    y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
-    if labels is None:
-        err = losses.residual_("mse", y.view(t.shape), t).view(y.shape)  # (R, B, c) y - t
-        torch.linalg.vector_norm(err, dim=(1, 2), out=stat)  # (R,)
-    else:
-        lse = torch.logsumexp(y, dim=2, keepdim=True)  # (R, B, 1)
-        stat.copy_(losses.cross_entropy(y, labels, lse))  # (R,)
-        err = losses.residual_("ce", y, None, labels, lse)  # (R, B, c) softmax - onehot
-    g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
-    for layer in range(len(params) - 1, 0, -1):
-        a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
-        g_below = activations.backward(act, slope, torch.bmm(g, w[..., :-1]), a[..., :-1])  # (R, B, n_{l-1})
-        w.baddbmm_(g.transpose(1, 2), a, alpha=-1.0)  # (R, n_l, n_{l-1}+1): weights and bias
-        g = g_below
-    gg = g.view(g_count, k, batch, n1).transpose(1, 2).reshape(g_count, batch, k * n1)  # (G, B, k n1)
-    w1g.baddbmm_(gg.transpose(1, 2), x, alpha=-1.0)  # (G, k n1, d+1)
-
-
 def minibatches(
     pack: Pack,
     data: PackData,
@@ -259,25 +230,12 @@ class Chunk(NamedTuple):
     """(T, R): each step's ||y - t|| (MSE) or mean loss (CE)."""
     alive: Tensor
     """(R,) bool: runs not diverged; updated in place when one diverges in the chunk."""
-    rate: Tensor
-    """Fused step: (R, 1, 1) lr x dObjective/dy per unit residual; general step: (R,) lr. 0 for
-    diverged runs, set in place when one diverges."""
     any_dead: bool
     """Some run has diverged (known without a device sync)."""
-    acts: list[Tensor] | None = None
-    """Fused step: activation buffers [(R, B, n_l+1)]."""
 
-
-def _take(pack: Pack, state: PackState, params: tuple[Tensor, ...], chunk: Chunk, i: int, step: int) -> None:
-    """Step i of a chunk that starts at ``step``: the fused step, or ``general.step``."""
-    spec, student = pack.spec, pack.student_arch
-    if pack.fused:
-        target, labels = (None, chunk.ts[i]) if spec.train.loss == "ce" else (chunk.ts[i], None)
-        sgd_step(params, chunk.xs[i], target, chunk.rate, chunk.stats[i], chunk.acts, pack.group_size, labels,
-                 student.activation, student.slope)  # fmt: skip
-    else:
-        general.step(student, spec.train, params, state.buffers, state.opt, chunk.xs[i], chunk.ts[i], chunk.rate,
-                     chunk.alive, step + i + 1, chunk.stats[i], chunk.any_dead)  # fmt: skip
+    def batch(self, i: int) -> Batch:
+        """Step i's minibatch and what it writes."""
+        return Batch(self.xs[i], self.ts[i], self.stats[i], self.alive, self.any_dead)
 
 
 def train_until(
@@ -300,7 +258,7 @@ def _train_until(
     stop: int,
     on_progress: Callable[[int], None] | None,
 ) -> PackState:
-    spec = pack.spec
+    spec, step_kind, arch, k = pack.spec, steps.step_for(pack.spec), pack.student_arch, pack.group_size
     iters, batch, c, loss = spec.steps_per_epoch, spec.train.batch, spec.teacher.c, spec.train.loss
     r_count = pack.size
     dev, dt = data.x_eval.device, data.x_eval.dtype
@@ -325,19 +283,12 @@ def _train_until(
         saved = (*params, *state.buffers, *state.opt)
         snapshot = [work.get(f"s{i}", p, *p.shape).copy_(p) for i, p in enumerate(saved)]
         alive = diverged < 0  # (R,)
-        if pack.fused:
-            # (R, 1, 1): lr x dObjective/dy per unit residual; 0 freezes a diverged run.
-            rate = torch.where(alive.view(-1, 1, 1), data.lr[epoch] * losses.grad_scale(loss, rows, c), 0.0)
-            acts = [
-                work.get(f"a{i}", data.x_eval, r_count, rows, n + 1, ones_column=True)
-                for i, n in enumerate(spec.student_widths)
-            ]  # [(R, rows, n_l+1)] activations, ones column last
-        else:
-            rate, acts = torch.where(alive, data.lr[epoch].view(-1), 0.0), None  # (R,)
+        args = step_kind.prepare(spec, data.lr[epoch], alive, rows, data.x_eval, work)  # the step's own record
         stats = torch.empty(count, r_count, dtype=dt, device=dev)  # (T, R)
-        chunk = Chunk(xs, ts, stats, alive, rate, frozen is not None, acts)
+        chunk = Chunk(xs, ts, stats, alive, frozen is not None)
+        tensors = Tensors(params, state.buffers, state.opt)
         for i in range(count):
-            _take(pack, state, params, chunk, i, step)
+            step_kind.take(spec, arch, k, tensors, chunk.batch(i), args, step + i + 1)
         values = losses.minibatch_objective(loss, stats, rows, c)  # (T, R) as the reference computes it
         bad = ~values.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
@@ -352,10 +303,10 @@ def _train_until(
                     for p, f in zip(params, frozen):
                         f[dying] = p[dying]
                         p[dying] = 0.0  # a zero student's loss stays finite; its update is 0
-                    chunk.rate[dying] = 0.0
+                    step_kind.freeze(args, dying)
                     chunk.alive[dying] = False
                     diverged[dying] = step + i
-                _take(pack, state, params, chunk, i, step)
+                step_kind.take(spec, arch, k, tensors, chunk.batch(i), args, step + i + 1)
         step += count
         if on_progress is not None:
             on_progress(step)

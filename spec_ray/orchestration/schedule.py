@@ -127,8 +127,10 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     shapes: no data to build, so a whole large pack is timed in a fraction of a second."""
     import torch
 
-    from spec_ray.engine import arch, general, optim, parts, precision
-    from spec_ray.engine.trainer import sgd_step
+    from spec_ray.engine import arch, optim, parts, precision
+    from spec_ray.engine.general import Batch, Tensors
+    from spec_ray.engine.scratch import Workspace
+    from spec_ray.engine.steps import FUSED, step_for
 
     dt = getattr(torch, spec.train.dtype)
     shape = arch.student(spec)
@@ -138,23 +140,19 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     stat = torch.empty(runs, dtype=dt)  # (R,)
     ce = spec.train.loss == "ce"
     t = torch.randint(0, c, (runs, b)) if ce else torch.randn(runs, b, c, dtype=dt)  # (R, B) or (R, B, c)
-    if spec.fused:
-        acts = [torch.ones(runs, b, n + 1, dtype=dt) for n in spec.student_widths]  # [(R, B, n_l+1)]
-        scale = torch.full((runs, 1, 1), 1e-4, dtype=dt)  # (R, 1, 1)
-
-        def one() -> None:
-            sgd_step(
-                params, x, None if ce else t, scale, stat, acts, k, t if ce else None, shape.activation, shape.slope
-            )
-
+    step = step_for(spec)  # the trainer's own choice
+    if step is FUSED:
+        tensors = Tensors(params)
     else:
         bn, buffers = parts.init_bn(shape, runs, params[0], spec.student.bn_affine)
         params = (*params, *bn)
-        opt = optim.init(spec.train, params)
-        lr, alive = torch.full((runs,), 1e-4, dtype=dt), torch.ones(runs, dtype=torch.bool)  # (R,), (R,)
+        tensors = Tensors(params, buffers, optim.init(spec.train, params))
+    lr, alive = torch.full((runs, 1, 1), 1e-4, dtype=dt), torch.ones(runs, dtype=torch.bool)  # (R, 1, 1), (R,)
+    args = step.prepare(spec, lr, alive, b, x, Workspace())
+    batch = Batch(x, t, stat, alive)
 
-        def one() -> None:
-            general.step(shape, spec.train, params, buffers, opt, x, t, lr, alive, 1, stat)
+    def one() -> None:
+        step.take(spec, shape, k, tensors, batch, args, 1)
 
     with precision.training(spec.train.matmul_precision, "cpu"):  # timed as the trainer runs it
         one()  # warm
