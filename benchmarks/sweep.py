@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.orchestration import dryrun, mkl_dispatch  # noqa: E402
+from spec_ray.orchestration.commandline import experiment_from_args, request_from_args  # noqa: E402
+from spec_ray.orchestration.commandline import sweep_parser as build_parser  # noqa: E402
 from spec_ray.orchestration.plan import plan  # noqa: E402
 from spec_ray.orchestration.schedule import (  # noqa: E402
     calibrate_shapes,
@@ -45,7 +47,6 @@ from spec_ray.orchestration.schedule import (  # noqa: E402
     schedule,
     useful_flops,
 )
-from spec_ray.orchestration.sweep import build_parser, experiment_from_args  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
 from spec_ray.storage.manifest import packs_from_dict  # noqa: E402
 from sweeps.polarity import EXPERIMENT, SMOKE  # noqa: E402
@@ -56,7 +57,7 @@ def planned(flags: list[str]):
     never_written = os.path.join(tempfile.gettempdir(), "spec-ray-plan-only")  # plan() writes nothing
     args = build_parser(EXPERIMENT, None).parse_args([*flags, "--storage", never_written])
     exp = experiment_from_args(EXPERIMENT, args, SMOKE)
-    return plan(exp, args).packs(), args
+    return plan(request_from_args(exp, args)).packs(), args
 
 
 def projection(packs, slots: int, threads: int) -> tuple[float, dict]:

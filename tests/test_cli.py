@@ -13,7 +13,8 @@ from conftest import snapshot
 
 from spec_ray.engine.pack import checkpoint_steps
 from spec_ray.engine.protocols import RUN_SMOKE
-from spec_ray.orchestration.cli import build_parser, main, run_experiment
+from spec_ray.orchestration.cli import main, run_experiment
+from spec_ray.orchestration.commandline import command_parser as build_parser
 from spec_ray.storage import schema as S
 
 
@@ -110,8 +111,8 @@ def test_every_flag_of_every_entry_point_has_help() -> None:
 
     from analysis.cli import build_parser as analysis_parser
     from spec_ray.engine.protocols import DEEP
+    from spec_ray.orchestration.commandline import sweep_parser
     from spec_ray.orchestration.experiment import Experiment
-    from spec_ray.orchestration.sweep import build_parser as sweep_parser
 
     def actions(parser: argparse.ArgumentParser):
         for action in parser._actions:
@@ -162,8 +163,8 @@ def test_abbreviated_flags_are_refused_not_guessed(capsys) -> None:
     """``--seed 4`` is no ``--seeds 4``: argparse's prefix matching is off on every parser."""
     from analysis.cli import build_parser as analysis_parser
     from spec_ray.engine.protocols import DEEP
+    from spec_ray.orchestration.commandline import sweep_parser
     from spec_ray.orchestration.experiment import Experiment
-    from spec_ray.orchestration.sweep import build_parser as sweep_parser
 
     cases = [
         (sweep_parser(Experiment(name="x", base=DEEP), "a sweep"), ["--seed", "4"]),
@@ -177,3 +178,38 @@ def test_abbreviated_flags_are_refused_not_guessed(capsys) -> None:
         assert exit_.value.code == 2
         assert "unrecognized arguments: " + argv[-2 if argv[-1] in ("4", "x.csv") else -1] in capsys.readouterr().err
     assert build_parser().parse_args(["run", "--seeds", "4"]).seeds == 4
+
+
+def test_spec_ray_run_imports_neither_the_ray_driver_nor_ray() -> None:
+    """Module-level imports reachable from ``python -m spec_ray``: no Tune driver, no Ray (a static walk)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def imports(module: str) -> set[str]:
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / module.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            return set()
+        found = set()
+        for node in ast.parse(path.read_text()).body:  # module level only: lazy imports inside functions are fine
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        return found
+
+    seen, todo = set(), ["spec_ray.__main__"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo += [m for m in imports(module) if m.startswith("spec_ray")]
+    outside = {m for s in seen for m in imports(s) if not m.startswith("spec_ray")}
+    assert "spec_ray.orchestration.tune_driver" not in seen and "spec_ray.orchestration.sweep" not in seen
+    assert not {m for m in outside if m == "ray" or m.startswith("ray.")}, sorted(outside)
+    assert "spec_ray.orchestration.cli" in seen and "spec_ray.orchestration.plan" in seen

@@ -111,7 +111,7 @@ def _kind(docs: list[dict], kind: str) -> dict:
 
 
 def test_k8s_manifests_agree_with_cluster_yaml_and_the_sweep_parser() -> None:
-    from spec_ray.orchestration.sweep import build_parser
+    from spec_ray.orchestration.commandline import sweep_parser as build_parser
     from sweeps.polarity import EXPERIMENT
 
     cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())

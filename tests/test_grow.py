@@ -18,9 +18,10 @@ from conftest import assert_complete, snapshot
 from analysis.load import open_results
 from analysis.report import build_report
 from spec_ray.orchestration import cli
+from spec_ray.orchestration.commandline import experiment_from_args, request_from_args
+from spec_ray.orchestration.commandline import sweep_parser as build_parser
 from spec_ray.orchestration.plan import plan
 from spec_ray.orchestration.runner import run_pack
-from spec_ray.orchestration.sweep import build_parser, commit, experiment_from_args
 from spec_ray.storage import schema as S
 from spec_ray.storage.verify import BROKEN, COMPLETE, check_pack, pack_files
 
@@ -42,13 +43,13 @@ def launch(storage: Path, *flags: str, name: str = "grow"):
     args = build_parser(POLARITY.EXPERIMENT, None).parse_args([*SMALL, "--storage", str(storage), "--name", name,
                                                                 *flags])  # fmt: skip
     exp = experiment_from_args(POLARITY.EXPERIMENT, args, POLARITY.SMOKE)
-    return plan(exp, args, POLARITY.SMOKE), args
+    return plan(request_from_args(exp, args, POLARITY.SMOKE)), args
 
 
 def train(result) -> list:
-    """What ``sweep.run_sweep`` does with a launch, each pack trained in this process."""
+    """What ``tune_driver.run_sweep`` does with a launch, each pack trained in this process."""
     packs = result.packs()
-    commit(result, packs)
+    result.commit()
     for pack in result.todo:
         run_pack(pack, result.store, block_epochs=result.resources.block_epochs, progress=False)
     return packs

@@ -106,7 +106,9 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         text = (tmp_path / "report" / "report.md").read_text()
         assert "| 12 | beta*" in text
         # Only what applies: no ICML two-layer figure or claim 1-4 on Luck Matters runs, and one line saying why.
-        assert not (tmp_path / "report" / "success_rate.png").exists() and "| 1 | " not in text and "| 4 | " not in text
+        claims = text.split("## Claims")[1].split("## Figures")[0]
+        assert not (tmp_path / "report" / "success_rate.png").exists() and "| 1 | " not in claims
+        assert "| 4 | " not in claims and "| 7 | " in claims
         assert "Not shown, for want of data: success_rate (two-layer runs (depth 1))" in text
         assert "One run (BN after_relu, finite data, seed 1;" in text  # the smoke has BN runs only: says so
         configs = text.split("## Runs and configurations")[1]
@@ -127,13 +129,16 @@ def existing(tmp_path_factory) -> Path:
     its packs trained in this process (tests/test_grow.py's ``train``; the Ray path is tested above)."""
     from test_grow import POLARITY, train
 
+    from spec_ray.orchestration.commandline import experiment_from_args, request_from_args
+    from spec_ray.orchestration.commandline import sweep_parser as build_parser
     from spec_ray.orchestration.plan import plan
-    from spec_ray.orchestration.sweep import build_parser, experiment_from_args
 
     storage = tmp_path_factory.mktemp("existing")
     flags = ["--smoke", "--storage", str(storage), "--multi", "1", "--p", "0"]
     args = build_parser(POLARITY.EXPERIMENT, None).parse_args(flags)
-    train(plan(experiment_from_args(POLARITY.EXPERIMENT, args, POLARITY.SMOKE), args, POLARITY.SMOKE))
+    train(
+        plan(request_from_args(experiment_from_args(POLARITY.EXPERIMENT, args, POLARITY.SMOKE), args, POLARITY.SMOKE))
+    )
     return storage
 
 
@@ -260,15 +265,16 @@ def trained_here(script: str, *flags: str) -> None:
 
     from test_grow import train
 
+    from spec_ray.orchestration.commandline import experiment_from_args, request_from_args
+    from spec_ray.orchestration.commandline import sweep_parser as build_parser
     from spec_ray.orchestration.plan import plan
-    from spec_ray.orchestration.sweep import build_parser, experiment_from_args
 
     spec = importlib.util.spec_from_file_location(f"{script}_sweep", ROOT / "sweeps" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = build_parser(module.EXPERIMENT, None).parse_args(list(flags))
     smoke = module.SMOKE if args.smoke else None
-    train(plan(experiment_from_args(module.EXPERIMENT, args, module.SMOKE), args, smoke))
+    train(plan(request_from_args(experiment_from_args(module.EXPERIMENT, args, module.SMOKE), args, smoke)))
 
 
 def _mtimes(root: Path) -> dict[Path, int]:

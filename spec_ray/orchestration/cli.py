@@ -13,53 +13,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spec_ray.engine.pack import DEVICES, Pack
+from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
 from spec_ray.orchestration import mkl_dispatch
+from spec_ray.orchestration.commandline import command_parser, experiment_from_args, request_from_args
 from spec_ray.orchestration.experiment import Experiment
-from spec_ray.orchestration.flags import NOT_GIVEN, Parser, add_spec_flags
-from spec_ray.orchestration.plan import RESUME_MODES, plan
+from spec_ray.orchestration.flags import NOT_GIVEN
+from spec_ray.orchestration.plan import plan
 from spec_ray.orchestration.runner import run_pack
-from spec_ray.orchestration.sweep import commit, experiment_from_args
 from spec_ray.storage import schema as S
 from spec_ray.storage import verify
 from spec_ray.storage.manifest import experiment_stores, stored_packs
 
-PACK_AXES = ("p", "lr", "init_seed")  # several values in one pack
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m spec_ray", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    run = sub.add_parser("run", help="train one pack locally and write Parquet traces")
-    run.add_argument("--storage", default=None, help="a local path or a URI (s3://, gs://); default: results")
-    run.add_argument("--out", default=None, help="the old name of --storage, kept as an alias")
-    run.add_argument("--name", default=None, help="experiment name (default: local, or smoke with --smoke)")
-    run.add_argument("--smoke", action="store_true", help="a tiny pack that finishes in seconds")
-    run.add_argument("--seeds", type=int, default=None, help="run seeds 1..N (default 1; 4 with --smoke)")
-    run.add_argument("--resume", nargs="?", const="yes", choices=RESUME_MODES, default=None,
-                     help="continue or grow the stored experiment of this name, as a sweep's --resume")  # fmt: skip
-    run.add_argument("--device", default="auto", choices=DEVICES, help="where the pack trains: auto (CUDA when "
-                     "available), cpu or cuda; part of no run id (default: auto)")  # fmt: skip
-    run.add_argument("--no-progress", action="store_true", help="no progress line")
-    run.add_argument("--online", action="store_true", help="online data: a fresh batch every step (n_train = None)")
-    run.set_defaults(pack_size=None, pack_memory_gib=2.0, m=None)
-    add_spec_flags(run, several=PACK_AXES)
-    check = sub.add_parser("verify", help="check every table of a sweep: readable, declared schema, every row once")
-    check.add_argument("results", help="an experiment folder (with sweep.json) or a storage root of them; a URI too")
-    mkl = sub.add_parser(
-        "mkl-preload",
-        help="run CMD (e.g. ray start) with MKL's vendor check answered, so MKL runs "
-        "its AVX-512 kernels on AMD CPUs; no CMD: print the library (docs/performance.md)",
-    )
-    mkl.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
-    return parser
-
 
 def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
     """The flags as an ``Experiment`` of one shape, built as every sweep builds its own
-    (``sweep.experiment_from_args``): the smoke preset, then the flags; p, lr and init seeds are
+    (``commandline.experiment_from_args``): the smoke preset, then the flags; p, lr and init seeds are
     per-run fields, so their values stay one pack."""
     settings = dict(RUN_SMOKE.settings)
     if args.smoke and getattr(args, "arch", NOT_GIVEN) == "conv":
@@ -75,7 +45,7 @@ def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
 def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
     """The command line; ``at_entry``: called by ``python -m spec_ray`` itself, which may let
     ``mkl-preload -- CMD`` replace the process. Called in-process, nothing replaces the caller."""
-    args = build_parser().parse_args(argv)
+    args = command_parser().parse_args(argv)
     if args.command == "verify":
         return verify_command(args.results)
     if args.command == "mkl-preload":
@@ -90,7 +60,7 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
     try:
         mkl_dispatch.mode()  # a bad switch exits 2 here; the preload itself is the entry's (__main__)
         exp, smoke = run_experiment(args)
-        launch = plan(exp, args, smoke if args.smoke else None)
+        launch = plan(request_from_args(exp, args, smoke if args.smoke else None))
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
         for pack in todo:
             # a CUDA request without CUDA, or a precision the device lacks, fails here, before any work
@@ -100,7 +70,7 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     store, packs = launch.store, launch.packs()
-    commit(launch, packs)  # sweep.json and the copied runs, as a sweep launch writes them
+    launch.commit()  # sweep.json and the copied runs, as a sweep launch writes them
     wall, block = 0.0, launch.resources.block_epochs
     for pack in todo:
         spec = pack.spec

@@ -1,29 +1,32 @@
 """Decide what a sweep launch will do, before Ray starts; reads storage, writes nothing.
 
-``plan`` validates the flags and resources and returns a ``Launch``: a fresh sweep, or a
-resume of the stored one. A resume reloads the packs and resources from ``sweep.json``, so a
-rerun of the same command (a requeued SLURM job, a retried RayJob) finishes exactly the stored
-sweep; it checks every stored pack (``storage.verify``) and trains again those with missing or
-corrupt files; and it grows the sweep: runs the flags add (more seeds, another axis value) are
-packed apart and trained, or copied where another experiment of the storage root has them done.
-Every refusal is a ValueError naming the flag and the allowed values.
+``plan`` takes a typed ``LaunchRequest`` (the experiment, storage, resume mode, the resource
+flags given, the device, reuse) and returns a ``Launch``: a fresh sweep, or a resume of the
+stored one. The driver then fixes the new packs' schedule (``Launch.scheduled``) and commits
+sweep.json (``Launch.commit``); everything it trains is read off the launch.
+
+A resume reloads the packs and resources from ``sweep.json``, so a rerun of the same command (a
+requeued SLURM job, a retried RayJob) finishes exactly the stored sweep; it checks every stored
+pack (``storage.verify``) and trains again those with missing or corrupt files; and it grows
+the sweep: runs the flags add (more seeds, another axis value) are packed apart and trained, or
+copied where another experiment of the storage root has them done. Every refusal is a
+ValueError naming the flag and the allowed values.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import textwrap
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from spec_ray.engine.pack import Pack, run_id
-from spec_ray.engine.protocols import Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
 from spec_ray.engine.spec_io import flat_fields
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
-from spec_ray.storage.manifest import packs_from_dict, read_sweep
+from spec_ray.storage.manifest import commit_sweep, packs_from_dict, read_sweep
 from spec_ray.storage.reuse import Source, find_done
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
 from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, verify
@@ -62,17 +65,46 @@ class Resources:
             raise ValueError(f"--block-epochs={self.block_epochs} is invalid: allowed an integer >= 1")
 
 
-def resume_mode(args: argparse.Namespace) -> str | None:
+def resume_mode(flag: str | None) -> str | None:
     """None (a fresh sweep), 'yes' (must exist) or 'auto' (resume if it exists); from --resume or the env."""
-    mode = args.resume if args.resume is not None else (os.environ.get(RESUME_ENV) or None)
+    mode = flag if flag is not None else (os.environ.get(RESUME_ENV) or None)
     if mode is not None and mode not in RESUME_MODES:
         raise ValueError(f"{RESUME_ENV}={mode!r} is invalid: allowed {', '.join(RESUME_MODES)} or unset")
     return mode
 
 
-def _resources(args: argparse.Namespace, stored: dict | None, default_block: int) -> Resources:
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What a launch is asked to do: the typed inputs of ``plan`` (``commandline.request_from_args``
+    builds one from the flags)."""
+
+    experiment: Experiment
+    storage: str
+    """A local path or a URI: the storage root the experiment's folder is in."""
+    resume: str | None = None
+    """None: a fresh sweep; 'yes': continue (or grow) the stored one; 'auto': resume if it exists."""
+    given: Mapping[str, float] = field(default_factory=dict)
+    """The resource flags given (``Resources`` field names); a resume may not change them."""
+    device: str | None = None
+    """``spec_ray run``'s --device (checked where it trains); None: a sweep trains by its GPU share."""
+    reuse: str = "root"
+    """root: copy runs another experiment of the storage root has done; none: train every run."""
+    block_epochs: int = BLOCK_EPOCHS
+    """A fresh sweep's default epochs per file (a smoke's is shorter)."""
+
+    def __post_init__(self) -> None:
+        if self.resume not in (None, *RESUME_MODES):
+            raise ValueError(f"--resume={self.resume!r} is invalid: allowed {', '.join(RESUME_MODES)} or none")
+        if self.reuse not in REUSE_MODES:
+            raise ValueError(f"--reuse={self.reuse!r} is invalid: allowed {', '.join(REUSE_MODES)}")
+        unknown = set(self.given) - set(asdict(Resources()))
+        if unknown:
+            raise ValueError(f"resources {sorted(unknown)} are invalid: allowed {', '.join(asdict(Resources()))}")
+
+
+def _resources(given: Mapping[str, float], stored: dict | None, default_block: int) -> Resources:
     """The flags over the defaults for a fresh sweep; the stored values for a resume, which a flag may not change."""
-    given = {k: getattr(args, k) for k in asdict(Resources()) if getattr(args, k, None) is not None}
+    given = {k: v for k, v in given.items() if v is not None}
     if stored is None:
         return Resources(**{"block_epochs": default_block, **given})
     kept = Resources(**stored)
@@ -91,6 +123,8 @@ def _resources(args: argparse.Namespace, stored: dict | None, default_block: int
 class Launch:
     """What a sweep launch will do, decided by ``plan`` before anything starts or is written."""
 
+    experiment: Experiment
+    """The experiment as asked (flags and smoke applied)."""
     store: TraceStore
     resources: Resources
     """The flags over the defaults; a resume's stored values."""
@@ -130,9 +164,21 @@ class Launch:
         """Every pack this launch trains."""
         return (*self.retrain, *self.unfinished, *self.new)
 
-    def packs(self, new: list[Pack] | None = None) -> list[Pack]:
+    def packs(self) -> list[Pack]:
         """The sweep's packs after this launch: the stored ones as they were, then the copies and new ones."""
-        return [*self.stored, *self.copies, *(self.new if new is None else new)]
+        return [*self.stored, *self.copies, *self.new]
+
+    def scheduled(self, new: list[Pack]) -> Launch:
+        """This launch with its new packs as the scheduler cut and ordered them (the same runs)."""
+        if sorted(r for p in new for r in p.run_ids) != sorted(r for p in self.new for r in p.run_ids):
+            raise ValueError("a schedule must hold exactly the launch's new runs")
+        return dataclasses.replace(self, new=tuple(new))
+
+    def commit(self) -> str:
+        """Write sweep.json and copy the copied packs' rows (``manifest.commit_sweep``); the Tune folder."""
+        return commit_sweep(self.store, self.meta, self.packs(), restore=self.restore, resume=self.resume,
+                            copies=self.copies, sources=dict(self.sources),
+                            block_epochs=self.resources.block_epochs)  # fmt: skip
 
 
 def _changed(stored: list[RunSpec], asked: list[RunSpec], axes: set[str]) -> list[str]:
@@ -150,28 +196,28 @@ def _changed(stored: list[RunSpec], asked: list[RunSpec], axes: set[str]) -> lis
     return out
 
 
-def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None = None) -> Launch:
-    """Validate everything and decide what to train; reads storage, writes nothing, changes no flag.
+def plan(request: LaunchRequest) -> Launch:
+    """Validate everything and decide what to train; reads storage, writes nothing.
 
-    ``smoke``: the launch is a smoke run (its block length is the default). A resume reloads
-    the stored packs and resources; runs these flags add are packed apart (``Launch.new``),
-    or copied where another experiment of the storage root has them done (``Launch.copies``).
+    A resume reloads the stored packs and resources; runs the request adds are packed apart
+    (``Launch.new``), or copied where another experiment of the storage root has them done
+    (``Launch.copies``).
     """
-    mode = resume_mode(args)
-    block = smoke.block_epochs if smoke is not None else BLOCK_EPOCHS
-    resources = _resources(args, None, block)  # the flags alone, checked before any lookup
-    store = TraceStore(args.storage, experiment.name)
+    experiment, mode, block = request.experiment, request.resume, request.block_epochs
+    storage = request.storage
+    resources = _resources(request.given, None, block)  # the flags alone, checked before any lookup
+    store = TraceStore(storage, experiment.name)
     asked = experiment.packs()  # validates every run of the factorial, also before a resume
-    if getattr(args, "device", None) is None:  # a sweep trains by its GPU share; spec_ray run checks --device
+    if request.device is None:  # a sweep trains by its GPU share; spec_ray run checks --device
         where = "cuda" if resources.gpus_per_trial > 0 else "cpu"
         for value in sorted({r.train.matmul_precision for p in asked for r in p.runs}):
             check_matmul_precision(value, where)
     stored = read_sweep(store)
     if stored is None and mode == "yes":
-        raise ValueError(f"--resume: no sweep {experiment.name!r} in storage={args.storage!r}: allowed an existing one")
+        raise ValueError(f"--resume: no sweep {experiment.name!r} in storage={storage!r}: allowed an existing one")
     if stored is not None and mode is None:
         raise ValueError(
-            f"name={experiment.name!r} already exists in storage={args.storage!r}: "
+            f"name={experiment.name!r} already exists in storage={storage!r}: "
             "allowed --resume to continue or grow it, or a new --name"
         )
     old: list[Pack] = []
@@ -183,7 +229,7 @@ def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None =
                 f"version {SWEEP_VERSION}; start it again under a new --name"
             )
         old = packs_from_dict(stored["sweep"])
-        resources = _resources(args, stored.get("resources", {"block_epochs": stored["block_epochs"]}), block)
+        resources = _resources(request.given, stored.get("resources", {"block_epochs": stored["block_epochs"]}), block)
     have = {r for p in old for r in p.run_ids}
     added = [r for p in asked for r in p.runs if run_id(r) not in have]
     if old and added:
@@ -197,14 +243,14 @@ def plan(experiment: Experiment, args: argparse.Namespace, smoke: Smoke | None =
                 + "; ".join(changed)
                 + "): allowed the stored values, new values of an axis, or a new --name"
             )
-    reuse = getattr(args, "reuse", "root")
-    sources = find_done(store, {run_id(r) for r in added}) if added and reuse == "root" else {}
+    sources = find_done(store, {run_id(r) for r in added}) if added and request.reuse == "root" else {}
     copied = [r for r in added if run_id(r) in sources]
     fresh = [r for r in added if run_id(r) not in sources]
     pack = partial(pack_runs, pack_size=experiment.pack_size, pack_memory=experiment.pack_memory)
     meta = dict(stored) if stored is not None else {"version": SWEEP_VERSION, "name": experiment.name}
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
     return Launch(
+        experiment=experiment,
         store=store,
         resources=resources,
         resume=stored is not None,
@@ -252,8 +298,9 @@ def _runs_line(launch: Launch) -> str | None:
     return textwrap.fill("; ".join(parts), width=110, initial_indent="  runs:     ", subsequent_indent=" " * 12)
 
 
-def launch_summary(exp: Experiment, launch: Launch, args: argparse.Namespace) -> str:
+def launch_summary(launch: Launch, address: str | None) -> str:
     """What the sweep will do, on one screen: settings off the defaults, axes, runs and packs, storage, Ray."""
+    exp = launch.experiment
     default, base = flat_fields(RunSpec()), flat_fields(exp.base)
     shown_elsewhere = {axis_path(n).rpartition(".")[2] for n in exp.axes} | {"m", "depth", "steps_per_epoch"}
     shown_elsewhere |= {p.rpartition(".")[2] for named in exp.variants.values() for s in named.values() for p in s}
@@ -286,7 +333,7 @@ def launch_summary(exp: Experiment, launch: Launch, args: argparse.Namespace) ->
         + f", {spec.train.dtype}",
         f"  storage:  {launch.store.uri}" + ("  (resuming the stored sweep)" if launch.resume else ""),
         _runs_line(launch),
-        f"  ray:      {args.address or os.environ.get('RAY_ADDRESS') or 'a running cluster, else a new local Ray'}; "
+        f"  ray:      {address or os.environ.get('RAY_ADDRESS') or 'a running cluster, else a new local Ray'}; "
         f"{res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU a trial, {res.max_failures} retries",
     ]
     return "\n".join(line for line in lines if line is not None)

@@ -17,6 +17,8 @@ from spec_ray.engine.spec_io import spec_from_dict, spec_to_dict
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore, is_uri, open_storage
 
 SWEEP_FILE = "sweep.json"
+TUNE_DIR = "tune"
+"""Ray Tune's state under the experiment folder (``tune-2``, ... for each launch that grew or repaired it)."""
 
 
 def packs_to_dict(name: str, packs: list[Pack]) -> dict:
@@ -77,3 +79,28 @@ def experiment_stores(path: str) -> list[TraceStore]:
         raise ValueError(f"results={path!r} is not a sweep: no {SWEEP_FILE} in it or its sub-folders "
                          "(allowed: a folder written by a sweep or `python -m spec_ray run`)")  # fmt: skip
     return [store(posixpath.join(base, n)) for n in names]
+
+
+def next_tune_dir(meta: dict) -> str:
+    """A fresh folder for Tune's state when a resume adds or retrains packs: Tune cannot add trials
+    to a stored experiment (ray-project/ray#18847), so each such launch is a new Tune run."""
+    now = meta.get("tune_dir", TUNE_DIR)
+    generation = int(now.rpartition("-")[2]) + 1 if now != TUNE_DIR else 2
+    return f"{TUNE_DIR}-{generation}"
+
+
+def commit_sweep(store: TraceStore, meta: dict, packs: list[Pack], *, restore: bool, resume: bool,
+                 copies: tuple[Pack, ...], sources: dict, block_epochs: int) -> str:  # fmt: skip
+    """Write sweep.json (``packs``: the stored ones as they were, then the copied and new ones)
+    unless Tune's state is restored as it is, then copy the copied packs' rows from ``sources``.
+    Returns the Tune folder of this launch."""
+    from spec_ray.storage.reuse import copy_pack  # reuse reads sweep.json through this module
+
+    meta = dict(meta)
+    if not restore:
+        meta["sweep"] = packs_to_dict(meta["name"], packs)
+        meta["tune_dir"] = next_tune_dir(meta) if resume else TUNE_DIR
+        write_sweep(store, meta)
+    for pack in copies:
+        copy_pack(store, pack, sources, block_epochs)
+    return meta.get("tune_dir", TUNE_DIR)

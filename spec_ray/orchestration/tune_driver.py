@@ -1,0 +1,150 @@
+"""The Ray Tune driver: one trial per pack, fault tolerant and resumable.
+
+``run_sweep`` takes a planned ``Launch``, starts (or joins) Ray, checks what the cluster can
+do (GPUs, storage on every node), fixes the new packs' schedule, commits sweep.json and runs
+the trials, with one progress line (``console``) unless ``--verbose``. ``report_end`` prints
+where the results landed and the next command.
+
+Storage layout under ``<storage>/<name>/``: the Parquet tables (docs/schema.md),
+``sweep.json`` (the packs, reloaded by ``--resume``) and ``tune/`` (Tune's own state).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import sys
+import time
+
+from spec_ray.engine.pack import Pack
+from spec_ray.engine.spec_io import spec_to_dict
+from spec_ray.orchestration.cluster import check_address, cluster_slots, gpu_shortfall, init_address, storage_shortfall
+from spec_ray.orchestration.plan import Launch, Resources
+from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
+from spec_ray.storage import schema as S
+from spec_ray.storage.traces import TraceStore
+
+
+def label(pack: Pack) -> str:
+    """Readable trial name part: the shape of the pack."""
+    s = pack.spec
+    return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
+
+
+def trial_config(pack: Pack, fresh: bool) -> dict:
+    """A trial's ``pack`` setting: its own runs (a trial parses nothing else), whether to train it afresh
+    although its runs are stored as done (its files are short or corrupt), and its shape, last: Tune's
+    console shows the end of this value."""
+    return {"id": pack.pack_id, "fresh": fresh, "runs": [spec_to_dict(r) for r in pack.runs],
+            "shape": f"{label(pack)}_r{pack.size}"}  # fmt: skip
+
+
+def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
+    """Longest first, split along seeds where one pack would finish long after the rest (``schedule``)."""
+    began = time.perf_counter()
+    gpu = res.gpus_per_trial > 0
+    slots = cluster_slots(res.cpus_per_trial, res.gpus_per_trial)
+    costs = calibrate_shapes(packs, max(1, int(res.cpus_per_trial)), gpu=gpu, workers=slots)
+    cost = cost_function(costs)
+    ordered = schedule(packs, costs, slots)
+    wall = makespan(lpt(ordered, cost, slots))
+    split = f"split into {len(ordered)}, " if len(ordered) != len(packs) else ""
+    print(
+        f"  schedule: {len(packs)} packs {split}longest first on {slots} slot(s); estimated {wall:,.0f} s of "
+        f"training (calibrated in {time.perf_counter() - began:.1f} s{', GPU: H100 constants' if gpu else ''})",
+        file=sys.stderr,
+    )
+    return ordered
+
+
+def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False) -> int:
+    """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
+    import ray
+    from ray import tune
+
+    from spec_ray.orchestration.console import SweepConsole
+    from spec_ray.orchestration.trial import train_pack
+
+    store, res = launch.store, launch.resources
+    if not launch.todo:  # every run copied from other experiments: no Ray needed
+        launch.commit()
+        return report_end(store, launch.packs(), 0.0, 0)
+    # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
+    # and Tune's next state save leaves a state that names an older one, which must still
+    # exist for --resume (measured: with two kept, a SIGKILLed sweep could not resume).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not os.environ.get("RAY_ADDRESS", "x"):
+        del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
+    address = init_address(check_address(address))
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    shortfall = gpu_shortfall(res.gpus_per_trial) or storage_shortfall(store)
+    if shortfall:
+        print(f"error: {shortfall}", file=sys.stderr)
+        ray.shutdown()
+        if not launch.resume:
+            store.remove_if_empty()
+        return 2
+    if launch.new:
+        launch = launch.scheduled(schedule_packs(list(launch.new), res))
+    packs, todo = launch.packs(), list(launch.todo)
+    tune_dir = launch.commit()
+    trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
+                                     block_epochs=res.block_epochs)  # fmt: skip
+    trainable = tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    if not verbose:  # Tune's newer console prints its configuration box and a TensorBoard hint even when silent
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    callbacks = [] if verbose else [SweepConsole({p.pack_id: (p.size, p.spec.total_steps) for p in todo})]
+    began = time.perf_counter()
+    state = posixpath.join(store.uri, tune_dir)
+    if launch.restore and tune.Tuner.can_restore(state):
+        tuner = tune.Tuner.restore(state, trainable, resume_errored=True)
+    else:
+        # Also a resume whose Tune state was never saved (a crash right after launch): Tune
+        # starts afresh on the packs to train, and trials of packs already done return at once.
+        retrain = {p.pack_id for p in launch.retrain}
+        space = {
+            # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
+            "pack": tune.grid_search([trial_config(p, p.pack_id in retrain) for p in todo]),
+            "threads": max(1, int(res.cpus_per_trial)),
+            "gpu_fraction": res.gpus_per_trial,
+        }  # fmt: skip
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
+            run_config=tune.RunConfig(
+                name=tune_dir,
+                storage_path=store.uri,
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
+                callbacks=callbacks,
+            ),
+        )
+    results = tuner.fit()
+    wall = time.perf_counter() - began
+    errors = sum(1 for r in results if r.error is not None)
+    return report_end(store, packs, wall, errors)
+
+
+def _trial_folder(trial) -> str:
+    """A trial's folder under Tune's: its id and pack shape (Tune's default spells out the whole config)."""
+    return f"{trial.trial_id}_{trial.config['pack']['shape']}"
+
+
+def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -> int:
+    """Print what landed where and the next command; exit 1 if any pack failed."""
+    expected = sum(p.size for p in packs)
+    try:
+        runs = store.read(S.RUNS, columns=[S.RUN_ID, S.STATUS])
+        done = int((runs[S.STATUS] == S.STATUS_DONE).sum())
+    except (FileNotFoundError, OSError):
+        done = 0
+    where = store.uri
+    print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {errors} pack(s) failed")
+    tables = dict.fromkeys(t for p in packs for t in S.written_tables(p.spec))  # in order, once each
+    print(f"results: {where}  (tables: {', '.join(tables)})")
+    print(f"next:    python -m analysis report {where} --out {where}/report")
+    if errors:
+        print("resume:  rerun the same command with --resume to retry what failed")
+    return 1 if errors or done < expected else 0
