@@ -38,7 +38,7 @@ from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.engine import arch, construct, metrics  # noqa: E402
 from spec_ray.engine.pack import Pack  # noqa: E402
 from spec_ray.engine.protocols import DEEP  # noqa: E402
-from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps  # noqa: E402
+from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps  # noqa: E402
 from spec_ray.engine.spec import NO_BF16, RunSpec, cpu_has_bf16  # noqa: E402
 from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
 from spec_ray.orchestration import mkl_dispatch  # noqa: E402
@@ -72,12 +72,12 @@ def protocol(multi: int) -> RunSpec:
 def time_reference(spec: RunSpec, steps: int, device: str) -> float:
     """Reference steps per second (one run, autograd + torch.optim.SGD)."""
     problem = build_problem(spec, device)
-    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
+    net = TorchNet(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
     opt = optimizer(spec, net)
-    diverged = sgd_steps(spec, net, opt, problem, 0, 50)  # warm-up
+    diverged = train_steps(spec, net, opt, problem, 0, 50)  # warm-up
     _sync(device)
     t = time.perf_counter()
-    diverged = max(diverged, sgd_steps(spec, net, opt, problem, 50, 50 + steps))
+    diverged = max(diverged, train_steps(spec, net, opt, problem, 50, 50 + steps))
     _sync(device)
     if diverged >= 0:  # a diverged reference stops early and would time nothing
         raise SystemExit(f"the reference run diverged at step {diverged}: its timing would be meaningless")

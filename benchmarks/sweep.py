@@ -39,10 +39,10 @@ from spec_ray.orchestration.commandline import experiment_from_args, request_fro
 from spec_ray.orchestration.commandline import sweep_parser as build_parser  # noqa: E402
 from spec_ray.orchestration.plan import plan  # noqa: E402
 from spec_ray.orchestration.schedule import (  # noqa: E402
-    calibrate_shapes,
     cost_function,
     lpt,
     makespan,
+    measure_shapes,
     metric_flops,
     schedule,
     useful_flops,
@@ -62,7 +62,7 @@ def planned(flags: list[str]):
 
 def projection(packs, slots: int, threads: int) -> tuple[float, dict]:
     """Model makespan on ``slots`` and the cost function (calibrated here)."""
-    costs = calibrate_shapes(packs, threads, workers=slots)
+    costs = measure_shapes(packs, threads, workers=slots)
     cost = cost_function(costs)
     return makespan(lpt(schedule(packs, costs, slots), cost, slots)), cost
 

@@ -13,7 +13,7 @@ from conftest import tiny_spec
 
 from spec_ray.engine import arch, construct, precision
 from spec_ray.engine.pack import Pack, run_id
-from spec_ray.engine.reference import Student, build_problem, optimizer, sgd_steps
+from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps
 from spec_ray.engine.spec import RunSpec, cpu_has_bf16
 from spec_ray.engine.trainer import init_state, prepare, train_until
 
@@ -40,10 +40,10 @@ def packed_update(specs: list[RunSpec], target: RunSpec, steps: int = 1) -> list
 
 def reference_update(spec: RunSpec, steps: int = 1) -> list[torch.Tensor]:
     problem = build_problem(spec)
-    net = Student(construct.init_student(spec).to(torch.float32, "cpu"), arch.student(spec))
+    net = TorchNet(construct.init_student(spec).to(torch.float32, "cpu"), arch.student(spec))
     layers = lambda: [torch.cat([m.weight, m.bias[:, None]], 1).detach().clone() for m in net.layers]  # noqa: E731
     before = layers()
-    assert sgd_steps(spec, net, optimizer(spec, net), problem, 0, steps) == -1
+    assert train_steps(spec, net, optimizer(spec, net), problem, 0, steps) == -1
     after = layers()
     return [(a - b).detach().double() for a, b in zip(after, before)]
 

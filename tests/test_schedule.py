@@ -15,9 +15,9 @@ from spec_ray.orchestration.schedule import (
     Curve,
     ShapeCost,
     balance,
-    calibrate,
     lpt,
     makespan,
+    measure,
     metric_flops,
     resize,
     useful_flops,
@@ -103,7 +103,7 @@ def test_packs_larger_than_their_cheapest_size_are_cut_into_whole_groups() -> No
 
 def test_calibration_gives_a_positive_cost_that_grows_with_runs_and_steps() -> None:
     pack = seeds_pack(6)
-    cost = calibrate(pack)
+    cost = measure(pack)
     assert cost.best_runs is not None and 2 <= cost.best_runs <= pack.size and cost.best_runs % 2 == 0
     assert 0 < cost.seconds(Pack(pack.runs[:2])) < cost.seconds(pack) < 60
     longer = Pack(tuple(r.replace(**{"train.epochs": 4}) for r in pack.runs))

@@ -209,7 +209,7 @@ def batch_indices(spec: RunSpec, epoch: int) -> Tensor:
     """
     t, n = spec.train, spec.data.n_train
     steps = spec.steps_per_epoch
-    if not spec.passes:
+    if not spec.epoch_is_pass:
         gen = stream(spec.seed, "batches", n, t.batch, t.iters_per_epoch, epoch)
         return torch.randint(n, (steps, t.batch), generator=gen)
     gen = stream(spec.seed, "pass", n, t.batch, epoch)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from spec_ray.engine import losses, parts, passes
-from spec_ray.engine import names as S
+from spec_ray.engine import names as N
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.modulation import Modulation, modulation
 from spec_ray.engine.network import fanout_norms, fixed_buffers
@@ -249,12 +249,12 @@ def teacher_columns(ckpt: Checkpoint, layer: int, threshold: float) -> dict[str,
     best, arg = corr.max(dim=2)  # (R, m)
     nan = torch.full_like(best, float("nan"))  # (R, m)
     return {
-        S.BEST_CORR: best,
-        S.BEST_STUDENT: arg,
-        S.SUCCESS: success(best, threshold),
-        S.FANOUT_NORM: ckpt.teacher_fanout[layer],
-        S.BEST_CORR_TRAIN: nan if ckpt.train_corr is None else ckpt.train_corr[layer].amax(dim=2),
-        S.BEST_INIT_RANK: ckpt.init_rank[layer] if ckpt.init_rank else nan,
+        N.BEST_CORR: best,
+        N.BEST_STUDENT: arg,
+        N.SUCCESS: success(best, threshold),
+        N.FANOUT_NORM: ckpt.teacher_fanout[layer],
+        N.BEST_CORR_TRAIN: nan if ckpt.train_corr is None else ckpt.train_corr[layer].amax(dim=2),
+        N.BEST_INIT_RANK: ckpt.init_rank[layer] if ckpt.init_rank else nan,
     }
 
 
@@ -263,11 +263,11 @@ def student_columns(ckpt: Checkpoint, layer: int) -> dict[str, Tensor]:
     corr = ckpt.eval_corr[layer]  # (R, m, n)
     best, arg = corr.max(dim=1)  # (R, n)
     return {
-        S.BEST_CORR: best,
-        S.BEST_TEACHER: arg,
-        S.FANOUT_NORM: ckpt.student_fanout[layer],
-        S.IN_NORM: ckpt.student_in_norm[layer],
-        S.BEST_CORR_TRAIN: torch.full_like(best, float("nan")) if ckpt.train_corr is None
+        N.BEST_CORR: best,
+        N.BEST_TEACHER: arg,
+        N.FANOUT_NORM: ckpt.student_fanout[layer],
+        N.IN_NORM: ckpt.student_in_norm[layer],
+        N.BEST_CORR_TRAIN: torch.full_like(best, float("nan")) if ckpt.train_corr is None
         else ckpt.train_corr[layer].amax(dim=1),
     }  # fmt: skip
 
@@ -276,11 +276,11 @@ def scalar_columns(ckpt: Checkpoint) -> dict[str, Tensor]:
     """Every metric column of ``scalars``: {name: (R,)}."""
     nan = torch.full_like(ckpt.eval_loss, float("nan"))  # (R,)
     return {
-        S.TRAIN_LOSS: nan if ckpt.train_loss is None else ckpt.train_loss,
-        S.EVAL_LOSS: ckpt.eval_loss,
-        S.RHO_MEAN: rho_mean(ckpt.eval_corr[0].amax(dim=2)),
-        S.GRAD_NORM: nan if ckpt.grad_norm is None else ckpt.grad_norm,
-        S.DIVERGED: ckpt.diverged_step >= 0,
-        S.EVAL_ACCURACY: nan if ckpt.eval_accuracy is None else ckpt.eval_accuracy,
-        S.MEAN_BEST_INIT_RANK: ckpt.init_rank[0].mean(dim=1) if ckpt.init_rank else nan,
+        N.TRAIN_LOSS: nan if ckpt.train_loss is None else ckpt.train_loss,
+        N.EVAL_LOSS: ckpt.eval_loss,
+        N.RHO_MEAN: rho_mean(ckpt.eval_corr[0].amax(dim=2)),
+        N.GRAD_NORM: nan if ckpt.grad_norm is None else ckpt.grad_norm,
+        N.DIVERGED: ckpt.diverged_step >= 0,
+        N.EVAL_ACCURACY: nan if ckpt.eval_accuracy is None else ckpt.eval_accuracy,
+        N.MEAN_BEST_INIT_RANK: ckpt.init_rank[0].mean(dim=1) if ckpt.init_rank else nan,
     }

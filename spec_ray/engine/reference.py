@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spec_ray.engine import activations, arch, construct, losses, precision
-from spec_ray.engine import names as S
+from spec_ray.engine import names as N
 from spec_ray.engine.arch import KERNEL, Arch
 from spec_ray.engine.metrics import rho_mean, success
 from spec_ray.engine.network import Network, fanout_norms
@@ -29,7 +29,7 @@ from spec_ray.engine.pack import checkpoint_steps, run_id, train_metric_steps
 from spec_ray.engine.spec import RunSpec
 
 
-class Student(nn.Module):
+class TorchNet(nn.Module):
     """The authors' ``Model`` / ``ModelConv`` built from a ``Network`` record and its ``Arch``
     (None: a ReLU MLP); a teacher too, in eval mode."""
 
@@ -107,18 +107,18 @@ def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
     teacher = construct.build_teacher(spec)
     x_train, x_eval = construct.train_inputs(spec), construct.eval_inputs(spec)
     with torch.no_grad():
-        model = Student(teacher, arch.teacher(spec)).eval()
+        model = TorchNet(teacher, arch.teacher(spec)).eval()
         y_train, y_eval = model(x_train)[1], model(x_eval)[1]
     cast = [t.to(device=device, dtype=dtype) for t in (x_train, y_train, x_eval, y_eval)]
     return Problem(teacher.to(dtype, device), *cast)
 
 
-def teacher_model(spec: RunSpec, problem: Problem) -> Student:
+def teacher_model(spec: RunSpec, problem: Problem) -> TorchNet:
     """The teacher as a module in eval mode (fresh BN statistics), as the authors keep it."""
-    return Student(problem.teacher, arch.teacher(spec)).eval()
+    return TorchNet(problem.teacher, arch.teacher(spec)).eval()
 
 
-def optimizer(spec: RunSpec, net: Student) -> torch.optim.Optimizer:
+def optimizer(spec: RunSpec, net: TorchNet) -> torch.optim.Optimizer:
     """torch.optim's SGD or Adam with the spec's settings."""
     t = spec.train
     if t.optimizer == "adam":
@@ -126,14 +126,17 @@ def optimizer(spec: RunSpec, net: Student) -> torch.optim.Optimizer:
     return torch.optim.SGD(net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def sgd_steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
-    """Plain SGD from step ``start`` to ``stop`` at the run's matmul precision. Returns the first
+def train_steps(
+    spec: RunSpec, net: TorchNet, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int
+) -> int:
+    """The run's optimizer (SGD, momentum, Adam: ``optimizer``) from step ``start`` to ``stop`` at the run's
+    matmul precision. Returns the first
     non-finite step or -1."""
     with precision.training(spec.train.matmul_precision, problem.x_train.device):
         return _steps(spec, net, opt, problem, start, stop)
 
 
-def _steps(spec: RunSpec, net: Student, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
+def _steps(spec: RunSpec, net: TorchNet, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int) -> int:
     iters = spec.steps_per_epoch
     online = spec.data.n_train is None
     teacher = teacher_model(spec, problem) if online else None
@@ -171,12 +174,12 @@ def _rank(init_corr: np.ndarray, corr: np.ndarray, j: int) -> float:
 
 
 def _metrics(
-    spec: RunSpec, net: Student, problem: Problem, step: int, diverged: bool, init_corr: list[np.ndarray]
+    spec: RunSpec, net: TorchNet, problem: Problem, step: int, diverged: bool, init_corr: list[np.ndarray]
 ) -> dict[str, pd.DataFrame]:
     """Rows of the three checkpoint tables for one run at one step."""
     rid = run_id(spec)
     epoch = step / spec.steps_per_epoch
-    key = {S.RUN_ID: rid, S.STEP: step, S.EPOCH: epoch}
+    key = {N.RUN_ID: rid, N.STEP: step, N.EPOCH: epoch}
     net.eval()
     teacher = teacher_model(spec, problem)
     with torch.no_grad():
@@ -210,34 +213,34 @@ def _metrics(
         for j in range(corr.shape[0]):
             best = corr[j].max()
             teacher_rows.append(
-                {**key, S.LAYER: layer + 1, S.NODE: j, S.BEST_CORR: best, S.BEST_STUDENT: int(corr[j].argmax()),
-                 S.SUCCESS: bool(success(best, spec.checkpoint.success_threshold)),
-                 S.FANOUT_NORM: float(t_fan[layer][j]), S.BEST_CORR_TRAIN: corr_train[j].max(),
-                 S.BEST_INIT_RANK: _rank(init_corr[layer], corr, j)}
+                {**key, N.LAYER: layer + 1, N.NODE: j, N.BEST_CORR: best, N.BEST_STUDENT: int(corr[j].argmax()),
+                 N.SUCCESS: bool(success(best, spec.checkpoint.success_threshold)),
+                 N.FANOUT_NORM: float(t_fan[layer][j]), N.BEST_CORR_TRAIN: corr_train[j].max(),
+                 N.BEST_INIT_RANK: _rank(init_corr[layer], corr, j)}
             )  # fmt: skip
         for k in range(corr.shape[1]):
             student_rows.append(
-                {**key, S.LAYER: layer + 1, S.NODE: k, S.BEST_CORR: corr[:, k].max(),
-                 S.BEST_TEACHER: int(corr[:, k].argmax()), S.FANOUT_NORM: float(s_fan[layer][k]),
-                 S.BEST_CORR_TRAIN: corr_train[:, k].max(), S.IN_NORM: float(s_in[layer][k])}
+                {**key, N.LAYER: layer + 1, N.NODE: k, N.BEST_CORR: corr[:, k].max(),
+                 N.BEST_TEACHER: int(corr[:, k].argmax()), N.FANOUT_NORM: float(s_fan[layer][k]),
+                 N.BEST_CORR_TRAIN: corr_train[:, k].max(), N.IN_NORM: float(s_in[layer][k])}
             )  # fmt: skip
     first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
     ce = spec.train.loss == "ce"
     accuracy = float((out_eval.argmax(dim=1) == problem.y_eval.argmax(dim=1)).double().mean())
     scalars = {
         **key,
-        S.TRAIN_LOSS: train_loss,
-        S.EVAL_LOSS: float(losses.reported(spec.train.loss, out_eval, problem.y_eval)),
-        S.RHO_MEAN: float(rho_mean(first.max(axis=1))),
-        S.GRAD_NORM: grad_norm,
-        S.DIVERGED: diverged,
-        S.EVAL_ACCURACY: accuracy if ce else float("nan"),
-        S.MEAN_BEST_INIT_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
+        N.TRAIN_LOSS: train_loss,
+        N.EVAL_LOSS: float(losses.reported(spec.train.loss, out_eval, problem.y_eval)),
+        N.RHO_MEAN: float(rho_mean(first.max(axis=1))),
+        N.GRAD_NORM: grad_norm,
+        N.DIVERGED: diverged,
+        N.EVAL_ACCURACY: accuracy if ce else float("nan"),
+        N.MEAN_BEST_INIT_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
     }
     return {
-        S.TEACHER_NODES: pd.DataFrame(teacher_rows),
-        S.STUDENT_NODES: pd.DataFrame(student_rows),
-        S.SCALARS: pd.DataFrame([scalars]),
+        N.TEACHER_NODES: pd.DataFrame(teacher_rows),
+        N.STUDENT_NODES: pd.DataFrame(student_rows),
+        N.SCALARS: pd.DataFrame([scalars]),
     }
 
 
@@ -247,7 +250,7 @@ class ReferenceResult(NamedTuple):
     student: Network
     tables: dict[str, pd.DataFrame]
     diverged_step: int
-    module: Student
+    module: TorchNet
     """The trained module itself: its BN parameters and running statistics."""
 
 
@@ -255,18 +258,18 @@ def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> Re
     """Train one run to ``stop`` (default: the end), taking metrics at its checkpoints."""
     stop = spec.total_steps if stop is None else stop
     problem = build_problem(spec, device)
-    net = Student(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
+    net = TorchNet(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
     opt = optimizer(spec, net)
-    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (S.TEACHER_NODES, S.STUDENT_NODES, S.SCALARS)}
+    parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (N.TEACHER_NODES, N.STUDENT_NODES, N.SCALARS)}
     step, diverged = 0, -1
     init_corr: list[np.ndarray] = []
     for ckpt in [s for s in checkpoint_steps(spec) if s <= stop]:
         if diverged < 0:
-            diverged = sgd_steps(spec, net, opt, problem, step, ckpt)
+            diverged = train_steps(spec, net, opt, problem, step, ckpt)
         step = ckpt
         for table, rows in _metrics(spec, net, problem, step, diverged >= 0, init_corr).items():
             parts[table].append(rows)
     if step < stop and diverged < 0:
-        diverged = sgd_steps(spec, net, opt, problem, step, stop)
+        diverged = train_steps(spec, net, opt, problem, step, stop)
     tables = {t: pd.concat(p, ignore_index=True) for t, p in parts.items()}
     return ReferenceResult(net.network(), tables, diverged, net)

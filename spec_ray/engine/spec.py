@@ -407,21 +407,21 @@ class RunSpec:
         return self.model.arch == "mlp" and self.student.student_bn == "none" and self.train.plain_sgd
 
     @property
-    def passes(self) -> bool:
+    def epoch_is_pass(self) -> bool:
         """True when an epoch is one shuffled pass over the training set (iters_per_epoch None)."""
         return self.train.iters_per_epoch is None
 
     @property
     def steps_per_epoch(self) -> int:
         """SGD steps in one epoch: iters_per_epoch, or ceil(N/B) for a shuffled pass."""
-        if self.passes:
+        if self.epoch_is_pass:
             return -(-self.data.n_train // self.train.batch)
         return self.train.iters_per_epoch
 
     @property
     def last_batch(self) -> int:
         """Rows of an epoch's last minibatch: the remainder N - (steps - 1) B of a pass, else B."""
-        if self.passes:
+        if self.epoch_is_pass:
             return self.data.n_train - (self.steps_per_epoch - 1) * self.train.batch
         return self.train.batch
 

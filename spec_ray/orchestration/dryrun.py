@@ -1,6 +1,6 @@
 """``--dry-run``: the packs, their estimated times and the projected wall time, before paying for anything.
 
-Costs are calibrated on this machine (``schedule.calibrate``, a second or so a shape). The
+Costs are calibrated on this machine (``schedule.measure``, a second or so a shape). The
 cluster projection (``--nodes``, ``--node-cpus``, ``--node-gpus``) uses the same CPU
 calibration per core, or for GPU trials the constants measured on an H100.
 Nothing is started and nothing is written.
@@ -14,7 +14,7 @@ import time
 
 from spec_ray.engine.pack import Pack
 from spec_ray.orchestration.plan import Resources
-from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
+from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 
 RAY_OVERHEAD_S = 10.0  # starting a local Ray (about 7 s) and Tune's fixed cost (2.3 s), docs/performance.md
 
@@ -56,7 +56,7 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
     cores = local_cores()
     here = slots_for(res.cpus_per_trial, 0.0, 1, cores, 0)
     began = time.perf_counter()
-    costs = calibrate_shapes(packs, threads, workers=here)
+    costs = measure_shapes(packs, threads, workers=here)
     cost = cost_function(costs)
     took = time.perf_counter() - began
     local = lpt(schedule(packs, costs, here), cost, here)
@@ -80,7 +80,7 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
         node_cpus = args.node_cpus if args.node_cpus is not None else cores
         gpus = res.gpus_per_trial
         slots = slots_for(res.cpus_per_trial, gpus, args.nodes, node_cpus, args.node_gpus)
-        remote_costs = calibrate_shapes(packs, gpu=True) if gpus > 0 else costs
+        remote_costs = measure_shapes(packs, gpu=True) if gpus > 0 else costs
         remote = cost_function(remote_costs)
         placed = lpt(schedule(packs, remote_costs, slots), remote, slots)
         wall = makespan(placed) + RAY_OVERHEAD_S

@@ -329,7 +329,7 @@ def launch_summary(launch: Launch, address: str | None) -> str:
             ]
         ),  # fmt: skip
         f"  length:   {spec.train.epochs} epochs x {per_epoch} steps"
-        + (" (one shuffled pass)" if spec.passes else "")
+        + (" (one shuffled pass)" if spec.epoch_is_pass else "")
         + f", {spec.train.dtype}",
         f"  storage:  {launch.store.uri}" + ("  (resuming the stored sweep)" if launch.resume else ""),
         _runs_line(launch),

@@ -4,7 +4,7 @@ A pack's time is its construction, its SGD steps and its checkpoints. Each part 
 on sub-packs of the real shape: one shared-minibatch group, then up to 32 runs. The SGD step
 is also timed at the pack's full size on random tensors, since large packs step slower per
 run. Between and beyond those points, costs are straight lines in the pack's runs
-(``calibrate``); checked against real sweeps in benchmarks/sweep.py (docs/performance.md).
+(``measure``); checked against real sweeps in benchmarks/sweep.py (docs/performance.md).
 Packs then start longest first, and packs too long to balance are split along their
 shared-minibatch groups (seeds). A split keeps every result unchanged: a run's data,
 minibatches and initialisation depend on its own spec only (tests/test_packed.py).
@@ -162,7 +162,7 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     return (time.perf_counter() - clock) / steps
 
 
-def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
+def measure(pack: Pack, threads: int = 1) -> ShapeCost:
     """Time construction, steps and checkpoints of this pack's shape on this machine (about a second)."""
     import torch
 
@@ -220,9 +220,7 @@ def calibrate(pack: Pack, threads: int = 1) -> ShapeCost:
     )
 
 
-def calibrate_shapes(
-    packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1
-) -> dict[tuple, ShapeCost]:
+def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1) -> dict[tuple, ShapeCost]:
     """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: the measured constants).
 
     ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
@@ -237,13 +235,13 @@ def calibrate_shapes(
     if gpu:
         return dict.fromkeys(largest, GPU_COST)
     if workers <= 1 or len(largest) <= 1:
-        return {key: calibrate(p, threads) for key, p in largest.items()}
+        return {key: measure(p, threads) for key, p in largest.items()}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     spawn = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
     with ProcessPoolExecutor(max_workers=min(workers, len(largest)), mp_context=spawn) as pool:
-        costs = list(pool.map(calibrate, largest.values(), [threads] * len(largest)))
+        costs = list(pool.map(measure, largest.values(), [threads] * len(largest)))
     return dict(zip(largest, costs))
 
 
@@ -253,7 +251,7 @@ def cost_function(costs: dict[tuple, ShapeCost]) -> Callable[[Pack], float]:
 
 
 @dataclass(frozen=True)
-class Placement:
+class SlotRun:
     """Where and when a pack runs in a projected schedule."""
 
     pack: Pack
@@ -262,7 +260,7 @@ class Placement:
     end: float
 
 
-def lpt(packs: list[Pack], cost: Callable[[Pack], float], slots: int) -> list[Placement]:
+def lpt(packs: list[Pack], cost: Callable[[Pack], float], slots: int) -> list[SlotRun]:
     """Longest first, each pack on the slot that frees up first: what Tune does with packs in this order."""
     free = [(0.0, s) for s in range(max(1, slots))]
     heapq.heapify(free)
@@ -270,13 +268,13 @@ def lpt(packs: list[Pack], cost: Callable[[Pack], float], slots: int) -> list[Pl
     for pack in sorted(packs, key=cost, reverse=True):
         start, slot = heapq.heappop(free)
         end = start + cost(pack)
-        out.append(Placement(pack, slot, start, end))
+        out.append(SlotRun(pack, slot, start, end))
         heapq.heappush(free, (end, slot))
     return out
 
 
-def makespan(placements: list[Placement]) -> float:
-    return max((p.end for p in placements), default=0.0)
+def makespan(slot_runs: list[SlotRun]) -> float:
+    return max((p.end for p in slot_runs), default=0.0)
 
 
 def cut(pack: Pack, parts: int) -> list[Pack]:

@@ -20,7 +20,7 @@ from spec_ray.engine.pack import Pack
 from spec_ray.engine.spec_io import spec_to_dict
 from spec_ray.orchestration.cluster import check_address, cluster_slots, gpu_shortfall, init_address, storage_shortfall
 from spec_ray.orchestration.plan import Launch, Resources
-from spec_ray.orchestration.schedule import calibrate_shapes, cost_function, lpt, makespan, schedule
+from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore
 
@@ -44,7 +44,7 @@ def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
     began = time.perf_counter()
     gpu = res.gpus_per_trial > 0
     slots = cluster_slots(res.cpus_per_trial, res.gpus_per_trial)
-    costs = calibrate_shapes(packs, max(1, int(res.cpus_per_trial)), gpu=gpu, workers=slots)
+    costs = measure_shapes(packs, max(1, int(res.cpus_per_trial)), gpu=gpu, workers=slots)
     cost = cost_function(costs)
     ordered = schedule(packs, costs, slots)
     wall = makespan(lpt(ordered, cost, slots))
