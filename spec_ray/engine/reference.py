@@ -129,9 +129,8 @@ def optimizer(spec: RunSpec, net: TorchNet) -> torch.optim.Optimizer:
 def train_steps(
     spec: RunSpec, net: TorchNet, opt: torch.optim.Optimizer, problem: Problem, start: int, stop: int
 ) -> int:
-    """The run's optimizer (SGD, momentum, Adam: ``optimizer``) from step ``start`` to ``stop`` at the run's
-    matmul precision. Returns the first
-    non-finite step or -1."""
+    """The run's optimizer (SGD, momentum, Adam: ``optimizer``) from step ``start`` to ``stop`` at
+    the run's matmul precision. Returns the first non-finite step or -1."""
     with precision.training(spec.train.matmul_precision, problem.x_train.device):
         return _steps(spec, net, opt, problem, start, stop)
 
