@@ -32,7 +32,7 @@ class Arch:
     c: int
     """Outputs."""
     activation: str
-    """relu | leaky_relu | linear."""
+    """A name of ``activations.NAMES``."""
     slope: float
     """leaky_relu's negative slope."""
     bn: str

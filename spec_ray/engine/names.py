@@ -1,10 +1,13 @@
-"""The names of the metrics the engine computes: ``storage.schema`` declares them as columns.
+"""The metrics the engine computes, each declared once: name, type, meaning and unit.
 
-The engine names what it measures here and imports nothing from storage; storage takes
-these names for its column declarations (types, units, meanings), so each name is spelled once.
+The engine declares what it measures here and imports nothing from storage; ``storage.schema``
+derives the Arrow schemas and docs/schema.md from these declarations. A new metric column is
+this declaration, its computation (``metrics``) and its ground truth (``reference``).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 # Keys of a checkpoint row.
 RUN_ID = "run_id"
@@ -44,3 +47,82 @@ MODULATION = "modulation"
 """Opt-in (``checkpoint.keep_modulation``): beta* and H* at the first and last checkpoint."""
 BETA = "beta"
 H = "h"
+
+
+class Col(NamedTuple):
+    """One column of a trace table: its name, type (an Arrow type's name), meaning and unit."""
+
+    name: str
+    kind: str
+    """string | int16 | int32 | int64 | float64 | bool."""
+    meaning: str
+    unit: str = ""
+
+
+_KEY = (
+    Col(
+        RUN_ID,
+        "string",
+        "stable hash of the spec fields that shape the run (new fields at their neutral value left out)",
+    ),
+    Col(STEP, "int64", "SGD steps taken; 0 is initialization"),
+    Col(EPOCH, "float64", "step / steps_per_epoch"),
+)
+_NODE = (Col(LAYER, "int16", "hidden layer, 1 = lowest"),)
+_CORR, _FRACTION = "Pearson correlation", "fraction in [0, 1]"
+_LOSS = "MSE: mean over samples and outputs; CE: nats"
+COLUMNS: dict[str, tuple[Col, ...]] = {
+    TEACHER_NODES: _KEY + _NODE + (
+        Col(NODE, "int32", "teacher node j; 0 is the strongest"),
+        Col(BEST_CORR, "float64", "max over student nodes k of rho_jk on the evaluation set", _CORR),
+        Col(BEST_STUDENT, "int32", "the k attaining it"),
+        Col(SUCCESS, "bool", "best_corr > success_threshold: the teacher node is recovered"),
+        Col(FANOUT_NORM, "float64", "norm of the teacher node's outgoing weights, bias excluded"),
+        Col(BEST_CORR_TRAIN, "float64", "the same max on the training set; NaN off the train-metric schedule",
+               _CORR),
+        Col(BEST_INIT_RANK, "float64", "rank at initialization of this node's *current* best student among all "
+               "students, by correlation with this teacher node; 0 = first, 1 = last. Not Luck Matters' rank of the "
+               "final winners: that is `analysis.luck.queries.winner_ranks`, over the `correlations` table", _FRACTION),
+    ),
+    STUDENT_NODES: _KEY + _NODE + (
+        Col(NODE, "int32", "student node k"),
+        Col(BEST_CORR, "float64", "specialization: max over teacher nodes j of rho_jk (evaluation set)", _CORR),
+        Col(BEST_TEACHER, "int32", "the j attaining it"),
+        Col(FANOUT_NORM, "float64", "norm of the student node's outgoing weights, bias excluded"),
+        Col(IN_NORM, "float64", "norm of the student node's incoming weights and bias (a conv channel: its "
+               "filter); Luck Matters sec. 6.1: conserved under BN"),
+        Col(BEST_CORR_TRAIN, "float64", "specialization on the training set (figure 5); NaN off the "
+               "train-metric schedule", _CORR),
+    ),
+    SCALARS: _KEY + (
+        Col(TRAIN_LOSS, "float64", "loss on the whole training set in the authors' unit; NaN off schedule and "
+               "for online data", _LOSS),
+        Col(EVAL_LOSS, "float64", "the same on the evaluation set", _LOSS),
+        Col(RHO_MEAN, "float64", "mean over teacher nodes of best_corr, lowest layer", _CORR),
+        Col(GRAD_NORM, "float64", "norm of the full-batch gradient of the SGD objective (`mse`: 1/2 x squared "
+               "error summed over outputs), all weights and biases; NaN off schedule"),
+        Col(DIVERGED, "bool", "the run has diverged by this step"),
+        Col(EVAL_ACCURACY, "float64", "cross-entropy runs: eval samples whose argmax matches the teacher's; "
+               "NaN for MSE", _FRACTION),
+        Col(MEAN_BEST_INIT_RANK, "float64", "mean of `best_init_rank` over the lowest layer's teacher nodes",
+               _FRACTION),
+    ),
+}  # fmt: skip
+"""Every column of the three checkpoint tables, in order: ``storage.schema`` derives the Arrow schemas."""
+
+CORRELATION_COLUMNS = _KEY + _NODE + (
+    Col(NODE, "int32", "teacher node j; 0 is the strongest"),
+    Col(STUDENT, "int32", "student node k"),
+    Col(CORR, "float64", "rho_jk on the evaluation set: what Luck Matters' rank of the final winners is "
+           "taken from (analysis.luck.queries.winner_ranks)", _CORR),
+)  # fmt: skip
+"""The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
+
+MODULATION_COLUMNS = _KEY + _NODE + (
+    Col(NODE, "int32", "teacher node j°; 0 is the strongest"),
+    Col(STUDENT, "int32", "student node j"),
+    Col(BETA, "float64", "beta*_jj°: E_x of the top-down modulation of Luck Matters eq. 5 on the evaluation "
+           "set (the output layers' W^T W* at the top hidden layer)"),
+    Col(H, "float64", "H*_jj° = E_x f'_j(x) beta*_jj°(x) f'_j°(x): beta* gated by both nodes' activity"),
+)  # fmt: skip
+"""The opt-in ``modulation`` table: at a run's first and last checkpoint, a row per layer, teacher and student."""

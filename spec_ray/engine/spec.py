@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from spec_ray.engine.activations import NAMES as ACTIVATIONS
 from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES, MAX_SEEDS
 from spec_ray.engine.checks import check_bool as _check_bool
 from spec_ray.engine.checks import check_choice as _check_choice
@@ -28,7 +29,6 @@ AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 NORMALIZATIONS = ("first", "all")
 ARCHS = ("mlp", "conv")
-ACTIVATIONS = ("relu", "leaky_relu", "linear")
 BN_MODES = ("none", "after_relu", "before_relu")
 OPTIMIZERS = ("sgd", "adam")
 MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
@@ -91,7 +91,8 @@ class TeacherSpec:
     """Shift hidden biases by the median pre-activation on the eval set and rescale the
     output layer to zero mean and unit std (deep protocol)."""
     teacher_activation: str = role_field("relu", neutral="relu")
-    """relu | leaky_relu (slope model.leaky_slope) | linear: the teacher's hidden nonlinearity."""
+    """The teacher's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
+    model.leaky_slope), linear, ..."""
     teacher_bn: str = role_field("none", neutral="none")
     """none | after_relu | before_relu: BatchNorm in the teacher, as the authors' --teacher_bn.
     The teacher is never trained and runs in eval mode, so its BN holds PyTorch's fresh running
@@ -148,7 +149,8 @@ class StudentSpec:
     init_scale: float = role_field(0.1, per_run=True)
     """Scale of the torch init."""
     student_activation: str = role_field("relu", neutral="relu")
-    """relu | leaky_relu (slope model.leaky_slope) | linear: the student's hidden nonlinearity."""
+    """The student's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
+    model.leaky_slope), linear, ..."""
     student_bn: str = role_field("none", neutral="none")
     """none | after_relu | before_relu: BatchNorm after every hidden layer's activation, or
     between its linear map and the activation (the authors' --bn and --bn_before_relu).

@@ -11,40 +11,27 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-# Tables and metric names: the engine names what it measures (spec_ray.engine.names).
+# Tables and metric names: the engine declares what it measures (spec_ray.engine.names).
+from spec_ray.engine import names as N
 from spec_ray.engine.names import (
-    BEST_CORR,
-    BEST_CORR_TRAIN,
-    BEST_INIT_RANK,
-    BEST_STUDENT,
-    BEST_TEACHER,
-    BETA,
-    CORR,
     CORRELATIONS,
     DIVERGED,
     EPOCH,
-    EVAL_ACCURACY,
-    EVAL_LOSS,
-    FANOUT_NORM,
-    GRAD_NORM,
-    IN_NORM,
     LAYER,
-    MEAN_BEST_INIT_RANK,
     MODULATION,
     NODE,
-    RHO_MEAN,
     RUN_ID,
     SCALARS,
     STEP,
-    STUDENT,
     STUDENT_NODES,
-    SUCCESS,
     TEACHER_NODES,
-    TRAIN_LOSS,
-    H,
 )
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.spec_io import flat_fields, flat_roles
+
+# Every table, key and metric name the engine declares, under this module too: analysis and the
+# writer read them as ``S.BEST_CORR`` without a list to keep here.
+globals().update({k: v for k, v in vars(N).items() if k.isupper() and isinstance(v, str)})
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
@@ -103,72 +90,16 @@ class Column(NamedTuple):
     unit: str = ""
 
 
-_KEY = (
-    Column(
-        RUN_ID,
-        pa.string(),
-        "stable hash of the spec fields that shape the run (new fields at their neutral value left out)",
-    ),
-    Column(STEP, pa.int64(), "SGD steps taken; 0 is initialization"),
-    Column(EPOCH, pa.float64(), "step / steps_per_epoch"),
-)
-_NODE = (Column(LAYER, pa.int16(), "hidden layer, 1 = lowest"),)
-_CORR, _FRACTION = "Pearson correlation", "fraction in [0, 1]"
-_LOSS = "MSE: mean over samples and outputs; CE: nats"
-COLUMNS: dict[str, tuple[Column, ...]] = {
-    TEACHER_NODES: _KEY + _NODE + (
-        Column(NODE, pa.int32(), "teacher node j; 0 is the strongest"),
-        Column(BEST_CORR, pa.float64(), "max over student nodes k of rho_jk on the evaluation set", _CORR),
-        Column(BEST_STUDENT, pa.int32(), "the k attaining it"),
-        Column(SUCCESS, pa.bool_(), "best_corr > success_threshold: the teacher node is recovered"),
-        Column(FANOUT_NORM, pa.float64(), "norm of the teacher node's outgoing weights, bias excluded"),
-        Column(BEST_CORR_TRAIN, pa.float64(), "the same max on the training set; NaN off the train-metric schedule",
-               _CORR),
-        Column(BEST_INIT_RANK, pa.float64(), "rank at initialization of this node's *current* best student among all "
-               "students, by correlation with this teacher node; 0 = first, 1 = last. Not Luck Matters' rank of the "
-               "final winners: that is `analysis.luck.queries.winner_ranks`, over the `correlations` table", _FRACTION),
-    ),
-    STUDENT_NODES: _KEY + _NODE + (
-        Column(NODE, pa.int32(), "student node k"),
-        Column(BEST_CORR, pa.float64(), "specialization: max over teacher nodes j of rho_jk (evaluation set)", _CORR),
-        Column(BEST_TEACHER, pa.int32(), "the j attaining it"),
-        Column(FANOUT_NORM, pa.float64(), "norm of the student node's outgoing weights, bias excluded"),
-        Column(IN_NORM, pa.float64(), "norm of the student node's incoming weights and bias (a conv channel: its "
-               "filter); Luck Matters sec. 6.1: conserved under BN"),
-        Column(BEST_CORR_TRAIN, pa.float64(), "specialization on the training set (figure 5); NaN off the "
-               "train-metric schedule", _CORR),
-    ),
-    SCALARS: _KEY + (
-        Column(TRAIN_LOSS, pa.float64(), "loss on the whole training set in the authors' unit; NaN off schedule and "
-               "for online data", _LOSS),
-        Column(EVAL_LOSS, pa.float64(), "the same on the evaluation set", _LOSS),
-        Column(RHO_MEAN, pa.float64(), "mean over teacher nodes of best_corr, lowest layer", _CORR),
-        Column(GRAD_NORM, pa.float64(), "norm of the full-batch gradient of the SGD objective (`mse`: 1/2 x squared "
-               "error summed over outputs), all weights and biases; NaN off schedule"),
-        Column(DIVERGED, pa.bool_(), "the run has diverged by this step"),
-        Column(EVAL_ACCURACY, pa.float64(), "cross-entropy runs: eval samples whose argmax matches the teacher's; "
-               "NaN for MSE", _FRACTION),
-        Column(MEAN_BEST_INIT_RANK, pa.float64(), "mean of `best_init_rank` over the lowest layer's teacher nodes",
-               _FRACTION),
-    ),
-}  # fmt: skip
-"""Every column of the three checkpoint tables, in order; the Arrow schemas derive from it."""
+def _arrow(col: N.Col) -> Column:
+    return Column(col.name, {"bool": pa.bool_(), "string": pa.string()}.get(col.kind) or getattr(pa, col.kind)(),
+                  col.meaning, col.unit)  # fmt: skip
 
-CORRELATION_COLUMNS = _KEY + _NODE + (
-    Column(NODE, pa.int32(), "teacher node j; 0 is the strongest"),
-    Column(STUDENT, pa.int32(), "student node k"),
-    Column(CORR, pa.float64(), "rho_jk on the evaluation set: what Luck Matters' rank of the final winners is "
-           "taken from (analysis.luck.queries.winner_ranks)", _CORR),
-)  # fmt: skip
+
+COLUMNS: dict[str, tuple[Column, ...]] = {t: tuple(map(_arrow, cols)) for t, cols in N.COLUMNS.items()}
+"""Every column of the three checkpoint tables, in order (declared in ``spec_ray.engine.names``)."""
+CORRELATION_COLUMNS = tuple(map(_arrow, N.CORRELATION_COLUMNS))
 """The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
-
-MODULATION_COLUMNS = _KEY + _NODE + (
-    Column(NODE, pa.int32(), "teacher node j°; 0 is the strongest"),
-    Column(STUDENT, pa.int32(), "student node j"),
-    Column(BETA, pa.float64(), "beta*_jj°: E_x of the top-down modulation of Luck Matters eq. 5 on the evaluation "
-           "set (the output layers' W^T W* at the top hidden layer)"),
-    Column(H, pa.float64(), "H*_jj° = E_x f'_j(x) beta*_jj°(x) f'_j°(x): beta* gated by both nodes' activity"),
-)  # fmt: skip
+MODULATION_COLUMNS = tuple(map(_arrow, N.MODULATION_COLUMNS))
 """The opt-in ``modulation`` table: at a run's first and last checkpoint, a row per layer, teacher and student."""
 
 KEYS = {t: tuple(c for c in cols if c.name in (RUN_ID, STEP, EPOCH, LAYER, NODE)) for t, cols in COLUMNS.items()}
