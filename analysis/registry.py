@@ -1,9 +1,11 @@
 """Figures and claims as registered records, each naming what it needs of an experiment's runs.
 
-Each paper's sub-package (``analysis.icml``, ``analysis.luck``) registers its ``FIGURES`` and
-``CLAIMS``; the report renders those whose needs the done runs meet, on exactly the runs that
-meet them, and names in one line what the others would need. A new figure with its claim is
-one query, one drawing, one verdict and two records in its paper's ``__init__``.
+Each paper's sub-package (``analysis.icml``, ``analysis.luck``) registers its figures where they
+are drawn (``@figure`` in its ``figures.py``) and its claims where they are judged (``@claim``
+in its ``claims.py``); the report renders those whose needs the done runs meet, on exactly the
+runs that meet them, and names in one line what the others would need. A new figure with its
+claim is three edits: its query (``queries.py``), its drawing and its verdict, each registered
+where it is written.
 """
 
 from __future__ import annotations
@@ -106,3 +108,25 @@ class Paper:
     claims: tuple[ClaimCheck, ...]
     criteria: str
     """One paragraph: the thresholds behind the verdicts, with where they are defined."""
+
+
+def figure(into: list[Figure], name: str, title: str, caption: str | Callable[[pd.DataFrame], str],
+           query: Callable[[Results], pd.DataFrame], needs: Needs | None = None):  # fmt: skip
+    """Register the decorated drawing as a figure of ``into`` (a paper's ``FIGURES``), in order."""
+
+    def register(draw: Callable[[pd.DataFrame, Path], list[Path]]):
+        into.append(Figure(name, title, caption, query, draw, needs or Needs()))
+        return draw
+
+    return register
+
+
+def claim(into: list[ClaimCheck], number: int, needs: Needs, reads: Callable[[Results], tuple]):
+    """Register the decorated check as claim ``number`` of ``into`` (a paper's ``CLAIMS``):
+    ``reads(view)`` gives its arguments, the frames through ``frame``."""
+
+    def register(check: Callable[..., Claim]):
+        into.append(ClaimCheck(number, needs, lambda res: check(*reads(res))))
+        return check
+
+    return register

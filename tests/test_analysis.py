@@ -328,3 +328,43 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
 def test_winner_ranks_without_the_correlations_table_say_how_to_get_it(engine_experiment: Path) -> None:
     with pytest.raises(AnalysisError, match="--keep-correlations true"):
         luck_queries.winner_ranks(open_results(str(engine_experiment)))
+
+
+def test_a_registered_figure_and_claim_reach_the_report_through_their_needs(engine_experiment: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:  # fmt: skip
+    """A new figure with its claim is its query, drawing and check, each registered where it is written:
+    the report picks them up, on exactly the runs their needs select, or names what they would need."""
+    import matplotlib.pyplot as plt
+
+    from analysis import report as R
+    from analysis.registry import ClaimCheck, Figure, Needs, Paper, claim, figure, frame
+    from analysis.verdicts import Claim
+
+    figures: list[Figure] = []
+    checks: list[ClaimCheck] = []
+    multi2 = Needs(where=((S.MULTI, (2,)),), words="runs at multi 2")
+
+    def runs_per_p(res) -> pd.DataFrame:
+        return res.done.groupby(S.P, as_index=False).size()
+
+    @figure(figures, "per_p", "Runs per p", lambda data: f"{int(data['size'].sum())} runs", runs_per_p, multi2)
+    def draw(data: pd.DataFrame, stem: Path) -> list[Path]:
+        fig, ax = plt.subplots()
+        ax.bar(data[S.P].astype(str), data["size"])
+        fig.savefig(stem.with_suffix(".png"))
+        plt.close(fig)
+        return [stem.with_suffix(".png")]
+
+    @claim(checks, 99, multi2, lambda res: (frame(res, runs_per_p),))
+    def even(data: pd.DataFrame) -> Claim:
+        return Claim(99, "as many runs at every p", f"{data['size'].tolist()}", verdicts.SUPPORTED)
+
+    unmet = Needs(varies=(S.LOSS,), words="two losses")
+    figure(figures, "never", "Never", "-", runs_per_p, unmet)(draw)
+    test_paper = Paper("test", tuple(figures), tuple(checks), "criteria of the test paper")
+    monkeypatch.setattr(R, "PAPERS", (test_paper,))
+    text = Path(build_report(str(engine_experiment), tmp_path / "out")).read_text()
+    assert "| 99 | as many runs at every p | [3, 3] | **supported** |" in text  # multi 2's 6 done runs, 3 per p
+    assert "### Runs per p" in text and "6 runs" in text and (tmp_path / "out" / "per_p.png").exists()
+    assert "Not shown, for want of data: never (two losses)." in text
+    assert "criteria of the test paper" in text and "Figure 7" not in text

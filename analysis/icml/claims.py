@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.icml import queries as Q
+from analysis.load import Results
+from analysis.registry import ClaimCheck, claim, frame
 from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
+
+CLAIMS: list[ClaimCheck] = []
+"""ICML 2020's claims, in order."""
 
 UNSPECIALIZED_BELOW = 0.8  # claim 4: a student node this far from every teacher counts as unspecialized
 
@@ -50,6 +56,7 @@ def strong_vs_weak(success: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@claim(CLAIMS, 1, Q.POLARITY, lambda res: (frame(res, Q.success_rate),))
 def claim1(success: pd.DataFrame) -> Claim:
     """Stronger nodes are recovered more often, and the drop is steeper for larger p.
 
@@ -87,6 +94,7 @@ def _paired_interval(diff: np.ndarray) -> tuple[float, float]:
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+@claim(CLAIMS, 2, Q.OVER_REALIZATION, lambda res: (frame(res, Q.seed_success),))
 def claim2(seeds: pd.DataFrame) -> Claim:
     """More over-realization recovers more nodes, within each p.
 
@@ -134,6 +142,7 @@ def claim2(seeds: pd.DataFrame) -> Claim:
     return Claim(2, text, evidence, verdict(bool(table["ok"].all())))
 
 
+@claim(CLAIMS, 3, Q.TWO_LAYER, lambda res: (frame(res, Q.success_rate), frame(res, Q.first_success)))
 def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
     """Success does not drop from 5 epochs to the end; strong nodes specialize early, weak ones late.
 
@@ -162,6 +171,11 @@ def claim3(success: pd.DataFrame, first: pd.DataFrame) -> Claim:
     return Claim(3, text, evidence, verdict(final >= early - TOLERANCE / 5 and rho > MIN_RANK_CORR))
 
 
+def _threshold(res: Results) -> float:
+    return float(res.done[S.SUCCESS_THRESHOLD].iloc[0])
+
+
+@claim(CLAIMS, 4, Q.TWO_LAYER, lambda res: (frame(res, Q.lshape), _threshold(res)))
 def claim4(lshape: pd.DataFrame, threshold: float) -> Claim:
     """Unspecialized students (specialization < 0.8) have a median fan-out norm under half
     that of specialized ones (specialization > the success threshold)."""
@@ -180,6 +194,7 @@ def claim4(lshape: pd.DataFrame, threshold: float) -> Claim:
     return Claim(4, text, evidence, verdict(bool(ratio < 0.5)))
 
 
+@claim(CLAIMS, 5, Q.SAMPLES, lambda res: (frame(res, Q.sample_size),))
 def claim5(sizes: pd.DataFrame) -> Claim:
     """Between the smallest and largest sample size, rho_mean of layer 1 rises by at least 0.01
     and the eval loss falls by at least 1 % for every loss; with a deep teacher, layer 1 also
@@ -206,6 +221,7 @@ def claim5(sizes: pd.DataFrame) -> Claim:
     return Claim(5, text, "; ".join(parts), verdict(ok))
 
 
+@claim(CLAIMS, 6, Q.AUGMENTED, lambda res: (frame(res, Q.teacher_aware),))
 def claim6(aware: pd.DataFrame) -> Claim:
     """At the smallest sample size run with both, the teacher-aware eval MSE is under half the agnostic one."""
     text = "With few samples a teacher-aware dataset gives much lower evaluation loss than an agnostic one."
@@ -222,3 +238,12 @@ def claim6(aware: pd.DataFrame) -> Claim:
         f"(ratio {ratio:.2f})"
     )
     return Claim(6, text, evidence, verdict(bool(ratio < 0.5)))
+
+
+CRITERIA = (
+    "Criteria are in `analysis/icml/claims.py` and docs/protocol.md: strongest/weakest = the first/last "
+    f"quarter of teacher nodes; rates within {TOLERANCE} are equal, both >= {1 - TOLERANCE:g} "
+    "is a tie; claim 2 is a paired bootstrap over seeds within each p; claim 3 a Spearman correlation > "
+    f"{MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < {UNSPECIALIZED_BELOW}."
+)
+"""The thresholds behind the verdicts, as the report states them."""

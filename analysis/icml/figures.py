@@ -8,8 +8,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from analysis.icml import queries as Q
 from analysis.plots import PANEL, label_rows, loss_label, panel_grid, save, wrapped
+from analysis.registry import Figure, figure
 from spec_ray.storage import schema as S
+
+FIGURES: list[Figure] = []
+"""ICML 2020's figures, in the report's order."""
 
 
 def _multi_colors(values) -> dict:
@@ -17,6 +22,8 @@ def _multi_colors(values) -> dict:
     return {v: palette[i] for i, v in enumerate(sorted(values))}
 
 
+@figure(FIGURES, "success_rate", "Figure 7: success rate", "Success rate over seeds per teacher node (strongest "
+        "first); dotted after 5 epochs, solid at the end.", Q.success_rate, Q.TWO_LAYER)  # fmt: skip
 def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 7: success rate vs teacher node index; line per multi, panel per p (and m)."""
     ps, ms = sorted(frame[S.P].unique()), sorted(frame[S.M].unique())
@@ -49,6 +56,13 @@ def success_rate(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+def _dynamics_caption(data: pd.DataFrame) -> str:
+    multi = int(data[S.MULTI].iloc[0])
+    return (f"Best correlation of each teacher node vs iteration at multi = {multi} (5 where run, else the "
+            "largest), mean over seeds; blue strongest, red weakest.")  # fmt: skip
+
+
+@figure(FIGURES, "dynamics", "Figure 8: specialization dynamics", _dynamics_caption, Q.dynamics, Q.TWO_LAYER)
 def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 8: best correlation of each teacher node vs iteration, rainbow by strength."""
     ps = sorted(frame[S.P].unique())
@@ -70,6 +84,8 @@ def dynamics(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+@figure(FIGURES, "lshape", "Figure 5: specialization vs fan-out norm", "Every student node at the end; "
+        "unspecialized nodes should have small fan-out norms.", Q.lshape, Q.TWO_LAYER)  # fmt: skip
 def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 5: student specialization vs fan-out norm, panels p x multi, seeds coloured."""
     ps, multis = sorted(frame[S.P].unique()), sorted(frame[S.MULTI].unique())
@@ -93,6 +109,7 @@ def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+@figure(FIGURES, "loss_curves", "Loss curves", "log10 evaluation loss, mean +- std over seeds.", Q.loss_curves)
 def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """log10 evaluation loss vs epoch, mean +- std over seeds; line per multi, panel per p."""
     ps = sorted(frame[S.P].unique())
@@ -114,6 +131,8 @@ def _loss_name(loss: str) -> str:
     return {"mse": "MSE", "mse_mean": "MSE", "ce": "CE"}.get(loss, loss)
 
 
+@figure(FIGURES, "sample_size", "Figure 6: sample size", "rho_mean per layer and evaluation loss vs training "
+        "samples.", Q.sample_size, Q.SAMPLES)  # fmt: skip
 def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 6: rho_mean per layer and evaluation loss vs sample size, MSE vs CE."""
     fig, axes = panel_grid(2, sharey=False)
@@ -136,6 +155,8 @@ def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+@figure(FIGURES, "teacher_aware", "Figure 9: teacher-aware vs agnostic data", "Final train (dashed) and "
+        "evaluation (solid) MSE vs training samples.", Q.teacher_aware, Q.AUGMENTED)  # fmt: skip
 def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 9: train and evaluation MSE vs samples, teacher-aware vs agnostic data."""
     fig, axes = panel_grid(1)

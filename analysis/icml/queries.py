@@ -11,8 +11,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
+from analysis.registry import Needs
 from analysis.tidy import final_steps, with_runs
 from spec_ray.storage import schema as S
+
+# What the figures and claims need of the runs (``analysis.registry``).
+TWO_LAYER = Needs(where=((S.DEPTH, (1,)),), words="two-layer runs (depth 1)")
+"""Figures 5, 7 and 8 order a two-layer teacher's nodes by strength (polarity p)."""
+POLARITY = Needs(where=TWO_LAYER.where, varies=(S.P,), words="two-layer runs over two or more p")
+OVER_REALIZATION = Needs(where=TWO_LAYER.where, varies=(S.MULTI,), words="two-layer runs over two or more multi")
+SAMPLES = Needs(varies=(S.N_TRAIN,), words="runs over two or more finite training-set sizes (sweeps/sample_size.py)")
+AUGMENTED = Needs(varies=(S.AUGMENTATION,), words="runs with and without teacher-aware data (sweeps/teacher_aware.py)")
 
 CONFIG = [S.P, S.MULTI, S.M]
 

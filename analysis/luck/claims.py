@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.luck import modulation
+from analysis.luck import queries as Q
+from analysis.registry import ClaimCheck, claim, frame
 from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
+
+CLAIMS: list[ClaimCheck] = []
+"""Luck Matters' claims, in order."""
 
 GROWTH = 0.02
 """Claim 7: the least rise of rho-bar from init to the end that counts as growth."""
@@ -33,6 +39,7 @@ def _ends(rho: pd.DataFrame) -> pd.DataFrame:
     return start.to_frame().join(last.set_index([*CELL, S.LAYER])["rho"].rename("rho_end"))
 
 
+@claim(CLAIMS, 7, Q.LUCK, lambda res: (frame(res, Q.luck_rho),))
 def claim7(rho: pd.DataFrame) -> Claim:
     """In every cell (net, BN, data) rho-bar of every layer rises by at least GROWTH, and the lowest
     layer ends highest (within BN_MARGIN)."""
@@ -51,6 +58,7 @@ def claim7(rho: pd.DataFrame) -> Claim:
     return Claim(7, text, evidence, verdict(bool(grows.all() and lowest_top.all())))
 
 
+@claim(CLAIMS, 8, Q.RANKS, lambda res: (frame(res, Q.luck_rank),))
 def claim8(rank: pd.DataFrame) -> Claim:
     """In every cell and layer the final winners' mean rank at init is under LUCKY_BELOW, and it is 0 at the end."""
     text = "Final winners were lucky: their rank at initialization is well below a random pick's 0.5, and falls to 0."
@@ -75,6 +83,7 @@ def _bn_effect(rho: pd.DataFrame, rank: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index()
 
 
+@claim(CLAIMS, 9, Q.BN, lambda res: (frame(res, Q.luck_rho), frame(res, Q.luck_rank)))
 def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
     """For the largest FC teacher, BN raises the final rho-bar or lowers the epoch-averaged mean rank by at
     least BN_MARGIN; for the smallest, BN does not raise rho-bar by more than BN_MARGIN (it does not help)."""
@@ -103,6 +112,7 @@ def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
     return Claim(9, text, evidence, verdict(bool(helps_large and rho_small <= BN_MARGIN)))
 
 
+@claim(CLAIMS, 10, Q.LUCK, lambda res: (frame(res, Q.luck_rho),))
 def claim10(rho: pd.DataFrame) -> Claim:
     """In every (net, BN) with both, the final rho-bar (mean over layers) on finite data is below the
     infinite data's by at least BN_MARGIN."""
@@ -118,6 +128,7 @@ def claim10(rho: pd.DataFrame) -> Claim:
     return Claim(10, text, evidence, verdict(bool((gap >= BN_MARGIN).all())))
 
 
+@claim(CLAIMS, 11, Q.BN_ANY, lambda res: (frame(res, Q.in_norm_change),))
 def claim11(norms: pd.DataFrame) -> Claim:
     """Under BN the median relative change of a student node's incoming weight norm, init to end, is
     under CONSERVED_BELOW in every layer (gradient flow conserves it; SGD adds O(lr^2) a step)."""
@@ -130,6 +141,7 @@ def claim11(norms: pd.DataFrame) -> Claim:
     return Claim(11, text, evidence, verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
 
 
+@claim(CLAIMS, 12, Q.KEPT_MODULATION, lambda res: (frame(res, modulation.winners_in_modulation),))
 def claim12(ranks: pd.DataFrame) -> Claim:
     """At the end of training, in every hidden layer, the final winners' mean rank in their teacher node's
     column of H* (0 = the highest entry; ``modulation.winners_in_modulation``, averaged over runs) is under
@@ -149,3 +161,11 @@ def claim12(ranks: pd.DataFrame) -> Claim:
     )
     judged = per.loc["none"][("h_rank", "end")]
     return Claim(12, text, evidence, verdict(bool((judged < CONCENTRATED_BELOW).all())))
+
+
+CRITERIA = (
+    f"Criteria are in `analysis/luck/claims.py`: growth = rho-bar up by >= {GROWTH}; lucky = winners' mean rank at "
+    f"init < {LUCKY_BELOW}; differences under {BN_MARGIN} are none; conserved = median relative change < "
+    f"{CONSERVED_BELOW}; concentrated = winners' mean rank in H* < {CONCENTRATED_BELOW}."
+)
+"""The thresholds behind the verdicts, as the report states them."""

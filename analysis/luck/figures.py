@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from analysis.luck import modulation
+from analysis.luck import queries as Q
 from analysis.plots import PANEL, label_rows, save, style, suptitle, wrapped
+from analysis.registry import Figure, figure
 from spec_ray.storage import schema as S
+
+FIGURES: list[Figure] = []
+"""Luck Matters' figures, in the report's order."""
 
 
 def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float, float], ylabel: str, title: str,
@@ -39,12 +45,19 @@ def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float,
     return save(fig, stem)
 
 
+@figure(FIGURES, "luck_rho", "Luck Matters figs. 5, 19, 20: rho-bar per layer", "Mean over teacher nodes of the "
+        "best correlation, per layer (0 = lowest), mean over seeds with min/max band; dashed: a finite training "
+        "set, solid: infinite data.", Q.luck_rho, Q.LUCK)  # fmt: skip
 def luck_rho(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 5 / 19 / 20: rho-bar per layer vs epoch, min/max band over seeds; dashed: finite data."""
     title = "Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds"
     return _luck_layers(frame, "rho", stem, (0, 1.02), "rho-bar (mean best correlation)", title)
 
 
+@figure(FIGURES, "luck_rank", "Luck Matters figs. 5, 17, 18: rank of the final winners", "The rank of each "
+        "teacher node's final best student among all students at every epoch (0 = first), mean (min/max band "
+        "over seeds; dashed: finite data) and median (dotted) over teacher nodes; 0 at the end by definition.",
+        Q.luck_rank, Q.RANKS)  # fmt: skip
 def luck_rank(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 5 / 17 / 18: mean (min/max band) and median (dotted) rank of the final winners."""
     top = max(0.1, float(frame["mean_rank_max"].max()) * 1.05)
@@ -75,16 +88,32 @@ def _rho_lines(frame: pd.DataFrame, panel: str, hue: str, dash: str, title: str,
     return save(fig, stem)
 
 
+@figure(FIGURES, "luck_size", "Luck Matters fig. 15a: small vs large FC teachers", "rho-bar (mean over layers) "
+        "per FC teacher size, panels per student BN; band min/max over seeds.", Q.luck_size, Q.SIZES)  # fmt: skip
 def luck_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 15a: small vs large FC teachers, with and without BN."""
     return _rho_lines(frame, S.STUDENT_BN, "net", "data", "Luck Matters: small vs large FC teachers", stem)
 
 
+@figure(FIGURES, "luck_data", "Luck Matters figs. 15b, 20: finite vs infinite data", "rho-bar (mean over "
+        "layers), dashed: the fixed training set, solid: a fresh batch every step.", Q.luck_data, Q.DATA)  # fmt: skip
 def luck_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 15b / 20: a finite training set (dashed) vs infinite data (solid)."""
     return _rho_lines(frame, "net", S.STUDENT_BN, "data", "Luck Matters: finite (dashed) vs infinite data", stem)
 
 
+def _beta_caption(data: pd.DataFrame) -> str:
+    run = data.iloc[0]
+    data_kind = "infinite" if pd.isna(run[S.N_TRAIN]) else "finite"
+    bn = "no BN" if run[S.STUDENT_BN] == "none" else f"BN {run[S.STUDENT_BN]}"
+    return (f"One run ({bn}, {data_kind} data, seed {int(run[S.SEED])}; no BN, finite data and the lowest seed "
+            "are shown where run): the top-down modulation beta* and its activity-gated H*, teacher nodes down, "
+            "student nodes across, grouped by their final best teacher (gray lines between groups) and by "
+            "falling correlation within a group; colors scaled to each panel's largest |entry|.")  # fmt: skip
+
+
+@figure(FIGURES, "luck_beta", "Luck Matters fig. 16: beta* and H* before and after training", _beta_caption,
+        modulation.matrices, Q.KEPT_MODULATION)  # fmt: skip
 def luck_beta(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 16: (transposed) beta* and H* of one run before and after training, a column per
     layer; teacher nodes down, students across, grouped by their final best teacher (gray lines between groups)."""

@@ -8,8 +8,23 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import AnalysisError, Results
+from analysis.registry import Needs
 from analysis.tidy import final_steps, with_runs
 from spec_ray.storage import schema as S
+
+# What the figures and claims need of the runs (``analysis.registry``).
+LUCK = Needs(
+    where=((S.KEEP_CORRELATIONS, (True,)),), words="runs that keep their correlations (sweeps/luck_matters.py)"
+)
+"""Luck Matters' runs keep every checkpoint's correlations: its rank of the final winners needs them."""
+RANKS = Needs(where=LUCK.where, tables=(S.CORRELATIONS,), words=LUCK.words)
+BN = Needs(where=LUCK.where, varies=(S.STUDENT_BN,), words="Luck Matters runs with and without student BN")
+BN_ANY = Needs(varies=(S.STUDENT_BN,), words="runs with and without student BN")
+SIZES = Needs(where=LUCK.where, varies=(S.WIDTHS,), words="Luck Matters runs of two FC teacher sizes")
+DATA = Needs(where=LUCK.where, words="Luck Matters runs on finite and infinite data")
+KEPT_MODULATION = Needs(where=((S.KEEP_MODULATION, (True,)),), tables=(S.MODULATION,),
+                        words="runs that keep beta* and H* (--keep-modulation true, the small FC of "
+                        "sweeps/luck_matters.py)")  # fmt: skip
 
 
 def winner_ranks(res: Results) -> pd.DataFrame:
