@@ -106,6 +106,8 @@ def test_fewer_values_train_nothing_and_changed_settings_are_refused(grown) -> N
 
 def test_a_run_done_in_another_experiment_is_copied_not_trained(grown) -> None:
     storage, old, _ = grown
+    fresh, _ = launch(storage, "--seeds", "3", "--reuse", "none", name="other")  # to compare devices, or re-check
+    assert not fresh.copies and not fresh.sources and sum(p.size for p in fresh.new) == 6
     result, _ = launch(storage, "--seeds", "3", name="other")
     assert sum(p.size for p in result.copies) == 4 and sum(p.size for p in result.new) == 2
     assert {s.store.experiment for s in result.sources.values()} == {"grow"}
