@@ -13,8 +13,11 @@ A second section times figure 6's 4-layer setting (MSE and CE). The two-layer re
 with reduced-precision matmuls (``train.matmul_precision``: bf16 on CPU, tf32 on CUDA) beside
 ieee: ``bf16_speedup=<geometric mean of bf16/ieee>``. A third section times
 the general step (autograd over ``parts``, packed optimizers): Luck Matters' small FC with
-student BN, a small conv stack, and SGD with momentum; its last line, the script's last, is
-``bn_speedup=<packed/reference for the BN MLP>``.
+student BN, a small conv stack, and SGD with momentum; its last line is ``bn_speedup=<packed/reference
+for the BN MLP>``. The last section times Luck Matters' networks at their size, a pack of 5
+seeds as its sweep packs them, against the true peak: ``large_fc_bn_vs_plain=`` (one large-FC step
+with BN over one without, a time ratio), ``large_fc_peak_share=`` (the large FC with BN, SGD flops
+over the peak) and ``cnn_narrow_peak_share=``, the script's last three lines.
 
     python benchmarks/engine.py            # about 3 minutes on a 2-core CPU
     python benchmarks/engine.py --quick    # under 60 s
@@ -37,7 +40,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.engine import arch, construct, metrics  # noqa: E402
 from spec_ray.engine.pack import Pack  # noqa: E402
-from spec_ray.engine.protocols import DEEP  # noqa: E402
+from spec_ray.engine.protocols import DEEP, LUCK_CNN, LUCK_FC_LARGE  # noqa: E402
 from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps  # noqa: E402
 from spec_ray.engine.spec import NO_BF16, RunSpec, cpu_has_bf16  # noqa: E402
 from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
@@ -84,14 +87,14 @@ def time_reference(spec: RunSpec, steps: int, device: str) -> float:
     return steps / (time.perf_counter() - t)
 
 
-def time_packed(pack: Pack, steps: int, metrics_too: bool = True) -> tuple[float, float, float]:
+def time_packed(pack: Pack, steps: int, metrics_too: bool = True, warmup: int = 64) -> tuple[float, float, float]:
     """Packed run-steps per second; seconds of one checkpoint without and with train-set metrics."""
     data = prepare(pack)
-    state = train_until(pack, data, init_state(pack), 64)  # warm-up
+    state = train_until(pack, data, init_state(pack), warmup)
     dev = str(pack.device)
     _sync(dev)
     t = time.perf_counter()
-    state = train_until(pack, data, state, 64 + steps)
+    state = train_until(pack, data, state, warmup + steps)
     _sync(dev)
     rate = pack.size * steps / (time.perf_counter() - t)
     if not metrics_too:
@@ -115,6 +118,7 @@ def main() -> None:
     parser.add_argument("--no-deep", dest="deep", action="store_false", help="skip the 4-layer section")
     parser.add_argument("--no-parts", dest="parts", action="store_false", help="skip the BN / conv / momentum section")
     parser.add_argument("--no-precision", dest="precision", action="store_false", help="skip the bf16 / tf32 section")
+    parser.add_argument("--no-luck", dest="luck", action="store_false", help="skip Luck Matters' large FC and CNN")
     parser.add_argument("--profile", type=int, default=None, metavar="MULTI",
                         help="only profile 256 steps of the shared pack at this multi (torch.profiler)")  # fmt: skip
     args = parser.parse_args()
@@ -156,6 +160,8 @@ def main() -> None:
         precision_section(args.multi, packed_steps, dev, peak)
     if args.parts:
         parts_section(packed_steps, ref_steps, dev, peak)
+    if args.luck:
+        luck_section(packed_steps, dev, peak, args.quick)
 
 
 def profile_step(multi: int, dev: str) -> None:
@@ -244,6 +250,37 @@ def parts_section(packed_steps: int, ref_steps: int, dev: str, peak: float) -> N
         share = 100 * gflops / peak
         print(f"{name:>9} {runs:>5} {ref:>11,.0f} {rate:>11,.0f} {rate / ref:>9.1f} {gflops:>8.1f} {share:>6.1f}%")
     print(f"bn_speedup={ratios['bn_mlp']:.2f}")
+
+
+def luck_specs(quick: bool) -> dict[str, RunSpec]:
+    """Luck Matters' large FC (teacher 50-75-100-125, student 10x) without and with BN after ReLU, and
+    cnn-narrow (teacher 8-8-8-8 channels on 16x16, student 80 channels, BN), as sweeps/luck_matters.py
+    runs them; a smaller training set only shortens the setup (a step's cost does not depend on it)."""
+    small = {"train.dtype": "float32", "data.n_train": 10_000 if quick else 100_000}
+    large = LUCK_FC_LARGE.replace(**small)
+    cnn = LUCK_CNN.replace(**small, **{"teacher.widths": (8, 8, 8, 8), "student.bn_affine": True,
+                                       "student.student_bn": "after_relu"})  # fmt: skip
+    return {"large_fc": large, "large_fc_bn": large.replace(**{"student.student_bn": "after_relu"}), "cnn_narrow": cnn}
+
+
+def luck_section(packed_steps: int, dev: str, peak: float, quick: bool) -> None:
+    """Luck Matters' large networks, a pack of 5 seeds each as its sweep packs them: SGD steps only."""
+    print("Luck Matters at scale: large FC 50-75-100-125 x10 (no BN, BN after ReLU), cnn-narrow 8x4 channels x10 + BN;")
+    print("a pack of 5 seeds, batch 64, float32, SGD steps only")
+    print(f"{'setting':>12} {'runs':>5} {'run-steps/s':>12} {'s/step':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    step_s, share = {}, {}
+    for name, spec in luck_specs(quick).items():
+        pack = Pack(tuple(spec.replace(seed=s) for s in range(1, 6)), placement=dev)
+        steps = max(10, packed_steps // (30 if spec.model.arch == "conv" else 10))
+        rate, _, _ = time_packed(pack, steps, metrics_too=False, warmup=2)
+        gflops = rate * 6 * spec.train.batch * sum(arch.student(spec).macs) / 1e9
+        step_s[name], share[name] = pack.size / rate, gflops / peak
+        print(
+            f"{name:>12} {pack.size:>5} {rate:>12,.1f} {step_s[name]:>8.4f} {gflops:>8.1f} {100 * share[name]:>6.1f}%"
+        )
+    print(f"large_fc_bn_vs_plain={step_s['large_fc_bn'] / step_s['large_fc']:.2f}")
+    print(f"large_fc_peak_share={share['large_fc_bn']:.3f}")
+    print(f"cnn_narrow_peak_share={share['cnn_narrow']:.3f}")
 
 
 if __name__ == "__main__":
