@@ -18,8 +18,11 @@ forward                serves                                      kept apart be
                        metrics of BN and conv networks             conv, BN and activation
 ``passes.forward``     checkpoint metrics of plain MLPs            whole-set passes in bounded run
                                                                    chunks, layer 1 shared by a group
-``network.forward``    teacher labels and calibration (float64)    labels are stored results: their
-                                                                   float64 bits stay as written
+``network.forward``    teacher labels (float64), a teacher or a    labels are stored results: their
+                       stack; BN and conv teachers via ``parts``   float64 bits stay as written
+``calibrate``          the deep protocol's teacher calibration     each layer's bias moves before the
+                       (``construct``)                             next layer runs: no whole forward
+``parts.gates``        f'(x) of every node, for beta* and H*       derivatives, not outputs
 ``reference``          the ground truth of every equivalence       independent of all of the above
                        test (``torch.nn``, one run)                by design
 =====================  ==========================================  ===================================
