@@ -81,6 +81,19 @@ def test_part_matches_reference(case: str) -> None:
         assert_bn_state(pack, state, spec, ref)
 
 
+def test_plain_sgd_on_a_bn_mlp_applies_each_runs_rate_in_the_backward() -> None:
+    """Under plain SGD the general step updates each MLP layer inside its backward (parts._SGDMatmul),
+    layer 1 once for a whole group: runs of one group at three rates each match the reference."""
+    runs = [tiny_spec(seed=4, **{"student.student_bn": "after_relu", "student.bn_affine": True, "train.lr": lr})
+            for lr in (0.01, 0.03, 0.05)]  # fmt: skip
+    pack, state, tables = packed_run(runs, STEPS)
+    assert pack.group_size == 3 and not pack.spec.fused  # one minibatch stream, the general step
+    for spec in runs:
+        ref = train_run(spec, stop=STEPS)
+        assert_same_run(pack, state, tables, spec, ref, STEPS)
+        assert_bn_state(pack, state, spec, ref)
+
+
 def test_general_path_is_pack_invariant() -> None:
     target = tiny_spec(seed=5, **{**CASES["conv_bn"], "teacher.p": 1.0})
     alone = packed_run([target], STEPS)[1]
@@ -104,16 +117,22 @@ def test_init_seeds_train_several_students_under_one_teacher() -> None:
         assert_same_run(pack, state, tables, spec, train_run(spec, stop=STEPS), STEPS)
 
 
-def test_a_diverged_run_freezes_its_optimizer_and_bn_state() -> None:
-    runs = [tiny_spec(seed=1, **{**BN_MOMENTUM, "train.lr": lr, "train.epochs": 3}) for lr in (0.05, 1e6)]
+@pytest.mark.parametrize("settings", [BN_MOMENTUM, {"student.student_bn": "after_relu"}], ids=["momentum", "sgd"])
+def test_a_diverged_run_freezes_its_optimizer_and_bn_state(settings: dict) -> None:
+    """With momentum (the optimizer's update) and plain SGD (the update inside the backward)."""
+    runs = [tiny_spec(seed=1, **{**settings, "train.lr": lr, "train.epochs": 3}) for lr in (0.05, 1e6)]
     pack, state, tables = packed_run(runs, STEPS)
     dead = pack.runs.index(runs[1])
     ref = train_run(runs[1], stop=STEPS)
     assert int(state.diverged_step[dead]) == ref.diverged_step >= 0
     assert_same_run(pack, state, tables, runs[0], train_run(runs[0], stop=STEPS), STEPS)
-    # The frozen run's shown weights are its last finite ones; its momentum buffers stay finite and fixed.
-    assert all(bool(p[dead].isfinite().all()) for p in state.shown)
     again = packed_run(runs, STEPS + 100)[1]
+    for a, b in zip(state.shown, again.shown):  # frozen: the dead run's weights no longer move
+        torch.testing.assert_close(a[dead], b[dead], equal_nan=True)
+    if settings is not BN_MOMENTUM:
+        return  # plain SGD at lr 1e6: BN keeps the loss finite a step after the weights overflow
+    # With momentum the shown weights are the last finite ones; its buffers stay finite and fixed.
+    assert all(bool(p[dead].isfinite().all()) for p in state.shown)
     for a, b in zip(state.opt, again.opt):
         torch.testing.assert_close(a[dead], b[dead])
     for a, b in zip(state.buffers, again.buffers):

@@ -2,8 +2,10 @@
 
 Axes: R runs, G groups of k runs sharing a minibatch, B batch, d input, c outputs.
 
-It trains every network the fused step (``trainer.sgd_step``) does not: BatchNorm, conv
-stacks, SGD with momentum or weight decay, and Adam. Runs are independent, so the
+It trains every network the fused step (``steps.sgd_step``) does not: BatchNorm, conv
+stacks, SGD with momentum or weight decay, and Adam. Under plain SGD an MLP's layers are
+updated inside the backward (``parts._SGDMatmul``); the optimizer then moves only the BN
+weights and biases. Runs are independent, so the
 gradient of the sum of the runs' objectives is every run's own gradient. BatchNorm's
 running statistics are updated in place by the forward pass; a diverged run's are put
 back, with its optimizer state, so it freezes whole.
@@ -55,8 +57,13 @@ def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tenso
     runs = params[0].shape[0]
     kept = [s.clone() for s in (*buffers, *opt)] if any_dead else None  # a diverged run's to put back
     leaves = tuple(p.detach().requires_grad_() for p in params)
+    # Plain SGD on an MLP: each layer's backward updates it in place (parts._SGDMatmul); autograd
+    # returns only the BN parameters' gradients.
+    fused = train.plain_sgd and not arch.conv
+    layers = arch.depth + 1
     with torch.enable_grad():
-        _, y = parts.forward(arch, leaves, buffers, x, runs // x.shape[0], train=True)  # (R, B, c)
+        _, y = parts.forward(arch, leaves, buffers, x, runs // x.shape[0], train=True,
+                             sgd_rate=lr if fused else None)  # fmt: skip  # (R, B, c)
         if train.loss == "ce":
             values = losses.cross_entropy(y, target)  # (R,)
             stat.copy_(values.detach())
@@ -64,8 +71,16 @@ def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tenso
             t = target.reshape(y.shape)  # (R, B, c)
             values = losses.objective(train.loss, y, t)  # (R,)
             torch.linalg.vector_norm((y - t).detach(), dim=(1, 2), out=stat)
-        grads = torch.autograd.grad(values.sum(), leaves)
-    optim.update(train, params, grads, opt, lr, count)
+        if fused:
+            values.sum().backward()  # the layers move here; the BN weights and biases get .grad
+            grads = tuple(leaf.grad for leaf in leaves[layers:])
+        else:
+            grads = torch.autograd.grad(values.sum(), leaves)
+    if fused:
+        if len(params) > layers:
+            optim.update(train, params[layers:], grads, opt, lr, count)
+    else:
+        optim.update(train, params, grads, opt, lr, count)
     if kept is not None:
         for s, old in zip((*buffers, *opt), kept):
             s.copy_(torch.where(alive.view(-1, *[1] * (s.dim() - 1)), s, old))

@@ -6,8 +6,11 @@ d input, n_l width or channels of hidden layer l, S image side, H x W a conv out
 One ``forward`` serves the general training step (train mode, under autograd), the
 checkpoint metrics (eval mode) and the full-batch gradient of any network the spec
 describes. Its backward is autograd's: this path trains what the hand-written fused step
-(``trainer.sgd_step``) does not, BatchNorm, convolutions and stateful optimizers, where a
-measured batched-autograd step is about 1.5-2x the fused one, not 20x.
+(``steps.sgd_step``) does not, BatchNorm, convolutions and stateful optimizers, where a
+measured batched-autograd step is about 1.5-2x the fused one, not 20x. Under plain SGD an
+MLP's layers update inside their own backward (``_SGDMatmul``, as the fused step does), so no
+weight-sized gradient is written and read again: a large BN MLP step went from 1.5x to 1.15x
+the plain one (docs/performance.md).
 
 Layout of a network's tensors (``unpack``):
 * ``params``: every layer's weight with its bias as last column ``(R, n_l, fan_in+1)``
@@ -73,15 +76,38 @@ def init_bn(arch: Arch, runs: int, like: Tensor, affine: bool) -> tuple[tuple[Te
     return params, (*zeros, *[o.clone() for o in ones])
 
 
-def _linear(h: Tensor, w: Tensor) -> Tensor:
-    """(Rc, B, n_in) through (Rc, n_out, n_in+1) -> (Rc, B, n_out).
+class _SGDMatmul(torch.autograd.Function):
+    """h1 W^T whose backward applies plain SGD to W in place: W -= (rate g)^T h1, the fused
+    step's update, instead of returning W's gradient for a separate update pass. That pass
+    (``optim.update``'s addcmul over every weight) was 22 % of a large BN MLP step (profiled)."""
+
+    @staticmethod
+    def forward(ctx, h1: Tensor, w: Tensor, rate: Tensor) -> Tensor:
+        # h1: (P, B, n_in+1) with a ones column; w: (P, n_out, n_in+1); rate: (P, 1, n_out) lr per row
+        ctx.save_for_backward(h1, w, rate)
+        return torch.bmm(h1, w.transpose(1, 2))  # (P, B, n_out)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, None, None]:
+        h1, w, rate = ctx.saved_tensors
+        grad_h1 = torch.bmm(g, w) if ctx.needs_input_grad[0] else None  # (P, B, n_in+1), before W moves
+        w.baddbmm_((g * rate).transpose(1, 2), h1, alpha=-1.0)  # (P, n_out, n_in+1)
+        return grad_h1, None, None
+
+
+def _linear(h: Tensor, w: Tensor, rate: Tensor | None = None) -> Tensor:
+    """(Rc, B, n_in) through (Rc, n_out, n_in+1) -> (Rc, B, n_out); ``rate`` (Rc, 1, 1): the
+    backward applies plain SGD to w at that rate (``_SGDMatmul``) instead of returning its gradient.
 
     The input gets a ones column rather than the weight being sliced: autograd's backward of
     a slice zero-fills and copies a whole weight-sized gradient (a fifth of a BN MLP step,
     profiled), while that of a concatenation is a view.
     """
     ones = h.new_ones(1, 1, 1).expand(h.shape[0], h.shape[1], 1)  # (Rc, B, 1)
-    return torch.bmm(torch.cat([h, ones], dim=2), w.transpose(1, 2))
+    h1 = torch.cat([h, ones], dim=2)  # (Rc, B, n_in+1)
+    if rate is not None:
+        return _SGDMatmul.apply(h1, w, rate)
+    return torch.bmm(h1, w.transpose(1, 2))
 
 
 def _conv(h: Tensor, w: Tensor, groups: int, c_in: int) -> Tensor:
@@ -121,15 +147,24 @@ def _block(arch: Arch, net: Net, layer: int, z: Tensor, train: bool) -> Tensor:
 
 
 def forward(
-    arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], x: Tensor, q: int, train: bool = False
+    arch: Arch,
+    params: tuple[Tensor, ...],
+    buffers: tuple[Tensor, ...],
+    x: Tensor,
+    q: int,
+    train: bool = False,
+    sgd_rate: Tensor | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     """Hidden blocks' outputs and the network outputs of Rc = Gc q runs.
 
     x: (Gc, B, d+1) each group's inputs with a ones column; runs are group-major. Returns
     ([MLP (Rc, B, n_l) | conv (B, Rc C_l, H, W)], (Rc, B, c)); ``nodes`` views a hidden one
     per node. In train mode BN uses batch statistics and updates ``buffers`` in place.
+    ``sgd_rate`` (Rc,), an MLP only: the backward applies plain SGD to every layer at these
+    rates, in place, and returns no layer gradients (``_SGDMatmul``).
     """
     net = unpack(arch, params, buffers)
+    rate = None if sgd_rate is None else sgd_rate.view(-1, 1, 1)  # (Rc, 1, 1)
     g_count, batch, d1 = x.shape
     w = net.layers[0]  # (Rc, n1, fan_in+1)
     rc, n1 = w.shape[:2]
@@ -137,18 +172,22 @@ def forward(
         side = arch.image_size
         image = x[..., :-1].reshape(g_count, batch, side, side).transpose(0, 1)  # (B, Gc, S, S)
         z = _conv(image, w, g_count, 1)  # (B, Rc C1, S-2, S-2)
+    elif rate is not None:  # the group's runs share x: one matmul per group, each row at its run's rate
+        group_rate = rate.view(g_count, 1, q, 1).expand(g_count, 1, q, n1).reshape(g_count, 1, q * n1)
+        z = _SGDMatmul.apply(x, w.reshape(g_count, q * n1, d1), group_rate)  # (Gc, B, q n1)
+        z = z.view(g_count, batch, q, n1).transpose(1, 2).reshape(rc, batch, n1)  # (Rc, B, n1)
     else:
         z = torch.bmm(x, w.reshape(g_count, q * n1, d1).transpose(1, 2))  # (Gc, B, q n1)
         z = z.view(g_count, batch, q, n1).transpose(1, 2).reshape(rc, batch, n1)  # (Rc, B, n1)
     hidden = [_block(arch, net, 0, z, train)]
     for layer in range(1, arch.depth):
         h, w = hidden[-1], net.layers[layer]  # .., (Rc, n_l, fan_in+1)
-        z = _conv(h, w, rc, arch.widths[layer - 1]) if arch.conv else _linear(h, w)
+        z = _conv(h, w, rc, arch.widths[layer - 1]) if arch.conv else _linear(h, w, rate)
         hidden.append(_block(arch, net, layer, z, train))
     h = hidden[-1]
     if arch.conv:
         h = h.reshape(batch, rc, math.prod(h.shape[1:]) // rc).transpose(0, 1)  # (Rc, B, C H W), per run
-    return hidden, _linear(h, net.layers[-1])  # (Rc, B, c)
+    return hidden, _linear(h, net.layers[-1], rate)  # (Rc, B, c)
 
 
 def nodes(arch: Arch, layer: int, h: Tensor) -> Tensor:
