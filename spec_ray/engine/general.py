@@ -59,11 +59,11 @@ def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tenso
     leaves = tuple(p.detach().requires_grad_() for p in params)
     # Plain SGD on an MLP: each layer's backward updates it in place (parts._SGDMatmul); autograd
     # returns only the BN parameters' gradients.
-    fused = train.plain_sgd and not arch.conv
+    in_backward = train.plain_sgd and not arch.conv
     layers = arch.depth + 1
     with torch.enable_grad():
         _, y = parts.forward(arch, leaves, buffers, x, runs // x.shape[0], train=True,
-                             sgd_rate=lr if fused else None)  # fmt: skip  # (R, B, c)
+                             sgd_rate=lr if in_backward else None)  # fmt: skip  # (R, B, c)
         if train.loss == "ce":
             values = losses.cross_entropy(y, target)  # (R,)
             stat.copy_(values.detach())
@@ -71,12 +71,12 @@ def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tenso
             t = target.reshape(y.shape)  # (R, B, c)
             values = losses.objective(train.loss, y, t)  # (R,)
             torch.linalg.vector_norm((y - t).detach(), dim=(1, 2), out=stat)
-        if fused:
+        if in_backward:
             values.sum().backward()  # the layers move here; the BN weights and biases get .grad
             grads = tuple(leaf.grad for leaf in leaves[layers:])
         else:
             grads = torch.autograd.grad(values.sum(), leaves)
-    if fused:
+    if in_backward:
         if len(params) > layers:
             optim.update(train, params[layers:], grads, opt, lr, count)
     else:

@@ -165,11 +165,6 @@ class Pack:
         return arch.teacher(self.spec)
 
     @cached_property
-    def fused(self) -> bool:
-        """``RunSpec.fused`` of the pack's runs."""
-        return self.spec.fused
-
-    @cached_property
     def dtype(self) -> torch.dtype:
         """The training dtype."""
         import torch

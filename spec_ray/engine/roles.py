@@ -59,19 +59,9 @@ DERIVED = Role()
 """The role of the derived columns (m, depth, steps_per_epoch): shape, always in the id."""
 
 
-def role_field(
-    default: Any = dataclasses.MISSING,
-    *,
-    per_run: bool = False,
-    data: bool = False,
-    neutral: Any = ALWAYS,
-    factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A dataclass field carrying its role (see the module docstring)."""
-    role = Role(per_run=per_run, data=data, neutral=neutral)
-    if factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=factory, metadata={ROLE: role})
-    return dataclasses.field(default=default, metadata={ROLE: role})
+def role_field(default: Any, *, per_run: bool = False, data: bool = False, neutral: Any = ALWAYS) -> Any:
+    """A dataclass field with its default and its role (see the module docstring)."""
+    return dataclasses.field(default=default, metadata={ROLE: Role(per_run=per_run, data=data, neutral=neutral)})
 
 
 def role_of(f: dataclasses.Field) -> Role:

@@ -9,13 +9,12 @@ the line is redrawn in place; elsewhere (a log, ``ray exec``) a line is printed 
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TextIO
 
 from ray.tune import Callback
 
-from spec_ray.orchestration.progress import clock
+from spec_ray.orchestration.progress import Line, clock
 
 
 class SweepConsole(Callback):
@@ -25,25 +24,13 @@ class SweepConsole(Callback):
         """``work``: per pack id, (runs, SGD steps of each run) of the packs this launch trains."""
         self.work = work
         self.total = sum(runs * steps for runs, steps in work.values())
-        self._stream = stream
-        self.tty = self.stream.isatty()
-        self.every = 1.0 if self.tty else every
-        self.began = self.last = time.perf_counter()
+        self.out = Line(stream, every, tty_every=1.0)
+        self.began = time.perf_counter()
         self.progress: dict[str, float] = {}  # pack id -> fraction of its steps done
         self.start: dict[str, float] = {}  # pack id -> fraction it started from (a trial resumed from a checkpoint)
         self.latest: dict[str, dict] = {}  # pack id -> its last summary
         self.finished: set[str] = set()
         self.failed: set[str] = set()
-        self.drawn = ""
-
-    @property
-    def stream(self) -> TextIO:
-        """Where the line goes: the given stream, else this process's stderr."""
-        return self._stream or sys.stderr
-
-    def __getstate__(self) -> dict:
-        """Tune saves its run config with the callbacks: a stream does not pickle, and a restore writes to stderr."""
-        return {**self.__dict__, "_stream": None}
 
     @staticmethod
     def _pack(trial) -> str:
@@ -71,9 +58,7 @@ class SweepConsole(Callback):
     def on_experiment_end(self, trials: list, **info) -> None:
         if not self.finished >= set(self.work):  # else the last trial's line said it all
             self.draw(force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.out.close()
 
     def line(self) -> str:
         """The progress line as it stands."""
@@ -100,13 +85,5 @@ class SweepConsole(Callback):
         return " | ".join(parts)
 
     def draw(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < self.every:
-            return
-        self.last = now
-        text = self.line()
-        if text == self.drawn:
-            return
-        self.drawn = text
-        self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
-        self.stream.flush()
+        if self.out.due(force):
+            self.out.draw(self.line())

@@ -84,7 +84,8 @@ class LaunchRequest:
     resume: str | None = None
     """None: a fresh sweep; 'yes': continue (or grow) the stored one; 'auto': resume if it exists."""
     given: Mapping[str, float] = field(default_factory=dict)
-    """The resource flags given (``Resources`` field names); a resume may not change them."""
+    """The resource flags given, by ``Resources`` field name (a flag left out is absent, not None);
+    a resume may not change them."""
     device: str | None = None
     """``spec_ray run``'s --device (checked where it trains); None: a sweep trains by its GPU share."""
     reuse: str = "root"
@@ -104,7 +105,6 @@ class LaunchRequest:
 
 def _resources(given: Mapping[str, float], stored: dict | None, default_block: int) -> Resources:
     """The flags over the defaults for a fresh sweep; the stored values for a resume, which a flag may not change."""
-    given = {k: v for k, v in given.items() if v is not None}
     if stored is None:
         return Resources(**{"block_epochs": default_block, **given})
     kept = Resources(**stored)
