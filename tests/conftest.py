@@ -150,7 +150,7 @@ def assert_complete(root: str, packs) -> None:
         mine = {t: f[f[S.RUN_ID].isin(ids)] for t, f in frames.items()}
         assert len(mine[S.RUNS]) == pack.size and (mine[S.RUNS][S.STATUS] == S.STATUS_DONE).all()
         assert len(mine[S.SCALARS]) == pack.size * ckpts
-        assert len(mine[S.TEACHER_NODES]) == pack.size * ckpts * sum(spec.teacher.widths)
+        assert len(mine[S.TEACHER_NODES]) == pack.size * ckpts * sum(spec.teacher.active_widths)
         assert len(mine[S.STUDENT_NODES]) == pack.size * ckpts * sum(spec.student_widths)
     assert set(frames[S.RUNS][S.RUN_ID]) == {r for p in packs for r in p.run_ids}
 

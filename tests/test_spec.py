@@ -163,13 +163,17 @@ def test_the_registries_derive_from_the_fields_roles() -> None:
     from spec_ray.engine.spec_io import flat_roles
     from spec_ray.storage import schema as S
 
-    assert pack.PER_RUN_FIELDS == _HAND_PER_RUN
-    assert set(pack.DATA_FIELDS) == _HAND_DATA
-    assert pack.NEUTRAL == _HAND_NEUTRAL
+    # the hand-kept lists of before the roles, plus the fields of real data (datasets, stored teachers)
+    assert _HAND_PER_RUN | {"load_teacher"} == pack.PER_RUN_FIELDS
+    assert set(pack.DATA_FIELDS) == _HAND_DATA | {"dataset"}
+    real = {"source": "random", "load_teacher": None, "prune": "", "dataset": "gaussian", "data_dir": None}
+    assert {**_HAND_NEUTRAL, **real} == pack.NEUTRAL
+    assert {"data_dir"} == pack.LOCATIONS  # never in a run id
     assert list(flat_roles()) == list(flat_fields(RunSpec()))  # one role per flat column, in order
     nullable = {f.name for f in S.runs_schema() if f.name in flat_roles() and flat_roles()[f.name].nullable}
-    assert nullable == {"n_train", "iters_per_epoch", "init_seed"}
-    assert all(S.runs_schema().field(n).type == pa.int64() for n in nullable)
+    assert nullable == {"n_train", "iters_per_epoch", "init_seed", "load_teacher", "data_dir"}
+    assert all(S.runs_schema().field(n).type == pa.int64() for n in ("n_train", "iters_per_epoch", "init_seed"))
+    assert all(S.runs_schema().field(n).type == pa.string() for n in ("load_teacher", "data_dir"))
 
 
 def test_a_field_without_a_role_or_with_a_taken_name_is_refused(monkeypatch) -> None:

@@ -240,6 +240,26 @@ def claim6(aware: pd.DataFrame) -> Claim:
     return Claim(6, text, evidence, verdict(bool(ratio < 0.5)))
 
 
+@claim(CLAIMS, 13, Q.REAL, lambda res: (frame(res, Q.real_data),))
+def claim13(real: pd.DataFrame) -> Claim:
+    """At the last epoch, on every dataset, the largest multi has a higher rho_mean than the smallest in
+    every hidden layer, and a higher test accuracy (figure 10)."""
+    text = "More over-realization gives better specialization in every layer and higher test accuracy (fig. 10)."
+    if real.empty or real[S.MULTI].nunique() < 2:
+        return Claim(13, text, "needs real-image runs of two or more multi", NO_DATA)
+    parts, ok = [], True
+    for name, data in real.groupby(S.DATASET):
+        last = data[data[S.EPOCH] == data[S.EPOCH].max()]
+        lo, hi = last[S.MULTI].min(), last[S.MULTI].max()
+        rho = last.pivot_table(index="layer", columns=S.MULTI, values="rho_mean")
+        acc = last.groupby(S.MULTI)["eval_accuracy"].mean()
+        ok &= bool((rho[hi] > rho[lo]).all() and acc[hi] > acc[lo])
+        layers = ", ".join(f"{layer}: {rho.loc[layer, lo]:.2f} -> {rho.loc[layer, hi]:.2f}" for layer in rho.index)
+        parts.append(f"{name}, multi {lo} -> {hi}: rho_mean by layer {layers}; test accuracy {acc[lo]:.1%} -> "
+                     f"{acc[hi]:.1%}")  # fmt: skip
+    return Claim(13, text, "; ".join(parts), verdict(ok))
+
+
 CRITERIA = (
     "Criteria are in `analysis/icml/claims.py` and docs/protocol.md: strongest/weakest = the first/last "
     f"quarter of teacher nodes; rates within {TOLERANCE} are equal, both >= {1 - TOLERANCE:g} "

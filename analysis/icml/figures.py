@@ -172,3 +172,44 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     ax.legend(fontsize=6)
     fig.set_size_inches(PANEL * 1.6, PANEL * 1.2)
     return save(fig, stem)
+
+
+def _real_caption(frame: pd.DataFrame) -> str:
+    sets = ", ".join(sorted(frame[S.DATASET].unique()))
+    return (
+        f"rho_mean per hidden layer over epochs, a line per over-realization, and test accuracy of the "
+        f"student (solid) and the pretrained teacher (dashed, whole test split), on {sets}; mean over seeds."
+    )
+
+
+def _real(res) -> pd.DataFrame:
+    frame = Q.real_data(res)
+    teachers = Q.teacher_accuracy(res)
+    if teachers.empty or frame.empty:
+        return frame.assign(teacher_accuracy=float("nan"))
+    pairs = res.done[[S.DATASET, S.LOAD_TEACHER]].drop_duplicates().merge(teachers, on=S.LOAD_TEACHER)
+    return frame.merge(pairs.groupby(S.DATASET, as_index=False)["teacher_accuracy"].mean(), on=S.DATASET, how="left")
+
+
+@figure(FIGURES, "real_data", "Figure 10: specialization on real images", _real_caption, _real, Q.REAL)
+def real_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 10: a panel per hidden layer (rho_mean vs epoch) and one of test accuracy, a row per dataset."""
+    sets, layers = sorted(frame[S.DATASET].unique()), sorted(frame["layer"].unique())
+    fig, axes = panel_grid(len(layers) + 1, rows=len(sets), sharey=False)
+    colors = _multi_colors(frame[S.MULTI].unique())
+    for row, name in enumerate(sets):
+        data = frame[frame[S.DATASET] == name]
+        for col, layer in enumerate(layers):
+            for multi, line in data[data["layer"] == layer].groupby(S.MULTI):
+                axes[row, col].plot(line[S.EPOCH], line["rho_mean"], color=colors[multi], label=f"{multi}x")
+            axes[row, col].set(title=f"{name}: layer {layer}", xlabel="epoch", ylabel="rho_mean")
+        acc = axes[row, len(layers)]
+        for multi, line in data[data["layer"] == layers[0]].groupby(S.MULTI):
+            acc.plot(line[S.EPOCH], line["eval_accuracy"], color=colors[multi], label=f"{multi}x")
+        teacher = data["teacher_accuracy"].dropna()
+        if not teacher.empty:
+            acc.axhline(teacher.iloc[0], color="k", ls="--", lw=1, label="teacher")
+        acc.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy")
+        axes[row, 0].legend(fontsize=6, title="multi", title_fontsize=6)
+        acc.legend(fontsize=6)
+    return save(fig, stem)

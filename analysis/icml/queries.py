@@ -7,6 +7,8 @@ joined from the ``runs`` table.
 
 from __future__ import annotations
 
+import posixpath
+
 import numpy as np
 import pandas as pd
 
@@ -14,6 +16,7 @@ from analysis.load import Results
 from analysis.registry import Needs
 from analysis.tidy import final_steps, with_runs
 from spec_ray.storage import schema as S
+from spec_ray.storage.teachers import TeacherStore
 
 # What the figures and claims need of the runs (``analysis.registry``).
 TWO_LAYER = Needs(where=((S.DEPTH, (1,)),), words="two-layer runs (depth 1)")
@@ -22,6 +25,9 @@ POLARITY = Needs(where=TWO_LAYER.where, varies=(S.P,), words="two-layer runs ove
 OVER_REALIZATION = Needs(where=TWO_LAYER.where, varies=(S.MULTI,), words="two-layer runs over two or more multi")
 SAMPLES = Needs(varies=(S.N_TRAIN,), words="runs over two or more finite training-set sizes (sweeps/sample_size.py)")
 AUGMENTED = Needs(varies=(S.AUGMENTATION,), words="runs with and without teacher-aware data (sweeps/teacher_aware.py)")
+REAL = Needs(where=((S.DATASET, S.REAL_DATASETS),), varies=(S.MULTI,),
+             words="real-image runs over two or more multi (sweeps/cifar.py)")  # fmt: skip
+"""Figure 10: students over-realized on a pretrained teacher of real images."""
 
 CONFIG = [S.P, S.MULTI, S.M]
 
@@ -178,3 +184,32 @@ def teacher_aware(res: Results) -> pd.DataFrame:
         mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
     )
     return out.sort_values([S.AUGMENTATION, "set", S.N_TRAIN]).reset_index(drop=True)
+
+
+def teacher_accuracy(res: Results) -> pd.DataFrame:
+    """Each stored teacher's test accuracy on its whole test split, from the storage root beside the
+    experiments (``spec_ray.storage.teachers``). Columns: load_teacher, teacher_accuracy."""
+    rows = []
+    for root in res.roots:
+        store = TeacherStore(posixpath.dirname(root.rstrip("/")), res.fs)
+        for name in res.done[S.LOAD_TEACHER].dropna().unique():
+            meta = store.meta(name)
+            if meta is not None and "test_accuracy" in meta:
+                rows.append({S.LOAD_TEACHER: name, "teacher_accuracy": meta["test_accuracy"]})
+    return pd.DataFrame(rows, columns=[S.LOAD_TEACHER, "teacher_accuracy"]).drop_duplicates(S.LOAD_TEACHER)
+
+
+def real_data(res: Results) -> pd.DataFrame:
+    """Figure 10: rho_mean of every hidden layer and test accuracy over epochs, per dataset and multi,
+    mean over seeds at whole epochs. Columns: dataset, multi, epoch, layer, rho_mean, eval_accuracy, seeds."""
+    ids = res.done[S.RUN_ID]
+    nodes = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], ids)
+    nodes = nodes[np.isclose(nodes[S.EPOCH] % 1, 0)]
+    per_run = nodes.groupby([S.RUN_ID, S.EPOCH, S.LAYER], as_index=False)[S.BEST_CORR].mean()
+    scalars = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_ACCURACY], ids)
+    per_run = per_run.merge(scalars, on=[S.RUN_ID, S.EPOCH])
+    per_run = with_runs(per_run, res, [S.DATASET, S.MULTI])
+    out = per_run.groupby([S.DATASET, S.MULTI, S.EPOCH, S.LAYER], as_index=False).agg(
+        rho_mean=(S.BEST_CORR, "mean"), eval_accuracy=(S.EVAL_ACCURACY, "mean"), seeds=(S.RUN_ID, "nunique")
+    )
+    return out.sort_values([S.DATASET, S.LAYER, S.MULTI, S.EPOCH]).reset_index(drop=True)

@@ -41,6 +41,8 @@ class Arch:
     """BN layers carry a weight and a bias."""
     image_size: int
     """S, conv only."""
+    channels: int = 1
+    """C of the input image, conv only (a real image set's; Gaussian images have 1)."""
 
     @property
     def conv(self) -> bool:
@@ -66,7 +68,7 @@ class Arch:
     @property
     def fan_ins(self) -> tuple[int, ...]:
         """Inputs of each layer's node, output layer last (without the bias)."""
-        return layer_fan_ins(self.kind, self.d, self.widths, self.image_size)
+        return layer_fan_ins(self.kind, self.d, self.widths, self.image_size, self.channels)
 
     @property
     def outs(self) -> tuple[int, ...]:
@@ -91,14 +93,15 @@ class Arch:
 
 
 def teacher(spec: RunSpec) -> Arch:
-    """The teacher's architecture."""
+    """The teacher's architecture: a stored teacher's as pruned, with its BN folded into its layers."""
     t, m = spec.teacher, spec.model
-    return Arch(m.arch, spec.data.d, t.widths, t.c, t.teacher_activation, m.leaky_slope, t.teacher_bn,
-                t.teacher_bn_affine, m.image_size)  # fmt: skip
+    bn = "none" if t.stored else t.teacher_bn
+    return Arch(m.arch, spec.data.d, t.active_widths, t.c, t.teacher_activation, m.leaky_slope, bn,
+                t.teacher_bn_affine, m.image_size, spec.data.channels)  # fmt: skip
 
 
 def student(spec: RunSpec) -> Arch:
     """The student's architecture: every width times ``multi``."""
     s, m = spec.student, spec.model
     return Arch(m.arch, spec.data.d, spec.student_widths, spec.teacher.c, s.student_activation, m.leaky_slope,
-                s.student_bn, s.bn_affine, m.image_size)  # fmt: skip
+                s.student_bn, s.bn_affine, m.image_size, spec.data.channels)  # fmt: skip

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, arch
+from spec_ray.engine import activations, arch, datasets, teachers
 from spec_ray.engine.network import Network, forward
 from spec_ray.engine.spec import RunSpec
 
@@ -45,8 +45,10 @@ def separated_rows(gen: torch.Generator, rows: int, cols: int, choices: tuple[fl
     return values[codes]  # (rows, cols)
 
 
-def build_teacher(spec: RunSpec) -> Network:
-    """The teacher: separated rows, biases, fan-out of node j / (j+1)^p, row norms, calibration.
+def build_teacher(spec: RunSpec, stored: dict[str, Tensor] | None = None) -> Network:
+    """The teacher: separated rows, biases, fan-out of node j / (j+1)^p, row norms, calibration;
+    or, for ``teacher.source`` pretrained or file, the ``stored`` checkpoint's state dict, pruned and
+    with its BN folded (``teachers.network``).
 
     ``teacher.normalize`` follows the authors' two scripts (docs/protocol.md, "Teacher"):
     ``first`` scales layer-1 rows to unit norm and keeps the layers above as drawn before
@@ -54,6 +56,11 @@ def build_teacher(spec: RunSpec) -> Network:
     by the row norm, so polarity only reweights fan-in within each row.
     """
     t, shape = spec.teacher, arch.teacher(spec)
+    if t.stored:
+        if stored is None:
+            raise ValueError(f"teacher.source={t.source!r}: the stored teacher {t.load_teacher} was not given; "
+                             "allowed a launch that stores it first (spec_ray.orchestration.teachers)")  # fmt: skip
+        return teachers.network(stored, spec)
     conv = ("conv", spec.model.image_size) if shape.conv else ()  # MLP streams keyed as they always were
     gen = stream(spec.seed, "teacher", spec.data.d, t.widths, t.c, t.weight_choices, *conv)
     fan_in, fan_out = shape.fan_ins, shape.outs
@@ -122,9 +129,15 @@ def init_student(spec: RunSpec) -> Network:
     return Network(tuple(weights), tuple(biases))
 
 
+def _images(spec: RunSpec) -> datasets.Split:
+    return datasets.read(spec.data.dataset, spec.data.data_dir)
+
+
 def eval_inputs(spec: RunSpec) -> Tensor:
-    """Fresh Gaussian evaluation set: (N_eval, d)."""
+    """Fresh Gaussian evaluation set, or a real image set's first n_eval test images: (N_eval, d)."""
     d = spec.data
+    if d.real:
+        return torch.from_numpy(_images(spec).x_test[: d.n_eval]).to(F64)  # (N_eval, d)
     gen = stream(spec.seed, "eval", d.d, d.n_eval)
     return torch.randn(d.n_eval, d.d, generator=gen, dtype=F64) * d.sigma  # (N_eval, d)
 
@@ -132,6 +145,8 @@ def eval_inputs(spec: RunSpec) -> Tensor:
 def train_inputs(spec: RunSpec) -> Tensor:
     """The fixed training set, augmented as the spec says: (N_train, d); online runs: (0, d)."""
     d = spec.data
+    if d.real:
+        return torch.from_numpy(_images(spec).x_train[: d.n_train]).to(F64)  # (N, d)
     if d.n_train is None:
         return torch.zeros(0, d.d, dtype=F64)
     if d.augmentation == "teacher_agnostic":
@@ -180,6 +195,13 @@ def _aware(spec: RunSpec) -> Tensor:
     points = points.transpose(0, 1).reshape(-1, d.d)  # (q*m*3, d)
     points = points * (d.sigma * math.sqrt(d.d) / points.norm(dim=1, keepdim=True))  # (.., d)
     return points[: d.n_train]  # (N, d)
+
+
+def eval_labels(spec: RunSpec) -> Tensor | None:
+    """A real image set's class labels of the evaluation images, (N_eval,); None for Gaussian data."""
+    if not spec.data.real:
+        return None
+    return torch.from_numpy(_images(spec).y_test[: spec.data.n_eval])  # (N_eval,)
 
 
 def teacher_outputs(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Tensor:

@@ -143,14 +143,18 @@ def prepare(pack: Pack, data: PackData) -> EvalCache:
 def _evaluate(
     pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-    """Eval loss (R,), accuracy (R,) (cross-entropy only) and correlations [(R, m_l, n_l)]."""
+    """Eval loss (R,), accuracy (R,) (real image sets: of the true labels; else cross-entropy runs:
+    of the teacher's argmax) and correlations [(R, m_l, n_l)]."""
     loss = pack.spec.train.loss
     shape = pack.student_arch
     values, accuracy, corr = [], [], []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
         acts, _, out = _chunk(pack, shape, data.x_eval, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, Ne, c)
         t = data.y_eval[lo:hi]  # (Rc, Ne, c)
-        if loss == "ce":
+        if data.labels_eval is not None:  # a real image set: the true class labels
+            truth = data.labels_eval.repeat_interleave(pack.group_size, dim=0)[lo:hi]  # (Rc, Ne)
+            accuracy.append((out.argmax(dim=-1) == truth).to(out.dtype).mean(dim=-1))  # (Rc,)
+        elif loss == "ce":
             accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
         values.append(passes.reported(loss, out, t))  # (Rc,)
         corr.append([passes.correlate(u[lo:hi], a, cache.work) for u, a in zip(cache.teacher_unit, acts)])
@@ -214,7 +218,7 @@ def measure(
         grad_norm=grad_norm,  # (R,)
         eval_corr=corr,  # [(R, m_l, n_l)]
         train_corr=train_corr,  # [(R, m_l, n_l)]
-        teacher_fanout=fanout_norms(data.teacher, spec.teacher.widths),  # [(R, m_l)]
+        teacher_fanout=fanout_norms(data.teacher, spec.teacher.active_widths),  # [(R, m_l)]
         student_fanout=fanout_norms(state.student, spec.student_widths),  # [(R, n_l)]
         student_in_norm=[p.norm(dim=2) for p in params[: spec.teacher.depth]],  # [(R, n_l)] rows with the bias
         diverged_step=state.diverged_step.clone(),  # (R,)

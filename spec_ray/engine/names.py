@@ -102,8 +102,9 @@ COLUMNS: dict[str, tuple[Col, ...]] = {
         Col(GRAD_NORM, "float64", "norm of the full-batch gradient of the SGD objective (`mse`: 1/2 x squared "
                "error summed over outputs), all weights and biases; NaN off schedule"),
         Col(DIVERGED, "bool", "the run has diverged by this step"),
-        Col(EVAL_ACCURACY, "float64", "cross-entropy runs: eval samples whose argmax matches the teacher's; "
-               "NaN for MSE", _FRACTION),
+        Col(EVAL_ACCURACY, "float64", "a real image set (data.dataset): test images whose output argmax is "
+               "their class label; Gaussian data: cross-entropy runs' eval samples whose argmax matches the "
+               "teacher's, NaN for MSE", _FRACTION),
         Col(MEAN_BEST_INIT_RANK, "float64", "mean of `best_init_rank` over the lowest layer's teacher nodes",
                _FRACTION),
     ),

@@ -18,7 +18,7 @@ import numpy as np
 
 from spec_ray.engine import arch
 from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.spec_io import flat_fields, flat_roles
+from spec_ray.engine.spec_io import flat_fields, flat_roles, flat_value
 
 if TYPE_CHECKING:  # torch is imported where a pack trains: the read side (verify, analysis) runs without it
     import torch
@@ -30,7 +30,7 @@ PER_RUN_FIELDS = frozenset(name for name, role in ROLES.items() if role.per_run)
 DATA_FIELDS = tuple(name for name, role in ROLES.items() if role.data)
 """Fields that decide a run's inputs and minibatch order (teacher-aware data also depends on
 the teacher's layer 1, hence its weight choices and bias)."""
-NEUTRAL = {name: role.neutral for name, role in ROLES.items() if not role.in_id_always}
+NEUTRAL = {name: flat_value(role.neutral) for name, role in ROLES.items() if not role.in_id_always}
 """Fields added after results were first stored, at the value that leaves a run as it was (no
 BatchNorm, ReLU, plain SGD, ...): there they stay out of the run id, so ids of stored runs hold
 across versions. Fields that act only with another one (image_size with conv, leaky_slope with
@@ -41,13 +41,19 @@ def _digest(obj: object, size: int) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:size]
 
 
+LOCATIONS = frozenset(name for name, role in ROLES.items() if role.location)
+"""Fields that say where inputs are read from, never part of a run id (``roles``)."""
+
+
 def run_id(spec: RunSpec) -> str:
     """Stable id of a run: a hash of every field that shapes its result (``NEUTRAL`` fields only
-    off their neutral value)."""
+    off their neutral value, ``LOCATIONS`` never)."""
     fields = flat_fields(spec)
     for name, neutral in NEUTRAL.items():
         if fields[name] == neutral:
             del fields[name]
+    for name in LOCATIONS:
+        fields.pop(name, None)
     return _digest(fields, 16)
 
 

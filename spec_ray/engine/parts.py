@@ -169,9 +169,9 @@ def forward(
     w = net.layers[0]  # (Rc, n1, fan_in+1)
     rc, n1 = w.shape[:2]
     if arch.conv:
-        side = arch.image_size
-        image = x[..., :-1].reshape(g_count, batch, side, side).transpose(0, 1)  # (B, Gc, S, S)
-        z = _conv(image, w, g_count, 1)  # (B, Rc C1, S-2, S-2)
+        side, c_in = arch.image_size, arch.channels
+        image = x[..., :-1].reshape(g_count, batch, c_in, side, side).transpose(0, 1)  # (B, Gc, C, S, S)
+        z = _conv(image.reshape(batch, g_count * c_in, side, side), w, g_count, c_in)  # (B, Rc C1, S-2, S-2)
     elif rate is not None:  # the group's runs share x: one matmul per group, each row at its run's rate
         group_rate = rate.view(g_count, 1, q, 1).expand(g_count, 1, q, n1).reshape(g_count, 1, q * n1)
         z = _SGDMatmul.apply(x, w.reshape(g_count, q * n1, d1), group_rate)  # (Gc, B, q n1)

@@ -59,7 +59,7 @@ class TorchNet(nn.Module):
         shape = self.shape
         conv = shape is not None and shape.conv
         if conv:
-            x = x.view(x.shape[0], 1, shape.image_size, shape.image_size)  # (N, 1, S, S)
+            x = x.view(x.shape[0], shape.channels, shape.image_size, shape.image_size)  # (N, C, S, S)
         hidden = []
         for i, layer in enumerate(self.layers[:-1]):
             x = layer(x)
@@ -101,10 +101,11 @@ class Problem(NamedTuple):
     y_eval: torch.Tensor  # (Ne, c)
 
 
-def build_problem(spec: RunSpec, device: str = "cpu") -> Problem:
-    """Teacher, data and labels of a run (float64 construction, then cast)."""
+def build_problem(spec: RunSpec, device: str = "cpu", stored: dict[str, torch.Tensor] | None = None) -> Problem:
+    """Teacher, data and labels of a run (float64 construction, then cast); ``stored``: the state
+    dict of a stored teacher."""
     dtype = getattr(torch, spec.train.dtype)
-    teacher = construct.build_teacher(spec)
+    teacher = construct.build_teacher(spec, stored)
     x_train, x_eval = construct.train_inputs(spec), construct.eval_inputs(spec)
     with torch.no_grad():
         model = TorchNet(teacher, arch.teacher(spec)).eval()
@@ -196,7 +197,7 @@ def _metrics(
         with torch.no_grad():
             t_train, _ = teacher(problem.x_train)
     teacher_rows, student_rows = [], []
-    t_fan = fanout_norms(problem.teacher, spec.teacher.widths)
+    t_fan = fanout_norms(problem.teacher, spec.teacher.active_widths)
     student = net.network()
     s_fan = fanout_norms(student, spec.student_widths)
     s_in = [torch.cat([w, b.unsqueeze(1)], dim=1).norm(dim=1) for w, b in zip(student.weights, student.biases)]
@@ -225,7 +226,9 @@ def _metrics(
             )  # fmt: skip
     first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
     ce = spec.train.loss == "ce"
-    accuracy = float((out_eval.argmax(dim=1) == problem.y_eval.argmax(dim=1)).double().mean())
+    truth = construct.eval_labels(spec)  # a real image set's class labels, else the teacher's argmax
+    truth = problem.y_eval.argmax(dim=1) if truth is None else truth.to(out_eval.device)
+    accuracy = float((out_eval.argmax(dim=1) == truth).double().mean())
     scalars = {
         **key,
         N.TRAIN_LOSS: train_loss,
@@ -233,7 +236,7 @@ def _metrics(
         N.RHO_MEAN: float(rho_mean(first.max(axis=1))),
         N.GRAD_NORM: grad_norm,
         N.DIVERGED: diverged,
-        N.EVAL_ACCURACY: accuracy if ce else float("nan"),
+        N.EVAL_ACCURACY: accuracy if ce or spec.data.real else float("nan"),
         N.MEAN_BEST_INIT_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
     }
     return {
@@ -253,10 +256,12 @@ class ReferenceResult(NamedTuple):
     """The trained module itself: its BN parameters and running statistics."""
 
 
-def train_run(spec: RunSpec, stop: int | None = None, device: str = "cpu") -> ReferenceResult:
+def train_run(
+    spec: RunSpec, stop: int | None = None, device: str = "cpu", stored: dict[str, torch.Tensor] | None = None
+) -> ReferenceResult:
     """Train one run to ``stop`` (default: the end), taking metrics at its checkpoints."""
     stop = spec.total_steps if stop is None else stop
-    problem = build_problem(spec, device)
+    problem = build_problem(spec, device, stored)
     net = TorchNet(construct.init_student(spec).to(problem.x_train.dtype, device), arch.student(spec))
     opt = optimizer(spec, net)
     parts: dict[str, list[pd.DataFrame]] = {t: [] for t in (N.TEACHER_NODES, N.STUDENT_NODES, N.SCALARS)}

@@ -11,6 +11,8 @@ the roles (``spec_ray.engine.spec_io.flat_roles``):
   that differ in it the same data, which is why every field must say yes or no;
 * ``neutral``: for a field added after results were first stored, the value that leaves a run
   as it was; a field at its neutral value stays out of the run id, so stored ids hold;
+* ``location``: where something is read from (a dataset folder), never part of a run id: the
+  content it names is checked (checksums), so moving it changes no result;
 * nullable: read from the annotation (``int | None``), for the runs table's Arrow type.
 
 Adding a spec field is one edit in ``spec.py`` (its role, type, default and doc) plus its docs.
@@ -46,8 +48,12 @@ class Role:
     """Decides the run's inputs or minibatch order."""
     neutral: Any = ALWAYS
     """The value at which the field stays out of the run id; ALWAYS: it never does."""
+    location: bool = False
+    """Names where inputs are read from; never part of a run id (the content is checksummed)."""
     nullable: bool = False
     """None is a valid value (set from the annotation by ``spec_io.flat_roles``)."""
+    base: str = ""
+    """A nullable field's type besides None, as annotated: int | str (the runs table's column type)."""
 
     @property
     def in_id_always(self) -> bool:
@@ -59,9 +65,12 @@ DERIVED = Role()
 """The role of the derived columns (m, depth, steps_per_epoch): shape, always in the id."""
 
 
-def role_field(default: Any, *, per_run: bool = False, data: bool = False, neutral: Any = ALWAYS) -> Any:
+def role_field(
+    default: Any, *, per_run: bool = False, data: bool = False, neutral: Any = ALWAYS, location: bool = False
+) -> Any:
     """A dataclass field with its default and its role (see the module docstring)."""
-    return dataclasses.field(default=default, metadata={ROLE: Role(per_run=per_run, data=data, neutral=neutral)})
+    role = Role(per_run=per_run, data=data, neutral=neutral, location=location)
+    return dataclasses.field(default=default, metadata={ROLE: role})
 
 
 def role_of(f: dataclasses.Field) -> Role:
@@ -69,4 +78,6 @@ def role_of(f: dataclasses.Field) -> Role:
     role = f.metadata.get(ROLE)
     if role is None:
         raise ValueError(f"spec field {f.name!r} declares no role: define it with roles.role_field(...)")
-    return dataclasses.replace(role, nullable="None" in str(f.type))
+    nullable = "None" in str(f.type)
+    base = str(f.type).replace("None", "").replace("|", "").strip() if nullable else ""
+    return dataclasses.replace(role, nullable=nullable, base=base)

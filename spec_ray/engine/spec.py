@@ -21,6 +21,8 @@ from spec_ray.engine.checks import check_int as _check_int
 from spec_ray.engine.checks import check_unit as _check_unit
 from spec_ray.engine.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.checks import fail as _fail
+from spec_ray.engine.datasets import GAUSSIAN, INFO
+from spec_ray.engine.datasets import NAMES as DATASETS
 from spec_ray.engine.roles import role_field
 
 LOSSES = ("mse", "mse_mean", "ce")
@@ -30,6 +32,7 @@ DTYPES = ("float32", "float64")
 NORMALIZATIONS = ("first", "all")
 ARCHS = ("mlp", "conv")
 BN_MODES = ("none", "after_relu", "before_relu")
+TEACHER_SOURCES = ("random", "pretrained", "file")
 OPTIMIZERS = ("sgd", "adam")
 MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
 PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
@@ -99,6 +102,18 @@ class TeacherSpec:
     statistics (mean 0, variance 1): it scales by 1/sqrt(1 + 1e-5)."""
     teacher_bn_affine: bool = role_field(False, neutral=False)
     """Affine BN parameters in the teacher (fresh: weight 1, bias 0), as --teacher_bn_affine."""
+    source: str = role_field("random", neutral="random")
+    """random: drawn as above | pretrained: trained by spec-ray on the dataset's labels (docs/protocol.md,
+    "Teachers from data"), once per storage root | file: the authors' checkpoint format ({'net':
+    state_dict}), given as teacher.load_teacher. A stored teacher's BN (teacher_bn) is folded into
+    its layers in eval mode."""
+    load_teacher: str | None = role_field(None, per_run=True, neutral=None)
+    """source file: the checkpoint's path; at launch every pretrained or loaded teacher is stored in
+    the storage root and this becomes its content hash (sha256:...), which the run id holds."""
+    prune: tuple[float, ...] = role_field((), neutral=())
+    """Structured pruning of a stored teacher as ICML's model_gen.prune: per hidden layer, the fraction
+    of its nodes (channels) with the smallest mean |outgoing weight| removed; the student is
+    over-realized on the nodes that remain. Empty: none."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -123,11 +138,34 @@ class TeacherSpec:
         _check_choice("teacher.teacher_activation", self.teacher_activation, ACTIVATIONS)
         _check_choice("teacher.teacher_bn", self.teacher_bn, BN_MODES)
         _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
+        _check_choice("teacher.source", self.source, TEACHER_SOURCES)
+        object.__setattr__(self, "prune", tuple(float(v) for v in self.prune))
+        if self.prune and (len(self.prune) != len(self.widths) or not all(0 <= v < 1 for v in self.prune)):
+            _fail("teacher.prune", self.prune, f"{len(self.widths)} fractions in [0, 1), one per hidden layer")
+        if self.prune and self.source == "random":
+            _fail("teacher.prune", self.prune, "() with teacher.source random (pruning keeps a trained teacher's "
+                  "strong nodes)")  # fmt: skip
+        if self.source == "file" and not self.load_teacher:
+            _fail("teacher.load_teacher", self.load_teacher, "a checkpoint path with teacher.source file")
+        if self.source == "random" and self.load_teacher is not None:
+            _fail("teacher.load_teacher", self.load_teacher, "None with teacher.source random")
+
+    @property
+    def active_widths(self) -> tuple[int, ...]:
+        """Hidden widths after pruning: what the student is over-realized on."""
+        if not self.prune:
+            return self.widths
+        return tuple(w - int(w * r) for w, r in zip(self.widths, self.prune))
+
+    @property
+    def stored(self) -> bool:
+        """The teacher is a stored network (pretrained or loaded), not drawn."""
+        return self.source != "random"
 
     @property
     def m(self) -> int:
-        """Width of the lowest hidden layer (the paper's m)."""
-        return self.widths[0]
+        """Width of the lowest hidden layer (the paper's m), after pruning."""
+        return self.active_widths[0]
 
     @property
     def depth(self) -> int:
@@ -190,6 +228,13 @@ class DataSpec:
     """Lower end of alpha ~ U[lo, hi], the teacher_aware shift off a boundary."""
     aware_alpha_hi: float = role_field(2.0, per_run=True, data=True)
     """Upper end of alpha ~ U[lo, hi]."""
+    dataset: str = role_field(GAUSSIAN, data=True, neutral=GAUSSIAN)
+    """gaussian: N(0, sigma^2 I) as above | cifar10 | mnist | digits (scikit-learn's 8x8, no download):
+    real images, normalized as the authors' init_dataset, the first n_train training images and the
+    first n_eval test ones (``datasets``); data.d must be the images' C x S x S."""
+    data_dir: str | None = role_field(None, location=True, neutral=None)
+    """The folder holding cifar10 (cifar-10-batches-py/) or mnist (MNIST/raw/), checked by MD5; not
+    part of a run id."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -204,6 +249,28 @@ class DataSpec:
         _check_float("data.aware_alpha_hi", self.aware_alpha_hi, self.aware_alpha_lo)
         if self.n_train is None and self.augmentation != "none":
             _fail("data.augmentation", self.augmentation, "none when data.n_train is None (online data)")
+        _check_choice("data.dataset", self.dataset, DATASETS)
+        if self.real:
+            info = INFO[self.dataset]
+            if self.d != info.d:
+                _fail("data.d", self.d, f"{info.d} with data.dataset {self.dataset} ({info.channels} x {info.side} "
+                      f"x {info.side} images)")  # fmt: skip
+            if self.n_train is None or self.n_train > info.train_size:
+                _fail("data.n_train", self.n_train, f"1..{info.train_size}: {self.dataset}'s training images")
+            if self.n_eval > info.test_size:
+                _fail("data.n_eval", self.n_eval, f"2..{info.test_size}: {self.dataset}'s test images")
+            if self.augmentation != "none":
+                _fail("data.augmentation", self.augmentation, f"none with data.dataset {self.dataset}")
+
+    @property
+    def real(self) -> bool:
+        """Inputs are a real image set, not Gaussian."""
+        return self.dataset != GAUSSIAN
+
+    @property
+    def channels(self) -> int:
+        """Channels of an input image: the image set's, 1 for Gaussian images."""
+        return INFO[self.dataset].channels if self.real else 1
 
 
 @dataclass(frozen=True)
@@ -214,7 +281,8 @@ class ModelSpec:
     """mlp: fully connected layers | conv: 3x3 convolutions without padding (each shrinks the
     image by 2; teacher.widths are channels), then a linear map to c outputs (the authors' ModelConv)."""
     image_size: int = role_field(10, neutral=10)
-    """conv: the input is a 1 x S x S Gaussian image, so data.d must be S^2 (default 10: d = 100)."""
+    """conv: the input is a C x S x S image, so data.d must be C S^2 (Gaussian: C = 1, default 10: d = 100;
+    a real image set: its own C and S)."""
     leaky_slope: float = role_field(0.01, neutral=0.01)
     """Negative slope of leaky_relu (PyTorch's default)."""
 
@@ -329,13 +397,14 @@ class CheckpointSpec:
         _check_bool("checkpoint.keep_modulation", self.keep_modulation)
 
 
-def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int) -> tuple[int, ...]:
+def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int, channels: int = 1) -> tuple[int, ...]:
     """Inputs of each layer's node, output layer last: an MLP row, or a 3x3 conv filter over
-    C_in channels (C_in x 9); a conv stack's output layer sees every channel at every position."""
+    C_in channels (C_in x 9; the image's ``channels`` at layer 1); a conv stack's output layer sees
+    every channel at every position."""
     if arch == "mlp":
         return (d, *widths)
     side = image_size - 2 * len(widths)
-    return (9, *(9 * w for w in widths[:-1]), widths[-1] * side * side)
+    return (9 * channels, *(9 * w for w in widths[:-1]), widths[-1] * side * side)
 
 
 SECTIONS = ("model", "teacher", "student", "data", "train", "checkpoint")
@@ -369,10 +438,13 @@ class RunSpec:
         # Teacher rows must be distinct and non-zero (docs/protocol.md): the choice set
         # must hold enough distinct rows for every layer, fan-in = row length (a conv filter:
         # C_in x 3 x 3; the output layer: every channel at every position).
-        fan_ins = layer_fan_ins(self.model.arch, self.data.d, self.teacher.widths, self.model.image_size)
+        fan_ins = layer_fan_ins(self.model.arch, self.data.d, self.teacher.widths, self.model.image_size,
+                                self.data.channels)  # fmt: skip
         fan_outs = (*self.teacher.widths, self.teacher.c)
         k = len(self.teacher.weight_choices)
         for layer, (rows, cols) in enumerate(zip(fan_outs, fan_ins), start=1):
+            if self.teacher.stored:
+                break  # a stored teacher's rows are what training made them
             if cols * math.log(k) < 60 and rows > k**cols - 1:
                 _fail(
                     "teacher.widths",
@@ -383,10 +455,13 @@ class RunSpec:
 
     def _check_model(self) -> None:
         """Checks across sections: BN needs two samples, a conv stack must fit its image."""
+        self._check_real()
         if self.model.arch == "conv":
-            side = self.model.image_size
-            if self.data.d != side * side:
-                _fail("data.d", self.data.d, f"model.image_size^2 = {side * side} with model.arch conv (set --d)")
+            side, channels = self.model.image_size, self.data.channels
+            if self.data.d != channels * side * side:
+                times = f"{channels} x " if channels > 1 else ""
+                _fail("data.d", self.data.d, f"{times}model.image_size^2 = {channels * side * side} with "
+                      "model.arch conv (set --d)")  # fmt: skip
             if side - 2 * self.teacher.depth < 1:
                 allowed = f"at most {(side - 1) // 2} conv layers on a {side} x {side} image (3x3 layers take 2 each)"
                 _fail("teacher.widths", self.teacher.widths, allowed)
@@ -402,6 +477,19 @@ class RunSpec:
             if self.model.arch == "mlp" and self.last_batch < 2:
                 _fail("data.n_train", self.data.n_train,
                       "a size whose last shuffled batch holds 2 or more samples with student.student_bn")  # fmt: skip
+
+    def _check_real(self) -> None:
+        """A real image set fixes the conv image; a stored teacher needs labels and the classes as outputs."""
+        d, t = self.data, self.teacher
+        if d.real and self.model.arch == "conv" and self.model.image_size != INFO[d.dataset].side:
+            _fail("model.image_size", self.model.image_size, f"{INFO[d.dataset].side} with data.dataset {d.dataset}")
+        if t.source == "pretrained" and not d.real:
+            _fail("teacher.source", t.source, "random or file with data.dataset gaussian (pretraining needs labels)")
+        if t.stored and d.real and t.c != INFO[d.dataset].classes:
+            _fail("teacher.c", t.c, f"{INFO[d.dataset].classes}, the classes of {d.dataset}, with teacher.source "
+                  f"{t.source}")  # fmt: skip
+        if t.stored and t.calibrate:
+            _fail("teacher.calibrate", True, f"false with teacher.source {t.source}")
 
     @property
     def fused(self) -> bool:
@@ -434,8 +522,8 @@ class RunSpec:
 
     @property
     def student_widths(self) -> tuple[int, ...]:
-        """Hidden widths n_l = multi * m_l of the student."""
-        return tuple(self.student.multi * w for w in self.teacher.widths)
+        """Hidden widths n_l = multi * m_l of the student, over the teacher's nodes left after pruning."""
+        return tuple(self.student.multi * w for w in self.teacher.active_widths)
 
     def replace(self, **changes: object) -> RunSpec:
         """Copy with dotted-path changes, e.g. ``replace(**{"teacher.p": 1.0})``."""

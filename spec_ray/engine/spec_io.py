@@ -72,16 +72,18 @@ def _tuple_text(value: tuple) -> str:
     return "_".join(items)
 
 
+def flat_value(value: object) -> object:
+    """A field's value as the flat record holds it (tuples as text)."""
+    return _tuple_text(value) if isinstance(value, tuple) else value
+
+
 def flat_fields(spec: RunSpec) -> dict[str, object]:
     """Every spec field as one flat ``{column: value}`` record (tuples as strings): the runs
     table's spec columns and the input of the run id."""
     out: dict[str, object] = {"seed": spec.seed}
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(spec, section)):
-            value = getattr(getattr(spec, section), f.name)
-            if isinstance(value, tuple):
-                value = _tuple_text(value)
-            out[f.name] = value
+            out[f.name] = flat_value(getattr(getattr(spec, section), f.name))
     out["init_seed"] = spec.init_seed
     out["m"] = spec.teacher.m
     out["depth"] = spec.teacher.depth

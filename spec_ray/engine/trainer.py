@@ -46,7 +46,7 @@ Measured choices of the fused step (docs/performance.md), each cutting kernels o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -78,6 +78,13 @@ class PackData(NamedTuple):
     """Teacher outputs on them per run, (R, N_eval, c)."""
     lr: Tensor
     """Learning rate per run and epoch, (epochs, R, 1, 1): the schedules, resolved."""
+    labels_eval: Tensor | None = None
+    """A real image set's class labels of the evaluation images per group, (G, N_eval) int64; None
+    for Gaussian data."""
+
+
+Stored = Mapping[str, dict[str, Tensor]]
+"""Stored teachers' state dicts by content hash (``teacher.load_teacher``), read by the caller."""
 
 
 class PackState(NamedTuple):
@@ -125,11 +132,13 @@ def with_ones(x: Tensor) -> Tensor:
     return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
 
 
-def prepare(pack: Pack) -> PackData:
-    """Build teachers, datasets and labels of a pack (float64 on CPU, then cast)."""
+def prepare(pack: Pack, stored: Stored | None = None) -> PackData:
+    """Build teachers, datasets and labels of a pack (float64 on CPU, then cast); ``stored``: the
+    state dicts of its stored teachers (``teacher.source`` pretrained or file)."""
     dev, dt = pack.device, pack.dtype
     shape = pack.teacher_arch
-    teachers = [construct.build_teacher(r) for r in pack.runs]
+    stored = stored or {}
+    teachers = [construct.build_teacher(r, stored.get(r.teacher.load_teacher)) for r in pack.runs]
     k = pack.group_size
     x_train = torch.stack([construct.train_inputs(r) for r in pack.group_leaders])  # (G, N, d)
     x_eval = torch.stack([construct.eval_inputs(r) for r in pack.group_leaders])  # (G, Ne, d)
@@ -141,6 +150,7 @@ def prepare(pack: Pack) -> PackData:
     epochs = pack.spec.train.epochs
     lr = torch.tensor([[r.train.lr_at(e) for r in pack.runs] for e in range(epochs)], dtype=torch.float64)
     lr = lr.view(epochs, pack.size, 1, 1)  # (E, R, 1, 1)
+    labels = [construct.eval_labels(r) for r in pack.group_leaders]
     return PackData(
         teacher=stack(teachers).to(dt, dev),
         x_train=with_ones(x_train).to(device=dev, dtype=dt),  # (G, N, d+1)
@@ -148,6 +158,7 @@ def prepare(pack: Pack) -> PackData:
         x_eval=with_ones(x_eval).to(device=dev, dtype=dt),  # (G, Ne, d+1)
         y_eval=y_eval.to(device=dev, dtype=dt),  # (R, Ne, c)
         lr=lr.to(device=dev, dtype=dt),  # (E, R, 1, 1)
+        labels_eval=None if labels[0] is None else torch.stack(labels).to(dev),  # (G, Ne)
     )
 
 

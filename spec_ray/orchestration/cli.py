@@ -11,12 +11,14 @@ message naming the field, before any work or write.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+from spec_ray.engine import datasets
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
-from spec_ray.orchestration import mkl_dispatch
+from spec_ray.orchestration import mkl_dispatch, teachers
 from spec_ray.orchestration.commandline import command_parser, experiment_from_args, request_from_args
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN
@@ -50,6 +52,15 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
         return verify_command(args.results)
     if args.command == "mkl-preload":
         return mkl_dispatch.main(args.cmd, replace=at_entry)
+    if args.command == "download":
+        try:
+            datasets.download(args.dataset, args.data_dir)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.dataset}: in {args.data_dir}, checked; use it with --dataset {args.dataset} --data-dir "
+              f"{args.data_dir}")  # fmt: skip
+        return 0
     if args.out is not None:
         if args.storage is not None and args.storage != args.out:
             print(f"error: --out={args.out!r} and --storage={args.storage!r} disagree: --out is the old name of "
@@ -60,12 +71,17 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
     try:
         mkl_dispatch.mode()  # a bad switch exits 2 here; the preload itself is the entry's (__main__)
         exp, smoke = run_experiment(args)
-        launch = plan(request_from_args(exp, args, smoke if args.smoke else None))
+        found = teachers.resolve(exp, args.storage)  # reads only: image sets, stored teachers, checkpoint files
+        request = request_from_args(found.experiment, args, smoke if args.smoke else None)
+        launch = plan(request)
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
         for pack in todo:
             # a CUDA request without CUDA, or a precision the device lacks, fails here, before any work
             check_matmul_precision(pack.spec.train.matmul_precision, pack.device.type)
         launch.store.check_writable()
+        if found.missing:  # every input checked: the teachers are trained and stored, then the launch replanned
+            launch = plan(dataclasses.replace(request, experiment=teachers.provide(found, args.storage)))
+            todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

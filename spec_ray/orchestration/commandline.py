@@ -90,20 +90,22 @@ def sweep_parser(experiment: Experiment, description: str | None) -> Parser:
     parser.add_argument_group("axes").add_argument(
         "--m", type=int, nargs="+", default=None, help="one-hidden-layer teacher width(s) m (teacher.widths)"
     )
-    add_spec_flags(parser)  # every spec field; several values make an axis
+    add_spec_flags(parser, skip=set(experiment.variants))  # every spec field (a variant axis of its name
+    # replaces it: --dataset picks a dataset's bundle of settings); several values make an axis
     variants = parser.add_argument_group("variants (settings that change together)")
     for axis, named in experiment.variants.items():
-        variants.add_argument(f"--{axis}", nargs="+", default=None, metavar="NAME", help=_variant_help(named))
+        default = " ".join(experiment.default_variants.get(axis, ())) or "all"
+        variants.add_argument(f"--{axis}", nargs="+", default=None, metavar="NAME", help=_variant_help(named, default))
     return parser
 
 
-def _variant_help(named: dict[str, dict[str, object]]) -> str:
+def _variant_help(named: dict[str, dict[str, object]], default: str = "all") -> str:
     """'which of a, b to run (default: all); a: as set; b: widths=(50, 75), ...' for --help."""
 
     def settings(changes: dict[str, object]) -> str:
         return ", ".join(f"{path.rpartition('.')[2]}={value}" for path, value in changes.items()) or "as set"
 
-    text = f"which of {', '.join(named)} to run (default: all); "
+    text = f"which of {', '.join(named)} to run (default: {default}); "
     return (text + "; ".join(f"{name}: {settings(changes)}" for name, changes in named.items())).replace("%", "%%")
 
 
@@ -135,13 +137,18 @@ def command_parser() -> argparse.ArgumentParser:
         "its AVX-512 kernels on AMD CPUs; no CMD: print the library (docs/performance.md)",
     )
     mkl.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    fetch = sub.add_parser("download", help="fetch CIFAR-10 or MNIST with torchvision (pip install torchvision) "
+                           "into --data-dir and check their MD5s")  # fmt: skip
+    fetch.add_argument("dataset", choices=("cifar10", "mnist"), help="the image set")
+    fetch.add_argument("--data-dir", required=True, help="the folder to fetch it into (the sweeps' --data-dir)")
     return parser
 
 
 def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke: Smoke) -> Experiment:
     """Apply the --smoke preset, then the flags, to the declared experiment."""
     given = {name: getattr(args, name) for name in ["m", "seeds"] if getattr(args, name, None) is not None}
-    given |= {name: getattr(args, name) for name in AXES if hasattr(args, name)}  # a flag left out sets nothing;
+    given |= {name: getattr(args, name) for name in AXES if hasattr(args, name) and name not in experiment.variants}
+    # a flag left out sets nothing; a variant axis's flag names variants;
     # 'none' sets None (--iters-per-epoch none)
     values: dict[str, object] = dict(given)
     base, axes = experiment.base, dict(experiment.axes)
@@ -173,10 +180,14 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
         raise ValueError(f"--pack-memory-gib={args.pack_memory_gib} is invalid: allowed a number > 0")
     memory = int(args.pack_memory_gib * 2**30)
     variants = {**experiment.variants, **(smoke.variants if args.smoke else {})}
-    exp = Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory, variants=variants)
+    exp = Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory, variants=variants,
+                     default_variants=experiment.default_variants)  # fmt: skip
     for axis in variants:
-        if getattr(args, axis, None) is not None:
-            exp = exp.select(axis, list(getattr(args, axis)))
+        chosen = getattr(args, axis, None)
+        if chosen is None and axis in experiment.default_variants:
+            chosen = [n for n in experiment.default_variants[axis] if n in variants[axis]]
+        if chosen is not None:
+            exp = exp.select(axis, list(chosen))
     return exp
 
 

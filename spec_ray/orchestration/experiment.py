@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spec_ray.engine import arch, optim
+from spec_ray.engine import arch, optim, recipe
 from spec_ray.engine.pack import Pack, data_key, shape_key
 from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides
 
@@ -62,6 +63,11 @@ class Experiment:
     variants: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)
     """Axes of named bundles of settings that change together (a CNN is arch, image size, d and
     widths at once): {axis: {name: {dotted path: value}}}; crossed with each other and ``axes``."""
+    default_variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Variant names a command line runs when it names none of an axis (absent: every variant)."""
+    teachers: Mapping[str, str] = field(default_factory=dict)
+    """Stored teachers by ``teacher_ref`` -> content hash, set in every run's ``teacher.load_teacher``
+    (``orchestration.teachers.resolve`` fills it at launch)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", {k: tuple(v) for k, v in self.axes.items()})
@@ -95,7 +101,11 @@ class Experiment:
             base = apply_overrides(self.base, {k: v for settings in chosen for k, v in settings.items()})
             for values in itertools.product(*(self.axes[n] for n in names)):
                 changes = {axis_path(n): ((v,) if n == "m" else v) for n, v in zip(names, values)}
-                runs.append(apply_overrides(base, changes))
+                run = apply_overrides(base, changes)
+                ref = teacher_ref(run)
+                if ref in self.teachers:
+                    run = run.replace(**{"teacher.load_teacher": self.teachers[ref]})
+                runs.append(run)
         return runs
 
     def select(self, axis: str, names: list[str]) -> Experiment:
@@ -109,6 +119,17 @@ class Experiment:
     def packs(self) -> list[Pack]:
         """Runs grouped by shape, split to ``pack_size`` along shared-minibatch groups."""
         return pack_runs(self.runs(), self.pack_size, self.pack_memory)
+
+
+def teacher_ref(spec: RunSpec) -> str | None:
+    """What names a run's stored teacher before it is stored: its pretraining key, or the checkpoint
+    path it loads; None for a drawn teacher or one already named by its hash."""
+    t = spec.teacher
+    if not t.stored or (t.load_teacher or "").startswith("sha256:"):
+        return None
+    if t.source == "file":
+        return "file:" + t.load_teacher
+    return "pretrained:" + json.dumps(recipe.key(spec), sort_keys=True)
 
 
 def pack_runs(runs: list[RunSpec], pack_size: int | None, pack_memory: int) -> list[Pack]:

@@ -68,11 +68,14 @@ def value_parser(hint: object) -> tuple[object, bool]:
     return (_parse_bool if hint is bool else hint), False
 
 
-def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | None = None) -> dict[str, str]:
+def add_spec_flags(
+    parser: argparse.ArgumentParser, several: Collection[str] | None = None, skip: Collection[str] = ()
+) -> dict[str, str]:
     """One flag per spec field, a group per section, help from the field's docstring; returns {dest: path}.
 
     ``several``: the fields whose flag takes one or more values; None, every field (a
     sweep's axes). A flag left out leaves no attribute (``NOT_GIVEN``); 'none' gives None.
+    ``skip``: fields whose flag the caller defines itself (a variant axis of that name).
     """
     dests = {}
     top = [f for f in dataclasses.fields(specs.RunSpec) if f.name not in specs.SECTIONS and f.name != "seed"]
@@ -83,6 +86,8 @@ def add_spec_flags(parser: argparse.ArgumentParser, several: Collection[str] | N
         title = f"{section} (several values make an axis)" if several is None else section
         group = parser.add_argument_group(title)
         for f in dataclasses.fields(cls) if cls else top:  # run: top-level fields; seeds come from --seeds
+            if f.name in skip:
+                continue
             parse, is_tuple = value_parser(hints[f.name])
             many = several is None or f.name in several
             extra = "One or more values: a pack axis." if many and several is not None else ""

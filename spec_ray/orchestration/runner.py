@@ -14,6 +14,7 @@ from spec_ray.engine import metrics
 from spec_ray.engine.metrics import Checkpoint
 from spec_ray.engine.pack import Pack, checkpoint_steps
 from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
+from spec_ray.orchestration import teachers
 from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
 from spec_ray.storage.records import checkpoint_tables, runs_table
@@ -47,7 +48,7 @@ def run_pack(
     block's files are written, the moment a sweep may save a resumable checkpoint.
     """
     began = time.perf_counter()
-    data = prepare(pack)
+    data = prepare(pack, teachers.load(pack, store.storage))  # stored teachers, read from the storage root
     state = start if start is not None else init_state(pack)
     cache = metrics.prepare(pack, data)
     spec = pack.spec

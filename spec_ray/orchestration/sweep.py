@@ -8,10 +8,11 @@ storage on every node) exits 2 before any trial starts.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from spec_ray.engine.protocols import Smoke
-from spec_ray.orchestration import dryrun, mkl_dispatch
+from spec_ray.orchestration import dryrun, mkl_dispatch, teachers
 from spec_ray.orchestration.cluster import check_address
 from spec_ray.orchestration.commandline import experiment_from_args, request_from_args, sweep_parser
 from spec_ray.orchestration.experiment import Experiment
@@ -28,12 +29,20 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
-        launch = plan(request_from_args(exp, args, smoke if args.smoke else None))
+        found = teachers.resolve(exp, args.storage)  # reads only: stored teachers, checkpoint files
+        request = request_from_args(found.experiment, args, smoke if args.smoke else None)
+        launch = plan(request)
         mkl_dispatch.preload_environ()  # for the local Ray and calibration processes this driver starts
         if args.dry_run:
             dryrun.check_flags(args, launch.resources)
+            if found.missing:
+                print(f"{len(found.missing)} teacher(s) to pretrain or store first; timed with stand-ins of "
+                      "their shapes", file=sys.stderr)  # fmt: skip
         else:
             launch.store.check_writable()  # before the launch summary: a refused launch prints one error
+            if found.missing:  # every input checked: now the teachers are trained and stored, then replanned
+                exp = teachers.provide(found, args.storage)
+                launch = plan(dataclasses.replace(request, experiment=exp))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -66,6 +66,10 @@ WIDTHS = "widths"
 STUDENT_BN = "student_bn"
 KEEP_CORRELATIONS = "keep_correlations"
 KEEP_MODULATION = "keep_modulation"
+DATASET = "dataset"
+LOAD_TEACHER = "load_teacher"
+REAL_DATASETS = ("cifar10", "mnist", "digits")
+"""The real image sets of ``data.dataset`` (``spec_ray.engine.datasets``)."""
 SPEC_COLUMNS = tuple(flat_roles())
 """Every spec column of the runs table, in order (spec_ray.engine.spec_io)."""
 
@@ -154,9 +158,10 @@ if __name__ == "__main__":
 
 
 _ARROW_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-# Nullable fields (the roles read them from `int | None`: online data, shuffled passes, the init
-# drawn from `seed`) are integers wherever they are used.
-_NULLABLE = {name: pa.int64() for name, role in flat_roles().items() if role.nullable}
+# Nullable fields take their annotated type (the roles read `int | None`: online data, shuffled
+# passes, the init drawn from `seed`; `str | None`: a stored teacher, a dataset folder).
+_NULLABLE = {name: {"str": pa.string()}.get(role.base, pa.int64()) for name, role in flat_roles().items()
+             if role.nullable}  # fmt: skip
 
 
 def runs_schema(spec: RunSpec | None = None) -> pa.Schema:

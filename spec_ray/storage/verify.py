@@ -30,7 +30,7 @@ RUNS_FILE = "runs.parquet"
 def expected_rows(spec: RunSpec, table: str) -> int:
     """Rows one finished run of ``spec`` has in ``table``."""
     steps = len(checkpoint_steps(spec))
-    teacher, student = spec.teacher.widths, spec.student_widths
+    teacher, student = spec.teacher.active_widths, spec.student_widths
     pairs = sum(m * n for m, n in zip(teacher, student))
     return {
         S.TEACHER_NODES: steps * sum(teacher),

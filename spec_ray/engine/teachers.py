@@ -1,0 +1,154 @@
+"""Stored teachers: the authors' checkpoint format, BN folded in eval mode, ICML's structured pruning.
+
+A checkpoint is the authors' ``{"net": state_dict}`` of ``model_gen.Model`` / ``ModelConv``:
+``ws_linear.<l>.weight`` / ``.bias`` (an MLP's (n_l, fan_in), a conv layer's (C_out, C_in, 3, 3)),
+``ws_bn.<l>.weight`` / ``bias`` / ``running_mean`` / ``running_var`` when the teacher has BN, and
+``final_w.weight`` / ``.bias``. ``network`` turns one into the engine's plain ``Network``:
+
+1. the pruned nodes are chosen on the checkpoint's own weights, as ``model_gen.prune`` does;
+2. BN in eval mode is an affine map per node, folded exactly into the layers: before the ReLU
+   into the node's own row, after it into the next layer's columns (a node's output then differs
+   from the authors' ``hs`` by a per-node affine map, which no Pearson correlation sees, for a
+   positive BN scale);
+3. the pruned nodes are dropped: their outgoing weights go, so the function is unchanged when
+   they were zero, and the student is over-realized on the nodes that remain.
+
+Axes: n_l nodes (channels) of hidden layer l, f_l a node's fan-in, c outputs.
+"""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from torch import Tensor
+
+from spec_ray.engine.arch import BN_EPS
+from spec_ray.engine.network import Network
+from spec_ray.engine.spec import RunSpec, layer_fan_ins
+
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+def to_bytes(state: dict[str, Tensor], **extra: object) -> bytes:
+    """A checkpoint file's bytes: ``{"net": state, **extra}`` through ``torch.save``."""
+    buffer = io.BytesIO()
+    torch.save({"net": {k: v.detach().cpu() for k, v in state.items()}, **extra}, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(blob: bytes, where: str) -> dict[str, Tensor]:
+    """The ``net`` state dict of a checkpoint file's bytes; ValueError naming ``where``."""
+    try:
+        checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several kinds on a file that is not a checkpoint
+        raise ValueError(f"teacher.load_teacher: {where} is not a torch checkpoint ({str(err)[:120]})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("net"), dict):
+        raise ValueError(f"teacher.load_teacher: {where} holds no 'net' state dict: allowed the authors' format "
+                         "{'net': model.state_dict(), ...}")  # fmt: skip
+    return checkpoint["net"]
+
+
+def _shapes(spec: RunSpec) -> list[tuple[int, int]]:
+    """(rows, fan_in) of every layer of the unpruned teacher, output layer last."""
+    t, m = spec.teacher, spec.model
+    fan_ins = layer_fan_ins(m.arch, spec.data.d, t.widths, m.image_size, spec.data.channels)
+    return list(zip((*t.widths, t.c), fan_ins))
+
+
+def layers(state: dict[str, Tensor], spec: RunSpec, where: str) -> tuple[Network, list[dict[str, Tensor]]]:
+    """The checkpoint's layers, flat (n_l, f_l) in float64, and its BN tensors per hidden layer
+    (empty without BN); ValueError naming the first layer whose shape the spec does not give."""
+    weights, biases, bns = [], [], []
+    shapes = _shapes(spec)
+    for layer, (rows, cols) in enumerate(shapes):
+        name = "final_w" if layer == len(shapes) - 1 else f"ws_linear.{layer}"
+        w, b = state.get(f"{name}.weight"), state.get(f"{name}.bias")
+        if w is None or b is None:
+            raise ValueError(f"teacher.load_teacher: {where} has no {name}.weight / .bias: allowed a checkpoint of "
+                             f"the spec's teacher ({len(shapes) - 1} hidden layers)")  # fmt: skip
+        if w.numel() != rows * cols or w.shape[0] != rows or b.shape != (rows,):
+            raise ValueError(f"teacher.load_teacher: {where}'s {name}.weight is {tuple(w.shape)}, the spec's teacher "
+                             f"needs {rows} rows of {cols} inputs: set teacher.widths, model.arch and data.dataset "
+                             "to the checkpoint's")  # fmt: skip
+        weights.append(w.detach().reshape(rows, cols).double())
+        biases.append(b.detach().double())
+        if layer < len(shapes) - 1 and spec.teacher.teacher_bn != "none":
+            bn = {k: state.get(f"ws_bn.{layer}.{k}") for k in BN_KEYS}
+            if bn["running_mean"] is None or bn["running_var"] is None:
+                raise ValueError(f"teacher.load_teacher: {where} has no ws_bn.{layer} statistics, but "
+                                 f"teacher.teacher_bn is {spec.teacher.teacher_bn}: allowed none")  # fmt: skip
+            bns.append({k: (torch.ones(rows) if k == "weight" else torch.zeros(rows)) if v is None else v.double()
+                        for k, v in bn.items()})  # fmt: skip
+    return Network(tuple(weights), tuple(biases)), bns
+
+
+def inactive_nodes(net: Network, widths: tuple[int, ...], ratios: tuple[float, ...]) -> list[list[int]]:
+    """ICML's ``model_gen.prune``: per hidden layer, the ``int(n_l ratio)`` nodes whose outgoing
+    weights have the smallest mean |w|, all taken from the unpruned network. A conv channel's
+    weights are its taps in every filter of the next layer; above the last conv layer they are its
+    own H W columns of the output layer (the authors' code views those columns as (H W, C), whose
+    'channels' are columns mod C; docs/protocol.md)."""
+    out = []
+    for layer, (n, ratio) in enumerate(zip(widths, ratios)):
+        w = net.weights[layer + 1]  # (n_{l+1}, f_{l+1}): node j's weights are columns j*t .. j*t + t - 1
+        per_node = w.abs().reshape(w.shape[0], n, -1)  # (n_{l+1}, n_l, taps)
+        norms = per_node.mean(dim=(0, 2))  # (n_l,)
+        order = torch.sort(norms, stable=True).indices  # (n_l,)
+        out.append(sorted(order[: int(n * ratio)].tolist()))
+    return out
+
+
+def fold(net: Network, bns: list[dict[str, Tensor]], mode: str) -> Network:
+    """The network with its eval-mode BN folded into the layers (``mode`` before_relu | after_relu)."""
+    weights, biases = list(net.weights), list(net.biases)
+    for layer, bn in enumerate(bns):
+        scale = bn["weight"] / torch.sqrt(bn["running_var"] + BN_EPS)  # (n_l,)
+        shift = bn["bias"] - scale * bn["running_mean"]  # (n_l,)
+        if mode == "before_relu":  # relu(BN(W x + b)) = relu(s W x + s b + t)
+            weights[layer] = weights[layer] * scale[:, None]  # (n_l, f_l)
+            biases[layer] = biases[layer] * scale + shift  # (n_l,)
+        else:  # the next layer reads s relu(.) + t: its columns of node j scale by s_j, its bias takes W t
+            nxt = weights[layer + 1]  # (n_{l+1}, f_{l+1})
+            taps = nxt.shape[1] // len(scale)
+            biases[layer + 1] = biases[layer + 1] + nxt @ shift.repeat_interleave(taps)  # (n_{l+1},)
+            weights[layer + 1] = nxt * scale.repeat_interleave(taps)[None, :]  # (n_{l+1}, f_{l+1})
+    return Network(tuple(weights), tuple(biases))
+
+
+def keep(net: Network, widths: tuple[int, ...], inactive: list[list[int]]) -> Network:
+    """The network without the ``inactive`` nodes of each hidden layer (rows and outgoing columns)."""
+    weights, biases = list(net.weights), list(net.biases)
+    for layer, (n, gone) in enumerate(zip(widths, inactive)):
+        if not gone:
+            continue
+        active = torch.tensor([j for j in range(n) if j not in set(gone)])  # (n_l',)
+        weights[layer], biases[layer] = weights[layer][active], biases[layer][active]
+        nxt = weights[layer + 1]
+        taps = nxt.shape[1] // n
+        weights[layer + 1] = nxt.reshape(nxt.shape[0], n, taps)[:, active].reshape(nxt.shape[0], -1)
+    return Network(tuple(weights), tuple(biases))
+
+
+def network(state: dict[str, Tensor], spec: RunSpec, where: str = "the stored teacher") -> Network:
+    """The engine's teacher from a checkpoint: pruned as ``teacher.prune`` says, BN folded (float64)."""
+    t = spec.teacher
+    net, bns = layers(state, spec, where)
+    gone = inactive_nodes(net, t.widths, t.prune) if t.prune else [[] for _ in t.widths]
+    if bns:
+        net = fold(net, bns, t.teacher_bn)
+    return keep(net, t.widths, gone)
+
+
+def placeholder(spec: RunSpec) -> dict[str, Tensor]:
+    """A random checkpoint of the spec's teacher shapes: what timing a pack needs, not its result."""
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for layer, (rows, cols) in enumerate(_shapes(spec)):
+        name = "final_w" if layer == len(spec.teacher.widths) else f"ws_linear.{layer}"
+        state[f"{name}.weight"] = torch.randn(rows, cols, generator=gen, dtype=torch.float64) / cols**0.5
+        state[f"{name}.bias"] = torch.zeros(rows, dtype=torch.float64)
+        if name != "final_w" and spec.teacher.teacher_bn != "none":
+            state.update({f"ws_bn.{layer}.{k}": (torch.ones(rows) if k in ("weight", "running_var") else
+                          torch.zeros(rows)).double() for k in BN_KEYS})  # fmt: skip
+    return state
