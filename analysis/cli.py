@@ -13,7 +13,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="python -m analysis", description="Render the report of an experiment, or query its tables with SQL."
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="{report,query}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="{report,query,bn-bias}")
     report = sub.add_parser("report", help="render every figure the data supports and report.md with the claims")
     report.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
     report.add_argument(
@@ -25,7 +25,31 @@ def build_parser() -> Parser:
     query.add_argument("sql", help='e.g. "select p, avg(rho_mean) from scalars join runs using (run_id) group by p"')
     query.add_argument("--out", default=None, help="write the result to FILE.csv or FILE.parquet (pandas reads "
                        "either) instead of printing it")  # fmt: skip
+    bn = sub.add_parser("bn-bias", help="Luck Matters figs. 4 and 14: the signs of a pre-trained network's BN biases")
+    sources = "a checkpoint path (the authors' {'net': ...}, a state dict), or vgg11_bn / vgg16_bn (torchvision's "
+    bn.add_argument("sources", nargs="+", metavar="SOURCE", help=sources + "ImageNet weights: torchvision, a network)")
+    bn.add_argument("--out", default="bn-bias", help="the folder for bn_bias.png and bn_bias.csv (default: bn-bias)")
     return parser
+
+
+def bn_bias(sources: list[str], out: str) -> str:
+    """Histograms of the BN biases of each source, and claim 15's verdict on them."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from analysis.luck import bn_bias as B
+    from analysis.plots import style
+
+    biases = pd.concat([B.read_checkpoint(s) for s in sources], ignore_index=True)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    style()
+    B.draw(biases, folder / "bn_bias")
+    biases.to_csv(folder / "bn_bias.csv", index=False)
+    claim = B.check(biases)
+    lines = (claim.text, claim.evidence, f"verdict: {claim.verdict}", f"wrote {folder / 'bn_bias.png'}")
+    return "\n".join(lines)
 
 
 OUT_FORMATS = (".csv", ".parquet")
@@ -78,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or f"{args.results.rstrip('/')}/report"  # a URI stays a URI
             path = build_report(args.results, out)
             print(f"wrote {path} and its figures")
+        elif args.command == "bn-bias":
+            print(bn_bias(args.sources, args.out))
         else:
             print(query(args.results, args.sql, args.out))
     except AnalysisError as err:

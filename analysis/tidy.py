@@ -1,11 +1,15 @@
-"""Helpers every paper's queries share: the done runs' columns joined to a table's rows, their final steps."""
+"""Helpers every paper's queries share: the done runs' columns joined to a table's rows, their final
+steps, the accuracy of their stored teachers."""
 
 from __future__ import annotations
+
+import posixpath
 
 import pandas as pd
 
 from analysis.load import Results
 from spec_ray.storage import schema as S
+from spec_ray.storage.teachers import TeacherStore
 
 
 def with_runs(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFrame:
@@ -16,3 +20,16 @@ def with_runs(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFram
 def final_steps(res: Results) -> set[int]:
     """The last step of every done run."""
     return set(res.done["final_step"].astype(int))
+
+
+def teacher_accuracy(res: Results) -> pd.DataFrame:
+    """Each stored teacher's test accuracy on its whole test split, from the storage root beside the
+    experiments (``spec_ray.storage.teachers``). Columns: load_teacher, teacher_accuracy."""
+    rows = []
+    for root in res.roots:
+        store = TeacherStore(posixpath.dirname(root.rstrip("/")), res.fs)
+        for name in res.done[S.LOAD_TEACHER].dropna().unique():
+            meta = store.meta(name)
+            if meta is not None and "test_accuracy" in meta:
+                rows.append({S.LOAD_TEACHER: name, "teacher_accuracy": meta["test_accuracy"]})
+    return pd.DataFrame(rows, columns=[S.LOAD_TEACHER, "teacher_accuracy"]).drop_duplicates(S.LOAD_TEACHER)

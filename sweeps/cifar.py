@@ -6,8 +6,7 @@ digits: no download, three conv layers fit its image). The teacher is pretrained
 (docs/protocol.md, "Teachers from data"); ``--source file --load-teacher PATH`` loads the authors' checkpoint.
 """
 
-from spec_ray.engine.datasets import INFO
-from spec_ray.engine.protocols import DEEP, Smoke
+from spec_ray.engine.protocols import DEEP, Smoke, real_data
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 
@@ -15,11 +14,8 @@ PRUNE = 0.5  # the paper prunes "to keep strong teacher nodes" without a ratio: 
 
 
 def real(name: str, layers: int) -> dict[str, object]:
-    """The settings an image set fixes: its image, all of its splits, its classes; ``layers`` conv layers of 64."""
-    info = INFO[name]
-    return {"data.dataset": name, "data.d": info.d, "model.image_size": info.side, "data.n_train": info.train_size,
-            "data.n_eval": info.test_size, "teacher.c": info.classes, "teacher.widths": (64,) * layers,
-            "teacher.prune": (PRUNE,) * layers}  # fmt: skip
+    """An image set's settings (``protocols.real_data``) with ``layers`` conv layers of 64 channels, half pruned."""
+    return {**real_data(name), "teacher.widths": (64,) * layers, "teacher.prune": (PRUNE,) * layers}
 
 
 EXPERIMENT = Experiment(

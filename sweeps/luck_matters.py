@@ -1,11 +1,15 @@
-"""Luck Matters on Gaussian data (figs. 5, 15, 17-20): rho-bar and the rank of the final winners.
+"""Luck Matters (figs. 5, 6, 15, 17-20): rho-bar and the rank of the final winners, per layer.
 
-Per layer, for FC small / large and CNN teachers, with and without BN, finite and infinite data.
-The full CNN (a 640-channel student) is GPU work; on CPUs run ``--net fc-small fc-large cnn-narrow``,
+On Gaussian data (default) for FC small / large and CNN teachers, with and without BN, finite and infinite
+data. The full CNN (a 640-channel student) is GPU work; on CPUs run ``--net fc-small fc-large cnn-narrow``,
 the CNN at an eighth of its width (teacher 8-8-8-8 channels, student 80).
+
+``--dataset cifar10`` (fig. 6 and the right columns of 17-18; ``--data-dir``), ``mnist`` or ``digits``: the
+teacher is pretrained on the image set's labels with BN (once per storage root), the data finite; on digits'
+8x8 images the FC nets only (four 3x3 layers need 9x9).
 """
 
-from spec_ray.engine.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke
+from spec_ray.engine.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke, real_data
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 
@@ -17,6 +21,17 @@ CNN = {
     "student.bn_affine": True,  # ModelConv's nn.BatchNorm2d(k) is affine
     "checkpoint.keep_modulation": False,  # beta* and H* are taken for MLPs
 }
+REAL = ("cifar10", "mnist", "digits")
+
+
+def real(name: str) -> dict[str, object]:
+    """An image set with a teacher pretrained on it, with BN after the ReLU as the authors' --teacher_bn; the
+    checkpoint metrics on 1,024 test images at most, as on Gaussian data."""
+    settings = {**real_data(name), "teacher.source": "pretrained", "teacher.teacher_bn": "after_relu",
+                "teacher.teacher_bn_affine": True}  # fmt: skip
+    return {**settings, "data.n_eval": min(1024, settings["data.n_eval"])}
+
+
 EXPERIMENT = Experiment(
     name="luck_matters",
     # the rank of the final winners; fig. 16's beta* and H* (the small FC only: 20x fewer rows)
@@ -29,7 +44,13 @@ EXPERIMENT = Experiment(
             "cnn-narrow": {**CNN, "teacher.widths": (8, 8, 8, 8)},
         },
         "data": {"finite": {}, "infinite": LUCK_INFINITE},
+        "dataset": {"gaussian": {}, **{name: real(name) for name in REAL}},
     },
+    default_variants={"dataset": ("gaussian",)},
+    exclude=(
+        *({"dataset": name, "data": "infinite"} for name in REAL),  # a real image set is finite
+        *({"dataset": "digits", "net": net} for net in ("cnn", "cnn-narrow")),
+    ),  # fmt: skip
     axes={"student_bn": ("none", "after_relu"), "seed": (1, 2, 3, 4, 5)},
 )
 SMOKE = Smoke(
@@ -40,6 +61,7 @@ SMOKE = Smoke(
             "cnn": {**CNN, "model.image_size": 8, "data.d": 64, "teacher.widths": (3, 3), "student.multi": 4},
         },
         "data": {"finite": {}, "infinite": {"data.n_train": None, "train.iters_per_epoch": 32}},
+        "dataset": {"gaussian": {}, "digits": {**real("digits"), "data.n_train": 512, "data.n_eval": 256}},
     },
     axes={"student_bn": ("after_relu",), "seed": (1, 2)},  # BN and not: the equivalence tests cover both
 )

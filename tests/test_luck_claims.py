@@ -117,3 +117,45 @@ def test_size_and_data_figures_draw_from_tidy_frames(tmp_path) -> None:
     for draw in (figures.luck_size, figures.luck_data):
         png, pdf = draw(frame, tmp_path / draw.__name__)
         assert Image.open(png).size[0] > 600 and pdf.stat().st_size > 1000
+
+
+def test_claim14_bn_lowers_rank_on_real_images_and_students_match_the_teacher() -> None:
+    def ranks(bn_rank: float) -> pd.DataFrame:
+        return rank_frame({("FC 50-75", "none", "cifar10"): [(0.3, 0.0)], ("FC 50-75", "after_relu", "cifar10"):
+                           [(bn_rank, 0.0)], ("FC 50-75", "none", "finite"): [(0.9, 0.9)]})  # fmt: skip
+
+    def accuracy(student: float) -> pd.DataFrame:
+        return pd.DataFrame([{"net": "FC 50-75", "student_bn": bn, "data": "cifar10", "accuracy": student,
+                              "teacher_accuracy": 0.55} for bn in ("none", "after_relu")])  # fmt: skip
+
+    assert L.claim14(ranks(0.1), accuracy(0.56)).verdict == SUPPORTED
+    assert L.claim14(ranks(0.3), accuracy(0.56)).verdict == NOT_SUPPORTED  # BN changes no rank
+    assert L.claim14(ranks(0.1), accuracy(0.50)).verdict == NOT_SUPPORTED  # students below their teacher
+    gaussian_only = rank_frame({("FC 50-75", "none", "finite"): [(0.3, 0.0)]})
+    assert L.claim14(gaussian_only, pd.DataFrame()).verdict == NO_DATA
+    # the Gaussian claims leave real-image cells out: a CIFAR-10 cell that does not grow does not fail claim 7
+    from analysis.luck import queries as Q
+
+    rho = rho_frame({("FC 10-15", "none", "finite"): [(0.3, 0.9), (0.2, 0.6)], ("FC 10-15", "none", "digits"):
+                     [(0.3, 0.3), (0.2, 0.2)]})  # fmt: skip
+    assert L.claim7(Q.gaussian(rho)).verdict == SUPPORTED and L.claim7(rho).verdict == NOT_SUPPORTED
+
+
+def test_bn_bias_command_reads_a_checkpoint_and_judges_claim15(tmp_path, capsys) -> None:
+    import torch
+
+    from analysis.cli import main
+
+    vgg_like = {"features.1.running_mean": torch.zeros(3), "features.1.bias": torch.tensor([-1.0, -2.0, 3.0]),
+                "features.1.weight": torch.ones(3), "features.4.running_mean": torch.zeros(4),
+                "features.4.bias": torch.tensor([-1.0, -1.0, -1.0, 2.0]),
+                "classifier.0.bias": torch.ones(5)}  # fmt: skip
+    torch.save(vgg_like, tmp_path / "vgg.pt")
+    assert main(["bn-bias", str(tmp_path / "vgg.pt"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "vgg.pt: 71% negative (by layer 67%, 75%)" in out and "verdict: supported" in out
+    assert (tmp_path / "out" / "bn_bias.png").stat().st_size > 10_000
+    assert len(pd.read_csv(tmp_path / "out" / "bn_bias.csv")) == 7  # the classifier's bias is no BN bias
+    torch.save({"net": {"fc.bias": torch.ones(2)}}, tmp_path / "plain.pt")
+    assert main(["bn-bias", str(tmp_path / "plain.pt")]) == 2
+    assert "holds no BatchNorm layer" in capsys.readouterr().err

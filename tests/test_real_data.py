@@ -224,3 +224,47 @@ def test_a_checkpoint_of_other_shapes_is_refused_naming_the_layer(tmp_path: Path
         teachers.network(state, spec, "t.pt")
     with pytest.raises(ValueError, match="t.pt is not a torch checkpoint"):
         teachers.from_bytes(b"not a checkpoint", "t.pt")
+
+
+def test_luck_matters_real_cells_are_finite_and_fit_their_images() -> None:
+    """``--dataset digits``: the FC nets on finite data only (exclusions), a pretrained BN teacher."""
+    import importlib.util
+
+    from spec_ray.orchestration.commandline import experiment_from_args, sweep_parser
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "luck_matters.py"
+    loader = importlib.util.spec_from_file_location("luck_sweep", path)
+    script = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(script)
+
+    def runs(*argv: str) -> list[RunSpec]:
+        args = sweep_parser(script.EXPERIMENT, None).parse_args(list(argv))
+        return experiment_from_args(script.EXPERIMENT, args, script.SMOKE).runs()
+
+    digits = runs("--dataset", "digits")
+    assert len(digits) == 2 * 2 * 5  # fc-small, fc-large x BN or not x 5 seeds
+    assert all(r.data.dataset == "digits" and r.data.n_train == 1437 and r.model.arch == "mlp" for r in digits)
+    assert all(r.teacher.source == "pretrained" and r.teacher.teacher_bn == "after_relu" for r in digits)
+    gaussian = runs()  # the default: Gaussian data only, as before
+    assert len(gaussian) == 4 * 2 * 2 * 5 and {r.data.dataset for r in gaussian} == {"gaussian"}
+
+
+def test_labels_in_blocks_and_calibration_on_fewer_images() -> None:
+    """Large sets are labelled in blocks (the same labels); a real set's pack is calibrated on fewer images
+    and its costs scaled back to the full sets."""
+    from spec_ray.engine import construct
+    from spec_ray.orchestration.schedule import CALIBRATION_IMAGES, _calibration_pack
+
+    spec = RunSpec().replace(**{**DIGITS, "model.arch": "conv", "model.image_size": 8, "teacher.widths": (4, 3)})
+    teacher, shape = construct.build_teacher(spec), arch.teacher(spec)
+    x = construct.train_inputs(spec)  # (600, 64)
+    whole = construct.teacher_outputs(teacher, x, shape)
+    blocks = construct.teacher_outputs(teacher, x, shape, block_bytes=64 * 1024)  # 32 images a block
+    torch.testing.assert_close(blocks, whole, rtol=1e-13, atol=1e-13)
+    cifar = RunSpec().replace(**{"data.dataset": "cifar10", "data.d": 3072, "data.n_train": 50_000,
+                                 "data.n_eval": 10_000, "teacher.c": 10})  # fmt: skip
+    small, scale = _calibration_pack(Pack((cifar,)))
+    assert (small.spec.data.n_train, small.spec.data.n_eval) == CALIBRATION_IMAGES
+    assert scale == {"prepare": 60_000 / 2560, "step": 1.0, "checkpoint": 10_000 / 512, "train": 50_000 / 2048}
+    same, ones = _calibration_pack(Pack((spec,)))
+    assert same.spec == spec and set(ones.values()) == {1.0}  # small sets are calibrated as they are

@@ -55,6 +55,8 @@ def test_digits_smoke_pretrains_once_reports_and_a_second_sweep_trains_no_teache
     text = (tmp_path / "report" / "report.md").read_text()
     assert "### Figure 10: specialization on real images" in text and "| 13 | More over-realization" in text
     assert (tmp_path / "report" / "real_data.png").stat().st_size > 10_000
+    assert "| 15 | Most BatchNorm biases" in text and (tmp_path / "report" / "bn_bias.png").stat().st_size > 10_000
+    assert len(pd.read_csv(tmp_path / "report" / "data" / "bn_bias.csv")) == 24  # 8 + 8 + 8 BN biases, kept at launch
     frame = pd.read_csv(tmp_path / "report" / "data" / "real_data.csv")
     assert set(frame["multi"]) == {1, 4} and set(frame["layer"]) == {1, 2, 3}
     assert frame["teacher_accuracy"].iloc[0] == pytest.approx(meta["test_accuracy"])
@@ -82,7 +84,7 @@ def test_bad_real_data_exits_2_before_anything_trains(tmp_path: Path, args: list
     storage.mkdir()
     before = snapshot(storage)
     script = _script()
-    argv = ["--storage", str(storage), "--dry-run", *[a.format(tmp=tmp_path) for a in args]]
+    argv = ["--storage", str(storage), *[a.format(tmp=tmp_path) for a in args]]
     try:
         code = script.main(script.EXPERIMENT, smoke=script.SMOKE, argv=argv)
     except SystemExit as exit_:

@@ -11,6 +11,7 @@ import seaborn as sns
 from analysis.icml import queries as Q
 from analysis.plots import PANEL, label_rows, loss_label, panel_grid, save, wrapped
 from analysis.registry import Figure, figure
+from analysis.tidy import teacher_accuracy
 from spec_ray.storage import schema as S
 
 FIGURES: list[Figure] = []
@@ -184,7 +185,7 @@ def _real_caption(frame: pd.DataFrame) -> str:
 
 def _real(res) -> pd.DataFrame:
     frame = Q.real_data(res)
-    teachers = Q.teacher_accuracy(res)
+    teachers = teacher_accuracy(res)
     if teachers.empty or frame.empty:
         return frame.assign(teacher_accuracy=float("nan"))
     pairs = res.done[[S.DATASET, S.LOAD_TEACHER]].drop_duplicates().merge(teachers, on=S.LOAD_TEACHER)

@@ -7,8 +7,6 @@ joined from the ``runs`` table.
 
 from __future__ import annotations
 
-import posixpath
-
 import numpy as np
 import pandas as pd
 
@@ -16,7 +14,6 @@ from analysis.load import Results
 from analysis.registry import Needs
 from analysis.tidy import final_steps, with_runs
 from spec_ray.storage import schema as S
-from spec_ray.storage.teachers import TeacherStore
 
 # What the figures and claims need of the runs (``analysis.registry``).
 TWO_LAYER = Needs(where=((S.DEPTH, (1,)),), words="two-layer runs (depth 1)")
@@ -184,19 +181,6 @@ def teacher_aware(res: Results) -> pd.DataFrame:
         mse=("value", "mean"), std=("value", "std"), seeds=(S.RUN_ID, "nunique")
     )
     return out.sort_values([S.AUGMENTATION, "set", S.N_TRAIN]).reset_index(drop=True)
-
-
-def teacher_accuracy(res: Results) -> pd.DataFrame:
-    """Each stored teacher's test accuracy on its whole test split, from the storage root beside the
-    experiments (``spec_ray.storage.teachers``). Columns: load_teacher, teacher_accuracy."""
-    rows = []
-    for root in res.roots:
-        store = TeacherStore(posixpath.dirname(root.rstrip("/")), res.fs)
-        for name in res.done[S.LOAD_TEACHER].dropna().unique():
-            meta = store.meta(name)
-            if meta is not None and "test_accuracy" in meta:
-                rows.append({S.LOAD_TEACHER: name, "teacher_accuracy": meta["test_accuracy"]})
-    return pd.DataFrame(rows, columns=[S.LOAD_TEACHER, "teacher_accuracy"]).drop_duplicates(S.LOAD_TEACHER)
 
 
 def real_data(res: Results) -> pd.DataFrame:

@@ -39,7 +39,7 @@ def _ends(rho: pd.DataFrame) -> pd.DataFrame:
     return start.to_frame().join(last.set_index([*CELL, S.LAYER])["rho"].rename("rho_end"))
 
 
-@claim(CLAIMS, 7, Q.LUCK, lambda res: (frame(res, Q.luck_rho),))
+@claim(CLAIMS, 7, Q.LUCK, lambda res: (Q.gaussian(frame(res, Q.luck_rho)),))
 def claim7(rho: pd.DataFrame) -> Claim:
     """In every cell (net, BN, data) rho-bar of every layer rises by at least GROWTH, and the lowest
     layer ends highest (within BN_MARGIN)."""
@@ -58,7 +58,7 @@ def claim7(rho: pd.DataFrame) -> Claim:
     return Claim(7, text, evidence, verdict(bool(grows.all() and lowest_top.all())))
 
 
-@claim(CLAIMS, 8, Q.RANKS, lambda res: (frame(res, Q.luck_rank),))
+@claim(CLAIMS, 8, Q.RANKS, lambda res: (Q.gaussian(frame(res, Q.luck_rank)),))
 def claim8(rank: pd.DataFrame) -> Claim:
     """In every cell and layer the final winners' mean rank at init is under LUCKY_BELOW, and it is 0 at the end."""
     text = "Final winners were lucky: their rank at initialization is well below a random pick's 0.5, and falls to 0."
@@ -83,7 +83,7 @@ def _bn_effect(rho: pd.DataFrame, rank: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index()
 
 
-@claim(CLAIMS, 9, Q.BN, lambda res: (frame(res, Q.luck_rho), frame(res, Q.luck_rank)))
+@claim(CLAIMS, 9, Q.BN, lambda res: (Q.gaussian(frame(res, Q.luck_rho)), Q.gaussian(frame(res, Q.luck_rank))))
 def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
     """For the largest FC teacher, BN raises the final rho-bar or lowers the epoch-averaged mean rank by at
     least BN_MARGIN; for the smallest, BN does not raise rho-bar by more than BN_MARGIN (it does not help)."""
@@ -112,7 +112,7 @@ def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
     return Claim(9, text, evidence, verdict(bool(helps_large and rho_small <= BN_MARGIN)))
 
 
-@claim(CLAIMS, 10, Q.LUCK, lambda res: (frame(res, Q.luck_rho),))
+@claim(CLAIMS, 10, Q.LUCK, lambda res: (Q.gaussian(frame(res, Q.luck_rho)),))
 def claim10(rho: pd.DataFrame) -> Claim:
     """In every (net, BN) with both, the final rho-bar (mean over layers) on finite data is below the
     infinite data's by at least BN_MARGIN."""
@@ -163,9 +163,37 @@ def claim12(ranks: pd.DataFrame) -> Claim:
     return Claim(12, text, evidence, verdict(bool((judged < CONCENTRATED_BELOW).all())))
 
 
+ACCURACY_MARGIN = 0.01
+"""Claim 14: a student's final test accuracy this far below its teacher's still counts as matching it (the
+teacher's is on the whole test split, the students' on their evaluation images)."""
+
+
+@claim(CLAIMS, 14, Q.REAL, lambda res: (frame(res, Q.luck_rank), frame(res, Q.luck_accuracy)))
+def claim14(rank: pd.DataFrame, accuracy: pd.DataFrame) -> Claim:
+    """On real images, in every net with both, BN lowers the epoch-averaged mean rank of the final winners by
+    at least BN_MARGIN, and every cell's final test accuracy is at least its teacher's less ACCURACY_MARGIN."""
+    text = "On real images BN lowers the winners' rank r-bar; students end at least as accurate as the teacher."
+    real = rank[~rank["data"].isin(Q.GAUSSIAN_DATA)] if not rank.empty else rank
+    if real.empty or real[S.STUDENT_BN].nunique() < 2:
+        return Claim(14, text, "needs real-image Luck Matters runs with and without BN", NO_DATA)
+    mean = real.groupby(CELL)["mean_rank"].mean().unstack(S.STUDENT_BN)
+    bn = [c for c in mean.columns if c != "none"]
+    mean = mean.dropna()
+    gain = mean[bn].mean(axis=1) - mean["none"]
+    parts = [f"{net} on {data}: mean rank {row['none']:.3f} without BN, {row[bn].mean():.3f} with"
+             for (net, data), row in mean.iterrows()]  # fmt: skip
+    ok = bool(len(gain) and (gain <= -BN_MARGIN).all())
+    for _, row in accuracy.iterrows():
+        ok &= bool(row["accuracy"] >= row["teacher_accuracy"] - ACCURACY_MARGIN)
+        parts.append(f"{row['net']} BN {row[S.STUDENT_BN]} on {row['data']}: test accuracy {row['accuracy']:.1%} "
+                     f"(teacher {row['teacher_accuracy']:.1%})")  # fmt: skip
+    return Claim(14, text, "; ".join(parts), verdict(ok))
+
+
 CRITERIA = (
     f"Criteria are in `analysis/luck/claims.py`: growth = rho-bar up by >= {GROWTH}; lucky = winners' mean rank at "
     f"init < {LUCKY_BELOW}; differences under {BN_MARGIN} are none; conserved = median relative change < "
-    f"{CONSERVED_BELOW}; concentrated = winners' mean rank in H* < {CONCENTRATED_BELOW}."
+    f"{CONSERVED_BELOW}; concentrated = winners' mean rank in H* < {CONCENTRATED_BELOW}; claims 7-10 on Gaussian "
+    f"data; claim 14 on real images, accuracy within {ACCURACY_MARGIN:.0%} of the teacher's."
 )
 """The thresholds behind the verdicts, as the report states them."""

@@ -22,21 +22,23 @@ FIGURES: list[Figure] = []
 
 def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float, float], ylabel: str, title: str,
                  median: bool = False) -> list[Path]:  # fmt: skip
-    """A panel per (net, BN) cell; a line per layer (dashed: finite data) with its min/max band over seeds;
-    ``median``: also the median rank, dotted."""
-    cells = list(frame.groupby(["net", S.STUDENT_BN]).groups)
+    """A panel per (net, BN, Gaussian or real images) cell; a line per layer (dashed: finite data) with its
+    min/max band over seeds; ``median``: also the median rank, dotted."""
+    # real image sets get panels of their own (the paper's right columns), beside Gaussian data's
+    frame = frame.assign(inputs=frame["data"].where(~frame["data"].isin(Q.GAUSSIAN_DATA), "Gaussian"))
+    cells = list(frame.groupby(["net", S.STUDENT_BN, "inputs"]).groups)
     fig, axes = wrapped(len(cells))
     layers = sorted(frame[S.LAYER].unique())
     colors = dict(zip(layers, sns.color_palette("colorblind", n_colors=max(2, len(layers)))))
-    for ax, (net, bn) in zip(axes, cells):
-        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn)]
+    for ax, (net, bn, inputs) in zip(axes, cells):
+        cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn) & (frame["inputs"] == inputs)]
         for (layer, data), line in cell.groupby([S.LAYER, "data"]):
             c, style = colors[layer], "--" if data == "finite" else "-"
             ax.plot(line[S.EPOCH], line[value], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
             if median:
                 ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
             ax.fill_between(line[S.EPOCH], line[f"{value}_min"], line[f"{value}_max"], color=c, alpha=0.15, lw=0)
-        ax.set_title(f"{net}, BN {bn}", fontsize=8)
+        ax.set_title(f"{net}, BN {bn}" + ("" if inputs == "Gaussian" else f", {inputs}"), fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylim(*ylim)
     label_rows(axes, ylabel)

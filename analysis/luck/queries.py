@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.load import AnalysisError, Results
 from analysis.registry import Needs
-from analysis.tidy import final_steps, with_runs
+from analysis.tidy import final_steps, teacher_accuracy, with_runs
 from spec_ray.storage import schema as S
 
 # What the figures and claims need of the runs (``analysis.registry``).
@@ -22,6 +22,9 @@ BN = Needs(where=LUCK.where, varies=(S.STUDENT_BN,), words="Luck Matters runs wi
 BN_ANY = Needs(varies=(S.STUDENT_BN,), words="runs with and without student BN")
 SIZES = Needs(where=LUCK.where, varies=(S.WIDTHS,), words="Luck Matters runs of two FC teacher sizes")
 DATA = Needs(where=LUCK.where, words="Luck Matters runs on finite and infinite data")
+REAL = Needs(where=(*LUCK.where, (S.DATASET, S.REAL_DATASETS)), varies=(S.STUDENT_BN,),
+             words="Luck Matters runs on real images with and without student BN (--dataset cifar10)")  # fmt: skip
+"""Fig. 6 and the right columns of 17-18: a teacher pretrained on real images."""
 KEPT_MODULATION = Needs(where=((S.KEEP_MODULATION, (True,)),), tables=(S.MODULATION,),
                         words="runs that keep beta* and H* (--keep-modulation true, the small FC of "
                         "sweeps/luck_matters.py)")  # fmt: skip
@@ -61,10 +64,13 @@ LUCK_CONFIG = ["net", S.STUDENT_BN, "data"]
 
 
 def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
-    """Luck Matters' cells: net (arch and teacher widths), student BN, finite / infinite data."""
-    runs = res.done[[S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]].copy()
+    """Luck Matters' cells: net (arch and teacher widths), student BN, data: finite / infinite Gaussian,
+    or the real image set's name."""
+    cols = [S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]
+    runs = res.done[[*cols, S.DATASET]].copy() if S.DATASET in res.done else res.done[cols].assign(dataset=None)
     runs["net"] = runs[S.ARCH].map({"mlp": "FC", "conv": "CNN"}) + " " + runs[S.WIDTHS].str.replace("_", "-")
-    runs["data"] = np.where(runs[S.N_TRAIN].isna(), "infinite", "finite")
+    real = runs[S.DATASET].isin(S.REAL_DATASETS)
+    runs["data"] = np.where(real, runs[S.DATASET], np.where(runs[S.N_TRAIN].isna(), "infinite", "finite"))
     return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")
 
 
@@ -158,3 +164,28 @@ def luck_data(res: Results) -> pd.DataFrame:
     if per_run.empty or per_run["data"].nunique() < 2:
         return pd.DataFrame()
     return _over_seeds(_over_layers(res), [*LUCK_CONFIG, S.EPOCH])
+
+
+GAUSSIAN_DATA = ("finite", "infinite")
+
+
+def gaussian(frame: pd.DataFrame) -> pd.DataFrame:
+    """The Gaussian-data cells of a Luck Matters frame (claims 7-10 are the paper's for GAUS)."""
+    return frame if frame.empty else frame[frame["data"].isin(GAUSSIAN_DATA)]
+
+
+def luck_accuracy(res: Results) -> pd.DataFrame:
+    """Fig. 6's accuracies: each real-image cell's final test accuracy (mean, min, max over seeds) and its
+    teacher's on the whole test split. Columns: net, student_bn, data, accuracy, accuracy_min,
+    accuracy_max, teacher_accuracy, seeds."""
+    ids = res.done[S.RUN_ID]
+    rows = res.read(S.SCALARS, [S.RUN_ID, S.STEP, S.EVAL_ACCURACY], ids, final_steps(res))
+    rows = with_runs(rows, res, ["final_step", S.LOAD_TEACHER])
+    rows = _luck_config(res, rows[rows[S.STEP] == rows["final_step"]])
+    rows = rows[~rows["data"].isin(GAUSSIAN_DATA)].merge(teacher_accuracy(res), on=S.LOAD_TEACHER, how="left")
+    out = rows.groupby(LUCK_CONFIG, as_index=False).agg(
+        accuracy=(S.EVAL_ACCURACY, "mean"), accuracy_min=(S.EVAL_ACCURACY, "min"),
+        accuracy_max=(S.EVAL_ACCURACY, "max"), teacher_accuracy=("teacher_accuracy", "mean"),
+        seeds=(S.RUN_ID, "nunique"),
+    )  # fmt: skip
+    return out.sort_values(LUCK_CONFIG).reset_index(drop=True)

@@ -129,24 +129,26 @@ def init_student(spec: RunSpec) -> Network:
     return Network(tuple(weights), tuple(biases))
 
 
-def _images(spec: RunSpec) -> datasets.Split:
-    return datasets.read(spec.data.dataset, spec.data.data_dir)
+def _images(spec: RunSpec, split: datasets.Split | None) -> datasets.Split:
+    return datasets.read(spec.data.dataset, spec.data.data_dir) if split is None else split
 
 
-def eval_inputs(spec: RunSpec) -> Tensor:
-    """Fresh Gaussian evaluation set, or a real image set's first n_eval test images: (N_eval, d)."""
+def eval_inputs(spec: RunSpec, split: datasets.Split | None = None) -> Tensor:
+    """Fresh Gaussian evaluation set, or a real image set's first n_eval test images: (N_eval, d);
+    ``split``: the image set as given (``datasets.stand_in`` for timing), else read."""
     d = spec.data
     if d.real:
-        return torch.from_numpy(_images(spec).x_test[: d.n_eval]).to(F64)  # (N_eval, d)
+        return torch.from_numpy(_images(spec, split).x_test[: d.n_eval]).to(F64)  # (N_eval, d)
     gen = stream(spec.seed, "eval", d.d, d.n_eval)
     return torch.randn(d.n_eval, d.d, generator=gen, dtype=F64) * d.sigma  # (N_eval, d)
 
 
-def train_inputs(spec: RunSpec) -> Tensor:
-    """The fixed training set, augmented as the spec says: (N_train, d); online runs: (0, d)."""
+def train_inputs(spec: RunSpec, split: datasets.Split | None = None) -> Tensor:
+    """The fixed training set, augmented as the spec says: (N_train, d); online runs: (0, d);
+    ``split`` as for ``eval_inputs``."""
     d = spec.data
     if d.real:
-        return torch.from_numpy(_images(spec).x_train[: d.n_train]).to(F64)  # (N, d)
+        return torch.from_numpy(_images(spec, split).x_train[: d.n_train]).to(F64)  # (N, d)
     if d.n_train is None:
         return torch.zeros(0, d.d, dtype=F64)
     if d.augmentation == "teacher_agnostic":
@@ -197,16 +199,33 @@ def _aware(spec: RunSpec) -> Tensor:
     return points[: d.n_train]  # (N, d)
 
 
-def eval_labels(spec: RunSpec) -> Tensor | None:
+def eval_labels(spec: RunSpec, split: datasets.Split | None = None) -> Tensor | None:
     """A real image set's class labels of the evaluation images, (N_eval,); None for Gaussian data."""
     if not spec.data.real:
         return None
-    return torch.from_numpy(_images(spec).y_test[: spec.data.n_eval])  # (N_eval,)
+    return torch.from_numpy(_images(spec, split).y_test[: spec.data.n_eval])  # (N_eval,)
 
 
-def teacher_outputs(teacher: Network, x: Tensor, shape: arch.Arch | None = None) -> Tensor:
-    """Labels: the teacher's output on x, (N, c); ``shape`` None: a ReLU MLP."""
-    return forward(teacher, x, shape)[1]  # (N, c)
+LABEL_BLOCK_BYTES = 1 << 30
+"""Teacher activations held at once while labelling; larger sets are labelled in blocks of samples. A
+CIFAR-10 ConvNet's second layer over 50,000 images unfolds to 180 GB in float64 (measured: a 20 GB
+peak at 2,300 images a block); below this nothing is cut, so the labels of every run stored so far
+are computed as they were."""
+
+
+def teacher_outputs(
+    teacher: Network, x: Tensor, shape: arch.Arch | None = None, block_bytes: int = LABEL_BLOCK_BYTES
+) -> Tensor:
+    """Labels: the teacher's output on x, (N, c); ``shape`` None: a ReLU MLP; in blocks of samples
+    whose activations fit ``block_bytes``."""
+    if shape is None:
+        per_sample = 8 * max(w.shape[-2] + w.shape[-1] for w in teacher.weights)
+    else:  # a layer's outputs and, for a float64 conv, its unfolded inputs (fan-in x positions)
+        per_sample = 8 * max((f + n) * p for f, n, p in zip(shape.fan_ins, shape.outs, (*shape.positions, 1)))
+    block = max(1, block_bytes // per_sample)
+    if x.shape[0] <= block:
+        return forward(teacher, x, shape)[1]  # (N, c)
+    return torch.cat([forward(teacher, x[i : i + block], shape)[1] for i in range(0, x.shape[0], block)])  # (N, c)
 
 
 def online_inputs(spec: RunSpec, epoch: int) -> Tensor:

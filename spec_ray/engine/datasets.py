@@ -210,6 +210,36 @@ def read(name: str, folder: str | None) -> Split:
     raise DatasetError(f"data.dataset={name!r} is invalid: allowed " + ", ".join(NAMES))
 
 
+def present(name: str, folder: str | None) -> bool:
+    """Whether the image set's files are where ``read`` looks (not checked: ``read`` does that)."""
+    if name == "digits":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    files = {"cifar10": (CIFAR_FOLDER, CIFAR_MD5), "mnist": (MNIST_FOLDER, MNIST_MD5)}.get(name)
+    return (
+        files is not None
+        and folder is not None
+        and all(os.path.isfile(os.path.join(folder, files[0], f)) for f in files[1])
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def stand_in(name: str) -> Split:
+    """Random images of the set's shapes and sizes, for timing a pack where the set is not at hand
+    (``--dry-run``); never trained on."""
+    info = INFO[name]
+    rng = np.random.default_rng(0)
+
+    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.standard_normal((n, info.d), dtype=np.float32), rng.integers(0, info.classes, n)
+
+    (x_train, y_train), (x_test, y_test) = part(info.train_size), part(info.test_size)
+    return Split(x_train, y_train, x_test, y_test)
+
+
 def download(name: str, folder: str) -> None:
     """Fetch CIFAR-10 or MNIST into ``folder`` with torchvision (an optional extra) and check them."""
     try:

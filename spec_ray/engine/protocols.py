@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from spec_ray.engine.datasets import INFO
 from spec_ray.engine.spec import RunSpec, apply_overrides
 
 
@@ -149,3 +150,11 @@ CONV_SMOKE = {"teacher.normalize": "all", "train.loss": "mse_mean"}
 the authors' conv teacher (``teacher.normalize()``), and nn.MSELoss. With the two-layer
 protocol's unnormalized 640-wide output layer the smoke teacher's outputs are in the hundreds,
 and with BN at lr 0.01 the student's loss grows without bound (the reference's too)."""
+
+
+def real_data(name: str) -> dict[str, object]:
+    """The settings a real image set fixes: its name, image (d, conv side), classes as the teacher's
+    outputs, and all of its training and test images."""
+    info = INFO[name]
+    return {"data.dataset": name, "data.d": info.d, "model.image_size": info.side, "teacher.c": info.classes,
+            "data.n_train": info.train_size, "data.n_eval": info.test_size}  # fmt: skip

@@ -181,7 +181,7 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
     memory = int(args.pack_memory_gib * 2**30)
     variants = {**experiment.variants, **(smoke.variants if args.smoke else {})}
     exp = Experiment(name=name, base=base, axes=axes, pack_size=args.pack_size, pack_memory=memory, variants=variants,
-                     default_variants=experiment.default_variants)  # fmt: skip
+                     default_variants=experiment.default_variants, exclude=experiment.exclude)  # fmt: skip
     for axis in variants:
         chosen = getattr(args, axis, None)
         if chosen is None and axis in experiment.default_variants:

@@ -63,6 +63,9 @@ class Experiment:
     variants: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)
     """Axes of named bundles of settings that change together (a CNN is arch, image size, d and
     widths at once): {axis: {name: {dotted path: value}}}; crossed with each other and ``axes``."""
+    exclude: tuple[Mapping[str, str], ...] = ()
+    """Crossings of variants left out of the factorial, each {axis: name} (a real image set has no
+    infinite data)."""
     default_variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Variant names a command line runs when it names none of an axis (absent: every variant)."""
     teachers: Mapping[str, str] = field(default_factory=dict)
@@ -97,8 +100,12 @@ class Experiment:
         """Every run of the factorial, validated (raises ValueError on the first bad one)."""
         names = list(self.axes)
         runs = []
-        for chosen in itertools.product(*(named.values() for named in self.variants.values())):
-            base = apply_overrides(self.base, {k: v for settings in chosen for k, v in settings.items()})
+        axes = list(self.variants)
+        for picked in itertools.product(*(named.items() for named in self.variants.values())):
+            names_of = dict(zip(axes, (name for name, _ in picked)))
+            if any(all(names_of.get(a) == n for a, n in rule.items()) for rule in self.exclude):
+                continue
+            base = apply_overrides(self.base, {k: v for _, settings in picked for k, v in settings.items()})
             for values in itertools.product(*(self.axes[n] for n in names)):
                 changes = {axis_path(n): ((v,) if n == "m" else v) for n, v in zip(names, values)}
                 run = apply_overrides(base, changes)

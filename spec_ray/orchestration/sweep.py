@@ -29,7 +29,8 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
-        found = teachers.resolve(exp, args.storage)  # reads only: stored teachers, checkpoint files
+        absent = teachers.absent_datasets(exp.runs()) if args.dry_run else []
+        found = teachers.resolve(exp, args.storage, check_data=not absent)  # reads only: data, stored teachers
         request = request_from_args(found.experiment, args, smoke if args.smoke else None)
         launch = plan(request)
         mkl_dispatch.preload_environ()  # for the local Ray and calibration processes this driver starts
@@ -38,6 +39,9 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
             if found.missing:
                 print(f"{len(found.missing)} teacher(s) to pretrain or store first; timed with stand-ins of "
                       "their shapes", file=sys.stderr)  # fmt: skip
+            if absent:
+                print(f"{', '.join(absent)}: not under --data-dir; timed on random images of its shapes (a real "
+                      "launch exits 2 until the files are there)", file=sys.stderr)  # fmt: skip
         else:
             launch.store.check_writable()  # before the launch summary: a refused launch prints one error
             if found.missing:  # every input checked: now the teachers are trained and stored, then replanned

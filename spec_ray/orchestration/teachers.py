@@ -47,6 +47,15 @@ def _check_file(blob: bytes, spec: RunSpec, path: str) -> None:
     teachers.network(teachers.from_bytes(blob, path), spec, path)
 
 
+def absent_datasets(runs: list[RunSpec]) -> list[str]:
+    """The image sets the runs name whose files are not where they look."""
+    from spec_ray.engine import datasets
+
+    return sorted(
+        {r.data.dataset for r in runs if r.data.real and not datasets.present(r.data.dataset, r.data.data_dir)}
+    )
+
+
 def check_datasets(runs: list[RunSpec]) -> None:
     """Read every real image set the runs name, once: a missing, partial or corrupt folder raises
     ``DatasetError`` (a ValueError) naming the file, before anything trains."""
@@ -56,13 +65,14 @@ def check_datasets(runs: list[RunSpec]) -> None:
         datasets.read(name, folder)
 
 
-def resolve(experiment: Experiment, storage: str) -> Resolution:
-    """Check the image sets, and fill in the hashes of the teachers the storage root holds and of
-    checkpoint files (read here)."""
+def resolve(experiment: Experiment, storage: str, check_data: bool = True) -> Resolution:
+    """Check the image sets (``check_data``: a dry run times absent ones on stand-ins), and fill in
+    the hashes of the teachers the storage root holds and of checkpoint files (read here)."""
     store = TeacherStore(storage)
     known, missing = dict(experiment.teachers), {}
     runs = experiment.runs()
-    check_datasets(runs)
+    if check_data:
+        check_datasets(runs)
     for run in runs:
         ref = teacher_ref(run)
         if ref is None or ref in known or ref in missing:
@@ -96,7 +106,9 @@ def provide(resolution: Resolution, storage: str, log=sys.stderr) -> Experiment:
     for ref, run in resolution.missing.items():
         t = run.teacher
         if t.source == "file":
-            known[ref] = store.put(_file_bytes(t.load_teacher), {"source": "file", "path": t.load_teacher})
+            blob = _file_bytes(t.load_teacher)
+            state = teachers.from_bytes(blob, t.load_teacher)
+            known[ref] = store.put(blob, {"source": "file", "path": t.load_teacher, "bn_bias": bn_biases(state)})
             continue
         shape = "-".join(map(str, t.widths))
         print(f"pretraining a {run.model.arch} teacher {shape} on {run.data.dataset} (once per storage root) ...",
@@ -105,11 +117,21 @@ def provide(resolution: Resolution, storage: str, log=sys.stderr) -> Experiment:
         key = recipe.key(run)
         blob = teachers.to_bytes(done.state, test_accuracy=done.test_accuracy, **done.extra)
         name = store.put(blob, {"source": "pretrained", "key": key, "test_accuracy": done.test_accuracy,
-                                "train_accuracy": done.train_accuracy, "seconds": round(done.seconds, 1)})  # fmt: skip
+                                "train_accuracy": done.train_accuracy, "seconds": round(done.seconds, 1),
+                                "bn_bias": bn_biases(done.state)})  # fmt: skip
         store.remember(key, name)
         print(f"  test accuracy {done.test_accuracy:.2%} after {done.seconds:.0f} s: stored as {name}", file=log)
         known[ref] = name
     return dataclasses.replace(resolution.experiment, teachers=known)
+
+
+def bn_biases(state: dict) -> list[list[float]]:
+    """The BN biases of a checkpoint's hidden layers, lowest first (Luck Matters figs. 4, 14 read them)."""
+    out, layer = [], 0
+    while f"ws_bn.{layer}.bias" in state:
+        out.append([round(float(b), 6) for b in state[f"ws_bn.{layer}.bias"].reshape(-1).tolist()])
+        layer += 1
+    return out
 
 
 def load(pack: Pack, storage: str) -> dict:

@@ -67,6 +67,8 @@ STUDENT_BN = "student_bn"
 KEEP_CORRELATIONS = "keep_correlations"
 KEEP_MODULATION = "keep_modulation"
 DATASET = "dataset"
+SOURCE = "source"
+TEACHER_BN = "teacher_bn"
 LOAD_TEACHER = "load_teacher"
 REAL_DATASETS = ("cifar10", "mnist", "digits")
 """The real image sets of ``data.dataset`` (``spec_ray.engine.datasets``)."""
