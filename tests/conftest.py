@@ -120,6 +120,19 @@ def tiny() -> RunSpec:
     return tiny_spec()
 
 
+def sweep_exit(path: Path, argv: list[str]) -> int:
+    """A sweep script's ``main`` run in this process on ``argv``: its exit code (argparse's too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_sweep", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    try:
+        return script.main(script.EXPERIMENT, smoke=script.SMOKE, argv=argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
 def snapshot(root) -> dict[str, str]:
     """Content hash of every file under ``root``: proves bad input touched nothing."""
     import hashlib

@@ -153,7 +153,7 @@ def test_bn_folds_exactly_into_the_layers(mode: str, kind: str) -> None:
     for bn in net.bns:  # statistics and affine parameters as training leaves them
         bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
         bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.5, 0.5)
-    folded = teachers.network(pretrain._state(net), spec)
+    folded = teachers.network(pretrain.authors_state(net), spec)
     x = torch.from_numpy(datasets.read("digits", None).x_test[:50]).double()
     with torch.no_grad():
         hidden, out = net(x)
@@ -268,3 +268,17 @@ def test_labels_in_blocks_and_calibration_on_fewer_images() -> None:
     assert scale == {"prepare": 60_000 / 2560, "step": 1.0, "checkpoint": 10_000 / 512, "train": 50_000 / 2048}
     same, ones = _calibration_pack(Pack((spec,)))
     assert same.spec == spec and set(ones.values()) == {1.0}  # small sets are calibrated as they are
+
+
+def test_download_without_torchvision_exits_2_naming_the_fix(tmp_path: Path, capsys) -> None:
+    try:
+        import torchvision  # noqa: F401
+
+        pytest.skip("torchvision is installed here: the command would fetch")
+    except ImportError:
+        pass
+    from spec_ray.orchestration.cli import main
+
+    assert main(["download", "cifar10", "--data-dir", str(tmp_path)]) == 2
+    assert "needs torchvision; fix: pip install torchvision" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -3,24 +3,16 @@ claim 13, and the bad inputs of real data refused with exit 2 before anything tr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_complete, snapshot
+from conftest import assert_complete, snapshot, sweep_exit
 from test_sweep import ROOT, stored_packs, sweep
 
 from spec_ray.storage import schema as S
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("cifar_sweep", ROOT / "sweeps" / "cifar.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 @pytest.mark.slow
@@ -42,9 +34,8 @@ def test_digits_smoke_pretrains_once_reports_and_a_second_sweep_trains_no_teache
     assert (runs["m"] == 4).all()  # the teacher's lowest layer after pruning: students over-realize on it
     scalars = pd.read_parquet(root / S.SCALARS)
     assert scalars[S.EVAL_ACCURACY].between(0, 1).all()  # the true labels of the test images
-    # Another sweep of the root finds the teacher by its key and trains none.
-    again = sweep("cifar", "--dataset", "digits", "--smoke", "--storage", str(tmp_path), "--name", "again",
-                  "--reuse", "none")  # fmt: skip
+    # Another sweep of the root finds the teacher by its key and trains none (its runs are copied).
+    again = sweep("cifar", "--dataset", "digits", "--smoke", "--storage", str(tmp_path), "--name", "again")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "pretraining" not in again.stderr
     assert set(pd.read_parquet(tmp_path / "again" / S.RUNS)[S.LOAD_TEACHER]) == {name}
@@ -83,12 +74,9 @@ def test_bad_real_data_exits_2_before_anything_trains(tmp_path: Path, args: list
     storage = tmp_path / "results"
     storage.mkdir()
     before = snapshot(storage)
-    script = _script()
-    argv = ["--storage", str(storage), *[a.format(tmp=tmp_path) for a in args]]
-    try:
-        code = script.main(script.EXPERIMENT, smoke=script.SMOKE, argv=argv)
-    except SystemExit as exit_:
-        code = exit_.code
+    code = sweep_exit(
+        ROOT / "sweeps" / "cifar.py", ["--storage", str(storage), *[a.format(tmp=tmp_path) for a in args]]
+    )
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert says in err and "Traceback" not in err

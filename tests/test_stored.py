@@ -59,3 +59,13 @@ def test_old_results_grow_with_resume_training_only_the_new_runs(stored: Path, c
     runs = pd.read_parquet(stored / "v1" / S.RUNS)
     assert len(runs) == 6 and sorted(runs[S.SEED].unique()) == [1, 2, 3] and (runs[S.STATUS] == "done").all()
     assert main(["verify", str(stored / "v1")]) == 0
+
+
+def test_verify_counts_rows_a_second_file_repeats(stored: Path, capsys) -> None:
+    """A block's rows copied under another file name are found (verify reads file by file)."""
+    folder = next((stored / "v1-luck" / S.CORRELATIONS).iterdir())
+    first = sorted(folder.glob("*.parquet"))[0]
+    rows = len(pd.read_parquet(first))
+    shutil.copy(first, folder / "steps-copy.parquet")
+    assert main(["verify", str(stored / "v1-luck")]) == 1
+    assert f"correlations: {rows} rows stored twice" in capsys.readouterr().out

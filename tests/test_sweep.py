@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import assert_complete, shared_ray, snapshot
+from conftest import assert_complete, shared_ray, snapshot, sweep_exit
 
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import packs_from_dict
@@ -176,20 +176,12 @@ def existing(tmp_path_factory) -> Path:
 def test_bad_input_exits_2_before_any_trial(existing: Path, args: list[str], says: str, capsys, monkeypatch) -> None:
     """In this process, through the script's own ``main`` (a subprocess per case spent 3 s importing
     torch and Ray; ``test_the_script_itself_exits_2`` covers the process)."""
-    import importlib.util
-
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    spec = importlib.util.spec_from_file_location("polarity_sweep", ROOT / "sweeps" / "polarity.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     before = snapshot(existing)
     argv = ["--smoke", "--storage", str(existing), "--multi", "1", "--p", "0", *args]
-    try:
-        code = script.main(script.EXPERIMENT, smoke=script.SMOKE, argv=argv)
-    except SystemExit as exit_:
-        code = exit_.code
+    code = sweep_exit(ROOT / "sweeps" / "polarity.py", argv)
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert says in err and "Traceback" not in err

@@ -41,23 +41,35 @@ def winner_ranks(res: Results) -> pd.DataFrame:
     """
     if not res.has_any(S.CORRELATIONS):  # a storage root may mix experiments with and without it
         raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
-    cols = [S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
-    rows = res.read(S.CORRELATIONS, cols, res.done[S.RUN_ID], optional=True)
-    rows = with_runs(rows, res, ["final_step"])
-    last = rows[rows[S.STEP] == rows["final_step"]]
-    key = [S.RUN_ID, S.LAYER, S.NODE]
+    # One run at a time: the large FC's table holds 337,500 rows a checkpoint and run (16 M a run), and
+    # ten runs at once did not fit 24 GB (measured: the report was killed).
+    parts = [_winner_ranks_of(res, [rid]) for rid in res.done[S.RUN_ID]]
+    if not parts:
+        return _winner_ranks_of(res, []).iloc[:0]
+    return pd.concat(parts).sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
+
+
+def _winner_ranks_of(res: Results, run_ids: list[str]) -> pd.DataFrame:
+    """``winner_ranks`` of one run (or none), read without its id column: 16 M string ids were most of
+    the memory."""
+    cols = [S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
+    rows = res.read(S.CORRELATIONS, cols, run_ids, optional=True)
+    final = res.done.set_index(S.RUN_ID)["final_step"].reindex(run_ids)
+    last = rows[rows[S.STEP] == (final.iloc[0] if len(final) else -1)]
+    key = [S.LAYER, S.NODE]
     winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
     rows = rows.merge(winners, on=key)
-    at = [S.RUN_ID, S.LAYER, S.NODE, S.STEP]
+    at = [S.LAYER, S.NODE, S.STEP]
     winner_corr = rows[rows[S.STUDENT] == rows["winner"]].set_index(at)[S.CORR].rename("winner_corr")
     rows = rows.join(winner_corr, on=at)
     rows["above"] = rows[S.CORR] > rows["winner_corr"]
     per_node = rows.groupby(at + [S.EPOCH], as_index=False).agg(above=("above", "sum"), n=(S.STUDENT, "size"))
     per_node["rank"] = per_node["above"] / (per_node["n"] - 1).clip(lower=1)
-    out = per_node.groupby([S.RUN_ID, S.LAYER, S.STEP, S.EPOCH], as_index=False).agg(
+    out = per_node.groupby([S.LAYER, S.STEP, S.EPOCH], as_index=False).agg(
         mean_rank=("rank", "mean"), median_rank=("rank", "median"), teachers=(S.NODE, "nunique")
     )
-    return out.sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
+    out.insert(0, S.RUN_ID, run_ids[0] if run_ids else "")
+    return out.sort_values([S.LAYER, S.STEP]).reset_index(drop=True)
 
 
 LUCK_CONFIG = ["net", S.STUDENT_BN, "data"]
