@@ -73,11 +73,12 @@ def resolve(experiment: Experiment, storage: str, check_data: bool = True) -> Re
     runs = experiment.runs()
     if check_data:
         check_datasets(runs)
+    named = {r.teacher.load_teacher for r in runs if r.teacher.stored and teacher_ref(r) is None}
+    for name in sorted(named):
+        store.get(name)  # a teacher named by its hash must be in this root, unchanged (once each)
     for run in runs:
         ref = teacher_ref(run)
         if ref is None or ref in known or ref in missing:
-            if run.teacher.stored and (run.teacher.load_teacher or "").startswith("sha256:"):
-                store.get(run.teacher.load_teacher)  # a hash given by hand must be in this root
             continue
         if run.teacher.source == "file":
             blob = _file_bytes(run.teacher.load_teacher)
