@@ -10,11 +10,16 @@ from conftest import tiny_spec
 from test_sweep import sweep
 
 from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
+from spec_ray.engine.protocols import LUCK_CNN
 from spec_ray.engine.trainer import init_state, prepare, train_until
 from spec_ray.orchestration.schedule import (
+    GPU_CHECKPOINT_S,
+    GPU_FP32_FLOPS,
+    GPU_STEP_S,
     Curve,
     ShapeCost,
     balance,
+    gpu_cost,
     lpt,
     makespan,
     measure,
@@ -89,6 +94,19 @@ def test_costs_run_through_the_measured_points() -> None:
     noisy = Curve.through([(4, 1.0), (32, 0.9)])  # a slower small pack: never cheaper with more runs
     assert noisy.at(32) == pytest.approx(1.0) and noisy.at(64) >= noisy.at(32)
     assert Curve.through([(8, 2.0)]).at(16) == pytest.approx(4.0)
+
+
+def test_gpu_costs_are_the_h100_constants_or_the_flops_at_its_peak_whichever_is_longer() -> None:
+    tiny = seeds_pack(8)  # 16 two-layer runs: launch-bound, the measured constants
+    cost = gpu_cost(tiny)
+    assert [cost.step.at(r) for r in (1, 5, 16)] == pytest.approx([GPU_STEP_S] * 3)
+    assert cost.checkpoint.at(16) == pytest.approx(GPU_CHECKPOINT_S)
+    wide = Pack(tuple(LUCK_CNN.replace(seed=s) for s in (1, 2, 3)))  # 640 channels a layer: flop-bound
+    cost, runs = gpu_cost(wide), wide.size
+    assert cost.step.at(runs) == pytest.approx(runs * useful_flops(wide.spec) / GPU_FP32_FLOPS)
+    assert cost.step.at(runs) > 10 * GPU_STEP_S and cost.step.at(1) == pytest.approx(cost.step.at(runs) / runs)
+    per_checkpoint = metric_flops(wide.spec) / (len(checkpoint_steps(wide.spec)) + 1) / GPU_FP32_FLOPS
+    assert cost.checkpoint.at(runs) == pytest.approx(max(GPU_CHECKPOINT_S, runs * per_checkpoint))
 
 
 def test_packs_larger_than_their_cheapest_size_are_cut_into_whole_groups() -> None:

@@ -2,7 +2,8 @@
 
 Costs are calibrated on this machine (``schedule.measure``, a second or so a shape). The
 cluster projection (``--nodes``, ``--node-cpus``, ``--node-gpus``) uses the same CPU
-calibration per core, or for GPU trials the constants measured on an H100.
+calibration per core, or for GPU trials the constants measured on an H100, or a pack's flops
+at its fp32 peak where those take longer (``schedule.gpu_cost``).
 Nothing is started and nothing is written.
 """
 
@@ -85,7 +86,8 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
         placed = lpt(schedule(packs, remote_costs, slots), remote, slots)
         wall = makespan(placed) + RAY_OVERHEAD_S
         what = f"{args.node_gpus} GPU(s) a node, {gpus:g} a trial" if gpus > 0 else f"{node_cpus} CPUs a node"
-        basis = "H100-measured step and checkpoint times" if gpus > 0 else "this machine's per-core speed"
+        gpu_basis = "H100-measured step and checkpoint times, or the flops at its fp32 peak where longer"
+        basis = gpu_basis if gpus > 0 else "this machine's per-core speed"
         lines.append(
             f"cluster of {args.nodes} node(s), {what}: {slots} pack(s) at a time, {len(placed)} packs, "
             f"projected wall {wall:,.0f} s ({wall / 60:.1f} min), from {basis}"

@@ -29,6 +29,10 @@ CALIBRATION_STEPS = 64  # one chunk of the trainer
 GPU_STEP_S = 4.5e-4
 GPU_CHECKPOINT_S = 0.02
 GPU_PREPARE_S = 1.0
+GPU_FP32_FLOPS = 67e12
+"""An H100 SXM's fp32 peak without tensor cores (NVIDIA's datasheet; an H200's is the same), the rate of
+``train.matmul_precision`` ieee: no pack can step or measure faster than its flops at this rate. The
+constants above were measured on launch-bound two-layer packs and say nothing of a wide ConvNet."""
 # Below this much estimated work a sweep keeps its packs as planned: cutting them gains
 # seconds at most, and a smoke sweep stays the same from run to run.
 MIN_SCHEDULED_S = 60.0
@@ -114,12 +118,22 @@ def _flat(seconds: float) -> Curve:
     return Curve(((1, seconds), (2, seconds)))
 
 
-GPU_COST = ShapeCost(
-    prepare=_flat(GPU_PREPARE_S),
-    step=_flat(GPU_STEP_S),
-    checkpoint=_flat(GPU_CHECKPOINT_S),
-    train_checkpoint=_flat(GPU_CHECKPOINT_S),
-)
+def gpu_cost(pack: Pack) -> ShapeCost:
+    """A GPU's costs for this pack's shape: the measured H100 constants, or the pack's flops at the fp32
+    peak (``GPU_FP32_FLOPS``) where those take longer. A floor, not a measurement, for packs that big."""
+    spec, checkpoints = pack.spec, len(checkpoint_steps(pack.spec)) + 1
+    sizes = sorted({1, 2, pack.size, *(2**i for i in range(pack.size.bit_length()))})
+
+    def curve(launch_bound: float, flops_a_run: float) -> Curve:
+        return Curve.through([(r, max(launch_bound, r * flops_a_run / GPU_FP32_FLOPS)) for r in sizes])
+
+    metrics_a_checkpoint = metric_flops(spec) / checkpoints
+    return ShapeCost(
+        prepare=_flat(GPU_PREPARE_S),
+        step=curve(GPU_STEP_S, useful_flops(spec)),
+        checkpoint=curve(GPU_CHECKPOINT_S, metrics_a_checkpoint),
+        train_checkpoint=_flat(GPU_CHECKPOINT_S),
+    )
 
 
 def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) -> float:
@@ -246,7 +260,7 @@ def _calibration_pack(pack: Pack) -> tuple[Pack, dict[str, float]]:
 
 
 def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1) -> dict[tuple, ShapeCost]:
-    """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: the measured constants).
+    """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: ``gpu_cost``).
 
     ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
     share the machine's memory bandwidth, and one pack timed alone ran up to 35 % faster
@@ -258,7 +272,7 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
         if key not in largest or p.size > largest[key].size:
             largest[key] = p
     if gpu:
-        return dict.fromkeys(largest, GPU_COST)
+        return {key: gpu_cost(p) for key, p in largest.items()}
     if workers <= 1 or len(largest) <= 1:
         return {key: measure(p, threads) for key, p in largest.items()}
     import multiprocessing

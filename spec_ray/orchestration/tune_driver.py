@@ -24,6 +24,8 @@ from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measur
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore
 
+GPU_NOTE = ", GPU: H100 constants or fp32 peak"  # schedule.gpu_cost
+
 
 def label(pack: Pack) -> str:
     """Readable trial name part: the shape of the pack."""
@@ -51,7 +53,7 @@ def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
     split = f"split into {len(ordered)}, " if len(ordered) != len(packs) else ""
     print(
         f"  schedule: {len(packs)} packs {split}longest first on {slots} slot(s); estimated {wall:,.0f} s of "
-        f"training (calibrated in {time.perf_counter() - began:.1f} s{', GPU: H100 constants' if gpu else ''})",
+        f"training (calibrated in {time.perf_counter() - began:.1f} s{GPU_NOTE if gpu else ''})",
         file=sys.stderr,
     )
     return ordered
