@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from spec_ray.engine.spec import CheckpointSpec, DataSpec, RunSpec, StudentSpec,
 _SHARED_RAY: dict[str, str] = {}
 
 FAST_TIER = "not slow"
+DEVICE = os.environ.get("SPEC_RAY_TEST_DEVICE", "cpu")
+"""Where the equivalence tests train their packs (``cuda`` on a GPU machine); the reference stays on the CPU."""
 """``pytest -m "not slow"``: the fast tier (README), the tests that start no Ray and no process."""
 
 

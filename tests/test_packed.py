@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_spec
+from conftest import DEVICE, tiny_spec
 
 from spec_ray.engine.metrics import measure
 from spec_ray.engine.pack import Pack, checkpoint_steps, run_id
@@ -20,8 +20,8 @@ METRIC_COLS = S.METRICS  # every metric column of every checkpoint table, as dec
 
 
 def packed_run(runs, stop):
-    """Train a pack to ``stop`` taking metrics at every checkpoint on the way."""
-    pack = Pack(tuple(runs))
+    """Train a pack to ``stop`` taking metrics at every checkpoint on the way, on ``DEVICE``."""
+    pack = Pack(tuple(runs), placement=DEVICE)
     data, state = prepare(pack), init_state(pack)
     parts = {t: [] for t in METRIC_COLS}
     for step in [s for s in checkpoint_steps(pack.spec) if s <= stop] + [stop]:
@@ -36,9 +36,9 @@ def packed_run(runs, stop):
 def assert_same_run(pack, state, tables, spec, ref, stop) -> None:
     i = pack.run_ids.index(run_id(spec))
     for got, want in zip(state.student.weights, ref.student.weights):
-        torch.testing.assert_close(got[i], want, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(got[i].cpu(), want, rtol=1e-6, atol=1e-9)
     for got, want in zip(state.student.biases, ref.student.biases):
-        torch.testing.assert_close(got[i], want, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(got[i].cpu(), want, rtol=1e-6, atol=1e-9)
     for table, cols in METRIC_COLS.items():
         mine = tables[table][tables[table][S.RUN_ID] == run_id(spec)]
         mine = mine[mine[S.STEP] <= max(ref.tables[table][S.STEP])].reset_index(drop=True)

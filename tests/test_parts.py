@@ -60,11 +60,11 @@ def assert_bn_state(pack, state, spec, ref) -> None:
     i = pack.runs.index(spec)
     net = parts.unpack(student(spec), state.params, state.buffers)
     for layer, bn in enumerate(ref.module.bns):
-        torch.testing.assert_close(net.running_mean[layer][i], bn.running_mean, rtol=1e-6, atol=1e-9)
-        torch.testing.assert_close(net.running_var[layer][i], bn.running_var, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(net.running_mean[layer][i].cpu(), bn.running_mean, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(net.running_var[layer][i].cpu(), bn.running_var, rtol=1e-6, atol=1e-9)
         if bn.affine:
-            torch.testing.assert_close(net.bn_weight[layer][i], bn.weight.detach(), rtol=1e-6, atol=1e-9)
-            torch.testing.assert_close(net.bn_bias[layer][i], bn.bias.detach(), rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(net.bn_weight[layer][i].cpu(), bn.weight.detach(), rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(net.bn_bias[layer][i].cpu(), bn.bias.detach(), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
