@@ -103,10 +103,12 @@ def test_gpu_costs_are_the_h100_constants_or_the_flops_at_its_peak_whichever_is_
     assert cost.checkpoint.at(16) == pytest.approx(GPU_CHECKPOINT_S)
     wide = Pack(tuple(LUCK_CNN.replace(seed=s) for s in (1, 2, 3)))  # 640 channels a layer: flop-bound
     cost, runs = gpu_cost(wide), wide.size
-    assert cost.step.at(runs) == pytest.approx(runs * useful_flops(wide.spec) / GPU_FP32_FLOPS)
+    assert cost.step.at(runs) == pytest.approx(runs * useful_flops(wide.spec) / GPU_FP32_FLOPS["ieee"])
     assert cost.step.at(runs) > 10 * GPU_STEP_S and cost.step.at(1) == pytest.approx(cost.step.at(runs) / runs)
-    per_checkpoint = metric_flops(wide.spec) / (len(checkpoint_steps(wide.spec)) + 1) / GPU_FP32_FLOPS
+    per_checkpoint = metric_flops(wide.spec) / (len(checkpoint_steps(wide.spec)) + 1) / GPU_FP32_FLOPS["ieee"]
     assert cost.checkpoint.at(runs) == pytest.approx(max(GPU_CHECKPOINT_S, runs * per_checkpoint))
+    tf32 = Pack(tuple(r.replace(**{"train.matmul_precision": "tf32"}) for r in wide.runs))  # tensor cores: 7.4x
+    assert gpu_cost(tf32).step.at(runs) == pytest.approx(cost.step.at(runs) * 67 / 495)
 
 
 def test_packs_larger_than_their_cheapest_size_are_cut_into_whole_groups() -> None:

@@ -29,10 +29,10 @@ CALIBRATION_STEPS = 64  # one chunk of the trainer
 GPU_STEP_S = 4.5e-4
 GPU_CHECKPOINT_S = 0.02
 GPU_PREPARE_S = 1.0
-GPU_FP32_FLOPS = 67e12
-"""An H100 SXM's fp32 peak without tensor cores (NVIDIA's datasheet; an H200's is the same), the rate of
-``train.matmul_precision`` ieee: no pack can step or measure faster than its flops at this rate. The
-constants above were measured on launch-bound two-layer packs and say nothing of a wide ConvNet."""
+GPU_FP32_FLOPS = {"ieee": 67e12, "tf32": 495e12}
+"""An H100 SXM's fp32 peak by ``train.matmul_precision`` (NVIDIA's datasheet, dense; an H200's is the same):
+no pack can step or measure faster than its flops at this rate. The constants above were measured on
+launch-bound two-layer packs and say nothing of a wide ConvNet."""
 # Below this much estimated work a sweep keeps its packs as planned: cutting them gains
 # seconds at most, and a smoke sweep stays the same from run to run.
 MIN_SCHEDULED_S = 60.0
@@ -122,10 +122,11 @@ def gpu_cost(pack: Pack) -> ShapeCost:
     """A GPU's costs for this pack's shape: the measured H100 constants, or the pack's flops at the fp32
     peak (``GPU_FP32_FLOPS``) where those take longer. A floor, not a measurement, for packs that big."""
     spec, checkpoints = pack.spec, len(checkpoint_steps(pack.spec)) + 1
+    peak = GPU_FP32_FLOPS.get(spec.train.matmul_precision, GPU_FP32_FLOPS["ieee"])
     sizes = sorted({1, 2, pack.size, *(2**i for i in range(pack.size.bit_length()))})
 
     def curve(launch_bound: float, flops_a_run: float) -> Curve:
-        return Curve.through([(r, max(launch_bound, r * flops_a_run / GPU_FP32_FLOPS)) for r in sizes])
+        return Curve.through([(r, max(launch_bound, r * flops_a_run / peak)) for r in sizes])
 
     metrics_a_checkpoint = metric_flops(spec) / checkpoints
     return ShapeCost(
