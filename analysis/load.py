@@ -28,6 +28,9 @@ from spec_ray.storage.manifest import experiment_stores, stored_packs
 from spec_ray.storage.traces import open_storage
 from spec_ray.storage.verify import BROKEN, PackCheck, verify
 
+STATE_ORDER = {"done": 0, "diverged": 1, "incomplete": 2, "unfinished": 3}
+"""Which copy of a run stored in several experiments is kept: the most finished."""
+
 
 class AnalysisError(ValueError):
     """Bad input to the analysis: a path that is no experiment, a missing table, no runs."""
@@ -74,7 +77,8 @@ class Results:
 
     def __post_init__(self) -> None:
         self._check()
-        self.runs = self.dataset(S.RUNS).to_table().to_pandas()
+        frames = [self._dataset(root, S.RUNS).to_table().to_pandas().assign(root=root) for root in self.roots]
+        self.runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         if self.runs.empty:
             raise AnalysisError(f"results={self.path!r} has no runs yet: allowed an experiment with written runs")
         state = pd.Series("done", index=self.runs.index)
@@ -83,6 +87,11 @@ class Results:
         short = {r for c in self.broken for r in c.pack.run_ids}
         state[self.runs[S.RUN_ID].isin(short)] = "incomplete"
         self.runs["state"] = state
+        # A run stored in several experiments of a root (copied by reuse, or begun in one and finished in
+        # another) is one run: its most finished copy, whose rows are the only ones read (``read``).
+        rank = self.runs["state"].map(STATE_ORDER)
+        keep = rank.groupby(self.runs[S.RUN_ID]).transform("min") == rank
+        self.runs = self.runs[keep].drop_duplicates(S.RUN_ID).reset_index(drop=True)
         if S.STEPS_PER_EPOCH not in self.runs:  # written before epochs could be shuffled passes
             self.runs[S.STEPS_PER_EPOCH] = self.runs[S.ITERS_PER_EPOCH]
         self.runs["final_step"] = self.runs[S.EPOCHS] * self.runs[S.STEPS_PER_EPOCH]
@@ -119,23 +128,24 @@ class Results:
     def dataset(self, table: str, optional: bool = False) -> ds.Dataset:
         """The union of one table over every experiment (hive partitions), without unreadable files;
         ``optional``: over the experiments that hold it (an opt-in table)."""
-        parts = []
-        for root in self.roots:
-            folder = posixpath.join(root, table)
-            if optional and not _is_dir(self.fs, folder):
-                continue
-            if not _is_dir(self.fs, folder):
-                raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
-            if any(f.startswith(folder + "/") for f in self.bad_files):
-                infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
-                files = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                         and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
-                files = [f for f in files if f not in self.bad_files]
-                parts.append(ds.dataset(files, filesystem=self.fs, format="parquet", partitioning="hive",
-                                        partition_base_dir=folder))  # fmt: skip
-            else:
-                parts.append(ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive"))
+        parts = [d for d in (self._dataset(root, table, optional) for root in self.roots) if d is not None]
         return parts[0] if len(parts) == 1 else ds.dataset(parts)
+
+    def _dataset(self, root: str, table: str, optional: bool = False) -> ds.Dataset | None:
+        """One experiment's table without unreadable files; None if ``optional`` and it has none."""
+        folder = posixpath.join(root, table)
+        if not _is_dir(self.fs, folder):
+            if optional:
+                return None
+            raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
+        if any(f.startswith(folder + "/") for f in self.bad_files):
+            infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+            files = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                     and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
+            files = [f for f in files if f not in self.bad_files]
+            return ds.dataset(files, filesystem=self.fs, format="parquet", partitioning="hive",
+                              partition_base_dir=folder)  # fmt: skip
+        return ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive")
 
     def has(self, table: str) -> bool:
         """Whether every experiment holds ``table`` (an opt-in table may be absent)."""
@@ -158,18 +168,26 @@ class Results:
         self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None, optional: bool = False
     ) -> pd.DataFrame:
         """Rows of ``table`` for the given runs and steps, only the given columns (push-down); ``optional``:
-        from the experiments that hold the table."""
+        from the experiments that hold the table. A run's rows come from the experiment it is kept from."""
         expr = None
-        conditions = []
-        if run_ids is not None:
-            conditions.append(pc.field(S.RUN_ID).isin(pa.array(list(run_ids), pa.string())))
         if steps is not None:
-            conditions.append(pc.field(S.STEP).isin(pa.array(sorted(int(s) for s in steps), pa.int64())))
+            expr = pc.field(S.STEP).isin(pa.array(sorted(int(s) for s in steps), pa.int64()))
         if layer is not None:
-            conditions.append(pc.field(S.LAYER) == layer)
-        for c in conditions:
-            expr = c if expr is None else expr & c
-        return self.dataset(table, optional).to_table(columns=columns, filter=expr).to_pandas()
+            expr = (pc.field(S.LAYER) == layer) if expr is None else expr & (pc.field(S.LAYER) == layer)
+        wanted = None if run_ids is None else set(run_ids)
+        if len(self.roots) == 1 and wanted is None:
+            return self.dataset(table, optional).to_table(columns=columns, filter=expr).to_pandas()
+        frames = []
+        for root, runs in self.runs.groupby("root", sort=False)[S.RUN_ID]:
+            ids = [r for r in runs if wanted is None or r in wanted]
+            data = self._dataset(root, table, optional)
+            if not ids or data is None:
+                continue
+            only = pc.field(S.RUN_ID).isin(pa.array(ids, pa.string()))
+            frames.append(data.to_table(columns=columns, filter=only if expr is None else only & expr).to_pandas())
+        if not frames:  # the schema of an empty answer
+            return self.dataset(table, optional).to_table(columns=columns, filter=pc.scalar(False)).to_pandas()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def open_results(path: str) -> Results:

@@ -19,7 +19,7 @@ from spec_ray.storage.traces import is_uri, open_storage
 
 # Columns that describe a run but are not an experimental axis.
 NOT_AXES = {"run_id", "pack_id", "status", "diverged", "diverged_step", "steps_done", "wall_time_s", S.SEED,
-            "state", "final_step", "device", "pack", S.TRAINED_ON}  # fmt: skip
+            "state", "final_step", "root", "device", "pack", S.TRAINED_ON}  # fmt: skip
 
 PAPERS: tuple[Paper, ...] = (icml.PAPER, luck.PAPER)
 """Every paper whose figures and claims the report can render, in the report's order."""

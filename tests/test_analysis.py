@@ -172,6 +172,32 @@ def test_report_from_engine_output_counts_and_excludes_bad_runs(engine_experimen
     assert set(queries.loss_curves(res)["loss"]) == {"mse"}  # the figure names the unit of this loss
 
 
+def test_a_run_stored_in_several_experiments_of_a_root_is_read_once(tmp_path: Path) -> None:
+    """Begun in one experiment and finished in another (or copied by reuse): one run, its rows read once."""
+    kw = {"train.epochs": 3, "train.iters_per_epoch": 100, "teacher.widths": (5,), "data.d": 20}
+    pack = Pack(tuple(tiny_spec(seed=s, **kw, **{"student.student_bn": "after_relu"}) for s in (1, 2)))
+
+    def crash(state, ckpt, flushed):
+        if flushed and state.step >= 100:
+            raise RuntimeError("node lost")
+
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_pack(pack, TraceStore(str(tmp_path), "a-begun"), block_epochs=1, progress=False, on_checkpoint=crash)
+    for name in ("b-finished", "c-copied"):
+        run_pack(pack, TraceStore(str(tmp_path), name), block_epochs=1, progress=False)
+    alone, root = open_results(str(tmp_path / "b-finished")), open_results(str(tmp_path))
+    assert len(root.roots) == 3 and root.counts() == {"done": 2, "diverged": 0, "unfinished": 0, "incomplete": 0}
+    assert root.runs[S.RUN_ID].is_unique
+    cols, key = [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.IN_NORM], [S.RUN_ID, S.STEP, S.LAYER, S.NODE]
+    rows = root.read(S.STUDENT_NODES, cols, root.done[S.RUN_ID], steps={0, 300})
+    assert not rows.duplicated(key).any() and len(rows) == 2 * 2 * 15  # 2 runs x 2 steps x 15 student nodes
+    pd.testing.assert_frame_equal(
+        rows.sort_values(key).reset_index(drop=True),
+        alone.read(S.STUDENT_NODES, cols, steps={0, 300}).sort_values(key).reset_index(drop=True),
+    )
+    assert luck_queries.in_norm_change(root).equals(luck_queries.in_norm_change(alone))  # raised on duplicates
+
+
 def test_facets_wrap_at_three_panels_a_row(tmp_path: Path) -> None:
     import pandas as pd
 
