@@ -17,7 +17,10 @@ student BN, a small conv stack, and SGD with momentum; its last line is ``bn_spe
 for the BN MLP>``. The last section times Luck Matters' networks at their size, a pack of 5
 seeds as its sweep packs them, against the true peak: ``large_fc_bn_vs_plain=`` (one large-FC step
 with BN over one without, a time ratio), ``large_fc_peak_share=`` (the large FC with BN, SGD flops
-over the peak) and ``cnn_narrow_peak_share=``, the script's last three lines.
+over the peak) and ``cnn_narrow_peak_share=``, the script's last three lines. Before them, one
+checkpoint of each network as its sweep keeps it (metrics, rows with every correlation, the Parquet
+writes), and ``luck_checkpoint_share=``: the largest share of a run's time its checkpoints
+take at the sweep's schedule.
 
     python benchmarks/engine.py            # about 3 minutes on a 2-core CPU
     python benchmarks/engine.py --quick    # under 60 s
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,12 +43,14 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.engine import arch, construct, metrics  # noqa: E402
-from spec_ray.engine.pack import Pack  # noqa: E402
+from spec_ray.engine.pack import Pack, checkpoint_steps  # noqa: E402
 from spec_ray.engine.protocols import DEEP, LUCK_CNN, LUCK_FC_LARGE  # noqa: E402
 from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps  # noqa: E402
 from spec_ray.engine.spec import NO_BF16, RunSpec, cpu_has_bf16  # noqa: E402
 from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
 from spec_ray.orchestration import mkl_dispatch  # noqa: E402
+from spec_ray.storage.records import checkpoint_tables  # noqa: E402
+from spec_ray.storage.traces import TraceStore  # noqa: E402
 
 MULTIS = (1, 2, 5, 10)
 
@@ -278,9 +284,55 @@ def luck_section(packed_steps: int, dev: str, peak: float, quick: bool) -> None:
         print(
             f"{name:>12} {pack.size:>5} {rate:>12,.1f} {step_s[name]:>8.4f} {gflops:>8.1f} {100 * share[name]:>6.1f}%"
         )
+    checkpoint_section(step_s, dev, quick)
     print(f"large_fc_bn_vs_plain={step_s['large_fc_bn'] / step_s['large_fc']:.2f}")
     print(f"large_fc_peak_share={share['large_fc_bn']:.3f}")
     print(f"cnn_narrow_peak_share={share['cnn_narrow']:.3f}")
+
+
+def time_checkpoint(pack: Pack, steps: int = 3) -> tuple[dict[str, float], int]:
+    """Seconds of one checkpoint after ``steps`` steps, as ``runner.run_pack`` makes it (the metrics,
+    their rows, the Parquet files: the runner writes a block's rows at once, about the sum of these),
+    and how many rows it wrote."""
+    data = prepare(pack)
+    state = train_until(pack, data, init_state(pack), steps)
+    cache = metrics.prepare(pack, data)
+    dev = str(pack.device)
+    _sync(dev)
+    clock = time.perf_counter()
+    ckpt = metrics.measure(pack, data, state, cache)
+    _sync(dev)
+    seconds = {"metrics": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    tables = checkpoint_tables(pack, ckpt)
+    seconds["rows"], clock = time.perf_counter() - clock, time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TraceStore(tmp, "bench")
+        for table, rows in tables.items():
+            store.write(table, pack.pack_id, "block.parquet", rows)
+    seconds["write"] = time.perf_counter() - clock
+    return seconds, sum(rows.num_rows for rows in tables.values())
+
+
+def checkpoint_section(step_s: dict[str, float], dev: str, quick: bool) -> None:
+    """One checkpoint of each Luck network with what its sweep keeps, against a run's SGD at the
+    sweep's schedule (the full 100,000 samples x 40 epochs, whatever ``quick`` trains on)."""
+    print("one checkpoint as sweeps/luck_matters.py keeps it (every correlation), 5-seed pack;")
+    print("share: the run's checkpoints over its SGD steps at the sweep's schedule")
+    print(f"{'setting':>12} {'rows':>10} {'metrics s':>10} {'rows s':>7} {'write s':>8} {'ckpts':>6} {'share':>7}")
+    shares = []
+    for (name, spec), full in zip(luck_specs(quick).items(), luck_specs(False).values(), strict=True):
+        keep = {"checkpoint.keep_correlations": True}  # modulation only for the small FC, as the sweep keeps it
+        pack = Pack(tuple(spec.replace(seed=s, **keep) for s in range(1, 6)), placement=dev)
+        seconds, rows = time_checkpoint(pack)
+        each = sum(seconds.values())
+        count = len(checkpoint_steps(full))
+        shares.append(count * each / (full.total_steps * step_s[name]))
+        print(
+            f"{name:>12} {rows:>10,} {seconds['metrics']:>10.2f} {seconds['rows']:>7.2f}"
+            f" {seconds['write']:>8.2f} {count:>6} {100 * shares[-1]:>6.2f}%"
+        )
+    print(f"luck_checkpoint_share={max(shares):.3f}")
 
 
 if __name__ == "__main__":
