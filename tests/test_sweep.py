@@ -231,6 +231,8 @@ def test_killed_driver_resumes_without_rerun_or_duplicates(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_complete(str(root), packs)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # finished packs were not rerun
+    runs = sum(p.size for p in packs)  # the resumed console counts the packs the killed launch finished
+    assert f"runs {runs}/{runs} done" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_gpus_no_node_can_offer_exit_2_before_any_trial(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -
     if finished(store, pack) and not fresh:
         # The driver died after this pack's last write, before Tune noted the trial as done (or
         # before Tune saved any state): its rows are all stored, so it is not trained again.
-        tune.report({"progress": 1.0, "runs": pack.size, "runs_done": pack.size, "skipped": True})
+        tune.report({"progress": 1.0, "runs": pack.size, "runs_done": pack.size, "skipped": True,
+                     "start_step": pack.spec.total_steps})  # fmt: skip
         return
     start = None
     if restored is not None:
