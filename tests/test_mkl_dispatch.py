@@ -125,3 +125,21 @@ def test_a_bad_switch_exits_2_before_any_work(tmp_path) -> None:
         assert out.returncode == 2, out.stderr
         assert "SPEC_RAY_MKL_ANY_CPU='always' is invalid: allowed auto, on, off" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_driver_without_the_preload_calibrates_in_a_child_that_has_it(shims, monkeypatch) -> None:
+    """A sweep's driver puts the preload in its environment for its workers but runs without it: its
+    calibration must run where the kernels are the workers' (a Zen 3 priced BN packs 1.4x too high)."""
+    from spec_ray.engine.pack import Pack
+    from spec_ray.engine.spec import RunSpec
+    from spec_ray.orchestration import schedule
+
+    one, _ = shims
+    spec = RunSpec().replace(**{"student.multi": 2, "data.n_train": 500, "data.n_eval": 100, "train.epochs": 2})
+    pack = Pack(tuple(spec.replace(seed=s) for s in (1, 2)))
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert not schedule.preload_pending()  # nothing pending: calibrated here, as before
+    monkeypatch.setenv("LD_PRELOAD", str(one))
+    assert not mkl_dispatch.loaded() and schedule.preload_pending()  # pytest itself runs without it
+    (cost,) = schedule.measure_shapes([pack], workers=1).values()  # one shape, one worker: a child all the same
+    assert 0 < cost.seconds(pack) < 60

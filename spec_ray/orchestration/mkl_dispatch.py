@@ -33,6 +33,7 @@ from pathlib import Path
 MODE_ENV = "SPEC_RAY_MKL_ANY_CPU"
 MODES = ("auto", "on", "off")
 REEXEC_ENV = "SPEC_RAY_MKL_REEXEC"  # set on the re-executed process, so it never loops
+SHIM_PREFIX = "mkl_intel_cpu_1_"  # the file name of the shim answering 1, before its source hash
 
 # Both names: mkl_serv_intel_cpu is the one torch 2.13's MKL 2024.2 calls through its PLT;
 # mkl_serv_intel_cpu_true is the one MKL's shared libraries call in other builds.
@@ -70,7 +71,7 @@ def build(value: int = 1, folder: Path | None = None) -> Path | None:
     """The shim answering ``value``, compiled once per source into the cache; None without a working C compiler."""
     source = SOURCE.format(value=value)
     folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spec-ray"
-    path = folder / f"mkl_intel_cpu_{value}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.so"
+    path = folder / f"mkl_intel_cpu_{value}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.so"  # SHIM_PREFIX
     if path.exists():
         return path
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -94,7 +95,7 @@ def build(value: int = 1, folder: Path | None = None) -> Path | None:
 def loaded() -> bool:
     """Whether this process runs with the shim preloaded."""
     try:
-        return "mkl_intel_cpu_1_" in Path("/proc/self/maps").read_text()
+        return SHIM_PREFIX in Path("/proc/self/maps").read_text()
     except OSError:
         return False
 

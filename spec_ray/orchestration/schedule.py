@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -265,7 +266,8 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
 
     ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
     share the machine's memory bandwidth, and one pack timed alone ran up to 35 % faster
-    than beside another (docs/performance.md).
+    than beside another (docs/performance.md). A driver without the MKL preload its workers get
+    calibrates in children too (``preload_pending``).
     """
     largest: dict[tuple, Pack] = {}
     for p in packs:
@@ -274,15 +276,25 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
             largest[key] = p
     if gpu:
         return {key: gpu_cost(p) for key, p in largest.items()}
-    if workers <= 1 or len(largest) <= 1:
+    if (workers <= 1 or len(largest) <= 1) and not preload_pending():
         return {key: measure(p, threads) for key, p in largest.items()}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     spawn = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
-    with ProcessPoolExecutor(max_workers=min(workers, len(largest)), mp_context=spawn) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(largest))), mp_context=spawn) as pool:
         costs = list(pool.map(measure, largest.values(), [threads] * len(largest)))
     return dict(zip(largest, costs))
+
+
+def preload_pending() -> bool:
+    """Whether this process starts its workers with the MKL preload (``mkl_dispatch.preload_environ``)
+    but runs without it: then it calibrates in a child, as the workers run. Measured on a Zen 3: a
+    large-FC BN step 57 ms without the preload, 38 ms with it, so a driver's own calibration priced
+    BN packs 1.4x too high."""
+    from spec_ray.orchestration import mkl_dispatch
+
+    return mkl_dispatch.SHIM_PREFIX in os.environ.get("LD_PRELOAD", "") and not mkl_dispatch.loaded()
 
 
 def cost_function(costs: dict[tuple, ShapeCost]) -> Callable[[Pack], float]:
