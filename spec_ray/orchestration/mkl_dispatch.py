@@ -33,7 +33,8 @@ from pathlib import Path
 MODE_ENV = "SPEC_RAY_MKL_ANY_CPU"
 MODES = ("auto", "on", "off")
 REEXEC_ENV = "SPEC_RAY_MKL_REEXEC"  # set on the re-executed process, so it never loops
-SHIM_PREFIX = "mkl_intel_cpu_1_"  # the file name of the shim answering 1, before its source hash
+SHIM_NAME = "mkl_intel_cpu_{value}_"  # a shim's file name before its source hash
+SHIM_PREFIX = SHIM_NAME.format(value=1)  # the shim answering 1: the one preloaded
 
 # Both names: mkl_serv_intel_cpu is the one torch 2.13's MKL 2024.2 calls through its PLT;
 # mkl_serv_intel_cpu_true is the one MKL's shared libraries call in other builds.
@@ -71,7 +72,7 @@ def build(value: int = 1, folder: Path | None = None) -> Path | None:
     """The shim answering ``value``, compiled once per source into the cache; None without a working C compiler."""
     source = SOURCE.format(value=value)
     folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spec-ray"
-    path = folder / f"mkl_intel_cpu_{value}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.so"  # SHIM_PREFIX
+    path = folder / f"{SHIM_NAME.format(value=value)}{hashlib.sha256(source.encode()).hexdigest()[:8]}.so"
     if path.exists():
         return path
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -98,6 +99,12 @@ def loaded() -> bool:
         return SHIM_PREFIX in Path("/proc/self/maps").read_text()
     except OSError:
         return False
+
+
+def pending() -> bool:
+    """Whether this process starts its children with the shim (``preload_environ``) but runs without it:
+    work timed here would not run the kernels they run (a calibration, ``schedule.measure_shapes``)."""
+    return SHIM_PREFIX in os.environ.get("LD_PRELOAD", "") and not loaded()
 
 
 def _with_preload(env: dict[str, str], path: Path) -> dict[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from spec_ray.engine import arch
 from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.engine.spec import RunSpec
+from spec_ray.orchestration import mkl_dispatch
 
 CALIBRATION_RUNS = 32  # the larger calibration sub-pack: enough runs for the per-run slope
 CALIBRATION_STEPS = 64  # one chunk of the trainer
@@ -267,7 +267,7 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
     ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
     share the machine's memory bandwidth, and one pack timed alone ran up to 35 % faster
     than beside another (docs/performance.md). A driver without the MKL preload its workers get
-    calibrates in children too (``preload_pending``).
+    calibrates in children too (``mkl_dispatch.pending``).
     """
     largest: dict[tuple, Pack] = {}
     for p in packs:
@@ -276,7 +276,9 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
             largest[key] = p
     if gpu:
         return {key: gpu_cost(p) for key, p in largest.items()}
-    if (workers <= 1 or len(largest) <= 1) and not preload_pending():
+    # Measured on a Zen 3: a large-FC BN step 57 ms without the MKL preload, 38 ms with it, so a driver
+    # that calibrated in its own process priced BN packs 1.4x too high.
+    if (workers <= 1 or len(largest) <= 1) and not mkl_dispatch.pending():
         return {key: measure(p, threads) for key, p in largest.items()}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -285,16 +287,6 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(largest))), mp_context=spawn) as pool:
         costs = list(pool.map(measure, largest.values(), [threads] * len(largest)))
     return dict(zip(largest, costs))
-
-
-def preload_pending() -> bool:
-    """Whether this process starts its workers with the MKL preload (``mkl_dispatch.preload_environ``)
-    but runs without it: then it calibrates in a child, as the workers run. Measured on a Zen 3: a
-    large-FC BN step 57 ms without the preload, 38 ms with it, so a driver's own calibration priced
-    BN packs 1.4x too high."""
-    from spec_ray.orchestration import mkl_dispatch
-
-    return mkl_dispatch.SHIM_PREFIX in os.environ.get("LD_PRELOAD", "") and not mkl_dispatch.loaded()
 
 
 def cost_function(costs: dict[tuple, ShapeCost]) -> Callable[[Pack], float]:
