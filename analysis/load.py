@@ -24,9 +24,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from spec_ray.storage import schema as S
-from spec_ray.storage.manifest import experiment_stores, stored_packs
+from spec_ray.storage.manifest import experiment_stores, read_sweep, requires_ledgers, stored_packs
 from spec_ray.storage.traces import open_storage
-from spec_ray.storage.verify import BROKEN, PackCheck, verify
+from spec_ray.storage.verify import BROKEN, PackCheck, strays, verify
 
 STATE_ORDER = {"done": 0, "diverged": 1, "incomplete": 2, "unfinished": 3}
 """Which copy of a run stored in several experiments is kept: the most finished."""
@@ -73,7 +73,9 @@ class Results:
     unchecked: list[str] = field(init=False, default_factory=list)
     """Experiment folders without a sweep.json, whose rows could not be checked."""
     bad_files: set[str] = field(init=False, default_factory=set)
-    """Files that cannot be read or are off the declared schema: left out of every dataset."""
+    """Files that are damaged, off the declared schema, or listed by no pack: left out of every dataset."""
+    stray_folders: set[str] = field(init=False, default_factory=set)
+    """Folders of packs sweep.json does not hold (a second launch's): left out of every dataset."""
 
     def __post_init__(self) -> None:
         self._check()
@@ -112,9 +114,15 @@ class Results:
             if root not in stores:
                 self.unchecked.append(root)
                 continue
-            checks = verify(stores[root], stored_packs(stores[root]))
+            try:
+                packs = stored_packs(stores[root])
+                ledgers = requires_ledgers(read_sweep(stores[root]))
+            except ValueError as err:  # a damaged sweep.json: named, with the fix
+                raise AnalysisError(str(err)) from None
+            checks = verify(stores[root], packs, ledgers)
             self.broken += [c for c in checks if c.state == BROKEN]
-            self.bad_files |= {f for c in checks for f in c.bad_files}
+            self.bad_files |= {f for c in checks for f in (*c.bad_files, *c.extra)}
+            self.stray_folders |= set(strays(stores[root], packs))
 
     def warnings(self) -> list[str]:
         """One line per pack stored as done but short or corrupt: what is wrong, and the fix."""
@@ -138,11 +146,13 @@ class Results:
             if optional:
                 return None
             raise AnalysisError(f"table {table!r} is missing under {root!r}: allowed a complete experiment folder")
-        if any(f.startswith(folder + "/") for f in self.bad_files):
+        skipped = (*self.bad_files, *self.stray_folders)
+        if any(f.startswith(folder + "/") for f in skipped):
             infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
             files = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
                      and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
-            files = [f for f in files if f not in self.bad_files]
+            files = [f for f in files if f not in self.bad_files
+                     and not any(f.startswith(d + "/") for d in self.stray_folders)]  # fmt: skip
             return ds.dataset(files, filesystem=self.fs, format="parquet", partitioning="hive",
                               partition_base_dir=folder)  # fmt: skip
         return ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive")

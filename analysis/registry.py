@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.load import Results
-from analysis.verdicts import Claim
+from analysis.verdicts import NO_DATA, Claim
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,20 @@ class Figure:
         return self.caption(data) if callable(self.caption) else self.caption
 
 
+SEED_FREE = ("seed", "init_seed", "run_id", "pack_id", "experiment", "status", "diverged", "diverged_step",
+             "steps_done", "wall_time_s", "trained_on", "state", "root", "final_step")  # fmt: skip
+"""Runs-table columns that do not tell configurations apart: the seed, and what a run's training left."""
+
+
+def seeds_per_configuration(res: Results) -> int:
+    """The fewest seeds any configuration of the done runs has (runs equal in every setting but the seed)."""
+    done = res.done
+    if done.empty:
+        return 0
+    key = [c for c in done.columns if c not in SEED_FREE and not c.startswith("_")]
+    return int(done.groupby(key, dropna=False)["seed"].nunique().min()) if key else done["seed"].nunique()
+
+
 @dataclass(frozen=True)
 class ClaimCheck:
     """One claim of a paper: its number, what it needs, and its check over a view of the runs."""
@@ -97,6 +111,19 @@ class ClaimCheck:
     needs: Needs
     check: Callable[[Results], Claim]
     """Takes the view of the runs that meet ``needs``; reads its frames through ``frame``."""
+    seeds: int = 2
+    """The fewest seeds of every configuration the claim is judged on; with fewer it reads 'not enough data'."""
+    noise: str = ""
+    """How the claim's criterion keeps clear of seed noise, in a reader's words."""
+
+    def judge(self, res: Results) -> Claim:
+        """``check``, gated on ``seeds``: a verdict on fewer seeds is no verdict."""
+        found = self.check(res)
+        have = seeds_per_configuration(res)
+        if found.verdict != NO_DATA and have < self.seeds:
+            why = f"{have} seed(s) in a configuration, {self.seeds} needed to judge it; as measured: "
+            return found._replace(evidence=why + found.evidence, verdict=NO_DATA)
+        return found
 
 
 @dataclass(frozen=True)
@@ -108,6 +135,17 @@ class Paper:
     claims: tuple[ClaimCheck, ...]
     criteria: str
     """One paragraph: the thresholds behind the verdicts, with where they are defined."""
+
+    @property
+    def seeds_and_noise(self) -> str:
+        """Each claim's fewest seeds and noise check, from the claims themselves."""
+        return (
+            "Seeds and noise, per claim: "
+            + "; ".join(
+                f"{c.number}: {c.seeds}+ seeds a configuration, {c.noise or 'its threshold'}" for c in self.claims
+            )
+            + "."
+        )
 
 
 def figure(into: list[Figure], name: str, title: str, caption: str | Callable[[pd.DataFrame], str],
@@ -121,12 +159,14 @@ def figure(into: list[Figure], name: str, title: str, caption: str | Callable[[p
     return register
 
 
-def claim(into: list[ClaimCheck], number: int, needs: Needs, reads: Callable[[Results], tuple]):
+def claim(into: list[ClaimCheck], number: int, needs: Needs, reads: Callable[[Results], tuple], seeds: int = 2,
+          noise: str = ""):  # fmt: skip
     """Register the decorated check as claim ``number`` of ``into`` (a paper's ``CLAIMS``):
-    ``reads(view)`` gives its arguments, the frames through ``frame``."""
+    ``reads(view)`` gives its arguments, the frames through ``frame``; ``seeds`` and ``noise`` as
+    ``ClaimCheck``'s."""
 
     def register(check: Callable[..., Claim]):
-        into.append(ClaimCheck(number, needs, lambda res: check(*reads(res))))
+        into.append(ClaimCheck(number, needs, lambda res: check(*reads(res)), seeds, noise))
         return check
 
     return register

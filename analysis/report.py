@@ -112,10 +112,10 @@ def _render(path: str, out: Path, res: Results | None = None) -> Path:
                 if view is None:
                     missing.append(f"claim {claim.number} ({claim.needs.describe()})")
                     continue
-                found.append(claim.check(view))
+                found.append(claim.judge(view))
                 shown = True
             if shown:
-                criteria.append(paper.criteria)
+                criteria.append(f"{paper.criteria} {paper.seeds_and_noise}")
     text = [
         "# spec-ray report",
         "",

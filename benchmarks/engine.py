@@ -46,7 +46,7 @@ from spec_ray.engine import arch, construct, metrics  # noqa: E402
 from spec_ray.engine.pack import Pack, checkpoint_steps  # noqa: E402
 from spec_ray.engine.protocols import DEEP, LUCK_CNN, LUCK_FC_LARGE  # noqa: E402
 from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps  # noqa: E402
-from spec_ray.engine.spec import NO_BF16, RunSpec, cpu_has_bf16  # noqa: E402
+from spec_ray.engine.spec import NO_BF16, RunSpec, bf16_applies  # noqa: E402
 from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
 from spec_ray.orchestration import mkl_dispatch  # noqa: E402
 from spec_ray.storage.records import checkpoint_tables  # noqa: E402
@@ -188,7 +188,7 @@ def precision_section(multis: list[int], packed_steps: int, dev: str, peak: floa
     """The shared two-layer pack with ieee matmuls and with the device's reduced precision (bf16 on
     CPU, tf32 on CUDA), alternated twice, the best of each kept: the VM's rate drifts within a run."""
     reduced = "tf32" if dev.startswith("cuda") else "bf16"
-    if reduced == "bf16" and not cpu_has_bf16():
+    if reduced == "bf16" and not bf16_applies():
         print(f"bf16_speedup=n/a ({NO_BF16.removeprefix('ieee on ')})")
         return
     print(f"matmul precision: shared pack of 32 runs, ieee vs {reduced}; run-steps/s (best of 2, alternated)")

@@ -24,6 +24,7 @@ DEVICE = os.environ.get("SPEC_RAY_TEST_DEVICE", "cpu")
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "slow: starts Ray or a process, or trains for long: not in the fast tier")
     if config.getoption("markexpr", "") == FAST_TIER:  # a test that starts a process is mislabeled: fail it
+        import matplotlib.font_manager  # noqa: F401  (a fresh machine builds its font cache with `fc-list` once)
 
         def refuse(self, *args: object, **kwargs: object) -> None:
             raise AssertionError("a fast-tier test started a process (or Ray): mark it @pytest.mark.slow")

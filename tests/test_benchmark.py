@@ -32,15 +32,12 @@ def test_engine_benchmark_runs_side_by_side_and_prints_the_ratio() -> None:
     torch_line = next(line for line in lines if line.startswith("fp32 peak: torch"))
     numpy_line = next(line for line in lines if line.strip().startswith("numpy"))
     assert "[" in torch_line and "[" in numpy_line and "efficiency below is against the best" in proc.stdout
-    from spec_ray.engine.spec import cpu_has_bf16
+    from spec_ray.engine.spec import NO_BF16, bf16_applies
 
-    if cpu_has_bf16():
+    if bf16_applies():
         assert lines[-1].startswith("bf16_speedup=") and float(lines[-1].split("=")[1]) > 0
     else:  # said, not measured as a fp32 run under a bf16 label
-        assert (
-            lines[-1] == "bf16_speedup=n/a (this CPU: it has no bf16 matmul unit (AVX512_BF16 or AMX), where "
-            "oneDNN would run fp32 instead)"
-        )
+        assert lines[-1] == f"bf16_speedup=n/a ({NO_BF16.removeprefix('ieee on ')})"
 
 
 def test_a_luck_checkpoint_is_timed_with_every_row_its_sweep_keeps() -> None:

@@ -87,15 +87,50 @@ def test_storage_a_worker_node_cannot_write_exits_2_naming_the_node(s3_server, m
 
 
 def test_a_node_that_does_not_share_a_local_path_is_told_so(tmp_path: Path) -> None:
-    from spec_ray.orchestration.cluster import probe_node
+    from spec_ray.orchestration.cluster import code_identity, probe_node
 
     token = tmp_path / "exp" / ".tmp-shared-x"
-    assert "this path is not shared with the driver" in probe_node(str(tmp_path), "exp", str(token), b"x")
+    here = code_identity()
+    assert "this path is not shared with the driver" in probe_node(str(tmp_path), "exp", str(token), b"x", here)
     token.parent.mkdir()
     token.write_bytes(b"other")
-    assert "reads a different file" in probe_node(str(tmp_path), "exp", str(token), b"x")
+    assert "reads a different file" in probe_node(str(tmp_path), "exp", str(token), b"x", here)
     token.write_bytes(b"x")
-    assert probe_node(str(tmp_path), "exp", str(token), b"x") is None
+    assert probe_node(str(tmp_path), "exp", str(token), b"x", here) is None
+    assert probe_node(str(tmp_path), "exp", str(token), b"x", "0.0.9 (code 000)") == (
+        f"it runs spec-ray {here} where the driver runs 0.0.9 (code 000)"
+    )
+
+
+def test_a_cluster_running_another_spec_ray_is_refused_naming_the_node(tmp_path: Path, monkeypatch) -> None:
+    """Nodes started from another tree (a colleague's checkout, another virtual environment): the sweep
+    exits 2 before any trial, naming the node and both versions, and leaves no folder behind."""
+    import re
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "spec_ray", other / "spec_ray", ignore=shutil.ignore_patterns("__pycache__"))
+    init = other / "spec_ray" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.1.0+other"'))
+    monkeypatch.setenv("PYTHONPATH", str(other))  # the nodes below start with it; the driver does not
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.wait_for_nodes()
+    try:
+        storage = tmp_path / "results"
+        args = ["--smoke", "--multi", "1", "--p", "0", "--storage", str(storage), "--address", c.address]
+        # Run from outside the tree: Ray puts the driver's folder on its workers' path, which on one machine
+        # would hand them the driver's code (a node elsewhere has only its own).
+        proc = sweep("polarity", *args, env={"PYTHONPATH": ""}, timeout=120, cwd=tmp_path)
+    finally:
+        c.shutdown()
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(
+        r"the Ray cluster's node \S+ \(\w+; 1 of 1 node\(s\) failed\): it runs spec-ray 0\.1\.0\+other "
+        r"\(code \w+\) where the driver runs 0\.1\.0 \(code \w+\)",
+        proc.stderr,
+    ), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "sweep polarity-smoke" not in proc.stderr  # refused before the header
+    assert not storage.exists() or not any(storage.rglob("*"))
 
 
 def test_logical_gpus_place_fractional_trials_that_then_fail_loudly_without_cuda(tmp_path: Path) -> None:

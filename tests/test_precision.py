@@ -14,7 +14,7 @@ from conftest import tiny_spec
 from spec_ray.engine import arch, construct, precision
 from spec_ray.engine.pack import Pack, run_id
 from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps
-from spec_ray.engine.spec import RunSpec, cpu_has_bf16
+from spec_ray.engine.spec import RunSpec, bf16_applies
 from spec_ray.engine.trainer import init_state, prepare, train_until
 
 # Every matmul of these runs is over torch's 16^3 multiply-add floor for oneDNN, per run, so the
@@ -54,10 +54,13 @@ def rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 def test_bf16_rounds_the_update_like_the_reference_in_bf16() -> None:
     bf, ieee = runs("bf16"), runs("ieee")
-    if not cpu_has_bf16():  # e.g. a Zen 3 EPYC: oneDNN would run fp32 under the bf16 label, so it is refused
+    if not bf16_applies():  # a Zen 3, an Ice Lake, a Zen 4 under the MKL preload: fp32 under a bf16 label, refused
         with pytest.raises(ValueError, match="train.matmul_precision='bf16' is invalid: allowed ieee on this CPU"):
             packed_update(bf, bf[1])
-        with pytest.raises(ValueError, match="no bf16 matmul unit"), precision.training("bf16", "cpu"):
+        with (
+            pytest.raises(ValueError, match="leaves its float32 matmuls as they were"),
+            precision.training("bf16", "cpu"),
+        ):
             pass
         return
     packed_bf, packed_ieee = packed_update(bf, bf[1]), packed_update(ieee, ieee[1])
@@ -67,6 +70,35 @@ def test_bf16_rounds_the_update_like_the_reference_in_bf16() -> None:
     assert 2e-3 < gap < 0.1, gap  # amplifies them in the update (measured 1.9 %)
     assert 2e-3 < rel(ref_bf, ref_ieee) < 0.1
     assert rel(packed_bf, ref_bf) < 0.5 * gap  # the two bf16 steps agree better than bf16 and fp32 (measured 0.19)
+
+
+@pytest.mark.parametrize("applies", [True, False])
+def test_bf16_is_refused_exactly_where_a_measurement_says_it_does_not_apply(applies: bool, monkeypatch) -> None:
+    """Both branches, forced, on any CPU: the measurement decides, not the CPU's flags."""
+    from spec_ray.engine import spec as specs
+
+    monkeypatch.setattr(specs, "bf16_applies", lambda: applies)
+    if applies:
+        specs.check_matmul_precision("bf16", "cpu")
+    else:
+        with pytest.raises(
+            ValueError, match=r"train.matmul_precision='bf16' is invalid: allowed ieee on this CPU: a bf16"
+        ):
+            specs.check_matmul_precision("bf16", "cpu")
+    specs.check_matmul_precision("ieee", "cpu")  # never refused
+
+
+def test_the_bf16_measurement_is_what_the_trainer_sees(monkeypatch) -> None:
+    """``bf16_applies`` agrees with a packed step's own arithmetic on this CPU: with the check forced
+    open, a bf16 pack moves the update by bf16 rounding where it applies and changes no bit where not."""
+    from spec_ray.engine import spec as specs
+
+    measured = specs.bf16_applies()
+    monkeypatch.setattr(specs, "bf16_applies", lambda: True)
+    bf, ieee = runs("bf16"), runs("ieee")
+    gap = rel(packed_update(bf, bf[1]), packed_update(ieee, ieee[1]))
+    assert (gap > 1e-3) == measured, gap
+    assert gap == 0.0 or gap > 1e-3  # nothing in between: bf16 applies to the step or not at all
 
 
 def test_ieee_is_fp32_whatever_the_process_setting() -> None:
@@ -84,7 +116,7 @@ def test_ieee_is_fp32_whatever_the_process_setting() -> None:
 
 def test_settings_are_put_back_after_an_error() -> None:
     before = torch.backends.mkldnn.matmul.fp32_precision, torch.backends.mkldnn.conv.fp32_precision
-    value = "bf16" if cpu_has_bf16() else "ieee"  # ieee is set explicitly too (not the default "none")
+    value = "bf16" if bf16_applies() else "ieee"  # ieee is set explicitly too (not the default "none")
     with pytest.raises(RuntimeError, match="inside"), precision.training(value, "cpu"):
         assert torch.backends.mkldnn.matmul.fp32_precision == value
         assert torch.backends.mkldnn.conv.fp32_precision == value

@@ -282,3 +282,41 @@ def test_download_without_torchvision_exits_2_naming_the_fix(tmp_path: Path, cap
     assert main(["download", "cifar10", "--data-dir", str(tmp_path)]) == 2
     assert "needs torchvision; fix: pip install torchvision" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _sweep_runs(name: str, *argv: str) -> list[RunSpec]:
+    """The runs a sweep script's factorial holds for these flags (nothing planned or trained)."""
+    import importlib.util
+
+    from spec_ray.orchestration.commandline import experiment_from_args, sweep_parser
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / f"{name}.py"
+    loader = importlib.util.spec_from_file_location(f"{name}_sweep", path)
+    script = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(script)
+    args = sweep_parser(script.EXPERIMENT, None).parse_args(list(argv))
+    return experiment_from_args(script.EXPERIMENT, args, script.SMOKE).runs()
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "cifar10"])
+def test_no_student_of_the_cifar_sweep_starts_from_its_teachers_init(dataset: str) -> None:
+    """The pretrained teacher's init has a stream of its own: at prune 0.5 the multi-2 students have the
+    teacher's widths, and the seed-1 one once started from the teacher's very weights (rho-bar 0.911 at
+    step 0, against 0.65-0.71 for other seeds)."""
+    from spec_ray.engine import construct
+
+    runs = _sweep_runs("cifar", "--dataset", dataset, "--seeds", "16")
+    assert len(runs) == 4 * 16 and any(r.student_widths == r.teacher.widths for r in runs)  # multi 2 at prune 0.5
+    teacher = pretrain.initial(runs[0])  # every run of a dataset shares its teacher
+    for run in runs:
+        student = construct.init_student(run)
+        for t, s in zip(teacher.weights, student.weights):
+            if t.shape == s.shape:
+                assert not torch.equal(t, s), (run.student.multi, run.seed)
+                assert abs(float(torch.corrcoef(torch.stack([t.ravel(), s.ravel()]))[0, 1])) < 0.1
+
+
+def test_the_cifar_smoke_runs_its_own_image_set_where_it_names_no_dataset() -> None:
+    """``sweeps/cifar.py --smoke`` without --dataset: the smoke's digits, not an empty set of variants."""
+    runs = _sweep_runs("cifar", "--smoke")
+    assert len(runs) == 2 and {r.data.dataset for r in runs} == {"digits"} and {r.student.multi for r in runs} == {1, 4}

@@ -166,7 +166,8 @@ def test_the_registries_derive_from_the_fields_roles() -> None:
     # the hand-kept lists of before the roles, plus the fields of real data (datasets, stored teachers)
     assert _HAND_PER_RUN | {"load_teacher"} == pack.PER_RUN_FIELDS
     assert set(pack.DATA_FIELDS) == _HAND_DATA | {"dataset"}
-    real = {"source": "random", "load_teacher": None, "prune": "", "dataset": "gaussian", "data_dir": None}
+    real = {"source": "random", "load_teacher": None, "prune": "", "prune_grouping": "authors", "dataset": "gaussian",
+            "data_dir": None}  # fmt: skip
     assert {**_HAND_NEUTRAL, **real} == pack.NEUTRAL
     assert {"data_dir"} == pack.LOCATIONS  # never in a run id
     assert list(flat_roles()) == list(flat_fields(RunSpec()))  # one role per flat column, in order

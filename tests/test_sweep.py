@@ -31,9 +31,10 @@ def sweep(script: str, *args: str, **kwargs) -> subprocess.Popen | subprocess.Co
     if not kwargs.pop("own_ray", False) and "--address" not in args:  # a test's own cluster keeps its address
         env.update(shared_ray())
     env.update(kwargs.pop("env", {}))
+    cwd = kwargs.pop("cwd", None)
     if kwargs.pop("background", False):
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=kwargs.pop("timeout", 240), env=env)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kwargs.pop("timeout", 240), env=env, cwd=cwd)
 
 
 def readme_snippets_run_on(results: Path) -> int:
@@ -156,6 +157,7 @@ def existing(tmp_path_factory) -> Path:
         (["--epochs", "1000000000000"], "train.epochs=1000000000000 is invalid: allowed an integer from 1 to"),
         (["--n-train", "1000000000000"], "data.n_train"),
         (["--name", ""], "experiment='' is invalid"),
+        (["--name", " "], "experiment=' ' is invalid: allowed a non-empty name"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial=1.5 is invalid: allowed 0, a fraction of one GPU, or a whole"),
         (["--device", "cuda"], "unrecognized arguments: --device"),  # a trial's GPU share places it
         (["--lr", "inf"], "train.lr"),
@@ -241,6 +243,60 @@ def test_gpus_no_node_can_offer_exit_2_before_any_trial(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "--gpus-per-trial=1 is invalid here: no node of this Ray cluster has that many GPUs" in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_gpus_this_machine_lacks_exit_2_before_a_local_ray_starts(tmp_path: Path) -> None:
+    """No cluster to join: the local Ray this launch would start is asked of CUDA first, so nothing starts."""
+    ray_tmp = tmp_path / "ray"
+    ray_tmp.mkdir()
+    storage = tmp_path / "results"
+    proc = sweep("polarity", "--smoke", "--storage", str(storage), "--gpus-per-trial", "1", timeout=120,
+                 own_ray=True, env={"RAY_TMPDIR": str(ray_tmp)})  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--gpus-per-trial=1 is invalid here: this machine has 0 GPU(s) for the local Ray" in proc.stderr
+    assert "sweep polarity-smoke" not in proc.stderr and "Traceback" not in proc.stderr  # before the header
+    assert not any(ray_tmp.rglob("session_*")) and not storage.exists() or not any(storage.iterdir())
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_calibration_workers_die_with_their_driver(how: signal.Signals, tmp_path: Path) -> None:
+    """A dry run times its shapes in worker processes: killed (SIGKILL, nothing runs after it) or interrupted
+    (Ctrl-C), its driver leaves none of them behind, and Ctrl-C ends it in one line."""
+    args = ["--dry-run", "--net", "fc-small", "fc-large", "--storage", str(tmp_path)]
+    driver = sweep("luck_matters", *args, background=True, own_ray=True)
+
+    def workers() -> set[int]:
+        return _children(driver.pid) if driver.poll() is None else set()
+
+    deadline = time.time() + 120
+    seen: set[int] = set()
+    while time.time() < deadline and len(seen) < 2 and driver.poll() is None:
+        seen |= workers()
+        time.sleep(0.02)
+    assert len(seen) >= 2, "the dry run started no calibration workers"
+    time.sleep(0.5)
+    driver.send_signal(how)
+    out, _ = driver.communicate(timeout=60)
+    gone = time.time() + 10
+    while time.time() < gone and any(Path(f"/proc/{p}").exists() for p in seen):
+        time.sleep(0.1)
+    alive = [p for p in seen if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()]
+    assert not alive, f"calibration workers outlived their driver: {alive}"
+    if how == signal.SIGINT:
+        assert driver.returncode == 130 and "stopped by SIGINT" in out and "Traceback" not in out, out[-2000:]
 
 
 def test_a_trial_trains_where_its_gpu_share_says() -> None:

@@ -110,7 +110,7 @@ def test_crash_between_temp_write_and_rename_leaves_nothing_visible(written, tmp
     run_pack(pack, store, block_epochs=1, progress=False)
     before = {t: len(store.read(t)) for t in S.TABLES}
     rows = store.dataset(S.SCALARS).to_table()
-    tmp = store.write_temp(S.SCALARS, pack.pack_id, rows.drop_columns([S.PARTITION]))  # "crash" here
+    tmp, _, _ = store.write_temp(S.SCALARS, pack.pack_id, rows.drop_columns([S.PARTITION]))  # "crash" here
     assert os.path.exists(tmp) and os.path.basename(tmp).startswith(".tmp-")
     assert {t: len(store.read(t)) for t in S.TABLES} == before
     assert len(pd.read_parquet(store.table_dir(S.SCALARS))) == before[S.SCALARS]

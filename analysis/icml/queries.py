@@ -197,3 +197,24 @@ def real_data(res: Results) -> pd.DataFrame:
         rho_mean=(S.BEST_CORR, "mean"), eval_accuracy=(S.EVAL_ACCURACY, "mean"), seeds=(S.RUN_ID, "nunique")
     )
     return out.sort_values([S.DATASET, S.LAYER, S.MULTI, S.EPOCH]).reset_index(drop=True)
+
+
+def real_data_seeds(res: Results) -> pd.DataFrame:
+    """Claim 13: every run's last checkpoint, per hidden layer: rho_mean and test accuracy. Columns: dataset,
+    multi, seed, layer, rho_mean, eval_accuracy."""
+    runs = res.done
+    ids = runs[S.RUN_ID]
+    last = dict(zip(runs[S.RUN_ID], runs["final_step"]))
+    nodes = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.BEST_CORR], ids)
+    nodes = nodes[nodes[S.STEP] == nodes[S.RUN_ID].map(last)]
+    per_run = (
+        nodes.groupby([S.RUN_ID, S.LAYER], as_index=False)[S.BEST_CORR].mean().rename(columns={S.BEST_CORR: "rho_mean"})
+    )
+    scalars = res.read(S.SCALARS, [S.RUN_ID, S.STEP, S.EVAL_ACCURACY], ids)
+    scalars = scalars[scalars[S.STEP] == scalars[S.RUN_ID].map(last)].drop(columns=S.STEP)
+    per_run = with_runs(per_run.merge(scalars, on=S.RUN_ID), res, [S.DATASET, S.MULTI, S.SEED])
+    return (
+        per_run[[S.DATASET, S.MULTI, S.SEED, S.LAYER, "rho_mean", S.EVAL_ACCURACY]]
+        .sort_values([S.DATASET, S.MULTI, S.SEED, S.LAYER])
+        .reset_index(drop=True)
+    )

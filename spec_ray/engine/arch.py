@@ -93,10 +93,11 @@ class Arch:
 
 
 def teacher(spec: RunSpec) -> Arch:
-    """The teacher's architecture: a stored teacher's as pruned, with its BN folded into its layers."""
+    """The teacher's architecture: a stored teacher's as pruned (every node it keeps, ``teacher_kept_widths``),
+    with its BN folded into its layers."""
     t, m = spec.teacher, spec.model
     bn = "none" if t.stored else t.teacher_bn
-    return Arch(m.arch, spec.data.d, t.active_widths, t.c, t.teacher_activation, m.leaky_slope, bn,
+    return Arch(m.arch, spec.data.d, spec.teacher_kept_widths, t.c, t.teacher_activation, m.leaky_slope, bn,
                 t.teacher_bn_affine, m.image_size, spec.data.channels)  # fmt: skip
 
 

@@ -104,16 +104,24 @@ def calibrate(teacher: Network, x: Tensor, shape: arch.Arch) -> Network:
     return Network(tuple(weights), tuple(biases))
 
 
-def init_student(spec: RunSpec) -> Network:
+INIT_PURPOSES = ("student", "pretrain")
+"""What a network's init is drawn for; each its own stream, so a pretrained teacher never starts
+from a student's init whatever the widths and seeds (they once shared the seed-1 student's)."""
+
+
+def init_student(spec: RunSpec, purpose: str = "student") -> Network:
     """Student init: N(0, init_std^2) weights and zero biases, or torch's default x init_scale.
 
-    Drawn from ``init_seed`` when set, else from ``seed``; a conv filter's fan-in is C_in x 9
+    Drawn from ``init_seed`` when set, else from ``seed``, in the stream of ``purpose`` (a student,
+    or a teacher about to be pretrained on labels); a conv filter's fan-in is C_in x 9
     (``nn.Conv2d``'s default init bound).
     """
+    if purpose not in INIT_PURPOSES:
+        raise ValueError(f"purpose={purpose!r} is invalid: allowed {', '.join(INIT_PURPOSES)}")
     widths, shape = spec.student_widths, arch.student(spec)
     seed = spec.seed if spec.init_seed is None else spec.init_seed
     conv = ("conv", spec.model.image_size) if shape.conv else ()
-    gen = stream(seed, "student", spec.data.d, widths, spec.teacher.c, *conv)
+    gen = stream(seed, purpose, spec.data.d, widths, spec.teacher.c, *conv)
     fan_in, fan_out = shape.fan_ins, shape.outs
     s = spec.student
     weights, biases = [], []

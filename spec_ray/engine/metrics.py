@@ -119,6 +119,13 @@ def _chunk(
     return [parts.nodes(shape, layer, h) for layer, h in enumerate(hidden)], None, out
 
 
+def measured(pack: Pack, per_node: list[Tensor]) -> list[Tensor]:
+    """The teacher's measured nodes of each hidden layer, [(.., m_l)]: the first ``active_widths`` of the
+    nodes it keeps (above a conv teacher pruned as the authors prune, its last layer keeps every
+    channel, the active ones first; ``RunSpec.authors_last_layer``)."""
+    return [a[..., :m] for a, m in zip(per_node, pack.spec.teacher.active_widths)]
+
+
 @torch.no_grad()
 def prepare(pack: Pack, data: PackData) -> EvalCache:
     """The teachers' normalized eval activations and the initial students' correlations.
@@ -133,7 +140,7 @@ def prepare(pack: Pack, data: PackData) -> EvalCache:
     unit: list[list[Tensor]] = []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
         acts, _, _ = _chunk(pack, shape, data.x_eval, teacher_params, buffers, lo, hi, work, "t", output=False)
-        unit.append([normalize(a) for a in acts])  # [(Rc, Ne P, m_l)]
+        unit.append([normalize(a) for a in measured(pack, acts)])  # [(Rc, Ne P, m_l)]
     teacher_unit = [torch.cat(layer) for layer in zip(*unit)]  # [(R, Ne P, m_l)]
     cache = EvalCache(teacher_params, buffers, teacher_unit, [], work)
     init = init_state(pack)
@@ -175,7 +182,7 @@ def _train_set(
         t_acts, _, _ = _chunk(pack, teacher, x, t_params, t_buffers, lo, hi, cache.work, "t", output=False)
         acts, hidden, out = _chunk(pack, student, x, params, buffers, lo, hi, cache.work, "s")  # .., (Rc, N, c)
         t = run_targets(data.y_train, pack.group_size, lo, hi)  # (Rc, N, c)
-        units = [normalize(a) for a in t_acts]  # [(Rc, N P, m_l)]
+        units = [normalize(a) for a in measured(pack, t_acts)]  # [(Rc, N P, m_l)]
         corr.append([passes.correlate(u, a, cache.work) for u, a in zip(units, acts)])
         values.append(losses.reported(loss, out, t))  # (Rc,)
         if hidden is not None:
@@ -218,7 +225,7 @@ def measure(
         grad_norm=grad_norm,  # (R,)
         eval_corr=corr,  # [(R, m_l, n_l)]
         train_corr=train_corr,  # [(R, m_l, n_l)]
-        teacher_fanout=fanout_norms(data.teacher, spec.teacher.active_widths),  # [(R, m_l)]
+        teacher_fanout=measured(pack, fanout_norms(data.teacher, spec.teacher_kept_widths)),  # [(R, m_l)]
         student_fanout=fanout_norms(state.student, spec.student_widths),  # [(R, n_l)]
         student_in_norm=[p.norm(dim=2) for p in params[: spec.teacher.depth]],  # [(R, n_l)] rows with the bias
         diverged_step=state.diverged_step.clone(),  # (R,)

@@ -48,12 +48,16 @@ LOCATIONS = frozenset(name for name, role in ROLES.items() if role.location)
 def run_id(spec: RunSpec) -> str:
     """Stable id of a run: a hash of every field that shapes its result (``NEUTRAL`` fields only
     off their neutral value, ``LOCATIONS`` never)."""
-    fields = flat_fields(spec)
+    return id_of_fields(flat_fields(spec))
+
+
+def id_of_fields(flat: dict[str, object]) -> str:
+    """``run_id`` of a flat record (``flat_fields``, or a runs-table row's spec columns): what ``verify``
+    rehashes a stored run by. A field the record lacks counts as neutral (a table older than it)."""
+    fields = {name: value for name, value in flat.items() if name in ROLES and name not in LOCATIONS}
     for name, neutral in NEUTRAL.items():
-        if fields[name] == neutral:
-            del fields[name]
-    for name in LOCATIONS:
-        fields.pop(name, None)
+        if fields.get(name, neutral) == neutral:
+            fields.pop(name, None)
     return _digest(fields, 16)
 
 

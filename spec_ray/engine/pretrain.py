@@ -36,20 +36,28 @@ class Pretrained:
     seconds: float
     """Training time."""
     extra: dict
-    """What the authors' checkpoint adds for a pruned teacher: ``inactive_nodes`` and ``ratios``."""
+    """What the authors' checkpoint adds for a pruned teacher: ``inactive_nodes``, ``masks`` and ``ratios``."""
 
 
 def authors_state(net: TorchNet) -> dict[str, Tensor]:
-    """The module's tensors under the authors' names (``ws_linear``, ``ws_bn``, ``final_w``)."""
+    """The module's tensors under the authors' names (``ws_linear``, ``ws_bn``, ``final_w``), exactly the
+    keys of their ``Model`` / ``ModelConv`` state dict, so their ``load_state_dict`` (strict) takes it:
+    a BN's ``num_batches_tracked``, and an MLP BN without affine parameters stores none (their
+    ``BatchNorm1d(affine=False)``); a conv BN always has them (their ``BatchNorm2d``), identity if not trained."""
     state = {}
     for i, layer in enumerate(net.layers):
         name = "final_w" if i == len(net.layers) - 1 else f"ws_linear.{i}"
         state[f"{name}.weight"], state[f"{name}.bias"] = layer.weight.detach(), layer.bias.detach()
+    conv = net.shape is not None and net.shape.conv
     for i, bn in enumerate(net.bns):
         for k in teachers.BN_KEYS:
-            value = getattr(bn, k)  # None: BN without affine parameters, whose identity is stored
+            value = getattr(bn, k)  # None: BN without affine parameters
+            if value is None and not conv:
+                continue
             fresh = torch.ones_like(bn.running_mean) if k == "weight" else torch.zeros_like(bn.running_mean)
             state[f"ws_bn.{i}.{k}"] = fresh if value is None else value.detach()
+        tracked = bn.num_batches_tracked
+        state[f"ws_bn.{i}.num_batches_tracked"] = torch.tensor(0) if tracked is None else tracked.detach()
     return state
 
 
@@ -60,12 +68,11 @@ def accuracy(net: Network, shape: arch.Arch, x: Tensor, labels: Tensor) -> float
         return float((construct.teacher_outputs(net, x, shape).argmax(dim=1) == labels).double().mean())
 
 
-def _zero_outgoing(net: TorchNet, widths: tuple[int, ...], gone: list[list[int]]) -> None:
-    """Keep pruned nodes out of the network: their outgoing weights (columns of the next layer) set to 0."""
+def _apply(net: TorchNet, held: list[Tensor]) -> None:
+    """Keep pruned nodes out of the network: each layer above the first times its mask (``teachers.masks``)."""
     with torch.no_grad():
-        for layer, (n, nodes) in enumerate(zip(widths, gone)):
-            w = net.layers[layer + 1].weight  # (n_{l+1}, n_l [, 3, 3]) or conv -> output (c, C H W)
-            w.view(w.shape[0], n, -1)[:, nodes] = 0.0
+        for layer, mask in zip(net.layers[1:], held):
+            layer.weight.mul_(mask.reshape(layer.weight.shape))
 
 
 def _fit(
@@ -75,11 +82,10 @@ def _fit(
     recipe: Recipe,
     epochs: int,
     gen: torch.Generator,
-    widths: tuple[int, ...],
-    gone: list[list[int]] | None,
+    held: list[Tensor] | None,
 ) -> None:
-    """SGD on cross-entropy for ``epochs`` passes, the rate / 10 in the last third; ``gone``: pruned
-    nodes kept at zero outgoing weight after every step (the fine-tuning of ``model_gen.prune``)."""
+    """SGD on cross-entropy for ``epochs`` passes, the rate / 10 in the last third; ``held``: the pruning
+    masks, applied after every step (the fine-tuning of ``model_gen.prune``)."""
     opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     bn = net.shape is not None and net.shape.bn != "none"
     for epoch in range(epochs):
@@ -94,9 +100,18 @@ def _fit(
             opt.zero_grad()
             F.cross_entropy(net(x[rows])[1], y[rows]).backward()  # (B, c) logits
             opt.step()
-            if gone is not None:
-                _zero_outgoing(net, widths, gone)
+            if held is not None:
+                _apply(net, held)
     net.eval()
+
+
+def initial(spec: RunSpec, recipe: Recipe = RECIPE) -> Network:
+    """The teacher's weights before pretraining: torch's default init of every node, drawn in the
+    pretraining's own stream (never a student's)."""
+    init_spec = spec.replace(**{"student.multi": 1, "student.init": "torch", "student.init_scale": 1.0,
+                                "teacher.prune": (), "teacher.source": "random", "teacher.load_teacher": None,
+                                "seed": recipe.seed, "init_seed": None})  # fmt: skip
+    return construct.init_student(init_spec, purpose="pretrain")
 
 
 def pretrain(spec: RunSpec, recipe: Recipe = RECIPE) -> Pretrained:
@@ -107,19 +122,20 @@ def pretrain(spec: RunSpec, recipe: Recipe = RECIPE) -> Pretrained:
     shape, t = unpruned(spec), spec.teacher
     x = torch.from_numpy(split.x_train)  # (N, d) float32
     y = torch.from_numpy(split.y_train)  # (N,)
-    init_spec = spec.replace(**{"student.multi": 1, "student.init": "torch", "student.init_scale": 1.0,
-                                "teacher.prune": (), "teacher.source": "random", "teacher.load_teacher": None,
-                                "seed": recipe.seed, "init_seed": None})  # fmt: skip
-    net = TorchNet(construct.init_student(init_spec).to(torch.float32, "cpu"), shape)
-    gen = construct.stream(recipe.seed, "pretrain", spec.data.dataset)
-    _fit(net, x, y, recipe, recipe.epochs, gen, t.widths, None)
+    net = TorchNet(initial(spec, recipe).to(torch.float32, "cpu"), shape)
+    gen = construct.stream(recipe.seed, "pretrain", spec.data.dataset)  # its minibatch order
+    _fit(net, x, y, recipe, recipe.epochs, gen, None)
     extra: dict[str, object] = {}
     if t.prune:
         raw, _ = teachers.layers(authors_state(net), spec, "the pretrained teacher")
-        gone = teachers.inactive_nodes(raw, t.widths, t.prune)
-        _zero_outgoing(net, t.widths, gone)
-        _fit(net, x, y, recipe, recipe.finetune_epochs, gen, t.widths, gone)
-        extra = {"inactive_nodes": gone, "ratios": list(t.prune)}
+        authors = spec.authors_last_layer
+        gone = teachers.inactive_nodes(raw, t.widths, t.prune, authors)
+        shapes = [tuple(layer.weight.shape) for layer in net.layers]
+        held = [m.to(torch.float32) for m in teachers.masks(raw, t.widths, gone, authors, shapes)]
+        _apply(net, held)
+        order = construct.stream(recipe.seed, "finetune", spec.data.dataset)  # a stream of its own
+        _fit(net, x, y, recipe, recipe.finetune_epochs, order, held)
+        extra = {"inactive_nodes": gone, "masks": held, "ratios": list(t.prune)}
     state = authors_state(net)
     folded = teachers.network(state, spec)  # as runs read it: pruned, BN folded
     plain = arch.teacher(spec)

@@ -31,6 +31,10 @@ class Recipe:
     """Seed of the init and of the minibatch order."""
     finetune_epochs: int = 10
     """With teacher.prune: passes of fine-tuning after pruning, the pruned nodes held at zero."""
+    streams: int = 2
+    """Which random streams draw the init and the fine-tuning order. 2: each its own purpose's stream;
+    1 (stored before): the init was the seed-1 student's of equal widths, and fine-tuning went on with
+    the pretraining's order. A part of the key, so a root's teachers of streams 1 are not reused."""
 
 
 RECIPE = Recipe()
@@ -45,5 +49,6 @@ def unpruned(spec: RunSpec) -> arch.Arch:
 
 def key(spec: RunSpec, recipe: Recipe = RECIPE) -> dict:
     """What decides a pretrained teacher: its image set, architecture and recipe (``engine.pretrain``)."""
+    grouping = {"prune_grouping": spec.teacher.prune_grouping} if spec.teacher.prune else {}  # its fine-tuning's masks
     return {"dataset": spec.data.dataset, **dataclasses.asdict(unpruned(spec)), **dataclasses.asdict(recipe),
-            "prune": list(spec.teacher.prune)}  # fmt: skip
+            "prune": list(spec.teacher.prune), **grouping}  # fmt: skip

@@ -197,7 +197,11 @@ def _metrics(
         with torch.no_grad():
             t_train, _ = teacher(problem.x_train)
     teacher_rows, student_rows = [], []
-    t_fan = fanout_norms(problem.teacher, spec.teacher.active_widths)
+    # The measured teacher nodes: the first active_widths of those it keeps (RunSpec.teacher_kept_widths).
+    active = spec.teacher.active_widths
+    t_fan = [f[:m] for f, m in zip(fanout_norms(problem.teacher, spec.teacher_kept_widths), active)]
+    t_eval = [t[:, :m] for t, m in zip(t_eval, active)]
+    t_train = [t[:, :m] for t, m in zip(t_train, active)] if with_train else None
     student = net.network()
     s_fan = fanout_norms(student, spec.student_widths)
     s_in = [torch.cat([w, b.unsqueeze(1)], dim=1).norm(dim=1) for w, b in zip(student.weights, student.biases)]

@@ -32,6 +32,7 @@ NORMALIZATIONS = ("first", "all")
 ARCHS = ("mlp", "conv")
 BN_MODES = ("none", "after_relu", "before_relu")
 TEACHER_SOURCES = ("random", "pretrained", "file")
+PRUNE_GROUPINGS = ("authors", "channel")
 OPTIMIZERS = ("sgd", "adam")
 MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
 
@@ -80,6 +81,12 @@ class TeacherSpec:
     """Structured pruning of a stored teacher as ICML's model_gen.prune: per hidden layer, the fraction
     of its nodes (channels) with the smallest mean |outgoing weight| removed; the student is
     over-realized on the nodes that remain. Empty: none."""
+    prune_grouping: str = role_field("authors", neutral="authors")
+    """How a conv teacher's last layer is pruned, where the output layer reads it: authors (as
+    model_gen.prune: the output's columns viewed as (H W, C), 'channel' k is every column j with
+    j mod C = k, masked; the teacher keeps every channel, and its 'pruned' ones, which still feed the
+    output through other columns, are not measured) | channel (a channel's own H W columns, as torch
+    flattens it: the pruned channels are dropped). An MLP, a 1x1 last layer or one not pruned: the same."""
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
@@ -105,6 +112,7 @@ class TeacherSpec:
         _check_choice("teacher.teacher_bn", self.teacher_bn, BN_MODES)
         _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
         _check_choice("teacher.source", self.source, TEACHER_SOURCES)
+        _check_choice("teacher.prune_grouping", self.prune_grouping, PRUNE_GROUPINGS)
         object.__setattr__(self, "prune", tuple(float(v) for v in self.prune))
         if self.prune and (len(self.prune) != len(self.widths) or not all(0 <= v < 1 for v in self.prune)):
             _fail("teacher.prune", self.prune, f"{len(self.widths)} fractions in [0, 1), one per hidden layer")

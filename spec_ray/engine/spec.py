@@ -11,6 +11,7 @@ choices are in ``spec_ray.engine.sections`` and are importable from here too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from spec_ray.engine.sections import (
     MATMUL_PRECISIONS,
     NORMALIZATIONS,
     OPTIMIZERS,
+    PRUNE_GROUPINGS,
     TEACHER_SOURCES,
     CheckpointSpec,
     DataSpec,
@@ -40,9 +42,9 @@ from spec_ray.engine.sections import (
 
 __all__ = [
     "ARCHS", "AUGMENTATIONS", "BN_MODES", "DTYPES", "INITS", "LOSSES", "MATMUL_PRECISIONS", "NORMALIZATIONS",
-    "OPTIMIZERS", "TEACHER_SOURCES", "CheckpointSpec", "DataSpec", "ModelSpec", "StudentSpec", "TeacherSpec",
-    "TrainSpec", "NO_BF16", "PRECISIONS_ON", "SECTIONS", "RunSpec", "apply_overrides", "check_matmul_precision",
-    "cpu_has_bf16", "layer_fan_ins", "seed_range",
+    "OPTIMIZERS", "PRUNE_GROUPINGS", "TEACHER_SOURCES", "CheckpointSpec", "DataSpec", "ModelSpec", "StudentSpec",
+    "TeacherSpec", "TrainSpec", "NO_BF16", "PRECISIONS_ON", "SECTIONS", "RunSpec", "apply_overrides",
+    "check_matmul_precision", "bf16_applies", "layer_fan_ins", "seed_range",
 ]  # fmt: skip
 
 PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
@@ -50,27 +52,47 @@ PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
 and torch's CUDA backend takes no bf16 setting for fp32 matmuls."""
 
 
-NO_BF16 = "ieee on this CPU: it has no bf16 matmul unit (AVX512_BF16 or AMX), where oneDNN would run fp32 instead"
+NO_BF16 = ("ieee on this CPU: a bf16 setting leaves its float32 matmuls as they were (measured), so bf16 would "
+           "train in fp32 under a bf16 label")  # fmt: skip
+BF16_MIN_CHANGE = 1e-4
+"""Relative change of a product that only bf16 operands make: their 8 mantissa bits move it by about
+1e-3, fp32's other summation orders by about 1e-7 (measured 2.7e-7 on a Zen 4 where bf16 did not apply)."""
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs oneDNN's bf16 matmuls (torch's own test); False where torch cannot tell.
-    Measured on a Zen 3 EPYC without it: a bf16 setting changed no bit of a step, silently."""
+@functools.cache
+def bf16_applies() -> bool:
+    """Whether a bf16 setting changes this process's float32 matmuls, measured on the trainer's batched
+    matmul; not read off CPU flags, which mislead both ways: an Ice Lake without a bf16 unit passes
+    torch's own test and still runs fp32 (measured: 0.0 change), and so does a Zen 4 with AVX512_BF16
+    under the MKL preload (MKL, not oneDNN, takes its matmuls)."""
     try:
         import torch
 
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (ImportError, AttributeError, RuntimeError):
+        backend = torch.backends.mkldnn.matmul
+        before = backend.fp32_precision
+    except (ImportError, AttributeError):
         return False
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 64, 96, generator=gen), torch.randn(4, 96, 48, generator=gen)  # (P, B, n), (P, n, m)
+    try:
+        backend.fp32_precision = "ieee"
+        exact = torch.bmm(a, b)  # (P, B, m)
+        backend.fp32_precision = "bf16"
+        rounded = torch.bmm(a, b)  # (P, B, m)
+    except RuntimeError:
+        return False
+    finally:
+        backend.fp32_precision = before
+    return float((rounded - exact).norm() / exact.norm()) > BF16_MIN_CHANGE
 
 
 def check_matmul_precision(value: str, device_type: str) -> None:
     """ValueError naming ``train.matmul_precision`` unless ``value`` runs on ``device_type`` (cpu, cuda)
-    of this machine: bf16 also needs the CPU's bf16 unit (torch is imported only to ask that)."""
+    of this process: bf16 also needs a bf16 setting that changes its matmuls (``bf16_applies``, measured)."""
     allowed = PRECISIONS_ON.get(device_type, ("ieee",))
     if value not in allowed:
         _fail("train.matmul_precision", value, f"{', '.join(allowed)} on {device_type}")
-    if value == "bf16" and device_type == "cpu" and not cpu_has_bf16():
+    if value == "bf16" and device_type == "cpu" and not bf16_applies():
         _fail("train.matmul_precision", value, NO_BF16)
 
 
@@ -207,6 +229,22 @@ class RunSpec:
     def student_widths(self) -> tuple[int, ...]:
         """Hidden widths n_l = multi * m_l of the student, over the teacher's nodes left after pruning."""
         return tuple(self.student.multi * w for w in self.teacher.active_widths)
+
+    @property
+    def authors_last_layer(self) -> bool:
+        """The teacher's last hidden layer is pruned as model_gen.prune groups a conv net's output columns
+        (mod C), which differs from its channels: the network keeps those 'pruned' channels, unmeasured."""
+        t, m = self.teacher, self.model
+        last = m.image_size - 2 * len(t.widths)  # an unpadded 3x3 conv layer trims a side by 2
+        pruned = bool(t.prune) and int(t.widths[-1] * t.prune[-1]) > 0
+        return pruned and t.prune_grouping == "authors" and m.arch == "conv" and last > 1
+
+    @property
+    def teacher_kept_widths(self) -> tuple[int, ...]:
+        """Nodes of each hidden layer the teacher network keeps: the active ones (``teacher.active_widths``,
+        the ones measured, first), and the last layer whole where ``authors_last_layer``."""
+        kept = self.teacher.active_widths
+        return (*kept[:-1], self.teacher.widths[-1]) if self.authors_last_layer else kept
 
     def replace(self, **changes: object) -> RunSpec:
         """Copy with dotted-path changes, e.g. ``replace(**{"teacher.p": 1.0})``."""

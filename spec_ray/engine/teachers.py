@@ -83,19 +83,44 @@ def layers(state: dict[str, Tensor], spec: RunSpec, where: str) -> tuple[Network
     return Network(tuple(weights), tuple(biases)), bns
 
 
-def inactive_nodes(net: Network, widths: tuple[int, ...], ratios: tuple[float, ...]) -> list[list[int]]:
+def _groups(w: Tensor, n: int, authors_mod: bool) -> Tensor:
+    """The next layer's weights w (n_{l+1}, f_{l+1}) as (n_{l+1}, n_l, taps), a node's weights along
+    dim 1: channel-major (a node's taps contiguous, as torch flattens a conv layer's input), or, with
+    ``authors_mod``, column j in group j mod n_l (model_gen.prune's ``W.view(W.size(0), -1, C)`` of the
+    output layer above a conv layer)."""
+    if authors_mod:
+        return w.reshape(w.shape[0], -1, n).transpose(1, 2)  # (n_{l+1}, n_l, taps): groups j mod n_l
+    return w.reshape(w.shape[0], n, -1)  # (n_{l+1}, n_l, taps)
+
+
+def inactive_nodes(net: Network, widths: tuple[int, ...], ratios: tuple[float, ...],
+                   authors_last: bool = False) -> list[list[int]]:  # fmt: skip
     """ICML's ``model_gen.prune``: per hidden layer, the ``int(n_l ratio)`` nodes whose outgoing
     weights have the smallest mean |w|, all taken from the unpruned network. A conv channel's
-    weights are its taps in every filter of the next layer; above the last conv layer they are its
-    own H W columns of the output layer (the authors' code views those columns as (H W, C), whose
-    'channels' are columns mod C; docs/protocol.md)."""
+    weights are its taps in every filter of the next layer; above the last conv layer, its own H W
+    columns of the output layer, or with ``authors_last`` (the default, ``RunSpec.authors_last_layer``)
+    the authors' grouping of those columns mod C (docs/protocol.md, "Pruning")."""
     out = []
+    last = len(widths) - 1
     for layer, (n, ratio) in enumerate(zip(widths, ratios)):
-        w = net.weights[layer + 1]  # (n_{l+1}, f_{l+1}): node j's weights are columns j*t .. j*t + t - 1
-        per_node = w.abs().reshape(w.shape[0], n, -1)  # (n_{l+1}, n_l, taps)
-        norms = per_node.mean(dim=(0, 2))  # (n_l,)
+        grouped = _groups(net.weights[layer + 1], n, authors_last and layer == last)  # (n_{l+1}, n_l, taps)
+        norms = grouped.abs().mean(dim=(0, 2))  # (n_l,)
         order = torch.sort(norms, stable=True).indices  # (n_l,)
         out.append(sorted(order[: int(n * ratio)].tolist()))
+    return out
+
+
+def masks(net: Network, widths: tuple[int, ...], gone: list[list[int]], authors_last: bool = False,
+          shapes: list[tuple[int, ...]] | None = None) -> list[Tensor]:  # fmt: skip
+    """model_gen.prune's ``masks``: per layer above the first, ones shaped as its weights with the pruned
+    nodes' columns (``_groups``) at 0; ``shapes``: the weights' own shapes (a conv layer's 4-d)."""
+    out = []
+    last = len(widths) - 1
+    for layer, (n, nodes) in enumerate(zip(widths, gone)):
+        w = net.weights[layer + 1]
+        mask = torch.ones_like(w)  # (n_{l+1}, f_{l+1})
+        _groups(mask, n, authors_last and layer == last)[:, nodes] = 0.0  # a view of mask
+        out.append(mask.reshape(shapes[layer + 1]) if shapes else mask)
     return out
 
 
@@ -130,13 +155,36 @@ def keep(net: Network, widths: tuple[int, ...], inactive: list[list[int]]) -> Ne
     return Network(tuple(weights), tuple(biases))
 
 
+def measured_first(net: Network, widths: tuple[int, ...], layer: int, gone: list[int]) -> Network:
+    """The network with ``layer``'s nodes reordered, the active ones first (rows, and the next layer's
+    columns channel-major): the function is unchanged, and the measured nodes lead."""
+    order = torch.tensor([j for j in range(widths[layer]) if j not in set(gone)] + sorted(gone))  # (n_l,)
+    weights, biases = list(net.weights), list(net.biases)
+    weights[layer], biases[layer] = weights[layer][order], biases[layer][order]
+    nxt = weights[layer + 1]
+    weights[layer + 1] = nxt.reshape(nxt.shape[0], widths[layer], -1)[:, order].reshape(nxt.shape[0], -1)
+    return Network(tuple(weights), tuple(biases))
+
+
 def network(state: dict[str, Tensor], spec: RunSpec, where: str = "the stored teacher") -> Network:
-    """The engine's teacher from a checkpoint: pruned as ``teacher.prune`` says, BN folded (float64)."""
+    """The engine's teacher from a checkpoint: pruned as ``teacher.prune`` says, BN folded (float64).
+
+    Where ``spec.authors_last_layer``, the last layer keeps every channel, as the authors' teacher does
+    (its mask zeroes output columns mod C, not the channel's own, so a 'pruned' channel still feeds the
+    output): the mask is applied, and the active channels come first, the ones measured."""
     t = spec.teacher
+    authors = spec.authors_last_layer
     net, bns = layers(state, spec, where)
-    gone = inactive_nodes(net, t.widths, t.prune) if t.prune else [[] for _ in t.widths]
+    gone = inactive_nodes(net, t.widths, t.prune, authors) if t.prune else [[] for _ in t.widths]
+    if authors:  # the authors' network: its output layer masked as model_gen.prune masks it
+        weights = list(net.weights)
+        weights[-1] = weights[-1] * masks(net, t.widths, gone, authors)[-1]
+        net = Network(tuple(weights), net.biases)
     if bns:
         net = fold(net, bns, t.teacher_bn)
+    if authors:
+        net = measured_first(net, t.widths, len(t.widths) - 1, gone[-1])
+        gone = [*gone[:-1], []]
     return keep(net, t.widths, gone)
 
 

@@ -13,20 +13,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 
 from spec_ray.engine import datasets
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
 from spec_ray.orchestration import mkl_dispatch, teachers
-from spec_ray.orchestration.commandline import command_parser, experiment_from_args, request_from_args
+from spec_ray.orchestration.commandline import command_parser, experiment_from_args, request_from_args, resume_command
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN
 from spec_ray.orchestration.plan import plan
 from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
 from spec_ray.storage import verify
-from spec_ray.storage.manifest import experiment_stores, stored_packs
+from spec_ray.storage.lease import Lease, held_by
+from spec_ray.storage.manifest import experiment_stores, read_sweep, requires_ledgers, stored_packs
+from spec_ray.storage.traces import disk_full_message, is_disk_full
 
 
 def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
             return 2
         print("note: --out is the old name of --storage", file=sys.stderr)
     args.storage = args.storage or args.out or "results"
+    lease = None
     try:
         mkl_dispatch.mode()  # a bad switch exits 2 here; the preload itself is the entry's (__main__)
         exp, smoke = run_experiment(args)
@@ -79,20 +83,33 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
             # a CUDA request without CUDA, or a precision the device lacks, fails here, before any work
             check_matmul_precision(pack.spec.train.matmul_precision, pack.device.type)
         launch.store.check_writable()
+        lease = Lease.acquire(launch.store)  # one writer an experiment, as a sweep
+        if not launch.current():
+            launch = plan(request)
+            todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
         if found.missing:  # every input checked: the teachers are trained and stored, then the launch replanned
             launch = plan(dataclasses.replace(request, experiment=teachers.provide(found, args.storage)))
             todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
     except ValueError as err:
+        if lease is not None:
+            lease.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
     store, packs = launch.store, launch.packs()
-    launch.commit()  # sweep.json and the copied runs, as a sweep launch writes them
     wall, block = 0.0, launch.resources.block_epochs
-    for pack in todo:
-        spec = pack.spec
-        print(f"pack {pack.pack_id}: {pack.size} runs (m={spec.teacher.widths}, multi={spec.student.multi}, "
-              f"{spec.total_steps} steps, {spec.train.dtype} on {pack.device})", file=sys.stderr)  # fmt: skip
-        wall += run_pack(pack, store, block_epochs=block, progress=not args.no_progress).wall_time
+    with lease:
+        launch.commit()  # sweep.json and the copied runs, as a sweep launch writes them
+        for pack in todo:
+            spec = pack.spec
+            print(f"pack {pack.pack_id}: {pack.size} runs (m={spec.teacher.widths}, multi={spec.student.multi}, "
+                  f"{spec.total_steps} steps, {spec.train.dtype} on {pack.device})", file=sys.stderr)  # fmt: skip
+            try:
+                wall += run_pack(pack, store, block_epochs=block, progress=not args.no_progress).wall_time
+            except OSError as err:
+                if not is_disk_full(err):
+                    raise
+                print(f"error: {disk_full_message(store.storage)}\nresume:  {resume_command(argv)}", file=sys.stderr)
+                return 1
     tables = dict.fromkeys(t for p in packs for t in S.written_tables(p.spec))
     copied = f", {sum(p.size for p in launch.copies)} runs copied" if launch.copies else ""
     print(f"wrote {store.uri} ({wall:.1f} s{copied}); tables: {', '.join(tables)}")
@@ -101,22 +118,36 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
 
 
 def verify_command(results: str) -> int:
-    """Print what is missing or corrupt, pack by pack; 0 when every pack is complete, 1 if not, 2 on bad input."""
+    """Print what is missing, damaged or extra, pack by pack; 0 when every pack is complete and every file
+    listed, 1 if not, 2 on bad input (no sweep there, an unreadable sweep.json)."""
     try:
         stores = experiment_stores(results)
+        found = [(store, stored_packs(store), requires_ledgers(read_sweep(store))) for store in stores]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failing = 0
-    for store in stores:
-        checks = verify.verify(store, stored_packs(store))
+    failing, extra, unchecked = 0, 0, 0
+    for store, packs, ledgers in found:
+        checks = verify.verify(store, packs, ledgers)
         states = {s: sum(c.state == s for c in checks) for s in (verify.COMPLETE, verify.UNFINISHED, verify.BROKEN)}
         print(f"{store.root}: {len(checks)} packs, " + ", ".join(f"{n} {s}" for s, n in states.items()))
+        holder = held_by(store)
+        if holder is not None:
+            print(f"  note: a launch is writing it now: {holder.describe(time.time())}")
         for check in checks:
-            if check.state != verify.COMPLETE:
+            if check.state != verify.COMPLETE or check.extra:
                 print("\n".join(verify.describe(check)))
+        stray = verify.strays(store, packs)
+        for path in stray:
+            print(f"stray {path}: a folder of no pack of sweep.json; no reader should use it")
+        unchecked += sum(1 for c in checks if not c.checksums)
         failing += len(checks) - states[verify.COMPLETE]
-    if failing:
-        print(f"{failing} pack(s) incomplete. Fix: rerun the sweep's command with --resume; it retrains exactly "
-              "these packs and leaves the others untouched.")  # fmt: skip
-    return 1 if failing else 0
+        extra += len(stray) + sum(len(c.extra) for c in checks)
+    if unchecked:
+        print(f"{unchecked} pack(s) have no ledger (written by a spec-ray older than ledgers): their files were "
+              "decoded, no checksum could be checked")  # fmt: skip
+    if failing or extra:
+        print(f"{failing} pack(s) incomplete, {extra} file(s) or folder(s) listed by no pack. Fix: rerun the sweep's "
+              "command with --resume; it retrains exactly these packs, removes what no pack lists and leaves the "
+              "rest untouched.")  # fmt: skip
+    return 1 if failing or extra else 0

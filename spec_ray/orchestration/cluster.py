@@ -7,15 +7,19 @@ is written, so a refused sweep leaves storage as it was.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import posixpath
 import socket
 import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore
 
 PROBE_TIMEOUT_S = 60.0  # a node that cannot answer in this time counts as failing the probe
+CODE_MISMATCH = "it runs spec-ray"
 
 
 def check_address(address: str | None) -> str | None:
@@ -49,25 +53,42 @@ def _autoscaler_max() -> dict:
         return {}
 
 
-def init_address(address: str | None) -> str | None:
-    """The address for ``ray.init``: the given one, else a running cluster, else a new local Ray.
+def init_address(address: str | None) -> tuple[str | None, bool]:
+    """The address for ``ray.init`` (the given one, else a running cluster, else a new local Ray),
+    and whether that is a new local Ray started by this launch.
 
     ``ray start`` leaves its address in Ray's address file, and a Ray killed without
     ``ray stop`` leaves it stale; ``ray.init()`` would then wait for that dead head for
     minutes. A stale file is ignored here and a new local Ray started.
     """
     if address:
-        return address
+        return address, address == "local"
     try:
         from ray._private.services import find_bootstrap_address
 
         found = find_bootstrap_address(None)
     except Exception:  # noqa: BLE001 - a Ray without the file: let ray.init decide
-        return None
+        return None, False
     if found and _unreachable(*found.rpartition(":")[::2]):
         print(f"note: the Ray address file names {found}, which does not answer: starting a new local Ray")
-        return "local"
-    return None
+        return "local", True
+    return None, not found
+
+
+def local_gpu_shortfall(gpus: float) -> str | None:
+    """``gpu_shortfall`` for the local Ray a launch would start: asked of CUDA here, before any Ray starts."""
+    if gpus <= 0:
+        return None
+    import torch
+
+    have = torch.cuda.device_count()
+    if have >= gpus:
+        return None
+    return (
+        f"--gpus-per-trial={gpus:g} is invalid here: this machine has {have} GPU(s) for the local Ray this launch "
+        "would start: allowed --gpus-per-trial 0 (CPU), a fraction or a count this machine has, or --address of a "
+        "cluster with GPUs"
+    )
 
 
 def gpu_shortfall(gpus: float) -> str | None:
@@ -102,13 +123,30 @@ def cluster_slots(cpus: float, gpus: float) -> int:
     return max(1, alive, int(_autoscaler_max().get(key, 0) // need))
 
 
-def probe_node(storage: str, experiment: str, token_path: str, token: bytes) -> str | None:
-    """On one node: read the driver's token, then write, read back and delete a probe. None if all worked.
+@functools.cache
+def code_identity() -> str:
+    """This process's spec-ray: its version and a digest of its package's source files, e.g.
+    ``0.1.0 (code 3f2a...)``. Two trees of one version with other code differ in the digest."""
+    import spec_ray
+
+    root = Path(spec_ray.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{spec_ray.__version__} (code {digest.hexdigest()[:12]})"
+
+
+def probe_node(storage: str, experiment: str, token_path: str, token: bytes, code: str) -> str | None:
+    """On one node: the same spec-ray as the driver's (``code``), then read the driver's token, then
+    write, read back and delete a probe. None if all worked.
 
     Reading the token proves the node sees the same storage as the driver (the same bucket,
     or the same shared filesystem at the same path); the probe proves it may write there.
     """
     try:
+        here = code_identity()
+        if here != code:
+            return f"{CODE_MISMATCH} {here} where the driver runs {code}"
         store = TraceStore(storage, experiment)
         with store.fs.open_input_stream(token_path) as f:
             seen = f.read()
@@ -137,7 +175,7 @@ def storage_shortfall(store: TraceStore) -> str | None:
         probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
         pending = {
             probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                store.storage, store.experiment, token_path, token
+                store.storage, store.experiment, token_path, token, code_identity()
             ): n
             for n in alive
         }
@@ -151,10 +189,17 @@ def storage_shortfall(store: TraceStore) -> str | None:
     if not failed:
         return None
     node, why = failed[0]
+    where = (
+        f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:12]}; {len(failed)} of {len(answers)} node(s) failed)"
+    )
+    if why.startswith(CODE_MISMATCH):
+        return (
+            f"the Ray cluster's {where}: {why}: allowed a cluster whose every node runs this spec-ray (start its "
+            "nodes from this tree and virtual environment), or --address local for a Ray of this launch's own"
+        )
     shared = "s3://, gs://" if store.remote else "a filesystem mounted at the same path on every node"
     return (
-        f"storage={store.storage!r} is not usable from node {node.get('NodeManagerAddress')} "
-        f"({node['NodeID'][:12]}; {len(failed)} of {len(answers)} node(s) failed): {why}. Every node writes "
+        f"storage={store.storage!r} is not usable from {where}: {why}. Every node writes "
         f"its trials' Parquet files there: allowed storage every node can read and write ({shared}); on AWS "
         "give every node type an IAM instance profile with S3 access (cluster.yaml)"
     )

@@ -8,6 +8,8 @@ is a flag; one value sets it, several make an axis (``--lr 0.01 0.02``).
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import typing
 from dataclasses import asdict
 
@@ -185,7 +187,8 @@ def experiment_from_args(experiment: Experiment, args: argparse.Namespace, smoke
     for axis in variants:
         chosen = getattr(args, axis, None)
         if chosen is None and axis in experiment.default_variants:
-            chosen = [n for n in experiment.default_variants[axis] if n in variants[axis]]
+            # a smoke's own variants where it names none of the defaults (cifar.py's smoke runs digits)
+            chosen = [n for n in experiment.default_variants[axis] if n in variants[axis]] or None
         if chosen is not None:
             exp = exp.select(axis, list(chosen))
     return exp
@@ -204,3 +207,10 @@ def request_from_args(experiment: Experiment, args: argparse.Namespace, smoke: S
         reuse=getattr(args, "reuse", "root"),
         block_epochs=smoke.block_epochs if smoke is not None else BLOCK_EPOCHS,
     )
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command that was run, with ``--resume``, quoted for a shell (a path with spaces pastes as it is)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in args if a not in ("--resume",)]
+    return shlex.join(["python", sys.argv[0], *args, "--resume"])

@@ -23,13 +23,22 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from spec_ray.engine.pack import Pack, run_id
-from spec_ray.engine.spec import RunSpec, check_matmul_precision
+from spec_ray.engine.spec import NO_BF16, RunSpec, check_matmul_precision
 from spec_ray.engine.spec_io import flat_fields
+from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
-from spec_ray.storage.manifest import commit_sweep, packs_from_dict, read_sweep
+from spec_ray.storage.manifest import (
+    LEDGERS,
+    commit_sweep,
+    has_tables,
+    read_sweep,
+    requires_ledgers,
+    stored_packs,
+    sweep_digest,
+)
 from spec_ray.storage.reuse import Source, find_done
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
-from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, verify
+from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, strays, verify
 
 SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 RESUME_ENV = "SPEC_RAY_RESUME"  # "auto" makes every launch resume when the sweep exists
@@ -144,6 +153,10 @@ class Launch:
     """Stored runs these flags do not name (kept, and finished if unfinished)."""
     meta: dict
     """sweep.json as it stands before this launch (its packs are replaced at launch)."""
+    strays: tuple[str, ...] = ()
+    """Files and folders no stored pack lists (a second launch's packs, a copy beside a block): removed at commit."""
+    basis: str | None = None
+    """The digest of the sweep.json this launch was planned on (None: there was none)."""
 
     @property
     def retrain(self) -> tuple[Pack, ...]:
@@ -174,10 +187,18 @@ class Launch:
             raise ValueError("a schedule must hold exactly the launch's new runs")
         return dataclasses.replace(self, new=tuple(new))
 
-    def commit(self) -> str:
-        """Write sweep.json and copy the copied packs' rows (``manifest.commit_sweep``); the Tune folder."""
-        return commit_sweep(self.store, self.meta, self.packs(), restore=self.restore, resume=self.resume,
-                            copies=self.copies, sources=dict(self.sources),
+    def current(self) -> bool:
+        """Whether sweep.json is still what this launch was planned on (another launch may have
+        committed between the plan and taking the lease)."""
+        return sweep_digest(self.store) == self.basis
+
+    def commit(self, rebuild: bool = False) -> str:
+        """Remove the strays, write sweep.json and copy the copied packs' rows (``manifest.commit_sweep``);
+        the Tune folder. ``rebuild``: Tune's stored state is unreadable, so a new Tune run is started."""
+        for path in self.strays:
+            self.store.remove(path)
+        return commit_sweep(self.store, self.meta, self.packs(), restore=self.restore and not rebuild,
+                            resume=self.resume, copies=self.copies, sources=dict(self.sources),
                             block_epochs=self.resources.block_epochs)  # fmt: skip
 
 
@@ -211,8 +232,16 @@ def plan(request: LaunchRequest) -> Launch:
     if request.device is None:  # a sweep trains by its GPU share; spec_ray run checks --device
         where = "cuda" if resources.gpus_per_trial > 0 else "cpu"
         for value in sorted({r.train.matmul_precision for p in asked for r in p.runs}):
+            if value == "bf16" and where == "cpu" and not mkl_dispatch.bf16_applies_in_workers():
+                raise ValueError(f"train.matmul_precision='bf16' is invalid: allowed {NO_BF16}")
             check_matmul_precision(value, where)
     stored = read_sweep(store)
+    if stored is None and has_tables(store):
+        raise ValueError(
+            f"name={experiment.name!r} in storage={storage!r} holds tables but no sweep.json (lost, or its launch "
+            f"died before writing it), so its rows can be neither checked nor resumed: allowed a new --name, or "
+            f"removing {store.uri} first"
+        )
     if stored is None and mode == "yes":
         raise ValueError(f"--resume: no sweep {experiment.name!r} in storage={storage!r}: allowed an existing one")
     if stored is not None and mode is None:
@@ -228,7 +257,7 @@ def plan(request: LaunchRequest) -> Launch:
                 f"{stored.get('version', 1)}), whose teacher, loss units and epochs differ: allowed a sweep of "
                 f"version {SWEEP_VERSION}; start it again under a new --name"
             )
-        old = packs_from_dict(stored["sweep"])
+        old = stored_packs(store) or []
         resources = _resources(request.given, stored.get("resources", {"block_epochs": stored["block_epochs"]}), block)
     have = {r for p in old for r in p.run_ids}
     added = [r for p in asked for r in p.runs if run_id(r) not in have]
@@ -247,8 +276,9 @@ def plan(request: LaunchRequest) -> Launch:
     copied = [r for r in added if run_id(r) in sources]
     fresh = [r for r in added if run_id(r) not in sources]
     pack = partial(pack_runs, pack_size=experiment.pack_size, pack_memory=experiment.pack_memory)
-    meta = dict(stored) if stored is not None else {"version": SWEEP_VERSION, "name": experiment.name}
+    meta = dict(stored) if stored is not None else {"version": SWEEP_VERSION, "name": experiment.name, LEDGERS: 1}
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
+    checks = verify(store, old, requires_ledgers(stored))
     return Launch(
         experiment=experiment,
         store=store,
@@ -258,9 +288,11 @@ def plan(request: LaunchRequest) -> Launch:
         new=tuple(pack(fresh) if fresh else ()),
         copies=tuple(pack(copied) if copied else ()),
         sources=sources,
-        checks=tuple(verify(store, old)),
+        checks=tuple(checks),
         left_out=len(have - {run_id(r) for p in asked for r in p.runs}),
         meta=meta,
+        strays=tuple(strays(store, old) + [f for c in checks for f in c.extra]) if old else (),
+        basis=sweep_digest(store),
     )
 
 
@@ -298,7 +330,12 @@ def _runs_line(launch: Launch) -> str | None:
     return textwrap.fill("; ".join(parts), width=110, initial_indent="  runs:     ", subsequent_indent=" " * 12)
 
 
-def launch_summary(launch: Launch, address: str | None) -> str:
+def planned_ray(address: str | None) -> str:
+    """The Ray a launch will use, as planned (``tune_driver.joined`` says which it joined)."""
+    return address or os.environ.get("RAY_ADDRESS") or "a running cluster, else a new local Ray"
+
+
+def launch_summary(launch: Launch, ray: str) -> str:
     """What the sweep will do, on one screen: settings off the defaults, axes, runs and packs, storage, Ray."""
     exp = launch.experiment
     default, base = flat_fields(RunSpec()), flat_fields(exp.base)
@@ -333,7 +370,7 @@ def launch_summary(launch: Launch, address: str | None) -> str:
         + f", {spec.train.dtype}",
         f"  storage:  {launch.store.uri}" + ("  (resuming the stored sweep)" if launch.resume else ""),
         _runs_line(launch),
-        f"  ray:      {address or os.environ.get('RAY_ADDRESS') or 'a running cluster, else a new local Ray'}; "
-        f"{res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU a trial, {res.max_failures} retries",
+        f"  ray:      {ray}; {res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU a trial, "
+        f"{res.max_failures} retries",
     ]
     return "\n".join(line for line in lines if line is not None)

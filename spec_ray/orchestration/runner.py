@@ -17,6 +17,7 @@ from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
 from spec_ray.orchestration import teachers
 from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
+from spec_ray.storage.ledger import Ledger, LedgerError
 from spec_ray.storage.records import checkpoint_tables, runs_table
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore, block_name, blocks
 
@@ -45,7 +46,8 @@ def run_pack(
 
     ``start`` resumes from a saved state taken at a block end. ``on_checkpoint(state,
     metrics, flushed)`` runs after every metric checkpoint; ``flushed`` is True once the
-    block's files are written, the moment a sweep may save a resumable checkpoint.
+    block's files are written and listed in the pack's ledger, the moment a sweep may save a
+    resumable checkpoint.
     """
     began = time.perf_counter()
     data = prepare(pack, teachers.load(pack, store.storage))  # stored teachers, read from the storage root
@@ -53,7 +55,9 @@ def run_pack(
     cache = metrics.prepare(pack, data)
     spec = pack.spec
     total = spec.total_steps
-    store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0))
+    ledger = _ledger(store, pack, start is not None)
+    ledger.add(store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0)))
+    ledger.save()
     bar = Progress(total, pack.size, start_step=state.step) if progress else None
     pending: dict[str, list[pa.Table]] = {}
     ckpt = None
@@ -69,15 +73,30 @@ def run_pack(
             if last:
                 for table, parts in pending.items():
                     if parts:  # an opt-in table may have no rows in a block (modulation: first and last step)
-                        store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts))
+                        ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts)))
                     parts.clear()
+                ledger.save()
             if on_checkpoint is not None:
                 on_checkpoint(state, ckpt, last)
     if bar:
         bar.close(state.step)
     wall = time.perf_counter() - began
-    store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall))
+    ledger.add(store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall)))
+    ledger.save()
     return PackResult(state=state, last=ckpt, wall_time=wall)
+
+
+def _ledger(store: TraceStore, pack: Pack, resumed: bool) -> Ledger:
+    """The pack's ledger: a resumed pack keeps the entries of the blocks it does not rewrite; a pack
+    trained from its first step starts an empty one (its old files are all rewritten)."""
+    if resumed:
+        try:
+            kept = Ledger.load(store, pack.pack_id)
+        except LedgerError:
+            kept = None  # damaged: verify names the pack, which a resume then trains afresh
+        if kept is not None:
+            return kept
+    return Ledger(store, pack.pack_id)
 
 
 def finished(store: TraceStore, pack: Pack) -> bool:

@@ -22,6 +22,7 @@ from spec_ray.engine import arch
 from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.engine.spec import RunSpec
 from spec_ray.orchestration import mkl_dispatch
+from spec_ray.orchestration.children import in_children
 
 CALIBRATION_RUNS = 32  # the larger calibration sub-pack: enough runs for the per-run slope
 CALIBRATION_STEPS = 64  # one chunk of the trainer
@@ -261,6 +262,24 @@ def _calibration_pack(pack: Pack) -> tuple[Pack, dict[str, float]]:
     return Pack(runs, placement=pack.placement), scale
 
 
+SLOW_STEP_S = 2e-3
+"""More than any small pack's SGD step costs besides its flops (measured: 0.1-0.5 ms on a 2-core CPU)."""
+SLOW_FLOPS = 1e9
+"""Fewer flops a second than any CPU this runs on reaches on a pack's matmuls (a 2-core CPU: 60-180 G)."""
+
+
+def at_most(packs: list[Pack]) -> float:
+    """An upper bound of the packs' seconds from their steps and flops alone, without timing anything: where
+    it is under ``MIN_SCHEDULED_S`` the packs are launched as planned, and calibrating them beside each other
+    in processes of their own (3.5 s for a smoke sweep, measured) would buy nothing."""
+    total = 0.0
+    for pack in packs:
+        spec = pack.spec
+        steps = spec.total_steps * (SLOW_STEP_S + pack.size * useful_flops(spec) / SLOW_FLOPS)
+        total += steps + pack.size * metric_flops(spec) / SLOW_FLOPS + 0.05 * len(checkpoint_steps(spec))
+    return total
+
+
 def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1) -> dict[tuple, ShapeCost]:
     """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: ``gpu_cost``).
 
@@ -278,14 +297,10 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
         return {key: gpu_cost(p) for key, p in largest.items()}
     # Measured on a Zen 3: a large-FC BN step 57 ms without the MKL preload, 38 ms with it, so a driver
     # that calibrated in its own process priced BN packs 1.4x too high.
-    if (workers <= 1 or len(largest) <= 1) and not mkl_dispatch.pending():
+    here = (workers <= 1 or len(largest) <= 1) and not mkl_dispatch.pending()
+    if here or at_most(packs) < MIN_SCHEDULED_S:  # a sweep too small to schedule: timed here, 0.4 s not 3.5 s
         return {key: measure(p, threads) for key, p in largest.items()}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    spawn = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(largest))), mp_context=spawn) as pool:
-        costs = list(pool.map(measure, largest.values(), [threads] * len(largest)))
+    costs = in_children(measure, list(largest.values()), [threads] * len(largest), workers=min(workers, len(largest)))
     return dict(zip(largest, costs))
 
 

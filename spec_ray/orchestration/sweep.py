@@ -14,10 +14,11 @@ import sys
 from spec_ray.engine.protocols import Smoke
 from spec_ray.orchestration import dryrun, mkl_dispatch, teachers
 from spec_ray.orchestration.cluster import check_address
-from spec_ray.orchestration.commandline import experiment_from_args, request_from_args, sweep_parser
+from spec_ray.orchestration.commandline import experiment_from_args, request_from_args, resume_command, sweep_parser
 from spec_ray.orchestration.experiment import Experiment
-from spec_ray.orchestration.plan import launch_summary, plan
+from spec_ray.orchestration.plan import launch_summary, plan, planned_ray
 from spec_ray.orchestration.tune_driver import report_end, run_sweep
+from spec_ray.storage.lease import Lease
 
 
 def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
     doc = (sys.modules["__main__"].__doc__ or "").strip()
     parser = sweep_parser(experiment, doc.splitlines()[0] if doc else None)
     args = parser.parse_args(argv)
+    lease = None
     try:
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
@@ -44,18 +46,48 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
                       "launch exits 2 until the files are there)", file=sys.stderr)  # fmt: skip
         else:
             launch.store.check_writable()  # before the launch summary: a refused launch prints one error
+            lease = Lease.acquire(launch.store)  # one writer an experiment, from here to the end
+            if not launch.current():  # another launch committed between the plan and the lease
+                launch = plan(request)
             if found.missing:  # every input checked: now the teachers are trained and stored, then replanned
                 exp = teachers.provide(found, args.storage)
                 launch = plan(dataclasses.replace(request, experiment=exp))
     except ValueError as err:
+        _give_back(lease)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(launch_summary(launch, args.address), file=sys.stderr)
+    except KeyboardInterrupt:
+        _give_back(lease)
+        print("stopped by SIGINT before any training", file=sys.stderr)
+        return 130
     if args.dry_run:
+        print(launch_summary(launch, planned_ray(args.address)), file=sys.stderr)
         todo = [*launch.todo] or launch.packs()
-        print(dryrun.report(todo, args, launch.resources))
+        try:
+            print(dryrun.report(todo, args, launch.resources))
+        except KeyboardInterrupt:  # its calibration workers die with it (``children``)
+            print("stopped by SIGINT while timing the packs; nothing was written", file=sys.stderr)
+            return 130
         return 0
-    if launch.resume and not launch.todo and not launch.copies:
-        print("nothing to train: every run these flags name is stored, and every stored pack is complete")
-        return report_end(launch.store, launch.packs(), 0.0, 0)
-    return run_sweep(launch, args.address, args.verbose)
+    command = resume_command(argv)
+    try:
+        if launch.resume and not launch.todo and not launch.copies:
+            print(launch_summary(launch, "not started: nothing to train"), file=sys.stderr)
+            print("nothing to train: every run these flags name is stored, and every stored pack is complete")
+            launch.commit()  # removes what no pack lists
+            return report_end(launch.store, launch.packs(), 0.0, [], command)
+        code = run_sweep(launch, args.address, args.verbose, command)
+    except KeyboardInterrupt:
+        print(f"stopped by SIGINT; finish the sweep with:\nresume:  {command}", file=sys.stderr)
+        code = 130
+    finally:
+        _give_back(lease)
+    if code == 2 and not launch.resume:
+        launch.store.remove_if_empty()  # refused by the cluster: nothing of this launch stays
+    return code
+
+
+def _give_back(lease: Lease | None) -> None:
+    if lease is not None:
+        lease.release()
+        lease.store.remove_if_empty()  # a refused fresh launch leaves no folder

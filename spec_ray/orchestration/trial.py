@@ -9,6 +9,7 @@ saving: every stream is a pure function of (seed, epoch).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -22,7 +23,7 @@ from spec_ray.engine.pack import Pack
 from spec_ray.engine.spec_io import spec_from_dict
 from spec_ray.engine.trainer import PackState
 from spec_ray.orchestration.runner import device_name, finished, run_pack
-from spec_ray.storage.traces import TraceStore
+from spec_ray.storage.traces import TraceStore, disk_full_message, is_disk_full
 
 STATE_FILE = "pack_state.pt"
 
@@ -154,4 +155,9 @@ def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -
         else:
             tune.report(metrics)
 
-    run_pack(pack, store, block_epochs=block_epochs, progress=False, on_checkpoint=report, start=start)
+    try:
+        run_pack(pack, store, block_epochs=block_epochs, progress=False, on_checkpoint=report, start=start)
+    except Exception as err:
+        if is_disk_full(err):  # one line, not a traceback through pyarrow; the driver stops every trial
+            raise OSError(errno.ENOSPC, disk_full_message(storage)) from None
+        raise

@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 import sys
 import time
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.spec_io import spec_to_dict
-from spec_ray.orchestration.cluster import check_address, cluster_slots, gpu_shortfall, init_address, storage_shortfall
-from spec_ray.orchestration.plan import Launch, Resources
+from spec_ray.orchestration.cluster import (
+    check_address,
+    cluster_slots,
+    code_identity,
+    gpu_shortfall,
+    init_address,
+    local_gpu_shortfall,
+    storage_shortfall,
+)
+from spec_ray.orchestration.commandline import resume_command
+from spec_ray.orchestration.plan import Launch, Resources, launch_summary
 from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 from spec_ray.storage import schema as S
+from spec_ray.storage.manifest import TUNE_DIR
 from spec_ray.storage.traces import TraceStore
 
 GPU_NOTE = ", GPU: H100 constants or fp32 peak"  # schedule.gpu_cost
@@ -59,82 +70,134 @@ def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
     return ordered
 
 
-def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False) -> int:
-    """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code."""
+def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False, command: str | None = None) -> int:
+    """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code;
+    2 (nothing written) when the cluster cannot run the sweep."""
     import ray
-    from ray import tune
 
-    from spec_ray.orchestration.console import SweepConsole
-    from spec_ray.orchestration.trial import train_pack
+    from spec_ray.orchestration.faults import Stop, ended_by
 
     store, res = launch.store, launch.resources
+    command = command or resume_command()
     if not launch.todo:  # every run copied from other experiments: no Ray needed
+        print(launch_summary(launch, "not started: every run to add is copied"), file=sys.stderr)
         launch.commit()
-        return report_end(store, launch.packs(), 0.0, 0)
+        return report_end(store, launch.packs(), 0.0, [], command)
     # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
     # and Tune's next state save leaves a state that names an older one, which must still
     # exist for --resume (measured: with two kept, a SIGKILLed sweep could not resume).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not os.environ.get("RAY_ADDRESS", "x"):
         del os.environ["RAY_ADDRESS"]  # an empty value means unset, not an address
-    address = init_address(check_address(address))
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
-    shortfall = gpu_shortfall(res.gpus_per_trial) or storage_shortfall(store)
+    if not verbose:  # a stopped trial's error, which Tune reports once, not again as Ray's "unhandled" traceback
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+    address, local = init_address(check_address(address))
+    shortfall = local_gpu_shortfall(res.gpus_per_trial) if local else None  # refused before a Ray starts
+    if not shortfall:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as err:  # measured: a token cluster without its token, 20 s then this
+            why = str(err).strip().splitlines()[-1][:200]
+            print(f"error: the Ray cluster at {address or 'this machine'} refused this launch ({why}): allowed a "
+                  "cluster this launch may join (RAY_AUTH_MODE=token and the head's RAY_AUTH_TOKEN where it asks "
+                  "for a token), or --address local", file=sys.stderr)  # fmt: skip
+            return 2
+        shortfall = gpu_shortfall(res.gpus_per_trial) or storage_shortfall(store)
     if shortfall:
         print(f"error: {shortfall}", file=sys.stderr)
         ray.shutdown()
-        if not launch.resume:
-            store.remove_if_empty()
         return 2
+    print(launch_summary(launch, joined(local)), file=sys.stderr)
+    failure: BaseException | None = None
+    results, began = [], time.perf_counter()
+    with Stop() as stop:  # from here a signal stops every trial at its last checkpoint, the calibration at once
+        try:
+            launch, tuner = _tuner(launch, verbose)
+            began = time.perf_counter()
+            results = list(tuner.fit())
+        except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - a full disk or a signal: said below
+            failure = err
+    ended = ended_by(stop, failure, store, command)
+    if ended is not None:
+        print(ended[0], file=sys.stderr)
+        return ended[1]
+    if failure is not None:
+        raise failure
+    errors = [r.error for r in results if r.error]
+    return report_end(store, launch.packs(), time.perf_counter() - began, errors, command)
+
+
+def _tuner(launch: Launch, verbose: bool):
+    """Schedule the new packs, commit sweep.json, and the Tuner that trains the launch: Tune's stored state
+    restored where it can finish the sweep as it is, else a new Tune run. Returns the scheduled launch too."""
+    from ray import tune
+
+    from spec_ray.orchestration.console import SweepConsole
+    from spec_ray.orchestration.faults import FullDisk, quiet_tune, tune_state_readable
+    from spec_ray.orchestration.trial import train_pack
+
+    store, res = launch.store, launch.resources
     if launch.new:
         launch = launch.scheduled(schedule_packs(list(launch.new), res))
-    packs, todo = launch.packs(), list(launch.todo)
-    tune_dir = launch.commit()
+    todo = list(launch.todo)
+    rebuild = launch.restore and not tune_state_readable(store, launch.meta.get("tune_dir", TUNE_DIR))
+    if rebuild:
+        print("  tune:     its saved state is unreadable (cut short); a new Tune run starts from sweep.json, "
+              "unfinished packs from their first step", file=sys.stderr)  # fmt: skip
+    tune_dir = launch.commit(rebuild)
     trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
                                      block_epochs=res.block_epochs)  # fmt: skip
     trainable = tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
     if not verbose:  # Tune's newer console prints its configuration box and a TensorBoard hint even when silent
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    callbacks = [] if verbose else [SweepConsole({p.pack_id: (p.size, p.spec.total_steps) for p in todo})]
-    began = time.perf_counter()
+        quiet_tune()
+    callbacks = [FullDisk(store.storage)]
+    if not verbose:
+        callbacks.append(SweepConsole({p.pack_id: (p.size, p.spec.total_steps) for p in todo}))
     state = posixpath.join(store.uri, tune_dir)
-    if launch.restore and tune.Tuner.can_restore(state):
-        tuner = tune.Tuner.restore(state, trainable, resume_errored=True)
-    else:
-        # Also a resume whose Tune state was never saved (a crash right after launch): Tune
-        # starts afresh on the packs to train, and trials of packs already done return at once.
-        retrain = {p.pack_id for p in launch.retrain}
-        space = {
-            # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
-            "pack": tune.grid_search([trial_config(p, p.pack_id in retrain) for p in todo]),
-            "threads": max(1, int(res.cpus_per_trial)),
-            "gpu_fraction": res.gpus_per_trial,
-        }  # fmt: skip
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
-            run_config=tune.RunConfig(
-                name=tune_dir,
-                storage_path=store.uri,
-                failure_config=tune.FailureConfig(max_failures=res.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-                verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
-                callbacks=callbacks,
-            ),
-        )
-    results = tuner.fit()
-    wall = time.perf_counter() - began
-    errors = sum(1 for r in results if r.error is not None)
-    return report_end(store, packs, wall, errors)
+    if launch.restore and not rebuild and tune.Tuner.can_restore(state):
+        return launch, tune.Tuner.restore(state, trainable, resume_errored=True)
+    # Also a resume whose Tune state was never saved (a crash right after launch): Tune
+    # starts afresh on the packs to train, and trials of packs already done return at once.
+    retrain = {p.pack_id for p in launch.retrain}
+    space = {
+        # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
+        "pack": tune.grid_search([trial_config(p, p.pack_id in retrain) for p in todo]),
+        "threads": max(1, int(res.cpus_per_trial)),
+        "gpu_fraction": res.gpus_per_trial,
+    }  # fmt: skip
+    return launch, tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
+        run_config=tune.RunConfig(
+            name=tune_dir,
+            storage_path=store.uri,
+            failure_config=tune.FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
+            callbacks=callbacks,
+        ),
+    )
+
+
+def joined(local: bool) -> str:
+    """The Ray this launch uses, once joined: its address and whether it was started here."""
+    import ray
+
+    context = ray.get_runtime_context()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    how = "a new local Ray" if local else "the running cluster"
+    return f"{how} at {context.gcs_address} ({nodes} node(s), each checked to run {code_identity()})"
 
 
 def _trial_folder(trial) -> str:
     """A trial's folder under Tune's: its id and pack shape (Tune's default spells out the whole config)."""
-    return f"{trial.trial_id}_{trial.config['pack']['shape']}"
+    shape = (trial.config.get("pack") or {}).get("shape")
+    return f"{trial.trial_id}_{shape}" if shape else str(trial.trial_id)
 
 
-def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -> int:
+def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: list, command: str) -> int:
     """Print what landed where and the next command; exit 1 if any pack failed."""
     expected = sum(p.size for p in packs)
     try:
@@ -143,10 +206,20 @@ def report_end(store: TraceStore, packs: list[Pack], wall: float, errors: int) -
     except (FileNotFoundError, OSError):
         done = 0
     where = store.uri
-    print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {errors} pack(s) failed")
+    print(f"\n{done}/{expected} runs done in {len(packs)} packs, {wall:.1f} s; {len(errors)} pack(s) failed")
+    for err in errors[:5]:
+        print(f"  failed: {_first_line(err)}")
     tables = dict.fromkeys(t for p in packs for t in S.written_tables(p.spec))  # in order, once each
     print(f"results: {where}  (tables: {', '.join(tables)})")
-    print(f"next:    python -m analysis report {where} --out {where}/report")
-    if errors:
-        print("resume:  rerun the same command with --resume to retry what failed")
+    print(f"next:    python -m analysis report {shlex.quote(where)} --out {shlex.quote(where + '/report')}")
+    if errors or done < expected:
+        print(f"resume:  {command}")
     return 1 if errors or done < expected else 0
+
+
+def _first_line(err: BaseException) -> str:
+    """A trial's error in one line: its own message, not Ray's wrapping of it."""
+    cause = getattr(err, "cause", None) or err
+    text = str(cause).strip().splitlines()
+    last = [line for line in text if line.strip()][-1:] or [type(cause).__name__]
+    return f"{type(cause).__name__}: {last[0][:200]}" if not last[0].startswith(type(cause).__name__) else last[0][:200]

@@ -7,13 +7,17 @@ computed from it: the rows ``verify`` expects.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.spec_io import spec_from_dict, spec_to_dict
+from spec_ray.storage import schema as S
+from spec_ray.storage.ledger import FOLDER as LEDGER_FOLDER
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore, is_uri, open_storage
 
 SWEEP_FILE = "sweep.json"
@@ -31,13 +35,64 @@ def packs_from_dict(data: dict) -> list[Pack]:
     return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]
 
 
-def read_sweep(store: TraceStore) -> dict | None:
-    """The stored sweep.json, or None where there is none."""
+class SweepUnreadable(ValueError):
+    """A sweep.json that exists but cannot be read: the message names the file and the fix."""
+
+
+def _sweep_bytes(store: TraceStore) -> bytes | None:
     try:
         with store.fs.open_input_stream(posixpath.join(store.root, SWEEP_FILE)) as f:
-            return json.loads(f.read().decode())
-    except (FileNotFoundError, OSError):
+            return f.read()
+    except (FileNotFoundError, OSError, pa.ArrowException):
         return None
+
+
+def read_sweep(store: TraceStore) -> dict | None:
+    """The stored sweep.json, or None where there is none; ``SweepUnreadable`` where it is damaged."""
+    blob = _sweep_bytes(store)
+    if blob is None:
+        return None
+    try:
+        meta = json.loads(blob.decode())
+        if not isinstance(meta["sweep"]["packs"], list):
+            raise TypeError("its packs are no list")
+        return meta
+    except (ValueError, KeyError, TypeError) as err:
+        raise unreadable(store, err) from None
+
+
+def unreadable(store: TraceStore, err: Exception) -> SweepUnreadable:
+    """The error for a damaged sweep.json: the file, what is wrong, the fix."""
+    path = posixpath.join(store.uri, SWEEP_FILE)
+    return SweepUnreadable(
+        f"{path} is unreadable ({type(err).__name__}: {str(err)[:120]}): it lists the sweep's packs, without "
+        "which its tables can be neither checked nor resumed; allowed a sweep.json as a launch wrote it: "
+        "restore it from a copy, or start again under a new --name"
+    )
+
+
+LEDGERS = "ledgers"
+"""sweep.json's mark of a sweep begun by a spec-ray that writes a ledger for every pack."""
+
+
+def requires_ledgers(meta: dict | None) -> bool:
+    """Whether every finished pack of the sweep must have a ledger (a missing one is damage)."""
+    return bool(meta and meta.get(LEDGERS))
+
+
+def sweep_digest(store: TraceStore) -> str | None:
+    """A digest of the stored sweep.json's bytes, None where there is none: whether it changed since."""
+    blob = _sweep_bytes(store)
+    return None if blob is None else hashlib.sha256(blob).hexdigest()
+
+
+def has_tables(store: TraceStore) -> bool:
+    """Whether the experiment folder holds a table or a ledger: results written by some launch."""
+    names = (*S.TABLES, *S.OPTIONAL_TABLES, LEDGER_FOLDER)
+    try:
+        return any(store.fs.get_file_info(posixpath.join(store.root, n)).type != pafs.FileType.NotFound for n in names)
+    except (OSError, pa.ArrowException):
+        return False  # unreadable storage: the writability check names it
 
 
 def write_sweep(store: TraceStore, meta: dict) -> None:
@@ -52,7 +107,12 @@ def write_sweep(store: TraceStore, meta: dict) -> None:
 def stored_packs(store: TraceStore) -> list[Pack] | None:
     """The packs of the stored sweep, or None without a sweep.json."""
     meta = read_sweep(store)
-    return None if meta is None else packs_from_dict(meta["sweep"])
+    if meta is None:
+        return None
+    try:
+        return packs_from_dict(meta["sweep"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise unreadable(store, err) from None
 
 
 def experiment_stores(path: str) -> list[TraceStore]:

@@ -19,7 +19,8 @@ import pyarrow.fs as pafs
 
 from spec_ray.engine.pack import Pack
 from spec_ray.storage import schema as S
-from spec_ray.storage.manifest import SWEEP_FILE, stored_packs
+from spec_ray.storage.ledger import Ledger
+from spec_ray.storage.manifest import SWEEP_FILE, read_sweep, requires_ledgers, stored_packs
 from spec_ray.storage.records import runs_table
 from spec_ray.storage.traces import TraceStore, block_name, blocks, open_storage
 from spec_ray.storage.verify import COMPLETE, RUNS_FILE, check_pack, pack_files
@@ -47,9 +48,13 @@ def find_done(store: TraceStore, run_ids: set[str]) -> dict[str, Source]:
         if fs.get_file_info(posixpath.join(folder, SWEEP_FILE)).type != pafs.FileType.File:
             continue
         other = TraceStore(store.storage, name)
-        for pack in stored_packs(other) or []:
+        try:
+            packs, ledgers = stored_packs(other) or [], requires_ledgers(read_sweep(other))
+        except ValueError:
+            continue  # a damaged sweep.json: nothing of that experiment can be trusted as a source
+        for pack in packs:
             wanted = (run_ids & set(pack.run_ids)) - set(found)
-            if wanted and check_pack(other, pack).state == COMPLETE:
+            if wanted and check_pack(other, pack, ledgers).state == COMPLETE:
                 found.update(dict.fromkeys(wanted, Source(other, pack)))
     return found
 
@@ -73,6 +78,7 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
         src = sources[rid]
         by_source.setdefault((src.store.root, src.pack.pack_id), (src, []))[1].append(rid)
     order = {rid: i for i, rid in enumerate(pack.run_ids)}
+    ledger = Ledger(store, pack.pack_id)
     for table in S.written_tables(pack.spec):
         if table == S.RUNS:
             continue
@@ -84,10 +90,12 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
         for lo, hi in blocks(pack.spec, block_epochs):
             part = frame[(frame[S.STEP] >= lo) & (frame[S.STEP] <= hi)]
             rows = pa.Table.from_pandas(part, S.SCHEMAS[table], preserve_index=False)
-            store.write(table, pack.pack_id, block_name(lo, hi), rows)
+            if rows.num_rows:  # a block without checkpoints of an opt-in table writes no file, as the trainer
+                ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), rows))
     runs = pa.concat_tables([_rows(src, S.RUNS, ids) for src, ids in by_source.values()]).to_pandas()
     runs = runs.set_index(S.RUN_ID).loc[list(pack.run_ids)]
     diverged = runs[S.DIVERGED_STEP].fillna(-1).to_numpy(dtype=np.int64)  # (R,)
     trained_on = str(runs[S.TRAINED_ON].iloc[0])
     table = runs_table(pack, store.experiment, S.STATUS_DONE, pack.spec.total_steps, diverged, 0.0, trained_on)
-    store.write(S.RUNS, pack.pack_id, RUNS_FILE, table)
+    ledger.add(store.write(S.RUNS, pack.pack_id, RUNS_FILE, table))
+    ledger.save()

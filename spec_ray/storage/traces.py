@@ -9,9 +9,14 @@ whole when its upload completes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import os
 import posixpath
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -49,6 +54,29 @@ def block_name(lo: int, hi: int) -> str:
     return f"steps-{lo:010d}-{hi:010d}.parquet"
 
 
+def block_range(name: str) -> tuple[int, int] | None:
+    """(lo, hi) of a ``block_name``; None for any other name."""
+    parts = name.removesuffix(".parquet").split("-")
+    if len(parts) != 3 or parts[0] != "steps" or not name.endswith(".parquet"):
+        return None
+    try:
+        return int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+class Written(NamedTuple):
+    """One file as the writer left it: what the pack's ledger records (``storage.ledger``)."""
+
+    table: str
+    name: str
+    """The file name within the pack's folder of the table."""
+    rows: int
+    size: int
+    """Bytes."""
+    sha256: str
+
+
 def blocks(spec: RunSpec, block_epochs: int = BLOCK_EPOCHS) -> list[tuple[int, int]]:
     """Step blocks, one Parquet file each: [0, L], (L, 2L], ... fixed by the spec alone."""
     total = spec.total_steps
@@ -75,8 +103,6 @@ def _mount_type(path: str) -> str:
 
 def local_unwritable_reason(root: str) -> str:
     """Why a local folder cannot be made or written, in a user's words; '' where no cause is found."""
-    import os
-
     existing = Path(root)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -85,19 +111,80 @@ def local_unwritable_reason(root: str) -> str:
         return f"{existing} is on the kernel's virtual {kind} filesystem, which holds no user folders"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
+    if read_only(existing.as_posix()):
+        return f"{existing} is on a read-only filesystem"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"no permission to write in {existing}"
     return ""
+
+
+def read_only(path: str) -> bool:
+    """Whether the local filesystem holding ``path`` is mounted read-only (root may write anywhere else)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "[Errno 122]")
+"""How a full disk reads in an error's text: the OS's words, or the errno of ENOSPC and EDQUOT."""
+
+
+def is_disk_full(err: BaseException | str) -> bool:
+    """An error (or its text) that says the storage has no space left (ENOSPC or EDQUOT, or pyarrow's words for it)."""
+    if isinstance(err, str):
+        return any(w in err for w in DISK_FULL_WORDS)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if is_disk_full(str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def free_bytes(storage: str) -> int | None:
+    """Bytes free for the storage root (its nearest existing folder); None on a URI or where unknown."""
+    if is_uri(storage):
+        return None
+    path = Path(storage).expanduser().resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def disk_full_message(storage: str) -> str:
+    """One line for a storage that has no space left: where, how much is free, and the fix."""
+    free = free_bytes(storage)
+    left = f"{free / 2**20:,.1f} MiB free" if free is not None else "its quota is used up"
+    return (f"storage={storage!r} is full ({left}): no file was left half written; free space there, then "
+            "rerun the same command with --resume to finish")  # fmt: skip
+
+
+def _discard(fs: pafs.FileSystem, path: str) -> None:
+    with contextlib.suppress(OSError, pa.ArrowException):
+        fs.delete_file(path)
 
 
 class TraceStore:
     """The tables of one experiment under a storage root."""
 
     def __init__(self, storage: str, experiment: str) -> None:
-        if not experiment or "/" in experiment or experiment.startswith((".", "_")):
+        if (
+            not experiment.strip()
+            or experiment != experiment.strip()
+            or "/" in experiment
+            or experiment.startswith((".", "_"))
+        ):
             raise ValueError(
-                f"experiment={experiment!r} is invalid: allowed a non-empty name without '/', "
-                "not starting with '.' or '_'"
+                f"experiment={experiment!r} is invalid: allowed a non-empty name without '/', spaces at its ends, "
+                "or a leading '.' or '_'"
             )
         self.fs, root = open_storage(storage)
         self.storage = storage if is_uri(storage) else root
@@ -125,17 +212,30 @@ class TraceStore:
         return posixpath.join(self.table_dir(table), f"{S.PARTITION}={pack_id}", name)
 
     def check_writable(self) -> None:
-        """Raise ValueError naming the storage when nothing can be written there."""
+        """Raise ValueError naming the storage when nothing can be written there; the probe never stays."""
         probe = posixpath.join(self.root, f"{TMP_PREFIX}probe-{uuid.uuid4().hex}")
         try:
             self.fs.create_dir(self.root, recursive=True)
             with self.fs.open_output_stream(probe) as out:
                 out.write(b"ok")
-            self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as err:
+            if is_disk_full(err):
+                raise ValueError(disk_full_message(self.storage)) from None
             why = str(err) if self.remote else local_unwritable_reason(self.root) or str(err)
             allowed = "allowed a writable directory or URI"
             raise ValueError(f"storage={self.storage!r} is not writable: {why}; {allowed}") from None
+        finally:
+            _discard(self.fs, probe)  # never written, or written: never left behind
+
+    def remove(self, path: str) -> None:
+        """Delete a file or folder of this experiment (a stray: listed by no pack)."""
+        if not path.startswith(self.root.rstrip("/") + "/"):
+            raise ValueError(f"{path} is not in the experiment folder {self.root}")
+        info = self.fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(path)
 
     def remove_if_empty(self) -> None:
         """Undo ``check_writable``'s folder when a sweep stops before writing anything."""
@@ -145,21 +245,31 @@ class TraceStore:
         except (OSError, pa.ArrowException):
             pass  # nothing to undo, or not ours to remove
 
-    def write_temp(self, table: str, pack_id: str, rows: pa.Table) -> str:
-        """First half of an atomic write: the rows in a hidden temp file. Returns its path."""
+    def write_temp(self, table: str, pack_id: str, rows: pa.Table) -> tuple[str, int, str]:
+        """First half of an atomic write: the rows in a hidden temp file. Returns its path, bytes and SHA-256.
+
+        The file is made in memory first, so its checksum costs no second read; its pages carry CRCs,
+        so a reader that decodes a damaged page fails instead of reading wrong numbers."""
         final = self.file_path(table, pack_id, "x")
         folder = posixpath.dirname(final)
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows, sink, write_page_checksum=True)
+        data = sink.getvalue()
         self.fs.create_dir(folder, recursive=True)
         tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        pq.write_table(rows, tmp, filesystem=self.fs)
-        return tmp
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+        except BaseException:
+            _discard(self.fs, tmp)  # a full disk leaves no half file behind
+            raise
+        return tmp, data.size, hashlib.sha256(memoryview(data)).hexdigest()
 
-    def write(self, table: str, pack_id: str, name: str, rows: pa.Table) -> str:
+    def write(self, table: str, pack_id: str, name: str, rows: pa.Table) -> Written:
         """Write ``rows`` as ``name`` atomically, replacing any earlier file of that name."""
-        tmp = self.write_temp(table, pack_id, rows)
-        final = self.file_path(table, pack_id, name)
-        self.fs.move(tmp, final)
-        return final
+        tmp, size, digest = self.write_temp(table, pack_id, rows)
+        self.fs.move(tmp, self.file_path(table, pack_id, name))
+        return Written(table, name, rows.num_rows, size, digest)
 
     def dataset(self, table: str) -> ds.Dataset:
         """A pyarrow dataset of one table (hive partitions, push-down filters)."""

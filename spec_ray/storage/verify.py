@@ -1,54 +1,43 @@
 """Check an experiment's stored tables against what its sweep.json says they hold.
 
-For every pack: each file of each table it writes is readable and has the declared columns
-and types; and, once the pack's runs are stored as done, every run has every row exactly
-once: a row per checkpoint step (``pack.checkpoint_steps``) and, per node table, per hidden
-layer and node (``expected_rows``). A pack is ``complete``, ``unfinished`` (not all its runs
-done: a sweep in progress, or one to resume) or ``broken`` (done, but a file is corrupt or rows
-are missing or doubled); ``--resume`` retrains exactly the broken and unfinished ones.
+For every pack: its runs table is read whole, and each run's stored settings are hashed again
+against its id (an edited run is damage). Its other files are checked by the pack's ledger
+(``storage.ledger``): every listed file is there with its bytes and SHA-256, and the rows of
+its blocks add up to a row per checkpoint step and, per node table, per hidden layer and node
+(``expected_rows``). A file in the pack's folders that the ledger does not list is *extra*.
+A pack without a ledger (written by an older spec-ray) has every file decoded instead, and its
+rows counted once each. A pack is ``complete``, ``unfinished`` (not all its runs done: a sweep
+in progress, or one to resume) or ``broken`` (a file damaged, missing or short, a run edited);
+``--resume`` retrains exactly the broken and unfinished ones and removes the extra files and
+the ``strays`` (folders of packs sweep.json does not hold).
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from typing import NamedTuple
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.pack import Pack, id_of_fields
 from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.spec_io import flat_fields
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TMP_PREFIX, TraceStore
+from spec_ray.storage.ledger import FOLDER as LEDGER_FOLDER
+from spec_ray.storage.ledger import Ledger, LedgerError, ledger_ids
+from spec_ray.storage.legacy import count_rows
+from spec_ray.storage.rows import Finding, expected_rows, rows_per_checkpoint, schema_problem, table_steps
+from spec_ray.storage.traces import TMP_PREFIX, TraceStore, Written, block_range
+
+__all__ = ["BROKEN", "COMPLETE", "UNFINISHED", "Finding", "PackCheck", "check_pack", "describe", "expected_rows",
+           "pack_files", "strays", "verify"]  # fmt: skip
 
 COMPLETE, UNFINISHED, BROKEN = "complete", "unfinished", "broken"
 RUNS_FILE = "runs.parquet"
-
-
-def expected_rows(spec: RunSpec, table: str) -> int:
-    """Rows one finished run of ``spec`` has in ``table``."""
-    steps = len(checkpoint_steps(spec))
-    teacher, student = spec.teacher.active_widths, spec.student_widths
-    pairs = sum(m * n for m, n in zip(teacher, student))
-    return {
-        S.TEACHER_NODES: steps * sum(teacher),
-        S.STUDENT_NODES: steps * sum(student),
-        S.SCALARS: steps,
-        S.CORRELATIONS: steps * pairs,
-        S.MODULATION: len({0, spec.total_steps}) * pairs,  # the first and the last checkpoint
-    }[table]
-
-
-class Finding(NamedTuple):
-    """One thing wrong with a pack's stored rows."""
-
-    table: str
-    problem: str
-    """One line: what is wrong, with the numbers."""
-    path: str | None = None
-    """The file at fault, when one is."""
+CHUNK = 8 << 20  # bytes hashed at a time: memory stays flat whatever a file's size
 
 
 class PackCheck(NamedTuple):
@@ -59,124 +48,176 @@ class PackCheck(NamedTuple):
     """complete | unfinished | broken."""
     findings: list[Finding]
     bad_files: list[str]
-    """Files no reader should open (unreadable, or with the wrong columns)."""
+    """Files no reader should open (damaged, or with the wrong columns)."""
+    extra: list[str] = []
+    """Files in the pack's folders that its ledger does not list: no reader should open them, and
+    ``--resume`` removes them."""
+    checksums: bool = True
+    """False for a finished pack without a ledger (an older spec-ray's): its files were decoded, not checksummed."""
 
 
 def pack_files(store: TraceStore, table: str, pack_id: str) -> list[str]:
     """The pack's stored files of one table (hidden temp files excluded), sorted."""
+    return sorted(_sizes(store, table, pack_id))
+
+
+def _sizes(store: TraceStore, table: str, pack_id: str) -> dict[str, int]:
     folder = posixpath.dirname(store.file_path(table, pack_id, "x"))
     try:
         infos = store.fs.get_file_info(pafs.FileSelector(folder))
     except (FileNotFoundError, OSError):
-        return []
-    names = [i.path for i in infos if i.type == pafs.FileType.File]
-    return sorted(p for p in names if not posixpath.basename(p).startswith((TMP_PREFIX, ".", "_")))
+        return {}
+    return {i.path: i.size for i in infos if i.type == pafs.FileType.File
+            and not posixpath.basename(i.path).startswith((TMP_PREFIX, ".", "_"))}  # fmt: skip
 
 
-def _read(store: TraceStore, path: str, table: str, columns: list[str]) -> tuple[pa.Table | None, str | None]:
-    """The file's key columns, or the reason it cannot serve: unreadable, or off the declared schema."""
-    try:
-        schema = pq.read_schema(path, filesystem=store.fs)
-        declared = S.SCHEMAS[table] if table != S.RUNS else None
-        if declared is not None:
-            for f in declared:
-                if schema.get_field_index(f.name) < 0 or schema.field(f.name).type != f.type:
-                    got = "missing" if schema.get_field_index(f.name) < 0 else str(schema.field(f.name).type)
-                    return None, f"column {f.name!r} is {got}, declared {f.type}"
-        return pq.read_table(path, filesystem=store.fs, columns=columns), None
-    except (OSError, pa.ArrowException) as err:
-        return None, f"unreadable ({str(err).splitlines()[0][:160]})"
+def sha256(store: TraceStore, path: str) -> str:
+    """The SHA-256 of a stored file, read in chunks."""
+    digest = hashlib.sha256()
+    with store.fs.open_input_stream(path) as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def runs_done(store: TraceStore, pack: Pack) -> tuple[bool, Finding | None]:
-    """Whether every run of the pack is stored as done at its last step; a finding if runs.parquet is corrupt."""
+def _differs(a: object, b: object) -> bool:
+    nan = lambda v: isinstance(v, float) and v != v  # noqa: E731 - a null read back as NaN
+    return not (a == b or (a is None and nan(b)) or (b is None and nan(a)) or (nan(a) and nan(b)))
+
+
+def check_runs(store: TraceStore, pack: Pack) -> tuple[bool, list[Finding]]:
+    """Whether every run of the pack is stored as done at its last step, and what is wrong with its
+    runs table: unreadable, a row of another pack, or a run whose stored settings no longer hash to its id."""
     path = store.file_path(S.RUNS, pack.pack_id, RUNS_FILE)
     if store.fs.get_file_info(path).type != pafs.FileType.File:
-        return False, None
-    rows, why = _read(store, path, S.RUNS, [S.RUN_ID, S.STATUS, S.STEPS_DONE])
-    if rows is None:
-        return False, Finding(S.RUNS, f"corrupt file {path}: {why}", path)
-    runs = rows.to_pandas()
-    done = (runs[S.STATUS] == S.STATUS_DONE) & (runs[S.STEPS_DONE] == pack.spec.total_steps)
-    return set(runs.loc[done, S.RUN_ID]) == set(pack.run_ids), None
-
-
-def _keys(table: str) -> list[str]:
-    keys = [S.RUN_ID, S.STEP]
-    if table != S.SCALARS:
-        keys += [S.LAYER, S.NODE]
-    if table in (S.CORRELATIONS, S.MODULATION):
-        keys.append(S.STUDENT)
-    return keys
-
-
-def check_pack(store: TraceStore, pack: Pack) -> PackCheck:
-    """Check one pack's files and, when its runs are done, its rows."""
-    done, corrupt = runs_done(store, pack)
-    findings = [corrupt] if corrupt else []
-    bad = [corrupt.path] if corrupt else []
-    for table in S.written_tables(pack.spec):
-        if table == S.RUNS:
+        return False, []
+    try:
+        rows = pq.read_table(path, filesystem=store.fs, page_checksum_verification=True).to_pylist()
+    except (OSError, pa.ArrowException) as err:
+        return False, [Finding(S.RUNS, f"corrupt file {path}: unreadable ({str(err).splitlines()[0][:160]})", path)]
+    specs = dict(zip(pack.run_ids, pack.runs))
+    findings = []
+    for row in rows:
+        rid = row.get(S.RUN_ID)
+        if rid not in specs:
+            findings.append(Finding(S.RUNS, f"{path} holds run {rid}, which pack {pack.pack_id} does not", path))
             continue
-        keys = _keys(table)
-        files = pack_files(store, table, pack.pack_id)
-        counts = pd.Series(0.0, index=list(pack.run_ids))  # distinct rows of each run
-        seen: set[tuple[str, int]] = set()  # (run, step) pairs of the files read so far
-        twice = 0
-        # File by file, ids as categories: a large FC pack's correlations are 81 M rows, whose one
-        # pandas frame with string ids did not fit 24 GB (measured: a report was killed opening them).
-        for path in files:
-            rows, why = _read(store, path, table, keys)
-            if rows is None:
+        stored = {k: row[k] for k in S.SPEC_COLUMNS if k in row}
+        if id_of_fields(stored) != rid:
+            ran = flat_fields(specs[rid])
+            edits = [f"{k} {stored[k]!r} (ran {ran[k]!r})" for k in stored if k in ran and _differs(stored[k], ran[k])]
+            findings.append(Finding(S.RUNS, f"run {rid}: stored settings changed after it ran: "
+                                            f"{', '.join(edits) or 'its fields'} in {path}", path))  # fmt: skip
+    total = pack.spec.total_steps
+    done = {r[S.RUN_ID] for r in rows if r.get(S.STATUS) == S.STATUS_DONE and r.get(S.STEPS_DONE) == total}
+    return done == set(pack.run_ids), findings
+
+
+def _block_rows(spec: RunSpec, table: str, name: str, runs: int) -> int | None:
+    """Rows the file ``name`` of ``table`` must hold for ``runs`` runs; None where its name is no block."""
+    if table == S.RUNS:
+        return runs if name == RUNS_FILE else None
+    edges = block_range(name)
+    if edges is None:
+        return None
+    steps = [s for s in table_steps(spec, table) if edges[0] <= s <= edges[1]]
+    return runs * len(steps) * rows_per_checkpoint(spec, table)
+
+
+def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool) -> tuple[list[Finding], list[str], list[str]]:
+    """Check the pack's files by its ledger: (findings, damaged files, extra files)."""
+    findings: list[Finding] = []
+    bad: list[str] = []
+    extra: list[str] = []
+    listed = ledger.tables()
+    for table in S.written_tables(pack.spec):
+        sizes = _sizes(store, table, pack.pack_id)
+        entries: list[tuple[str, Written]] = listed.get(table, [])
+        mine = {posixpath.join(store.root, rel): w for rel, w in entries}
+        extra += [p for p in sorted(sizes) if p not in mine]
+        have = 0
+        for path, w in mine.items():
+            want = _block_rows(pack.spec, table, w.name, pack.size)
+            if path not in sizes:
+                findings.append(Finding(table, f"missing file {path} (listed with {w.rows} rows)", path))
+                continue
+            if sizes[path] != w.size or sha256(store, path) != w.sha256:
+                why = schema_problem(store, path, table) or "its bytes changed after it was written (SHA-256 differs)"
                 findings.append(Finding(table, f"corrupt file {path}: {why}", path))
                 bad.append(path)
                 continue
-            if not done:
-                continue
-            ids = rows.column(S.RUN_ID).dictionary_encode()
-            frame = rows.set_column(rows.schema.get_field_index(S.RUN_ID), S.RUN_ID, ids).to_pandas()
-            unique = frame.drop_duplicates(keys)
-            twice += len(frame) - len(unique)
-            steps = unique[[S.RUN_ID, S.STEP]].drop_duplicates()  # a few thousand (run, step) pairs
-            pairs = set(zip(steps[S.RUN_ID].astype(str), steps[S.STEP]))
-            again = pairs & seen  # a step of a run in two files: the later file's rows of it are extra
-            if again:
-                at = pd.MultiIndex.from_arrays([unique[S.RUN_ID].astype(str), unique[S.STEP]])
-                extra = at.isin(list(again))
-                twice += int(extra.sum())
-                unique = unique[~extra]
-            seen |= pairs
-            mine = unique[unique[S.RUN_ID].isin(pack.run_ids)]
-            twice += len(unique) - len(mine)  # rows of runs the pack does not hold
-            per_id = mine[S.RUN_ID].value_counts()
-            counts = counts.add(pd.Series(per_id.to_numpy(), index=per_id.index.astype(str)), fill_value=0)
-        if not done:
-            continue
-        per_run = expected_rows(pack.runs[0], table)  # a pack's runs share their shape
-        want = per_run * pack.size
-        have = int(counts.reindex(pack.run_ids, fill_value=0).sum())
-        if have < want:
-            short = [r for r, n in counts.reindex(pack.run_ids, fill_value=0).items() if n < per_run]
-            where = "no files" if not files else f"{len(files)} file(s)"
-            findings.append(Finding(table, f"missing {want - have} of {want} rows ({where}; "
-                                           f"{len(short)} of {pack.size} runs short)"))  # fmt: skip
-        if twice > 0:
-            findings.append(Finding(table, f"{twice} rows stored twice"))
+            if want is not None and w.rows != want:
+                findings.append(Finding(table, f"{path} holds {w.rows} rows, its block {want}", path))
+            have += w.rows if table != S.RUNS else 0
+        if done and table != S.RUNS:
+            want = expected_rows(pack.spec, table) * pack.size
+            if have < want:
+                findings.append(Finding(table, f"missing {want - have} of {want} rows ({len(mine)} file(s) listed)"))
+            elif have > want:
+                findings.append(Finding(table, f"{have - want} rows stored twice"))
+    return findings, bad, extra
+
+
+def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False) -> PackCheck:
+    """Check one pack's runs and files: by its ledger where it has one, else by decoding every file.
+    ``require_ledger``: the sweep was begun by a spec-ray that writes ledgers, so a finished pack without
+    one has lost it (damage), not an older writer's pack."""
+    done, findings = check_runs(store, pack)
+    bad = sorted({f.path for f in findings if f.path and f.problem.startswith("corrupt")})
     started = store.fs.get_file_info(store.file_path(S.RUNS, pack.pack_id, RUNS_FILE)).type == pafs.FileType.File
+    try:
+        ledger = Ledger.load(store, pack.pack_id)
+    except LedgerError as err:
+        ledger = None
+        findings.append(Finding(S.RUNS, str(err), Ledger.path_of(store, pack.pack_id)))
+    extra: list[str] = []
+    if ledger is not None:
+        more, damaged, extra = _by_ledger(store, pack, ledger, done)
+        findings += more
+        bad += damaged
+        if not done:
+            extra = []  # a pack being trained again rewrites these names
+    elif started or any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec)):
+        more, damaged = count_rows(store, pack, done, pack_files)
+        findings += more
+        bad += damaged
+        if done and require_ledger:
+            findings.append(Finding(S.RUNS, f"its ledger {Ledger.path_of(store, pack.pack_id)} is missing"))
     if not started and any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec)):
         # runs.parquet is a pack's first write: rows without it mean it was lost.
         findings.append(Finding(S.RUNS, f"{RUNS_FILE} is missing, but the pack has rows"))
     # A corrupt file of an unfinished pack is broken too: a resume from a later block would not rewrite it.
     state = BROKEN if findings else (COMPLETE if done else UNFINISHED)
-    return PackCheck(pack, state, findings, bad)
+    return PackCheck(pack, state, findings, sorted(set(bad)), extra, ledger is not None or not done)
 
 
-def verify(store: TraceStore, packs: list[Pack]) -> list[PackCheck]:
+def verify(store: TraceStore, packs: list[Pack], require_ledger: bool = False) -> list[PackCheck]:
     """``check_pack`` for every pack, in order."""
-    return [check_pack(store, p) for p in packs]
+    return [check_pack(store, p, require_ledger) for p in packs]
+
+
+def strays(store: TraceStore, packs: list[Pack]) -> list[str]:
+    """Folders of packs that no pack of ``packs`` is (a second launch's split, a lost sweep.json's
+    packs) in any table, and their ledgers: no reader should open them, and ``--resume`` removes them."""
+    known = {p.pack_id for p in packs}
+    out = []
+    for table in (*S.TABLES, *S.OPTIONAL_TABLES):
+        try:
+            infos = store.fs.get_file_info(pafs.FileSelector(store.table_dir(table)))
+        except (FileNotFoundError, OSError):
+            continue
+        for info in infos:
+            name = posixpath.basename(info.path)
+            is_pack = info.type == pafs.FileType.Directory and name.startswith(f"{S.PARTITION}=")
+            if is_pack and name.partition("=")[2] not in known:
+                out.append(info.path)
+    out += [posixpath.join(store.root, LEDGER_FOLDER, f"{i}.json") for i in ledger_ids(store) if i not in known]
+    return sorted(out)
 
 
 def describe(check: PackCheck) -> list[str]:
     """Lines for a person: the pack and what is wrong with it."""
     head = f"pack {check.pack.pack_id} ({check.pack.size} runs): {check.state}"
-    return [head, *(f"  {f.table}: {f.problem}" for f in check.findings)]
+    lines = [head, *(f"  {f.table}: {f.problem}" for f in check.findings)]
+    lines += [f"  extra file {p}: listed by no pack" for p in check.extra]
+    return lines
