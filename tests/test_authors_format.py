@@ -35,7 +35,8 @@ class AuthorsModel(nn.Module):
             last = k
         self.final_w = nn.Linear(last, d_output)
 
-    def forward(self, x):
+    def hidden(self, x):
+        """Each layer's output after its ReLU and BN, in the order the authors' ``bn_before_relu`` says."""
         hs, h = [], x
         for i, w in enumerate(self.ws_linear):
             h = w(h)
@@ -45,6 +46,10 @@ class AuthorsModel(nn.Module):
                 h = torch.relu(h)
                 h = self.ws_bn[i](h) if len(self.ws_bn) else h
             hs.append(h)
+        return hs
+
+    def forward(self, x):
+        hs = self.hidden(x)
         return {"hs": hs, "y": self.final_w(hs[-1])}
 
     def num_layers(self):
@@ -69,16 +74,8 @@ class AuthorsModelConv(AuthorsModel):
         self.final_w = nn.Linear(last * h * w, d_output)
 
     def forward(self, x):
-        hs, h = [], x
-        for i, w in enumerate(self.ws_linear):
-            h = w(h)
-            if self.bn_before_relu:
-                h = torch.relu(self.ws_bn[i](h) if len(self.ws_bn) else h)
-            else:
-                h = torch.relu(h)
-                h = self.ws_bn[i](h) if len(self.ws_bn) else h
-            hs.append(h)
-        return {"hs": hs, "y": self.final_w(hs[-1].view(h.size(0), -1))}
+        hs = self.hidden(x)
+        return {"hs": hs, "y": self.final_w(hs[-1].view(x.size(0), -1))}
 
 
 def authors_prune(net, ratios):

@@ -58,13 +58,8 @@ def claim7(rho: pd.DataFrame) -> Claim:
     return Claim(7, text, evidence, verdict(bool(grows.all() and lowest_top.all())))
 
 
-@claim(
-    CLAIMS,
-    8,
-    Q.RANKS,
-    lambda res: (Q.gaussian(frame(res, Q.luck_rank)),),
-    noise=f"seed means under {LUCKY_BELOW}, half a random pick's",
-)
+@claim(CLAIMS, 8, Q.RANKS, lambda res: (Q.gaussian(frame(res, Q.luck_rank)),),
+       noise=f"seed means under {LUCKY_BELOW}, half a random pick's")  # fmt: skip
 def claim8(rank: pd.DataFrame) -> Claim:
     """In every cell and layer the final winners' mean rank at init is under LUCKY_BELOW, and it is 0 at the end."""
     text = "Final winners were lucky: their rank at initialization is well below a random pick's 0.5, and falls to 0."
@@ -89,13 +84,8 @@ def _bn_effect(rho: pd.DataFrame, rank: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index()
 
 
-@claim(
-    CLAIMS,
-    9,
-    Q.BN,
-    lambda res: (Q.gaussian(frame(res, Q.luck_rho)), Q.gaussian(frame(res, Q.luck_rank))),
-    noise=f"seed means, differences of {BN_MARGIN}",
-)
+@claim(CLAIMS, 9, Q.BN, lambda res: (Q.gaussian(frame(res, Q.luck_rho)), Q.gaussian(frame(res, Q.luck_rank))),
+       noise=f"seed means, differences of {BN_MARGIN}")  # fmt: skip
 def claim9(rho: pd.DataFrame, rank: pd.DataFrame) -> Claim:
     """For the largest FC teacher, BN raises the final rho-bar or lowers the epoch-averaged mean rank by at
     least BN_MARGIN; for the smallest, BN does not raise rho-bar by more than BN_MARGIN (it does not help)."""
@@ -140,13 +130,8 @@ def claim10(rho: pd.DataFrame) -> Claim:
     return Claim(10, text, evidence, verdict(bool((gap >= BN_MARGIN).all())))
 
 
-@claim(
-    CLAIMS,
-    11,
-    Q.BN_ANY,
-    lambda res: (frame(res, Q.in_norm_change),),
-    noise=f"medians over every node of every seed under {CONSERVED_BELOW}",
-)
+@claim(CLAIMS, 11, Q.BN_ANY, lambda res: (frame(res, Q.in_norm_change),),
+       noise=f"medians over every node of every seed under {CONSERVED_BELOW}")  # fmt: skip
 def claim11(norms: pd.DataFrame) -> Claim:
     """Under BN the median relative change of a student node's incoming weight norm, init to end, is
     under CONSERVED_BELOW in every layer (gradient flow conserves it; SGD adds O(lr^2) a step)."""
@@ -159,13 +144,8 @@ def claim11(norms: pd.DataFrame) -> Claim:
     return Claim(11, text, evidence, verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
 
 
-@claim(
-    CLAIMS,
-    12,
-    Q.KEPT_MODULATION,
-    lambda res: (frame(res, modulation.winners_in_modulation),),
-    noise=f"means over runs under {CONCENTRATED_BELOW}",
-)
+@claim(CLAIMS, 12, Q.KEPT_MODULATION, lambda res: (frame(res, modulation.winners_in_modulation),),
+       noise=f"means over runs under {CONCENTRATED_BELOW}")  # fmt: skip
 def claim12(ranks: pd.DataFrame) -> Claim:
     """At the end of training, in every hidden layer, the final winners' mean rank in their teacher node's
     column of H* (0 = the highest entry; ``modulation.winners_in_modulation``, averaged over runs) is under
@@ -192,13 +172,8 @@ ACCURACY_MARGIN = 0.01
 teacher's is on the whole test split, the students' on their evaluation images)."""
 
 
-@claim(
-    CLAIMS,
-    14,
-    Q.REAL,
-    lambda res: (frame(res, Q.luck_rank), frame(res, Q.luck_accuracy)),
-    noise=f"seed means, differences of {BN_MARGIN}, accuracy within {ACCURACY_MARGIN:.0%}",
-)
+@claim(CLAIMS, 14, Q.REAL, lambda res: (frame(res, Q.luck_rank), frame(res, Q.luck_accuracy)),
+       noise=f"seed means, differences of {BN_MARGIN}, accuracy within {ACCURACY_MARGIN:.0%}")  # fmt: skip
 def claim14(rank: pd.DataFrame, accuracy: pd.DataFrame) -> Claim:
     """On real images, in every net with both, BN lowers the epoch-averaged mean rank of the final winners by
     at least BN_MARGIN, and every cell's final test accuracy is at least its teacher's less ACCURACY_MARGIN."""
