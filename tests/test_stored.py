@@ -34,13 +34,15 @@ def stored(tmp_path: Path) -> Path:
     return tmp_path / "root"
 
 
-def test_old_results_keep_their_run_ids_verify_and_report(stored: Path, tmp_path: Path) -> None:
+def test_old_results_keep_their_run_ids_verify_and_report(stored: Path, tmp_path: Path, capsys) -> None:
     for name in WROTE:
         packs = packs_from_dict(json.loads((stored / name / "sweep.json").read_text())["sweep"])
         runs = pd.read_parquet(stored / name / S.RUNS)
         assert sorted(runs[S.RUN_ID]) == sorted(r for p in packs for r in p.run_ids)  # today's ids are the stored ones
         assert sorted(runs[S.PACK_ID].unique()) == sorted(p.pack_id for p in packs)
     assert main(["verify", str(stored)]) == 0
+    said = capsys.readouterr().out  # written before ledgers: decoded, and said so
+    assert "2 pack(s) have no ledger (written by a spec-ray older than ledgers)" in said
     res = open_results(str(stored))
     assert res.counts()["done"] == 4 + 6  # v1: 2 seeds x p 0 1; v1-luck: 2 seeds x the smoke's p 0 1 2
     report = Path(build_report(str(stored), tmp_path / "report")).read_text()
@@ -58,7 +60,12 @@ def test_old_results_grow_with_resume_training_only_the_new_runs(stored: Path, c
     assert all(after[path] == digest for path, digest in before.items() if "sweep.json" not in path)  # untouched
     runs = pd.read_parquet(stored / "v1" / S.RUNS)
     assert len(runs) == 6 and sorted(runs[S.SEED].unique()) == [1, 2, 3] and (runs[S.STATUS] == "done").all()
+    capsys.readouterr()
     assert main(["verify", str(stored / "v1")]) == 0
+    # the old pack, decoded whole at the launch, was given its ledger: from now on it is checked by checksums
+    old = packs_from_dict(json.loads((FIXTURE / "v1" / "sweep.json").read_text())["sweep"])[0]
+    assert (stored / "v1" / "_ledger" / f"{old.pack_id}.json").exists()
+    assert "no ledger" not in capsys.readouterr().out
 
 
 def test_verify_counts_rows_a_second_file_repeats(stored: Path, capsys) -> None:

@@ -16,7 +16,8 @@ from spec_ray.orchestration import dryrun, mkl_dispatch, teachers
 from spec_ray.orchestration.cluster import check_address
 from spec_ray.orchestration.commandline import experiment_from_args, request_from_args, resume_command, sweep_parser
 from spec_ray.orchestration.experiment import Experiment
-from spec_ray.orchestration.plan import launch_summary, plan, planned_ray
+from spec_ray.orchestration.plan import plan
+from spec_ray.orchestration.summary import launch_summary, planned_ray
 from spec_ray.orchestration.tune_driver import report_end, run_sweep
 from spec_ray.storage.lease import Lease
 

@@ -29,8 +29,9 @@ from spec_ray.orchestration.cluster import (
     storage_shortfall,
 )
 from spec_ray.orchestration.commandline import resume_command
-from spec_ray.orchestration.plan import Launch, Resources, launch_summary
+from spec_ray.orchestration.plan import Launch, Resources
 from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
+from spec_ray.orchestration.summary import launch_summary
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import TUNE_DIR
 from spec_ray.storage.traces import TraceStore
