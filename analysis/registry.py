@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.load import Results
 from analysis.verdicts import NO_DATA, Claim
+from spec_ray.storage import schema as S
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,14 @@ class Figure:
         return self.caption(data) if callable(self.caption) else self.caption
 
 
-SEED_FREE = ("seed", "init_seed", "run_id", "pack_id", "experiment", "status", "diverged", "diverged_step",
-             "steps_done", "wall_time_s", "trained_on", "state", "root", "final_step")  # fmt: skip
-"""Runs-table columns that do not tell configurations apart: the seed, and what a run's training left."""
-
-
 def seeds_per_configuration(res: Results) -> int:
-    """The fewest seeds any configuration of the done runs has (runs equal in every setting but the seed)."""
+    """The fewest seeds any configuration of the done runs has: runs equal in every spec setting but the seed
+    (and an init seed drawn from it)."""
     done = res.done
     if done.empty:
         return 0
-    key = [c for c in done.columns if c not in SEED_FREE and not c.startswith("_")]
-    return int(done.groupby(key, dropna=False)["seed"].nunique().min()) if key else done["seed"].nunique()
+    key = [c for c in S.SPEC_COLUMNS if c in done.columns and c not in (S.SEED, "init_seed")]
+    return int(done.groupby(key, dropna=False)[S.SEED].nunique().min()) if key else done[S.SEED].nunique()
 
 
 @dataclass(frozen=True)
