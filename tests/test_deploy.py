@@ -32,10 +32,18 @@ SHIMS = {
 }
 
 
+RAY_FIXED_PORTS = {6379, 8076, 8265, 10001, 52365}
+"""Ports every local Ray takes by default (GCS, object manager, dashboard, client, dashboard agent): a head
+started on one of them fails (seen once: the kernel handed out 52365, which the tests' shared Ray held)."""
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_FIXED_PORTS:
+            return port
 
 
 def _ray_files() -> tuple:

@@ -143,3 +143,18 @@ def test_a_driver_without_the_preload_calibrates_in_a_child_that_has_it(shims, m
     assert not mkl_dispatch.loaded() and mkl_dispatch.pending()  # pytest itself runs without it
     (cost,) = schedule.measure_shapes([pack], workers=1).values()  # one shape, one worker: a child all the same
     assert 0 < cost.seconds(pack) < 60
+
+
+def test_bf16_is_measured_where_the_trials_run_under_the_preload(amd_switch, monkeypatch) -> None:
+    """The AMD branch, forced on any CPU: a driver without the preload its trials get asks a child that has it
+    (on a Zen 4 the preload made bf16 change nothing: MKL takes the matmuls), and the answer is that child's."""
+    from spec_ray.engine import spec as specs
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert mkl_dispatch.wanted() and not mkl_dispatch.loaded()
+    here = child("from spec_ray.engine.spec import bf16_applies; print(bf16_applies())",
+                 preload=mkl_dispatch.build()).stdout.strip() == "True"  # fmt: skip
+    monkeypatch.setattr(specs, "bf16_applies", lambda: not here)  # this process's answer is not the one asked
+    assert mkl_dispatch.bf16_applies_in_workers() is here
+    monkeypatch.setenv(mkl_dispatch.MODE_ENV, "off")  # the Intel branch: no preload, this process decides
+    assert mkl_dispatch.bf16_applies_in_workers() is (not here)

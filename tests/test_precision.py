@@ -98,7 +98,8 @@ def test_the_bf16_measurement_is_what_the_trainer_sees(monkeypatch) -> None:
     bf, ieee = runs("bf16"), runs("ieee")
     gap = rel(packed_update(bf, bf[1]), packed_update(ieee, ieee[1]))
     assert (gap > 1e-3) == measured, gap
-    assert gap == 0.0 or gap > 1e-3  # nothing in between: bf16 applies to the step or not at all
+    # nothing in between: bf16's rounding, or none (0.0 here; 2.7e-7 of fp32 summation order on a Zen 4)
+    assert gap < 1e-5 or gap > 1e-3, gap
 
 
 def test_ieee_is_fp32_whatever_the_process_setting() -> None:
