@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from spec_ray.storage import schema as S
-from spec_ray.storage.manifest import experiment_stores, read_sweep, requires_ledgers, stored_packs
+from spec_ray.storage.manifest import experiment_stores, load_sweep
 from spec_ray.storage.traces import open_storage
 from spec_ray.storage.verify import BROKEN, PackCheck, strays, verify
 
@@ -115,11 +115,11 @@ class Results:
                 self.unchecked.append(root)
                 continue
             try:
-                packs = stored_packs(stores[root])
-                ledgers = requires_ledgers(read_sweep(stores[root]))
+                stored = load_sweep(stores[root])
             except ValueError as err:  # a damaged sweep.json: named, with the fix
                 raise AnalysisError(str(err)) from None
-            checks = verify(stores[root], packs, ledgers)
+            packs = stored.packs
+            checks = verify(stores[root], packs, stored.ledgers)
             self.broken += [c for c in checks if c.state == BROKEN]
             self.bad_files |= {f for c in checks for f in (*c.bad_files, *c.extra)}
             self.stray_folders |= set(strays(stores[root], packs))

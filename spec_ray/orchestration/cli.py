@@ -28,7 +28,7 @@ from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
 from spec_ray.storage import verify
 from spec_ray.storage.lease import Lease, held_by
-from spec_ray.storage.manifest import experiment_stores, read_sweep, requires_ledgers, stored_packs
+from spec_ray.storage.manifest import experiment_stores, load_sweep
 from spec_ray.storage.traces import disk_full_message, is_disk_full
 
 
@@ -122,13 +122,14 @@ def verify_command(results: str) -> int:
     listed, 1 if not, 2 on bad input (no sweep there, an unreadable sweep.json)."""
     try:
         stores = experiment_stores(results)
-        found = [(store, stored_packs(store), requires_ledgers(read_sweep(store))) for store in stores]
+        found = [(store, load_sweep(store)) for store in stores]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failing, extra, unchecked = 0, 0, 0
-    for store, packs, ledgers in found:
-        checks = verify.verify(store, packs, ledgers)
+    for store, stored in found:
+        packs = stored.packs
+        checks = verify.verify(store, packs, stored.ledgers)
         states = {s: sum(c.state == s for c in checks) for s in (verify.COMPLETE, verify.UNFINISHED, verify.BROKEN)}
         print(f"{store.root}: {len(checks)} packs, " + ", ".join(f"{n} {s}" for s, n in states.items()))
         holder = held_by(store)

@@ -28,15 +28,7 @@ from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import of_files
-from spec_ray.storage.manifest import (
-    LEDGERS,
-    commit_sweep,
-    has_tables,
-    read_sweep,
-    requires_ledgers,
-    stored_packs,
-    sweep_digest,
-)
+from spec_ray.storage.manifest import LEDGERS, commit_sweep, has_tables, load_sweep, sweep_digest
 from spec_ray.storage.reuse import Source, find_done
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
 from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, pack_files, strays, verify
@@ -241,7 +233,8 @@ def plan(request: LaunchRequest) -> Launch:
             if value == "bf16" and where == "cpu" and not mkl_dispatch.bf16_applies_in_workers():
                 raise ValueError(f"train.matmul_precision='bf16' is invalid: allowed {NO_BF16}")
             check_matmul_precision(value, where)
-    stored = read_sweep(store)
+    found = load_sweep(store)  # read once: its record, packs and digest
+    stored = None if found is None else found.meta
     if stored is None and has_tables(store):
         raise ValueError(
             f"name={experiment.name!r} in storage={storage!r} holds tables but no sweep.json (lost, or its launch "
@@ -263,7 +256,7 @@ def plan(request: LaunchRequest) -> Launch:
                 f"{stored.get('version', 1)}), whose teacher, loss units and epochs differ: allowed a sweep of "
                 f"version {SWEEP_VERSION}; start it again under a new --name"
             )
-        old = stored_packs(store) or []
+        old = found.packs
         resources = _resources(request.given, stored.get("resources", {"block_epochs": stored["block_epochs"]}), block)
     have = {r for p in old for r in p.run_ids}
     added = [r for p in asked for r in p.runs if run_id(r) not in have]
@@ -284,7 +277,7 @@ def plan(request: LaunchRequest) -> Launch:
     pack = partial(pack_runs, pack_size=experiment.pack_size, pack_memory=experiment.pack_memory)
     meta = dict(stored) if stored is not None else {"version": SWEEP_VERSION, "name": experiment.name, LEDGERS: 1}
     meta.update(block_epochs=resources.block_epochs, resources=asdict(resources))
-    checks = verify(store, old, requires_ledgers(stored))
+    checks = verify(store, old, found is not None and found.ledgers)
     return Launch(
         experiment=experiment,
         store=store,
@@ -298,5 +291,5 @@ def plan(request: LaunchRequest) -> Launch:
         left_out=len(have - {run_id(r) for p in asked for r in p.runs}),
         meta=meta,
         strays=tuple(strays(store, old) + [f for c in checks for f in c.extra]) if old else (),
-        basis=sweep_digest(store),
+        basis=None if found is None else found.digest,
     )

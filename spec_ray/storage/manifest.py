@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -35,6 +36,10 @@ def packs_from_dict(data: dict) -> list[Pack]:
     return [Pack(tuple(spec_from_dict(r) for r in runs)) for runs in data["packs"]]
 
 
+LEDGERS = "ledgers"
+"""sweep.json's mark of a sweep begun by a spec-ray that writes a ledger for every pack."""
+
+
 class SweepUnreadable(ValueError):
     """A sweep.json that exists but cannot be read: the message names the file and the fix."""
 
@@ -47,11 +52,21 @@ def _sweep_bytes(store: TraceStore) -> bytes | None:
         return None
 
 
-def read_sweep(store: TraceStore) -> dict | None:
-    """The stored sweep.json, or None where there is none; ``SweepUnreadable`` where it is damaged."""
-    blob = _sweep_bytes(store)
-    if blob is None:
-        return None
+class StoredSweep(NamedTuple):
+    """sweep.json as read once: its record, its packs and the digest of its bytes."""
+
+    meta: dict
+    packs: list[Pack]
+    digest: str
+    """SHA-256 of the file's bytes: whether it changed since (``plan.Launch.current``)."""
+
+    @property
+    def ledgers(self) -> bool:
+        """Every finished pack of the sweep must have a ledger (a missing one is damage)."""
+        return bool(self.meta.get(LEDGERS))
+
+
+def _parse(store: TraceStore, blob: bytes) -> dict:
     try:
         meta = json.loads(blob.decode())
         if not isinstance(meta["sweep"]["packs"], list):
@@ -59,6 +74,26 @@ def read_sweep(store: TraceStore) -> dict | None:
         return meta
     except (ValueError, KeyError, TypeError) as err:
         raise unreadable(store, err) from None
+
+
+def read_sweep(store: TraceStore) -> dict | None:
+    """The stored sweep.json's record (its packs not built), or None where there is none;
+    ``SweepUnreadable`` where it is damaged."""
+    blob = _sweep_bytes(store)
+    return None if blob is None else _parse(store, blob)
+
+
+def load_sweep(store: TraceStore) -> StoredSweep | None:
+    """The stored sweep, read once, or None where there is none; ``SweepUnreadable`` where it is damaged."""
+    blob = _sweep_bytes(store)
+    if blob is None:
+        return None
+    meta = _parse(store, blob)
+    try:
+        packs = packs_from_dict(meta["sweep"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise unreadable(store, err) from None
+    return StoredSweep(meta, packs, hashlib.sha256(blob).hexdigest())
 
 
 def unreadable(store: TraceStore, err: Exception) -> SweepUnreadable:
@@ -69,15 +104,6 @@ def unreadable(store: TraceStore, err: Exception) -> SweepUnreadable:
         "which its tables can be neither checked nor resumed; allowed a sweep.json as a launch wrote it: "
         "restore it from a copy, or start again under a new --name"
     )
-
-
-LEDGERS = "ledgers"
-"""sweep.json's mark of a sweep begun by a spec-ray that writes a ledger for every pack."""
-
-
-def requires_ledgers(meta: dict | None) -> bool:
-    """Whether every finished pack of the sweep must have a ledger (a missing one is damage)."""
-    return bool(meta and meta.get(LEDGERS))
 
 
 def sweep_digest(store: TraceStore) -> str | None:
@@ -102,17 +128,6 @@ def write_sweep(store: TraceStore, meta: dict) -> None:
     with store.fs.open_output_stream(tmp) as f:
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
     store.fs.move(tmp, posixpath.join(store.root, SWEEP_FILE))
-
-
-def stored_packs(store: TraceStore) -> list[Pack] | None:
-    """The packs of the stored sweep, or None without a sweep.json."""
-    meta = read_sweep(store)
-    if meta is None:
-        return None
-    try:
-        return packs_from_dict(meta["sweep"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise unreadable(store, err) from None
 
 
 def experiment_stores(path: str) -> list[TraceStore]:

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 from spec_ray.engine.pack import Pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import Ledger
-from spec_ray.storage.manifest import SWEEP_FILE, read_sweep, requires_ledgers, stored_packs
+from spec_ray.storage.manifest import SWEEP_FILE, load_sweep
 from spec_ray.storage.records import runs_table
 from spec_ray.storage.traces import TraceStore, block_name, blocks, open_storage
 from spec_ray.storage.verify import COMPLETE, RUNS_FILE, check_pack, pack_files
@@ -49,12 +49,12 @@ def find_done(store: TraceStore, run_ids: set[str]) -> dict[str, Source]:
             continue
         other = TraceStore(store.storage, name)
         try:
-            packs, ledgers = stored_packs(other) or [], requires_ledgers(read_sweep(other))
+            stored = load_sweep(other)
         except ValueError:
             continue  # a damaged sweep.json: nothing of that experiment can be trusted as a source
-        for pack in packs:
+        for pack in stored.packs if stored else []:
             wanted = (run_ids & set(pack.run_ids)) - set(found)
-            if wanted and check_pack(other, pack, ledgers).state == COMPLETE:
+            if wanted and check_pack(other, pack, stored.ledgers).state == COMPLETE:
                 found.update(dict.fromkeys(wanted, Source(other, pack)))
     return found
 
