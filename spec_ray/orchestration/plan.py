@@ -230,9 +230,11 @@ def plan(request: LaunchRequest) -> Launch:
     if request.device is None:  # a sweep trains by its GPU share; spec_ray run checks --device
         where = "cuda" if resources.gpus_per_trial > 0 else "cpu"
         for value in sorted({r.train.matmul_precision for p in asked for r in p.runs}):
-            if value == "bf16" and where == "cpu" and not mkl_dispatch.bf16_applies_in_workers():
-                raise ValueError(f"train.matmul_precision='bf16' is invalid: allowed {NO_BF16}")
-            check_matmul_precision(value, where)
+            if value == "bf16" and where == "cpu":  # measured once, where the trials run (their MKL preload)
+                if not mkl_dispatch.bf16_applies_in_workers():
+                    raise ValueError(f"train.matmul_precision='bf16' is invalid: allowed {NO_BF16}")
+            else:
+                check_matmul_precision(value, where)
     found = load_sweep(store)  # read once: its record, packs and digest
     stored = None if found is None else found.meta
     if stored is None and has_tables(store):
