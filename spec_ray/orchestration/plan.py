@@ -31,7 +31,7 @@ from spec_ray.storage.ledger import of_files
 from spec_ray.storage.manifest import LEDGERS, commit_sweep, has_tables, load_sweep, sweep_digest
 from spec_ray.storage.reuse import Source, find_done
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
-from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, pack_files, strays, verify
+from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, strays, verify
 
 SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 RESUME_ENV = "SPEC_RAY_RESUME"  # "auto" makes every launch resume when the sweep exists
@@ -193,8 +193,7 @@ class Launch:
             self.store.remove(path)
         for check in self.checks:  # an older spec-ray's complete pack, decoded whole: its ledger, from now on
             if check.state == COMPLETE and not check.checksums:
-                files = {t: pack_files(self.store, t, check.pack.pack_id) for t in S.written_tables(check.pack.spec)}
-                of_files(self.store, check.pack.pack_id, files).save()
+                of_files(self.store, check.pack.pack_id, S.written_tables(check.pack.spec)).save()
         return commit_sweep(self.store, self.meta, self.packs(), restore=self.restore and not rebuild,
                             resume=self.resume, copies=self.copies, sources=dict(self.sources),
                             block_epochs=self.resources.block_epochs)  # fmt: skip

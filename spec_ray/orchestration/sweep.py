@@ -82,9 +82,7 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         print(f"stopped by SIGINT; finish the sweep with:\nresume:  {command}", file=sys.stderr)
         code = 130
     finally:
-        _give_back(lease)
-    if code == 2 and not launch.resume:
-        launch.store.remove_if_empty()  # refused by the cluster: nothing of this launch stays
+        _give_back(lease)  # a launch the cluster refused leaves no folder either
     return code
 
 

@@ -89,10 +89,6 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name="spec-ray-lease", daemon=True)
         self._thread.start()
 
-    @property
-    def path(self) -> str:
-        return posixpath.join(self.store.root, LEASE_FILE)
-
     @classmethod
     def acquire(cls, store: TraceStore, command: str | None = None) -> Lease:
         """Take the experiment's lease, or raise ``LeaseHeld`` naming its holder."""

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from spec_ray.storage.rows import file_sizes, sha256
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore, Written
 
 FOLDER = "_ledger"
@@ -89,23 +91,14 @@ class Ledger:
         return out
 
 
-def of_files(store: TraceStore, pack_id: str, files: dict[str, list[str]]) -> Ledger:
-    """A ledger of files already stored ({table: [path]}), read back: what a pack an older spec-ray wrote
+def of_files(store: TraceStore, pack_id: str, tables: tuple[str, ...]) -> Ledger:
+    """A ledger of the pack's files as they are stored, read back: what a pack an older spec-ray wrote
     gets once ``verify`` has decoded it whole, so that later checks read its checksums instead."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-
     ledger = Ledger(store, pack_id)
-    for table, paths in files.items():
-        for path in paths:
-            digest, size = hashlib.sha256(), 0
-            with store.fs.open_input_stream(path) as f:
-                while chunk := f.read(8 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
+    for table in tables:
+        for path, size in sorted(file_sizes(store, table, pack_id).items()):
             rows = pq.read_metadata(path, filesystem=store.fs).num_rows
-            ledger.add(Written(table, posixpath.basename(path), rows, size, digest.hexdigest()))
+            ledger.add(Written(table, posixpath.basename(path), rows, size, sha256(store, path)))
     return ledger
 
 

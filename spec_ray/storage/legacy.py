@@ -9,15 +9,13 @@ stored twice, in one file or in two, is found. Bounded memory: file by file, ids
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spec_ray.engine.pack import Pack
 from spec_ray.storage import schema as S
-from spec_ray.storage.rows import Finding, expected_rows, schema_problem
+from spec_ray.storage.rows import Finding, expected_rows, pack_files, schema_problem
 from spec_ray.storage.traces import TraceStore
 
 
@@ -45,14 +43,14 @@ def _read(store: TraceStore, path: str, table: str, keys: list[str]) -> tuple[pa
         return None, f"unreadable ({str(err).splitlines()[0][:160]})"
 
 
-def count_rows(store: TraceStore, pack: Pack, done: bool, files_of: Callable[[TraceStore, str, str], list[str]]):
+def count_rows(store: TraceStore, pack: Pack, done: bool):
     """(findings, damaged files) of a pack without a ledger: every file decoded, rows counted once each."""
     findings, bad = [], []
     for table in S.written_tables(pack.spec):
         if table == S.RUNS:
             continue
         keys = _keys(table)
-        files = files_of(store, table, pack.pack_id)
+        files = pack_files(store, table, pack.pack_id)
         counts = pd.Series(0.0, index=list(pack.run_ids))  # distinct rows of each run
         seen: set[tuple[str, int]] = set()  # (run, step) pairs of the files read so far
         twice = 0

@@ -1,4 +1,5 @@
-"""What a pack's stored rows must be: how many a run writes in each table, and the declared columns.
+"""What a pack's stored rows must be (how many a run writes in each table, the declared columns), and
+its stored files as they are: listed, sized and hashed.
 
 Shared by ``verify`` (packs with a ledger) and ``legacy`` (packs without), which both name what
 they find as a ``Finding``.
@@ -6,15 +7,18 @@ they find as a ``Finding``.
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spec_ray.engine.pack import checkpoint_steps
 from spec_ray.engine.spec import RunSpec
 from spec_ray.storage import schema as S
-from spec_ray.storage.traces import TraceStore
+from spec_ray.storage.traces import TMP_PREFIX, TraceStore
 
 
 def rows_per_checkpoint(spec: RunSpec, table: str) -> int:
@@ -56,3 +60,32 @@ def schema_problem(store: TraceStore, path: str, table: str) -> str | None:
             got = "missing" if schema.get_field_index(f.name) < 0 else str(schema.field(f.name).type)
             return f"column {f.name!r} is {got}, declared {f.type}"
     return None
+
+
+CHUNK = 8 << 20
+"""Bytes hashed at a time: memory stays flat whatever a file's size."""
+
+
+def pack_files(store: TraceStore, table: str, pack_id: str) -> list[str]:
+    """The pack's stored files of one table (hidden temp files excluded), sorted."""
+    return sorted(file_sizes(store, table, pack_id))
+
+
+def file_sizes(store: TraceStore, table: str, pack_id: str) -> dict[str, int]:
+    """The pack's stored files of one table by path, with their bytes (hidden temp files excluded)."""
+    folder = posixpath.dirname(store.file_path(table, pack_id, "x"))
+    try:
+        infos = store.fs.get_file_info(pafs.FileSelector(folder))
+    except (FileNotFoundError, OSError):
+        return {}
+    return {i.path: i.size for i in infos if i.type == pafs.FileType.File
+            and not posixpath.basename(i.path).startswith((TMP_PREFIX, ".", "_"))}  # fmt: skip
+
+
+def sha256(store: TraceStore, path: str) -> str:
+    """The SHA-256 of a stored file, read in chunks."""
+    digest = hashlib.sha256()
+    with store.fs.open_input_stream(path) as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

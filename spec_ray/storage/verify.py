@@ -14,7 +14,6 @@ the ``strays`` (folders of packs sweep.json does not hold).
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from typing import NamedTuple
 
@@ -29,15 +28,23 @@ from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import FOLDER as LEDGER_FOLDER
 from spec_ray.storage.ledger import Ledger, LedgerError, ledger_ids
 from spec_ray.storage.legacy import count_rows
-from spec_ray.storage.rows import Finding, expected_rows, rows_per_checkpoint, schema_problem, table_steps
-from spec_ray.storage.traces import TMP_PREFIX, TraceStore, Written, block_range
+from spec_ray.storage.rows import (
+    Finding,
+    expected_rows,
+    file_sizes,
+    pack_files,
+    rows_per_checkpoint,
+    schema_problem,
+    sha256,
+    table_steps,
+)
+from spec_ray.storage.traces import TraceStore, Written, block_range
 
 __all__ = ["BROKEN", "COMPLETE", "UNFINISHED", "Finding", "PackCheck", "check_pack", "describe", "expected_rows",
            "pack_files", "strays", "verify"]  # fmt: skip
 
 COMPLETE, UNFINISHED, BROKEN = "complete", "unfinished", "broken"
 RUNS_FILE = "runs.parquet"
-CHUNK = 8 << 20  # bytes hashed at a time: memory stays flat whatever a file's size
 
 
 class PackCheck(NamedTuple):
@@ -54,30 +61,6 @@ class PackCheck(NamedTuple):
     ``--resume`` removes them."""
     checksums: bool = True
     """False for a finished pack without a ledger (an older spec-ray's): its files were decoded, not checksummed."""
-
-
-def pack_files(store: TraceStore, table: str, pack_id: str) -> list[str]:
-    """The pack's stored files of one table (hidden temp files excluded), sorted."""
-    return sorted(_sizes(store, table, pack_id))
-
-
-def _sizes(store: TraceStore, table: str, pack_id: str) -> dict[str, int]:
-    folder = posixpath.dirname(store.file_path(table, pack_id, "x"))
-    try:
-        infos = store.fs.get_file_info(pafs.FileSelector(folder))
-    except (FileNotFoundError, OSError):
-        return {}
-    return {i.path: i.size for i in infos if i.type == pafs.FileType.File
-            and not posixpath.basename(i.path).startswith((TMP_PREFIX, ".", "_"))}  # fmt: skip
-
-
-def sha256(store: TraceStore, path: str) -> str:
-    """The SHA-256 of a stored file, read in chunks."""
-    digest = hashlib.sha256()
-    with store.fs.open_input_stream(path) as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _differs(a: object, b: object) -> bool:
@@ -131,7 +114,7 @@ def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool) -> tup
     extra: list[str] = []
     listed = ledger.tables()
     for table in S.written_tables(pack.spec):
-        sizes = _sizes(store, table, pack.pack_id)
+        sizes = file_sizes(store, table, pack.pack_id)
         entries: list[tuple[str, Written]] = listed.get(table, [])
         mine = {posixpath.join(store.root, rel): w for rel, w in entries}
         extra += [p for p in sorted(sizes) if p not in mine]
@@ -165,6 +148,7 @@ def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False) -> P
     done, findings = check_runs(store, pack)
     bad = sorted({f.path for f in findings if f.path and f.problem.startswith("corrupt")})
     started = store.fs.get_file_info(store.file_path(S.RUNS, pack.pack_id, RUNS_FILE)).type == pafs.FileType.File
+    has_rows = any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec))
     try:
         ledger = Ledger.load(store, pack.pack_id)
     except LedgerError as err:
@@ -177,13 +161,13 @@ def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False) -> P
         bad += damaged
         if not done:
             extra = []  # a pack being trained again rewrites these names
-    elif started or any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec)):
-        more, damaged = count_rows(store, pack, done, pack_files)
+    elif started or has_rows:
+        more, damaged = count_rows(store, pack, done)
         findings += more
         bad += damaged
         if done and require_ledger:
             findings.append(Finding(S.RUNS, f"its ledger {Ledger.path_of(store, pack.pack_id)} is missing"))
-    if not started and any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec)):
+    if not started and has_rows:
         # runs.parquet is a pack's first write: rows without it mean it was lost.
         findings.append(Finding(S.RUNS, f"{RUNS_FILE} is missing, but the pack has rows"))
     # A corrupt file of an unfinished pack is broken too: a resume from a later block would not rewrite it.
