@@ -69,6 +69,15 @@ def test_analysis_benchmark_quick_builds_and_reports() -> None:
     assert "success_rate.png" in proc.stdout and "lshape.png" in proc.stdout
 
 
+def test_verify_benchmark_times_both_ways_on_one_experiment() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "verify.py"), "--quick", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
+    assert float(fields["verify_ledger_seconds"]) > 0 and float(fields["verify_decode_seconds"]) > 0
+    assert float(fields["mib"]) > 1  # both ways passed (exit 0) over the same written experiment
+
+
 def test_fidelity_check_runs_both_implementations_and_compares_per_cell() -> None:
     from conftest import shared_ray
 
