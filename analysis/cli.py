@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from analysis.load import AnalysisError, open_results
+from analysis.load import AnalysisError, Results, open_results
 from spec_ray.orchestration.flags import Parser
 from spec_ray.storage import schema as S
 
@@ -19,7 +19,7 @@ def build_parser() -> Parser:
     report.add_argument(
         "--out", default=None, help="output folder, a path or a URI like RESULTS (default: RESULTS/report)"
     )
-    tables = ", ".join((*S.TABLES, *S.OPTIONAL_TABLES))
+    tables = ", ".join((*S.TABLES, *S.OPTIONAL_TABLES, f"{S.CORRELATIONS} (corr_matrices as long rows)"))
     query = sub.add_parser("query", help=f"run SQL over the tables {tables} (the opt-in ones where stored)")
     query.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
     query.add_argument("sql", help='e.g. "select p, avg(rho_mean) from scalars join runs using (run_id) group by p"')
@@ -57,7 +57,8 @@ OUT_FORMATS = (".csv", ".parquet")
 
 def query_frame(results: str, sql: str):
     """The SQL's result as a pandas frame; every table the results hold is a DuckDB view over its
-    Arrow dataset (``correlations`` and ``modulation`` where some experiment kept them)."""
+    Arrow dataset (the opt-in ones where some experiment kept them), and ``correlations`` every
+    correlation as a long row (``long_view``)."""
     try:
         import duckdb
     except ImportError:
@@ -69,14 +70,35 @@ def query_frame(results: str, sql: str):
     for table in S.TABLES:
         con.register(table, res.dataset(table))
     for table in S.OPTIONAL_TABLES:
-        if res.has_any(table):
+        if any(res.holds(root, table) for root in res.roots):
             con.register(table, res.dataset(table, optional=True))
+    long_view(con, res)
     try:
         return con.sql(sql).df()
     except duckdb.Error as err:
-        absent = [t for t in S.OPTIONAL_TABLES if t in sql and not res.has_any(t)]
-        hint = f" ({', '.join(absent)}: not kept by these runs; see checkpoint.keep_{absent[0]})" if absent else ""
+        kept = {S.MODULATION: "keep_modulation"}
+        absent = [t for t in (*S.OPTIONAL_TABLES, S.CORRELATIONS) if t in sql and not res.has_any(t)]
+        how = f"checkpoint.{kept.get(absent[0], 'keep_correlations')}" if absent else ""
+        hint = f" ({', '.join(absent)}: not kept by these runs; see {how})" if absent else ""
         raise AnalysisError(f"sql is invalid: {err}{hint}") from None
+
+
+LONG_SQL = """SELECT run_id, step, epoch, layer, CAST((i - 1) // students AS INTEGER) AS node,
+    CAST((i - 1) % students AS INTEGER) AS student, CAST(corr[i] AS DOUBLE) AS corr
+FROM corr_matrices, range(1, teachers * students + 1) AS pairs(i)"""
+"""The ``corr_matrices`` table as long rows (docs/schema.md): one per run, checkpoint, layer, teacher and student."""
+
+
+def long_view(con, res: Results) -> None:
+    """``correlations``: every correlation as a long row, from ``corr_matrices`` and the long table of older
+    experiments alike, so that SQL written for either layout runs on both."""
+    matrices = any(res.holds(root, S.CORR_MATRICES) for root in res.roots)
+    older = any(res.holds(root, S.CORRELATIONS) for root in res.roots)
+    if older:
+        con.register("correlations_before_0_2", res.dataset(S.CORRELATIONS, optional=True))
+    parts = [LONG_SQL] * matrices + ["SELECT * FROM correlations_before_0_2"] * older
+    if parts:
+        con.sql(f"CREATE VIEW {S.CORRELATIONS} AS " + " UNION ALL BY NAME ".join(parts))
 
 
 def query(results: str, sql: str, out: str | None = None) -> str:

@@ -24,9 +24,20 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from spec_ray.storage import schema as S
+from spec_ray.storage import summaries
 from spec_ray.storage.manifest import experiment_stores, load_sweep
+from spec_ray.storage.summaries import correlation_files
 from spec_ray.storage.traces import open_storage
 from spec_ray.storage.verify import BROKEN, PackCheck, strays, verify
+
+CHECKED = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
+"""Parquet read with its pages' CRCs checked: a byte changed after opening (which checks the large
+correlation files by size only, ``verify.LARGE_TABLES``) fails the read instead of a number."""
+
+LAYOUTS = {S.CORR_MATRICES: (S.CORRELATIONS,)}
+"""A table's layouts of older spec-rays, which count as holding it (read as they are)."""
 
 STATE_ORDER = {"done": 0, "diverged": 1, "incomplete": 2, "unfinished": 3}
 """Which copy of a run stored in several experiments is kept: the most finished."""
@@ -119,7 +130,7 @@ class Results:
             except ValueError as err:  # a damaged sweep.json: named, with the fix
                 raise AnalysisError(str(err)) from None
             packs = stored.packs
-            checks = verify(stores[root], packs, stored.ledgers)
+            checks = verify(stores[root], packs, stored.ledgers, checksums=False)
             self.broken += [c for c in checks if c.state == BROKEN]
             self.bad_files |= {f for c in checks for f in (*c.bad_files, *c.extra)}
             self.stray_folders |= set(strays(stores[root], packs))
@@ -153,17 +164,42 @@ class Results:
                      and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
             files = [f for f in files if f not in self.bad_files
                      and not any(f.startswith(d + "/") for d in self.stray_folders)]  # fmt: skip
-            return ds.dataset(files, filesystem=self.fs, format="parquet", partitioning="hive",
+            return ds.dataset(files, filesystem=self.fs, format=CHECKED, partitioning="hive",
                               partition_base_dir=folder)  # fmt: skip
-        return ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive")
+        return ds.dataset(folder, filesystem=self.fs, format=CHECKED, partitioning="hive")
+
+    def holds(self, root: str, table: str) -> bool:
+        """Whether the experiment at ``root`` holds ``table`` itself (not in an older layout)."""
+        return _is_dir(self.fs, posixpath.join(root, table))
+
+    def _holds(self, root: str, table: str) -> bool:
+        """Whether one experiment holds ``table``, or its older layout (``LAYOUTS``)."""
+        return any(self.holds(root, t) for t in (table, *LAYOUTS.get(table, ())))
 
     def has(self, table: str) -> bool:
         """Whether every experiment holds ``table`` (an opt-in table may be absent)."""
-        return all(_is_dir(self.fs, posixpath.join(root, table)) for root in self.roots)
+        return all(self._holds(root, table) for root in self.roots)
 
     def has_any(self, table: str) -> bool:
         """Whether some experiment holds ``table``."""
-        return any(_is_dir(self.fs, posixpath.join(root, table)) for root in self.roots)
+        return any(self._holds(root, table) for root in self.roots)
+
+    def made_ranks(self, run_ids: list[str]) -> pd.DataFrame:
+        """The ``winner_ranks`` rows of runs stored without them, made from their correlations a pack at a
+        time, in whichever layout their pack holds them (``storage.summaries``)."""
+        frames = []
+        runs = self.runs[self.runs[S.RUN_ID].isin(run_ids)]
+        for (root, pack), group in runs.groupby(["root", S.PACK_ID], sort=True):
+            for table, long in ((S.CORR_MATRICES, False), (S.CORRELATIONS, True)):
+                folder = posixpath.join(root, table, f"{S.PARTITION}={pack}")
+                files = [f for f in correlation_files(self.fs, folder) if f not in self.bad_files]
+                if files:
+                    final = int(group["final_step"].iloc[0])
+                    ranks = summaries.winner_ranks(self.fs, files, final, long, list(group[S.RUN_ID]))
+                    frames.append(ranks.to_pandas())
+                    break
+        empty = S.SCHEMAS[S.WINNER_RANKS].empty_table().to_pandas()
+        return pd.concat(frames, ignore_index=True) if frames else empty
 
     @property
     def done(self) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 """The one place the version is kept (pyproject reads it); a cluster refuses nodes of another."""
 
 # Exports load on first use (PEP 562): the read side imports spec_ray.storage.schema or

@@ -22,6 +22,7 @@ from benchmarks.synthetic import write_experiment
 from spec_ray.engine.pack import Pack
 from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
+from spec_ray.storage.summaries import matrices_to_long
 from spec_ray.storage.traces import TraceStore
 
 
@@ -324,7 +325,8 @@ def test_winner_ranks_are_luck_matters_rank_of_the_final_winners(tmp_path: Path)
     run_pack(Pack(tuple(runs)), store, block_epochs=1, progress=False)
     res = open_results(str(tmp_path / "luck"))
     got = luck_queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
-    corr = res.read(S.CORRELATIONS, [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT, S.CORR])
+    corr = matrices_to_long(res.dataset(S.CORR_MATRICES).to_table()).to_pandas()
+    assert len(corr) == len(res.read(S.SCALARS, [S.STEP])) * (4 * 12 + 3 * 9)  # every pair of every checkpoint
     final = int(res.done["final_step"].iloc[0])
     for (run, layer, _node), rows in corr.groupby([S.RUN_ID, S.LAYER, S.NODE]):
         at_end = rows[rows[S.STEP] == final]

@@ -111,7 +111,7 @@ def test_a_cluster_running_another_spec_ray_is_refused_naming_the_node(tmp_path:
     other = tmp_path / "other"
     shutil.copytree(ROOT / "spec_ray", other / "spec_ray", ignore=shutil.ignore_patterns("__pycache__"))
     init = other / "spec_ray" / "__init__.py"
-    init.write_text(init.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.1.0+other"'))
+    init.write_text(init.read_text().replace('__version__ = "0.2.0"', '__version__ = "0.2.0+other"'))
     monkeypatch.setenv("PYTHONPATH", str(other))  # the nodes below start with it; the driver does not
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     c.wait_for_nodes()

@@ -7,11 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import snapshot
 
 from analysis.load import open_results
+from analysis.luck import queries as luck_queries
 from analysis.report import build_report
 from spec_ray.orchestration.cli import main
 from spec_ray.storage import schema as S
@@ -76,3 +78,45 @@ def test_verify_counts_rows_a_second_file_repeats(stored: Path, capsys) -> None:
     shutil.copy(first, folder / "steps-copy.parquet")
     assert main(["verify", str(stored / "v1-luck")]) == 1
     assert f"correlations: {rows} rows stored twice" in capsys.readouterr().out
+
+
+def reference_ranks(corr: pd.DataFrame, final: int) -> pd.DataFrame:
+    """Luck Matters' rank of the final winners by the paper's definition, in pandas over long rows (the
+    report's own query before 0.2): mean and median over teacher nodes, per run, layer and step."""
+    key = [S.RUN_ID, S.LAYER, S.NODE]
+    last = corr[corr[S.STEP] == final]
+    winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
+    rows = corr.merge(winners, on=key)
+    at = [*key, S.STEP]
+    mine = rows[rows[S.STUDENT] == rows["winner"]].set_index(at)[S.CORR].rename("mine")
+    rows = rows.join(mine, on=at)
+    per_node = rows.assign(above=rows[S.CORR] > rows["mine"]).groupby(at, as_index=False).agg(
+        above=("above", "sum"), n=(S.STUDENT, "size"))  # fmt: skip
+    per_node["rank"] = per_node["above"] / (per_node["n"] - 1).clip(lower=1)
+    return per_node.groupby([S.RUN_ID, S.LAYER, S.STEP]).agg(mean_rank=("rank", "mean"),
+                                                             median_rank=("rank", "median"))  # fmt: skip
+
+
+def test_old_long_correlations_give_the_same_winner_ranks_and_a_resume_keeps_them(stored: Path, capsys) -> None:
+    """The long layout of before 0.2 is read as it is: the ranks made from it equal the paper's definition
+    over its rows; a --resume keeps them in the pack's ledger, and verify and the report read them after."""
+    root = stored / "v1-luck"
+    corr = pd.read_parquet(root / S.CORRELATIONS)
+    res = open_results(str(root))
+    final = int(res.done["final_step"].iloc[0])
+    expected = reference_ranks(corr, final)
+    made = luck_queries.winner_ranks(res).set_index([S.RUN_ID, S.LAYER, S.STEP])
+    assert len(made) == len(expected) == 6 * 2 * corr[S.STEP].nunique()  # 6 runs, 2 layers, every checkpoint
+    for column in (S.MEAN_RANK, S.MEDIAN_RANK):
+        np.testing.assert_allclose(made[column], expected[column].reindex(made.index), atol=1e-12)
+    assert not (root / S.WINNER_RANKS).exists()
+    assert main(["run", "--smoke", *WROTE["v1-luck"], "--storage", str(stored), "--name", "v1-luck",
+                 "--resume", "--no-progress"]) == 0  # fmt: skip
+    kept = pd.read_parquet(root / S.WINNER_RANKS).set_index([S.RUN_ID, S.LAYER, S.STEP])
+    np.testing.assert_allclose(kept[S.MEAN_RANK], made[S.MEAN_RANK].reindex(kept.index), atol=1e-12)
+    assert len(kept) == len(made)
+    capsys.readouterr()
+    assert main(["verify", str(root)]) == 0
+    assert "no ledger" not in capsys.readouterr().out
+    again = luck_queries.winner_ranks(open_results(str(root))).set_index([S.RUN_ID, S.LAYER, S.STEP])
+    np.testing.assert_allclose(again[S.MEAN_RANK], made[S.MEAN_RANK].reindex(again.index), atol=1e-12)

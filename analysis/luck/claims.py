@@ -64,7 +64,7 @@ def claim8(rank: pd.DataFrame) -> Claim:
     """In every cell and layer the final winners' mean rank at init is under LUCKY_BELOW, and it is 0 at the end."""
     text = "Final winners were lucky: their rank at initialization is well below a random pick's 0.5, and falls to 0."
     if rank.empty:
-        return Claim(8, text, "needs the correlations table (--keep-correlations true)", NO_DATA)
+        return Claim(8, text, "needs the corr_matrices table (--keep-correlations true)", NO_DATA)
     first = rank[rank[S.EPOCH] == rank.groupby(CELL)[S.EPOCH].transform("min")]
     last = rank[rank[S.EPOCH] == rank.groupby(CELL)[S.EPOCH].transform("max")]
     evidence = (

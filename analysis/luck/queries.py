@@ -17,7 +17,7 @@ LUCK = Needs(
     where=((S.KEEP_CORRELATIONS, (True,)),), words="runs that keep their correlations (sweeps/luck_matters.py)"
 )
 """Luck Matters' runs keep every checkpoint's correlations: its rank of the final winners needs them."""
-RANKS = Needs(where=LUCK.where, tables=(S.CORRELATIONS,), words=LUCK.words)
+RANKS = Needs(where=LUCK.where, tables=(S.CORR_MATRICES,), words=LUCK.words)
 BN = Needs(where=LUCK.where, varies=(S.STUDENT_BN,), words="Luck Matters runs with and without student BN")
 BN_ANY = Needs(varies=(S.STUDENT_BN,), words="runs with and without student BN")
 SIZES = Needs(where=LUCK.where, varies=(S.WIDTHS,), words="Luck Matters runs of two FC teacher sizes")
@@ -30,46 +30,31 @@ KEPT_MODULATION = Needs(where=((S.KEEP_MODULATION, (True,)),), tables=(S.MODULAT
                         "sweeps/luck_matters.py)")  # fmt: skip
 
 
+RANK_COLUMNS = [S.RUN_ID, S.LAYER, S.STEP, S.EPOCH, S.MEAN_RANK, S.MEDIAN_RANK, S.TEACHERS]
+
+
 def winner_ranks(res: Results) -> pd.DataFrame:
     """Luck Matters' rank of the final winners (sec. 7, figs. 5, 17, 18), per run, layer and checkpoint.
 
     After training, each teacher node j has its most correlated student, the final winner k*. At
     every checkpoint, k*'s rank among all students by correlation with j (0 = first), divided by
-    n - 1, so that it lies in [0, 1]; a finished run's is 0 at its last step by definition. Needs
-    the ``correlations`` table (``checkpoint.keep_correlations``). Columns: run_id, layer, step,
-    epoch, mean_rank, median_rank (over teacher nodes), teachers.
+    n - 1, so that it lies in [0, 1]; a finished run's is 0 at its last step by definition. Read from
+    the ``winner_ranks`` table each pack writes when it ends (``spec_ray.storage.summaries``); a run
+    stored without it (spec-ray before 0.2, until a ``--resume``) has its ranks made from its
+    correlations, a pack at a time. Columns: run_id, layer, step, epoch, mean_rank, median_rank (over
+    teacher nodes), teachers.
     """
-    if not res.has_any(S.CORRELATIONS):  # a storage root may mix experiments with and without it
-        raise AnalysisError("winner ranks need the correlations table: rerun with --keep-correlations true")
-    # One run at a time: the large FC's table holds 337,500 rows a checkpoint and run (16 M a run), and
-    # ten runs at once did not fit 24 GB (measured: the report was killed).
-    parts = [_winner_ranks_of(res, [rid]) for rid in res.done[S.RUN_ID]]
-    if not parts:
-        return _winner_ranks_of(res, []).iloc[:0]
-    return pd.concat(parts).sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
-
-
-def _winner_ranks_of(res: Results, run_ids: list[str]) -> pd.DataFrame:
-    """``winner_ranks`` of one run (or none), read without its id column: 16 M string ids were most of
-    the memory."""
-    cols = [S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT, S.CORR]
-    rows = res.read(S.CORRELATIONS, cols, run_ids, optional=True)
-    final = res.done.set_index(S.RUN_ID)["final_step"].reindex(run_ids)
-    last = rows[rows[S.STEP] == (final.iloc[0] if len(final) else -1)]
-    key = [S.LAYER, S.NODE]
-    winners = last.loc[last.groupby(key)[S.CORR].idxmax(), key + [S.STUDENT]].rename(columns={S.STUDENT: "winner"})
-    rows = rows.merge(winners, on=key)
-    at = [S.LAYER, S.NODE, S.STEP]
-    winner_corr = rows[rows[S.STUDENT] == rows["winner"]].set_index(at)[S.CORR].rename("winner_corr")
-    rows = rows.join(winner_corr, on=at)
-    rows["above"] = rows[S.CORR] > rows["winner_corr"]
-    per_node = rows.groupby(at + [S.EPOCH], as_index=False).agg(above=("above", "sum"), n=(S.STUDENT, "size"))
-    per_node["rank"] = per_node["above"] / (per_node["n"] - 1).clip(lower=1)
-    out = per_node.groupby([S.LAYER, S.STEP, S.EPOCH], as_index=False).agg(
-        mean_rank=("rank", "mean"), median_rank=("rank", "median"), teachers=(S.NODE, "nunique")
-    )
-    out.insert(0, S.RUN_ID, run_ids[0] if run_ids else "")
-    return out.sort_values([S.LAYER, S.STEP]).reset_index(drop=True)
+    if not res.has_any(S.CORR_MATRICES):  # a storage root may mix experiments with and without it
+        raise AnalysisError("winner ranks need the corr_matrices table: rerun with --keep-correlations true")
+    if "winner_ranks" not in res.memo:
+        ids = list(res.done[S.RUN_ID])
+        stored = (res.read(S.WINNER_RANKS, RANK_COLUMNS, ids, optional=True) if res.has_any(S.WINNER_RANKS)
+                  else S.SCHEMAS[S.WINNER_RANKS].empty_table().to_pandas())  # fmt: skip
+        made = res.made_ranks(sorted(set(ids) - set(stored[S.RUN_ID])))
+        frames = [f for f in (stored, made) if len(f)] or [stored]
+        out = pd.concat(frames, ignore_index=True)[RANK_COLUMNS]
+        res.memo["winner_ranks"] = out.sort_values([S.RUN_ID, S.LAYER, S.STEP]).reset_index(drop=True)
+    return res.memo["winner_ranks"]
 
 
 LUCK_CONFIG = ["net", S.STUDENT_BN, "data"]
@@ -128,7 +113,7 @@ def luck_rank(res: Results) -> pd.DataFrame:
     epoch: ``winner_ranks`` averaged over seeds, with the min/max of the mean rank. Empty without the
     correlations table. Columns: net, student_bn, data, layer, epoch, mean_rank, median_rank,
     mean_rank_min, mean_rank_max, seeds."""
-    if not res.has_any(S.CORRELATIONS):
+    if not res.has_any(S.CORR_MATRICES):
         return pd.DataFrame()
     ranks = _luck_config(res, winner_ranks(res))
     out = ranks.groupby([*LUCK_CONFIG, S.LAYER, S.EPOCH], as_index=False).agg(

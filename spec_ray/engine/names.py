@@ -39,10 +39,21 @@ MEAN_BEST_INIT_RANK = "mean_best_init_rank"
 TEACHER_NODES = "teacher_nodes"
 STUDENT_NODES = "student_nodes"
 SCALARS = "scalars"
+CORR_MATRICES = "corr_matrices"
+"""Opt-in (``checkpoint.keep_correlations``): every teacher x student correlation at every checkpoint, one
+row per run, checkpoint and layer holding the layer's m x n matrix."""
+WINNER_RANKS = "winner_ranks"
+"""Written with ``corr_matrices`` when a pack ends: Luck Matters' rank of the final winners per run,
+checkpoint and layer, the summary its report reads instead of every correlation."""
 CORRELATIONS = "correlations"
-"""Opt-in (``checkpoint.keep_correlations``): every teacher x student correlation at every checkpoint."""
+"""The long layout of ``corr_matrices`` (a row per teacher x student pair) that spec-ray wrote before
+0.2: read, verified and grown as it is, never written."""
 STUDENT = "student"
 CORR = "corr"
+TEACHERS = "teachers"
+STUDENTS = "students"
+MEAN_RANK = "mean_rank"
+MEDIAN_RANK = "median_rank"
 MODULATION = "modulation"
 """Opt-in (``checkpoint.keep_modulation``): beta* and H* at the first and last checkpoint."""
 BETA = "beta"
@@ -54,7 +65,7 @@ class Col(NamedTuple):
 
     name: str
     kind: str
-    """string | int16 | int32 | int64 | float64 | bool."""
+    """string | int16 | int32 | int64 | float64 | bool | list<float32>."""
     meaning: str
     unit: str = ""
 
@@ -82,7 +93,7 @@ COLUMNS: dict[str, tuple[Col, ...]] = {
                _CORR),
         Col(BEST_INIT_RANK, "float64", "rank at initialization of this node's *current* best student among all "
                "students, by correlation with this teacher node; 0 = first, 1 = last. Not Luck Matters' rank of the "
-               "final winners: that is `analysis.luck.queries.winner_ranks`, over the `correlations` table", _FRACTION),
+               "final winners: that is the `winner_ranks` table, made from `corr_matrices`", _FRACTION),
     ),
     STUDENT_NODES: _KEY + _NODE + (
         Col(NODE, "int32", "student node k"),
@@ -111,13 +122,30 @@ COLUMNS: dict[str, tuple[Col, ...]] = {
 }  # fmt: skip
 """Every column of the three checkpoint tables, in order: ``storage.schema`` derives the Arrow schemas."""
 
+CORR_MATRIX_COLUMNS = _KEY + _NODE + (
+    Col(TEACHERS, "int32", "m_l: the matrix's rows, teacher nodes j (0 is the strongest)"),
+    Col(STUDENTS, "int32", "n_l: its columns, student nodes k"),
+    Col(CORR, "list<float32>", "rho_jk on the evaluation set, row-major: rho_jk is element j * students + k. "
+           "Luck Matters' rank of the final winners is taken from it (``winner_ranks``)", _CORR),
+)  # fmt: skip
+"""The opt-in ``corr_matrices`` table: one row per run, checkpoint and hidden layer."""
+
+WINNER_RANK_COLUMNS = _KEY + _NODE + (
+    Col(MEAN_RANK, "float64", "mean over teacher nodes j of the rank of j's final winner k* (its most "
+           "correlated student at the run's last step) among all students by rho_jk at this checkpoint; "
+           "0 = first, 1 = last (rank / (n_l - 1))", _FRACTION),
+    Col(MEDIAN_RANK, "float64", "the median of the same ranks over teacher nodes", _FRACTION),
+    Col(TEACHERS, "int32", "m_l: the teacher nodes averaged over"),
+)  # fmt: skip
+"""The ``winner_ranks`` table (with ``corr_matrices``): one row per run, checkpoint and hidden layer."""
+
 CORRELATION_COLUMNS = _KEY + _NODE + (
     Col(NODE, "int32", "teacher node j; 0 is the strongest"),
     Col(STUDENT, "int32", "student node k"),
     Col(CORR, "float64", "rho_jk on the evaluation set: what Luck Matters' rank of the final winners is "
            "taken from (analysis.luck.queries.winner_ranks)", _CORR),
 )  # fmt: skip
-"""The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
+"""The long ``correlations`` table of spec-ray before 0.2: a row per run, checkpoint, layer, teacher and student."""
 
 MODULATION_COLUMNS = _KEY + _NODE + (
     Col(NODE, "int32", "teacher node j°; 0 is the strongest"),

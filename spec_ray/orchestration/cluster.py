@@ -126,7 +126,7 @@ def cluster_slots(cpus: float, gpus: float) -> int:
 @functools.cache
 def code_identity() -> str:
     """This process's spec-ray: its version and a digest of its package's source files, e.g.
-    ``0.1.0 (code 3f2a...)``. Two trees of one version with other code differ in the digest."""
+    ``0.2.0 (code 3f2a...)``. Two trees of one version with other code differ in the digest."""
     import spec_ray
 
     root = Path(spec_ray.__file__).resolve().parent

@@ -27,11 +27,12 @@ from spec_ray.engine.spec_io import flat_fields
 from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
 from spec_ray.storage import schema as S
-from spec_ray.storage.ledger import of_files
+from spec_ray.storage.ledger import Ledger, of_files
 from spec_ray.storage.manifest import LEDGERS, commit_sweep, has_tables, load_sweep, sweep_digest
 from spec_ray.storage.reuse import Source, find_done
+from spec_ray.storage.summaries import write_winner_ranks
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
-from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, strays, verify
+from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, long_layout, pack_tables, strays, verify
 
 SWEEP_VERSION = 2  # 2: the authors' teachers, reported loss units, shuffled-pass epochs (docs/protocol.md)
 RESUME_ENV = "SPEC_RAY_RESUME"  # "auto" makes every launch resume when the sweep exists
@@ -191,12 +192,32 @@ class Launch:
         is unreadable, so a new Tune run is started."""
         for path in self.strays:
             self.store.remove(path)
-        for check in self.checks:  # an older spec-ray's complete pack, decoded whole: its ledger, from now on
-            if check.state == COMPLETE and not check.checksums:
-                of_files(self.store, check.pack.pack_id, S.written_tables(check.pack.spec)).save()
+        for check in self.checks:
+            if check.state == COMPLETE:
+                keep_older(self.store, check)
         return commit_sweep(self.store, self.meta, self.packs(), restore=self.restore and not rebuild,
                             resume=self.resume, copies=self.copies, sources=dict(self.sources),
                             block_epochs=self.resources.block_epochs)  # fmt: skip
+
+
+def keep_older(store: TraceStore, check: PackCheck) -> None:
+    """An older spec-ray's complete pack: its ledger, once it has been decoded whole (later checks read
+    checksums), and its winner ranks made from its long-layout correlations (later reports read them)."""
+    pack = check.pack
+    ledger = (
+        Ledger.load(store, pack.pack_id)
+        if check.checksums
+        else of_files(store, pack.pack_id, pack_tables(pack.spec, None))
+    )
+    if ledger is None:
+        return
+    changed = not check.checksums
+    if pack.spec.checkpoint.keep_correlations and long_layout(ledger) and not ledger.paths(S.WINNER_RANKS):
+        files = ledger.paths(S.CORRELATIONS)
+        ledger.add(write_winner_ranks(store, pack.pack_id, pack.spec.total_steps, files, long=True))
+        changed = True
+    if changed:
+        ledger.save()
 
 
 def _changed(stored: list[RunSpec], asked: list[RunSpec], axes: set[str]) -> list[str]:

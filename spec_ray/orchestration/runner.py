@@ -19,6 +19,7 @@ from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import Ledger, LedgerError
 from spec_ray.storage.records import checkpoint_tables, runs_table
+from spec_ray.storage.summaries import write_winner_ranks
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore, block_name, blocks
 
 
@@ -80,6 +81,8 @@ def run_pack(
                 on_checkpoint(state, ckpt, last)
     if bar:
         bar.close(state.step)
+    if spec.checkpoint.keep_correlations:  # the report's summary, made here from the files just written
+        ledger.add(write_winner_ranks(store, pack.pack_id, total, ledger.paths(S.CORR_MATRICES), long=False))
     wall = time.perf_counter() - began
     ledger.add(store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall)))
     ledger.save()

@@ -83,6 +83,10 @@ class Ledger:
             out.write(json.dumps(body, indent=0, sort_keys=True).encode())
         self.store.fs.move(tmp, self.path_of(self.store, self.pack_id))
 
+    def paths(self, table: str) -> list[str]:
+        """The listed files of one table, by full path, in block order."""
+        return sorted(posixpath.join(self.store.root, rel) for rel, w in self.files.items() if w.table == table)
+
     def tables(self) -> dict[str, list[tuple[str, Written]]]:
         """The listed files by table: (path relative to the experiment, record), sorted."""
         out: dict[str, list[tuple[str, Written]]] = {}

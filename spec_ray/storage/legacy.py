@@ -21,7 +21,9 @@ from spec_ray.storage.traces import TraceStore
 
 def _keys(table: str) -> list[str]:
     keys = [S.RUN_ID, S.STEP]
-    if table != S.SCALARS:
+    if table in (S.CORR_MATRICES, S.WINNER_RANKS):
+        keys.append(S.LAYER)
+    elif table != S.SCALARS:
         keys += [S.LAYER, S.NODE]
     if table in (S.CORRELATIONS, S.MODULATION):
         keys.append(S.STUDENT)
@@ -43,10 +45,11 @@ def _read(store: TraceStore, path: str, table: str, keys: list[str]) -> tuple[pa
         return None, f"unreadable ({str(err).splitlines()[0][:160]})"
 
 
-def count_rows(store: TraceStore, pack: Pack, done: bool):
-    """(findings, damaged files) of a pack without a ledger: every file decoded, rows counted once each."""
+def count_rows(store: TraceStore, pack: Pack, done: bool, tables: tuple[str, ...]):
+    """(findings, damaged files) of a pack without a ledger: every file of ``tables`` decoded, rows counted
+    once each."""
     findings, bad = [], []
-    for table in S.written_tables(pack.spec):
+    for table in tables:
         if table == S.RUNS:
             continue
         keys = _keys(table)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from spec_ray.engine.metrics import Checkpoint, scalar_columns, student_columns, teacher_columns
 from spec_ray.engine.pack import Pack
@@ -62,7 +63,7 @@ def checkpoint_tables(pack: Pack, ckpt: Checkpoint) -> dict[str, pa.Table]:
         S.SCALARS: pa.table(scalars, schema=S.SCHEMAS[S.SCALARS]),
     }
     if pack.spec.checkpoint.keep_correlations:
-        tables[S.CORRELATIONS] = correlation_rows(ids, step, epoch, ckpt)
+        tables[S.CORR_MATRICES] = correlation_rows(ids, step, epoch, ckpt)
     if ckpt.modulation is not None:
         tables[S.MODULATION] = modulation_rows(ids, step, epoch, ckpt)
     return tables
@@ -77,14 +78,27 @@ def _pair_rows(ids: np.ndarray, step: int, epoch: float, layer: int, m: int, n: 
 
 
 def correlation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint) -> pa.Table:
-    """Every (teacher j, student k) correlation of every run and hidden layer: R m_l n_l rows a layer."""
+    """Every run's and hidden layer's teacher x student correlations, one row each holding the m_l x n_l
+    matrix as float32, row-major: what the metrics measured, in the precision they were measured."""
     parts = []
     for layer, corr in enumerate(ckpt.eval_corr):
-        _, m, n = corr.shape  # (R, m_l, n_l)
-        rows = _pair_rows(ids, step, epoch, layer + 1, m, n)
-        rows[S.CORR] = _np(corr).ravel()  # (R m n,), run-major, then teacher, then student
+        runs, m, n = corr.shape  # (R, m_l, n_l)
+        rows = _node_rows(ids, step, epoch, layer + 1, 1)
+        del rows[S.NODE]
+        rows[S.TEACHERS] = np.full(runs, m, dtype=np.int32)
+        rows[S.STUDENTS] = np.full(runs, n, dtype=np.int32)
+        values = corr.detach().to("cpu", torch.float32).numpy().reshape(runs * m * n)  # (R m n,) run-major
+        rows[S.CORR] = matrices(values, runs, m * n)
         parts.append(rows)
-    return _concat(parts, S.CORRELATIONS)
+    cols = {k: pa.concat_arrays([p[k] for p in parts]) if k == S.CORR else np.concatenate([p[k] for p in parts])
+            for k in parts[0]}  # fmt: skip
+    return pa.table(cols, schema=S.SCHEMAS[S.CORR_MATRICES])
+
+
+def matrices(values: np.ndarray, rows: int, size: int) -> pa.ListArray:
+    """``rows`` lists of ``size`` float32 values each, from one flat array (no copy of the values)."""
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * size)  # (rows + 1,)
+    return pa.ListArray.from_arrays(offsets, pa.array(values, pa.float32()))
 
 
 def modulation_rows(ids: np.ndarray, step: int, epoch: float, ckpt: Checkpoint) -> pa.Table:

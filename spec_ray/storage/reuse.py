@@ -22,6 +22,7 @@ from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import Ledger
 from spec_ray.storage.manifest import SWEEP_FILE, load_sweep
 from spec_ray.storage.records import runs_table
+from spec_ray.storage.summaries import read_matrices, write_winner_ranks
 from spec_ray.storage.traces import TraceStore, block_name, blocks, open_storage
 from spec_ray.storage.verify import COMPLETE, RUNS_FILE, check_pack, pack_files
 
@@ -60,8 +61,13 @@ def find_done(store: TraceStore, run_ids: set[str]) -> dict[str, Source]:
 
 
 def _rows(source: Source, table: str, ids: list[str]) -> pa.Table:
-    """The rows of ``ids`` in one table of a source pack, with the declared columns."""
+    """The rows of ``ids`` in one table of a source pack, with the declared columns; correlations in this
+    spec-ray's layout, whichever the source holds them in."""
     files = pack_files(source.store, table, source.pack.pack_id)
+    if table == S.CORR_MATRICES and not files:  # a source of spec-ray before 0.2: the long layout
+        long = pack_files(source.store, S.CORRELATIONS, source.pack.pack_id)
+        parts = [read_matrices(source.store.fs, f, True, ids) for f in long]
+        return pa.concat_tables(parts) if parts else S.SCHEMAS[table].empty_table()
     if table == S.RUNS:
         files = [f for f in files if posixpath.basename(f) == RUNS_FILE]
     data = ds.dataset(files, filesystem=source.store.fs, format="parquet")
@@ -77,21 +83,22 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
     for rid in pack.run_ids:
         src = sources[rid]
         by_source.setdefault((src.store.root, src.pack.pack_id), (src, []))[1].append(rid)
-    order = {rid: i for i, rid in enumerate(pack.run_ids)}
     ledger = Ledger(store, pack.pack_id)
     for table in S.written_tables(pack.spec):
-        if table == S.RUNS:
+        if table in (S.RUNS, S.WINNER_RANKS):
             continue
         rows = pa.concat_tables([_rows(src, table, ids) for src, ids in by_source.values()])
-        frame = rows.to_pandas()
-        frame["_run"] = frame[S.RUN_ID].map(order)
-        keys = [k for k in (S.STEP, "_run", S.LAYER, S.NODE, S.STUDENT) if k in frame]
-        frame = frame.sort_values(keys, kind="stable").drop(columns="_run")  # the writer's order: step, run, node
-        for lo, hi in blocks(pack.spec, block_epochs):
-            part = frame[(frame[S.STEP] >= lo) & (frame[S.STEP] <= hi)]
-            rows = pa.Table.from_pandas(part, S.SCHEMAS[table], preserve_index=False)
-            if rows.num_rows:  # a block without checkpoints of an opt-in table writes no file, as the trainer
-                ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), rows))
+        run = pc.index_in(rows.column(S.RUN_ID), value_set=pa.array(pack.run_ids, pa.string()))
+        keys = [k for k in (S.STEP, "_run", S.LAYER, S.NODE, S.STUDENT) if k == "_run" or k in rows.column_names]
+        rows = rows.append_column("_run", run).sort_by([(k, "ascending") for k in keys]).drop_columns("_run")
+        steps = rows.column(S.STEP)
+        for lo, hi in blocks(pack.spec, block_epochs):  # the writer's order: step, run, node
+            part = rows.filter(pc.and_(pc.greater_equal(steps, lo), pc.less_equal(steps, hi)))
+            if part.num_rows:  # a block without checkpoints of an opt-in table writes no file, as the trainer
+                ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), part.cast(S.SCHEMAS[table])))
+    if pack.spec.checkpoint.keep_correlations:  # made from the copy, as a pack that trained makes them
+        files = ledger.paths(S.CORR_MATRICES)
+        ledger.add(write_winner_ranks(store, pack.pack_id, pack.spec.total_steps, files, long=False))
     runs = pa.concat_tables([_rows(src, S.RUNS, ids) for src, ids in by_source.values()]).to_pandas()
     runs = runs.set_index(S.RUN_ID).loc[list(pack.run_ids)]
     diverged = runs[S.DIVERGED_STEP].fillna(-1).to_numpy(dtype=np.int64)  # (R,)

@@ -25,8 +25,9 @@ def rows_per_checkpoint(spec: RunSpec, table: str) -> int:
     """Rows one run writes in ``table`` at one checkpoint step (modulation: at its first and last only)."""
     teacher, student = spec.teacher.active_widths, spec.student_widths
     pairs = sum(m * n for m, n in zip(teacher, student))
+    layers = len(teacher)
     return {S.TEACHER_NODES: sum(teacher), S.STUDENT_NODES: sum(student), S.SCALARS: 1, S.CORRELATIONS: pairs,
-            S.MODULATION: pairs}[table]  # fmt: skip
+            S.CORR_MATRICES: layers, S.WINNER_RANKS: layers, S.MODULATION: pairs}[table]  # fmt: skip
 
 
 def table_steps(spec: RunSpec, table: str) -> list[int]:

@@ -14,6 +14,7 @@ import pyarrow as pa
 # Tables and metric names: the engine declares what it measures (spec_ray.engine.names).
 from spec_ray.engine import names as N
 from spec_ray.engine.names import (
+    CORR_MATRICES,
     CORRELATIONS,
     DIVERGED,
     EPOCH,
@@ -25,6 +26,7 @@ from spec_ray.engine.names import (
     STEP,
     STUDENT_NODES,
     TEACHER_NODES,
+    WINNER_RANKS,
 )
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.spec_io import flat_fields, flat_roles
@@ -35,14 +37,21 @@ globals().update({k: v for k, v in vars(N).items() if k.isupper() and isinstance
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
-OPTIONAL_TABLES = (CORRELATIONS, MODULATION)
+OPTIONAL_TABLES = (CORR_MATRICES, WINNER_RANKS, MODULATION)
 """Written only when a run asks for them (``checkpoint.keep_correlations`` / ``keep_modulation``)."""
+LEGACY_TABLES = (CORRELATIONS,)
+"""Tables an older spec-ray wrote that this one reads, verifies and grows but never writes."""
 
 
-def written_tables(spec: RunSpec) -> tuple[str, ...]:
-    """The tables a run of ``spec`` writes."""
-    kept = {CORRELATIONS: spec.checkpoint.keep_correlations, MODULATION: spec.checkpoint.keep_modulation}
-    return (*TABLES, *(t for t in OPTIONAL_TABLES if kept[t]))
+def written_tables(spec: RunSpec, long_correlations: bool = False) -> tuple[str, ...]:
+    """The tables a run of ``spec`` writes; ``long_correlations``: as spec-ray before 0.2 wrote them (the
+    long ``correlations`` table, and no ``winner_ranks``, which a resume then adds)."""
+    kept = {CORR_MATRICES: spec.checkpoint.keep_correlations, WINNER_RANKS: spec.checkpoint.keep_correlations,
+            MODULATION: spec.checkpoint.keep_modulation}  # fmt: skip
+    tables = (*TABLES, *(t for t in OPTIONAL_TABLES if kept[t]))
+    if long_correlations and spec.checkpoint.keep_correlations:
+        tables = tuple(CORRELATIONS if t == CORR_MATRICES else t for t in tables if t != WINNER_RANKS)
+    return tables
 
 
 PARTITION = "pack"
@@ -96,15 +105,21 @@ class Column(NamedTuple):
     unit: str = ""
 
 
+_SPECIAL_TYPES = {"bool": pa.bool_(), "string": pa.string(), "list<float32>": pa.list_(pa.float32())}
+
+
 def _arrow(col: N.Col) -> Column:
-    return Column(col.name, {"bool": pa.bool_(), "string": pa.string()}.get(col.kind) or getattr(pa, col.kind)(),
-                  col.meaning, col.unit)  # fmt: skip
+    return Column(col.name, _SPECIAL_TYPES.get(col.kind) or getattr(pa, col.kind)(), col.meaning, col.unit)
 
 
 COLUMNS: dict[str, tuple[Column, ...]] = {t: tuple(map(_arrow, cols)) for t, cols in N.COLUMNS.items()}
 """Every column of the three checkpoint tables, in order (declared in ``spec_ray.engine.names``)."""
+CORR_MATRIX_COLUMNS = tuple(map(_arrow, N.CORR_MATRIX_COLUMNS))
+"""The opt-in ``corr_matrices`` table: one row per run, checkpoint and layer, its correlation matrix a list."""
+WINNER_RANK_COLUMNS = tuple(map(_arrow, N.WINNER_RANK_COLUMNS))
+"""The ``winner_ranks`` table, written with ``corr_matrices``: one row per run, checkpoint and layer."""
 CORRELATION_COLUMNS = tuple(map(_arrow, N.CORRELATION_COLUMNS))
-"""The opt-in ``correlations`` table: one row per run, checkpoint, layer, teacher and student node."""
+"""The long ``correlations`` table of spec-ray before 0.2: one row per run, checkpoint, layer, teacher and student."""
 MODULATION_COLUMNS = tuple(map(_arrow, N.MODULATION_COLUMNS))
 """The opt-in ``modulation`` table: at a run's first and last checkpoint, a row per layer, teacher and student."""
 
@@ -116,6 +131,8 @@ METRICS: dict[str, list[str]] = {t: [c.name for c in cols if c not in KEYS[t]] f
 
 SCHEMAS: dict[str, pa.Schema] = {t: pa.schema([(c.name, c.dtype) for c in cols]) for t, cols in COLUMNS.items()}
 SCHEMAS[CORRELATIONS] = pa.schema([(c.name, c.dtype) for c in CORRELATION_COLUMNS])
+SCHEMAS[CORR_MATRICES] = pa.schema([(c.name, c.dtype) for c in CORR_MATRIX_COLUMNS])
+SCHEMAS[WINNER_RANKS] = pa.schema([(c.name, c.dtype) for c in WINNER_RANK_COLUMNS])
 SCHEMAS[MODULATION] = pa.schema([(c.name, c.dtype) for c in MODULATION_COLUMNS])
 
 RUN_COLUMNS = (
@@ -147,7 +164,8 @@ def markdown(table: str) -> str:
 
     For ``runs``, the columns before the spec fields; ``python -m spec_ray.storage.schema`` prints all four.
     """
-    special = {RUNS: RUN_COLUMNS, CORRELATIONS: CORRELATION_COLUMNS, MODULATION: MODULATION_COLUMNS}
+    special = {RUNS: RUN_COLUMNS, CORR_MATRICES: CORR_MATRIX_COLUMNS, WINNER_RANKS: WINNER_RANK_COLUMNS,
+               CORRELATIONS: CORRELATION_COLUMNS, MODULATION: MODULATION_COLUMNS}  # fmt: skip
     columns = special.get(table) or COLUMNS[table]
     rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     rows += [f"| {c.name} | {c.dtype} | {c.unit} | {c.meaning} |" for c in columns]
@@ -155,7 +173,7 @@ def markdown(table: str) -> str:
 
 
 if __name__ == "__main__":
-    for name in (*TABLES, *OPTIONAL_TABLES):
+    for name in (*TABLES, *OPTIONAL_TABLES, *LEGACY_TABLES):
         print(f"## {name}\n\n{markdown(name)}\n")
 
 

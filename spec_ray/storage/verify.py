@@ -107,13 +107,38 @@ def _block_rows(spec: RunSpec, table: str, name: str, runs: int) -> int | None:
     return runs * len(steps) * rows_per_checkpoint(spec, table)
 
 
-def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool) -> tuple[list[Finding], list[str], list[str]]:
-    """Check the pack's files by its ledger: (findings, damaged files, extra files)."""
+def long_layout(ledger: Ledger | None, require_ledger: bool = False) -> bool:
+    """Whether a pack keeps its correlations in the long layout of spec-ray before 0.2: it has no ledger
+    (and its sweep is older than ledgers), or its ledger lists long ``correlations`` files."""
+    if ledger is None:
+        return not require_ledger
+    return any(w.table == S.CORRELATIONS for w in ledger.files.values())
+
+
+def pack_tables(spec: RunSpec, ledger: Ledger | None, require_ledger: bool = False) -> tuple[str, ...]:
+    """The tables a pack holds: what ``spec`` writes, in the layout its writer used; a pack of the long layout
+    holds ``winner_ranks`` once a resume has made them (its ledger lists them)."""
+    long = long_layout(ledger, require_ledger)
+    tables = S.written_tables(spec, long_correlations=long)
+    if long and ledger is not None and any(w.table == S.WINNER_RANKS for w in ledger.files.values()):
+        tables = (*tables, S.WINNER_RANKS)
+    return tables
+
+
+LARGE_TABLES = (S.CORR_MATRICES, S.CORRELATIONS)
+"""Tables whose files opening results checks by size, not checksum: nearly all of a Luck sweep's bytes
+(hashing runs at 0.9 GB/s here), read only by a query that asks for them, which verifies their page CRCs."""
+
+
+def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool,
+               checksums: bool = True) -> tuple[list[Finding], list[str], list[str]]:  # fmt: skip
+    """Check the pack's files by its ledger: (findings, damaged files, extra files); ``checksums``: hash
+    every byte, else all but the ``LARGE_TABLES``' (opening results in a second)."""
     findings: list[Finding] = []
     bad: list[str] = []
     extra: list[str] = []
     listed = ledger.tables()
-    for table in S.written_tables(pack.spec):
+    for table in pack_tables(pack.spec, ledger):
         sizes = file_sizes(store, table, pack.pack_id)
         entries: list[tuple[str, Written]] = listed.get(table, [])
         mine = {posixpath.join(store.root, rel): w for rel, w in entries}
@@ -124,7 +149,8 @@ def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool) -> tup
             if path not in sizes:
                 findings.append(Finding(table, f"missing file {path} (listed with {w.rows} rows)", path))
                 continue
-            if sizes[path] != w.size or sha256(store, path) != w.sha256:
+            hashed = checksums or table not in LARGE_TABLES
+            if sizes[path] != w.size or (hashed and sha256(store, path) != w.sha256):
                 why = schema_problem(store, path, table) or "its bytes changed after it was written (SHA-256 differs)"
                 findings.append(Finding(table, f"corrupt file {path}: {why}", path))
                 bad.append(path)
@@ -141,28 +167,30 @@ def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool) -> tup
     return findings, bad, extra
 
 
-def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False) -> PackCheck:
+def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False, checksums: bool = True) -> PackCheck:
     """Check one pack's runs and files: by its ledger where it has one, else by decoding every file.
     ``require_ledger``: the sweep was begun by a spec-ray that writes ledgers, so a finished pack without
-    one has lost it (damage), not an older writer's pack."""
+    one has lost it (damage), not an older writer's pack. ``checksums``: hash every listed file (``verify``);
+    else the ``LARGE_TABLES``' by size only (opening results)."""
     done, findings = check_runs(store, pack)
     bad = sorted({f.path for f in findings if f.path and f.problem.startswith("corrupt")})
     started = store.fs.get_file_info(store.file_path(S.RUNS, pack.pack_id, RUNS_FILE)).type == pafs.FileType.File
-    has_rows = any(pack_files(store, t, pack.pack_id) for t in S.written_tables(pack.spec))
     try:
         ledger = Ledger.load(store, pack.pack_id)
     except LedgerError as err:
         ledger = None
         findings.append(Finding(S.RUNS, str(err), Ledger.path_of(store, pack.pack_id)))
+    tables = pack_tables(pack.spec, ledger, require_ledger)
+    has_rows = any(pack_files(store, t, pack.pack_id) for t in tables)
     extra: list[str] = []
     if ledger is not None:
-        more, damaged, extra = _by_ledger(store, pack, ledger, done)
+        more, damaged, extra = _by_ledger(store, pack, ledger, done, checksums)
         findings += more
         bad += damaged
         if not done:
             extra = []  # a pack being trained again rewrites these names
     elif started or has_rows:
-        more, damaged = count_rows(store, pack, done)
+        more, damaged = count_rows(store, pack, done, tables)
         findings += more
         bad += damaged
         if done and require_ledger:
@@ -175,9 +203,10 @@ def check_pack(store: TraceStore, pack: Pack, require_ledger: bool = False) -> P
     return PackCheck(pack, state, findings, sorted(set(bad)), extra, ledger is not None or not done)
 
 
-def verify(store: TraceStore, packs: list[Pack], require_ledger: bool = False) -> list[PackCheck]:
+def verify(store: TraceStore, packs: list[Pack], require_ledger: bool = False,
+           checksums: bool = True) -> list[PackCheck]:  # fmt: skip
     """``check_pack`` for every pack, in order."""
-    return [check_pack(store, p, require_ledger) for p in packs]
+    return [check_pack(store, p, require_ledger, checksums) for p in packs]
 
 
 def strays(store: TraceStore, packs: list[Pack]) -> list[str]:
@@ -185,7 +214,7 @@ def strays(store: TraceStore, packs: list[Pack]) -> list[str]:
     packs) in any table, and their ledgers: no reader should open them, and ``--resume`` removes them."""
     known = {p.pack_id for p in packs}
     out = []
-    for table in (*S.TABLES, *S.OPTIONAL_TABLES):
+    for table in (*S.TABLES, *S.OPTIONAL_TABLES, *S.LEGACY_TABLES):
         try:
             infos = store.fs.get_file_info(pafs.FileSelector(store.table_dir(table)))
         except (FileNotFoundError, OSError):
