@@ -173,19 +173,22 @@ def ours(folder: str, epoch: int) -> pd.DataFrame:
     teacher node's best student at ``epoch``. Columns: run_id, layer, rho_end, rank_init."""
     runs = pq.read_table(f"{folder}/runs", columns=["run_id", "steps_per_epoch"]).to_pandas()
     at = {r: int(n) * epoch for r, n in zip(runs["run_id"], runs["steps_per_epoch"])}
-    data = ds.dataset(f"{folder}/correlations", format="parquet", partitioning="hive")
+    data = ds.dataset(f"{folder}/corr_matrices", format="parquet", partitioning="hive")
     steps = pa.array(sorted({0, *at.values()}), pa.int64())
-    corr = data.to_table(columns=["run_id", "step", "layer", "node", "student", "corr"],
-                         filter=pc.field("step").isin(steps)).to_pandas()  # fmt: skip
-    start = corr[corr["step"] == 0].set_index(["run_id", "layer", "node", "student"])["corr"].sort_index()
-    end = corr[corr["step"] == corr["run_id"].map(at)]
+    table = data.to_table(columns=["run_id", "step", "layer", "teachers", "students", "corr"],
+                          filter=pc.field("step").isin(steps))  # fmt: skip
+    # One row a run, checkpoint and layer; corr is its teacher x student matrix, row-major (docs/schema.md).
+    matrices = {}
+    for run, step, layer, m, n, corr in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        matrices[run, step, layer] = np.asarray(corr, dtype=np.float32).reshape(m, n)  # (m_l, n_l)
     rows = []
-    for (run, layer), block in end.groupby(["run_id", "layer"]):
-        now = block.pivot(index="node", columns="student", values="corr")  # (m_l, n_l)
-        init = start.loc[(run, layer)].unstack("student").loc[now.index, now.columns]  # (m_l, n_l)
-        winner = now.to_numpy().argmax(axis=1)  # (m_l,)
-        lucky = init.to_numpy()[np.arange(len(winner)), winner][:, None]  # (m_l, 1)
-        rank = (init.to_numpy() > lucky).sum(axis=1) / (now.shape[1] - 1)  # (m_l,)
+    for (run, step, layer), now in sorted(matrices.items()):
+        if step != at[run] or step == 0:
+            continue
+        init = matrices[run, 0, layer]  # (m_l, n_l)
+        winner = now.argmax(axis=1)  # (m_l,)
+        lucky = init[np.arange(len(winner)), winner][:, None]  # (m_l, 1)
+        rank = (init > lucky).sum(axis=1) / (now.shape[1] - 1)  # (m_l,)
         rows.append({"run_id": run, "layer": layer, "rho_end": float(now.max(axis=1).mean()),
                      "rank_init": float(rank.mean())})  # fmt: skip
     return pd.DataFrame(rows)

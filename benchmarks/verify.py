@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
@@ -28,8 +30,10 @@ from spec_ray.engine.pack import Pack  # noqa: E402
 from spec_ray.engine.protocols import LUCK_FC_LARGE, LUCK_FC_SMALL  # noqa: E402
 from spec_ray.orchestration.plan import SWEEP_VERSION  # noqa: E402
 from spec_ray.orchestration.runner import run_pack  # noqa: E402
+from spec_ray.storage import schema as S  # noqa: E402
 from spec_ray.storage.ledger import FOLDER  # noqa: E402
 from spec_ray.storage.manifest import LEDGERS, SWEEP_FILE, packs_to_dict, write_sweep  # noqa: E402
+from spec_ray.storage.summaries import matrices_to_long  # noqa: E402
 from spec_ray.storage.traces import TraceStore  # noqa: E402
 
 # Peak memory as the process's own high-water mark (VmHWM): ru_maxrss would carry over the parent's,
@@ -60,10 +64,17 @@ def write(storage: str, quick: bool) -> TraceStore:
 
 
 def older(store: TraceStore) -> str:
-    """A copy as an older spec-ray left it: no ledgers, no mark in sweep.json."""
+    """A copy as an older spec-ray left it: no ledgers, no mark in sweep.json, its correlations in the long
+    layout and no winner ranks (spec-ray before 0.2)."""
     copy = Path(store.root).with_name("verify-bench-older")
     shutil.copytree(store.root, copy)
     shutil.rmtree(copy / FOLDER)
+    shutil.rmtree(copy / S.WINNER_RANKS)
+    for path in sorted((copy / S.CORR_MATRICES).rglob("*.parquet")):
+        long = copy / S.CORRELATIONS / path.relative_to(copy / S.CORR_MATRICES)
+        long.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(matrices_to_long(pq.read_table(path, partitioning=None)), long)
+    shutil.rmtree(copy / S.CORR_MATRICES)
     meta = json.loads((copy / SWEEP_FILE).read_text())
     meta.pop(LEDGERS)
     (copy / SWEEP_FILE).write_text(json.dumps(meta))

@@ -108,10 +108,13 @@ def test_a_cluster_running_another_spec_ray_is_refused_naming_the_node(tmp_path:
     import re
     import shutil
 
+    import spec_ray
+
     other = tmp_path / "other"
     shutil.copytree(ROOT / "spec_ray", other / "spec_ray", ignore=shutil.ignore_patterns("__pycache__"))
     init = other / "spec_ray" / "__init__.py"
-    init.write_text(init.read_text().replace('__version__ = "0.2.0"', '__version__ = "0.2.0+other"'))
+    version = spec_ray.__version__
+    init.write_text(init.read_text().replace(f'__version__ = "{version}"', f'__version__ = "{version}+other"'))
     monkeypatch.setenv("PYTHONPATH", str(other))  # the nodes below start with it; the driver does not
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     c.wait_for_nodes()
@@ -125,8 +128,11 @@ def test_a_cluster_running_another_spec_ray_is_refused_naming_the_node(tmp_path:
         c.shutdown()
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert re.search(
-        r"the Ray cluster's node \S+ \(\w+; 1 of 1 node\(s\) failed\): it runs spec-ray 0\.1\.0\+other "
-        r"\(code \w+\) where the driver runs 0\.1\.0 \(code \w+\)",
+        r"the Ray cluster's node \S+ \(\w+; 1 of 1 node\(s\) failed\): it runs spec-ray "
+        + re.escape(f"{version}+other")
+        + r" \(code \w+\) where the driver runs "
+        + re.escape(version)
+        + r" \(code \w+\)",
         proc.stderr,
     ), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "sweep polarity-smoke" not in proc.stderr  # refused before the header

@@ -139,7 +139,7 @@ def test_k8s_manifests_agree_with_cluster_yaml_and_the_sweep_parser() -> None:
     assert head["rayStartParams"]["num-cpus"] == "0"  # no trial on the head, as in cluster.yaml
     pods = [head["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
     images = {c["image"] for p in pods for c in p["containers"]}
-    assert len(images) == 1 and images.pop().endswith("/spec-ray:0.1.0")  # built from deploy/docker/Dockerfile
+    assert len(images) == 1 and images.pop().endswith("/spec-ray:0.2.0")  # built from deploy/docker/Dockerfile
     account = _kind(cluster_docs, "ServiceAccount")
     assert {p["serviceAccountName"] for p in pods} == {account["metadata"]["name"]}  # S3 through IRSA, every pod
     assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
@@ -154,7 +154,7 @@ def test_k8s_manifests_agree_with_cluster_yaml_and_the_sweep_parser() -> None:
     flags = words[script + 1 :]
     args = build_parser(EXPERIMENT, None).parse_args(flags)  # the sweep itself accepts them
     assert args.resume == "auto" and args.storage.startswith("s3://") and args.gpus_per_trial == 0.25
-    assert json.dumps(job).count("spec-ray:0.1.0") == 3
+    assert json.dumps(job).count("spec-ray:0.2.0") == 3
 
 
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import assert_complete, shared_ray, snapshot, sweep_exit
 
+from spec_ray.orchestration.trial import STATE_FILE, STORED_FILE
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import packs_from_dict
 
@@ -77,6 +78,8 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
     root = tmp_path / f"{script}-smoke"
     packs = stored_packs(root)
     assert_complete(str(root), packs)
+    # A finished trial keeps a marker, not its pack's state: one checkpoint a trial, none with a state file.
+    assert len(list(root.rglob(STORED_FILE))) == len(packs) and not list(root.rglob(STATE_FILE))
     runs = pd.read_parquet(root / S.RUNS)
     expected = {"polarity": 8, "overrealization": 8, "teacher_aware": 8, "sample_size": 8, "luck_matters": 8}[script]
     assert len(runs) == expected and sum(p.size for p in packs) == expected
@@ -93,7 +96,10 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         assert readme_snippets_run_on(tmp_path) >= 7  # pandas, pyarrow, DuckDB, the Python run, report and query
     if script == "luck_matters":  # FC and CNN x finite and infinite data x 2 seeds, the report's own figures
         assert set(runs["arch"]) == {"mlp", "conv"} and runs["n_train"].isna().sum() == 4
-        assert "tables: runs, teacher_nodes, student_nodes, scalars, correlations, modulation" in proc.stdout
+        assert (
+            "tables: runs, teacher_nodes, student_nodes, scalars, corr_matrices, winner_ranks, modulation"
+            in proc.stdout
+        )
         from analysis.report import build_report
 
         build_report(str(root), tmp_path / "report")

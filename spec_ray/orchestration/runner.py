@@ -17,10 +17,9 @@ from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
 from spec_ray.orchestration import teachers
 from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
-from spec_ray.storage.ledger import Ledger, LedgerError
-from spec_ray.storage.records import checkpoint_tables, runs_table
-from spec_ray.storage.summaries import write_winner_ranks
-from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore, block_name, blocks
+from spec_ray.storage.records import runs_table
+from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore, blocks
+from spec_ray.storage.writer import PackWriter
 
 
 class PackResult(NamedTuple):
@@ -56,11 +55,9 @@ def run_pack(
     cache = metrics.prepare(pack, data)
     spec = pack.spec
     total = spec.total_steps
-    ledger = _ledger(store, pack, start is not None)
-    ledger.add(store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_RUNNING, state, 0.0)))
-    ledger.save()
+    writer = PackWriter(store, pack, resumed=start is not None)
+    writer.runs(_runs(pack, store, S.STATUS_RUNNING, state, 0.0))
     bar = Progress(total, pack.size, start_step=state.step) if progress else None
-    pending: dict[str, list[pa.Table]] = {}
     ckpt = None
     todo = [s for s in checkpoint_steps(spec) if s > state.step or (s == 0 and state.step == 0)]
     for lo, hi in blocks(spec, block_epochs):
@@ -68,38 +65,18 @@ def run_pack(
         for step in steps:
             state = train_until(pack, data, state, step, bar.update if bar else None)
             ckpt = metrics.measure(pack, data, state, cache)
-            for table, rows in checkpoint_tables(pack, ckpt).items():
-                pending.setdefault(table, []).append(rows)
+            writer.add(ckpt)
             last = step == steps[-1]  # the block's last checkpoint: write its file
             if last:
-                for table, parts in pending.items():
-                    if parts:  # an opt-in table may have no rows in a block (modulation: first and last step)
-                        ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), pa.concat_tables(parts)))
-                    parts.clear()
-                ledger.save()
+                writer.flush(lo, hi)
             if on_checkpoint is not None:
                 on_checkpoint(state, ckpt, last)
     if bar:
         bar.close(state.step)
-    if spec.checkpoint.keep_correlations:  # the report's summary, made here from the files just written
-        ledger.add(write_winner_ranks(store, pack.pack_id, total, ledger.paths(S.CORR_MATRICES), long=False))
+    writer.summarize()
     wall = time.perf_counter() - began
-    ledger.add(store.write(S.RUNS, pack.pack_id, "runs.parquet", _runs(pack, store, S.STATUS_DONE, state, wall)))
-    ledger.save()
+    writer.runs(_runs(pack, store, S.STATUS_DONE, state, wall))
     return PackResult(state=state, last=ckpt, wall_time=wall)
-
-
-def _ledger(store: TraceStore, pack: Pack, resumed: bool) -> Ledger:
-    """The pack's ledger: a resumed pack keeps the entries of the blocks it does not rewrite; a pack
-    trained from its first step starts an empty one (its old files are all rewritten)."""
-    if resumed:
-        try:
-            kept = Ledger.load(store, pack.pack_id)
-        except LedgerError:
-            kept = None  # damaged: verify names the pack, which a resume then trains afresh
-        if kept is not None:
-            return kept
-    return Ledger(store, pack.pack_id)
 
 
 def finished(store: TraceStore, pack: Pack) -> bool:

@@ -175,7 +175,7 @@ def _tuner(launch: Launch, verbose: bool):
             name=tune_dir,
             storage_path=store.uri,
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a resume starts from the latest
             verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
             callbacks=callbacks,
         ),

@@ -19,12 +19,12 @@ import pyarrow.fs as pafs
 
 from spec_ray.engine.pack import Pack
 from spec_ray.storage import schema as S
-from spec_ray.storage.ledger import Ledger
 from spec_ray.storage.manifest import SWEEP_FILE, load_sweep
 from spec_ray.storage.records import runs_table
-from spec_ray.storage.summaries import read_matrices, write_winner_ranks
+from spec_ray.storage.summaries import read_matrices
 from spec_ray.storage.traces import TraceStore, block_name, blocks, open_storage
 from spec_ray.storage.verify import COMPLETE, RUNS_FILE, check_pack, pack_files
+from spec_ray.storage.writer import PackWriter
 
 
 class Source(NamedTuple):
@@ -83,7 +83,7 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
     for rid in pack.run_ids:
         src = sources[rid]
         by_source.setdefault((src.store.root, src.pack.pack_id), (src, []))[1].append(rid)
-    ledger = Ledger(store, pack.pack_id)
+    writer = PackWriter(store, pack)
     for table in S.written_tables(pack.spec):
         if table in (S.RUNS, S.WINNER_RANKS):
             continue
@@ -95,14 +95,11 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
         for lo, hi in blocks(pack.spec, block_epochs):  # the writer's order: step, run, node
             part = rows.filter(pc.and_(pc.greater_equal(steps, lo), pc.less_equal(steps, hi)))
             if part.num_rows:  # a block without checkpoints of an opt-in table writes no file, as the trainer
-                ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), part.cast(S.SCHEMAS[table])))
-    if pack.spec.checkpoint.keep_correlations:  # made from the copy, as a pack that trained makes them
-        files = ledger.paths(S.CORR_MATRICES)
-        ledger.add(write_winner_ranks(store, pack.pack_id, pack.spec.total_steps, files, long=False))
+                writer.ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), part.cast(S.SCHEMAS[table])))
+    writer.summarize()  # made from the copy, as a pack that trained makes them
     runs = pa.concat_tables([_rows(src, S.RUNS, ids) for src, ids in by_source.values()]).to_pandas()
     runs = runs.set_index(S.RUN_ID).loc[list(pack.run_ids)]
     diverged = runs[S.DIVERGED_STEP].fillna(-1).to_numpy(dtype=np.int64)  # (R,)
     trained_on = str(runs[S.TRAINED_ON].iloc[0])
     table = runs_table(pack, store.experiment, S.STATUS_DONE, pack.spec.total_steps, diverged, 0.0, trained_on)
-    ledger.add(store.write(S.RUNS, pack.pack_id, RUNS_FILE, table))
-    ledger.save()
+    writer.runs(table)
