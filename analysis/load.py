@@ -27,7 +27,7 @@ from spec_ray.storage import schema as S
 from spec_ray.storage import summaries
 from spec_ray.storage.manifest import experiment_stores, load_sweep
 from spec_ray.storage.summaries import correlation_files
-from spec_ray.storage.traces import open_storage
+from spec_ray.storage.traces import PARTITIONING, open_storage
 from spec_ray.storage.verify import BROKEN, PackCheck, strays, verify
 
 CHECKED = ds.ParquetFileFormat(
@@ -164,9 +164,9 @@ class Results:
                      and not posixpath.basename(i.path).startswith(".")]  # fmt: skip
             files = [f for f in files if f not in self.bad_files
                      and not any(f.startswith(d + "/") for d in self.stray_folders)]  # fmt: skip
-            return ds.dataset(files, filesystem=self.fs, format=CHECKED, partitioning="hive",
+            return ds.dataset(files, filesystem=self.fs, format=CHECKED, partitioning=PARTITIONING,
                               partition_base_dir=folder)  # fmt: skip
-        return ds.dataset(folder, filesystem=self.fs, format=CHECKED, partitioning="hive")
+        return ds.dataset(folder, filesystem=self.fs, format=CHECKED, partitioning=PARTITIONING)
 
     def holds(self, root: str, table: str) -> bool:
         """Whether the experiment at ``root`` holds ``table`` itself (not in an older layout)."""
@@ -215,6 +215,12 @@ class Results:
     ) -> pd.DataFrame:
         """Rows of ``table`` for the given runs and steps, only the given columns (push-down); ``optional``:
         from the experiments that hold the table. A run's rows come from the experiment it is kept from."""
+        return self.arrow(table, columns, run_ids, steps, layer, optional).to_pandas()
+
+    def arrow(
+        self, table: str, columns: list[str], run_ids=None, steps=None, layer: int | None = None, optional: bool = False
+    ) -> pa.Table:
+        """``read``'s rows as an Arrow table, for a query that reduces them before pandas."""
         expr = None
         if steps is not None:
             expr = pc.field(S.STEP).isin(pa.array(sorted(int(s) for s in steps), pa.int64()))
@@ -222,18 +228,20 @@ class Results:
             expr = (pc.field(S.LAYER) == layer) if expr is None else expr & (pc.field(S.LAYER) == layer)
         wanted = None if run_ids is None else set(run_ids)
         if len(self.roots) == 1 and wanted is None:
-            return self.dataset(table, optional).to_table(columns=columns, filter=expr).to_pandas()
+            return self.dataset(table, optional).to_table(columns=columns, filter=expr)
         frames = []
         for root, runs in self.runs.groupby("root", sort=False)[S.RUN_ID]:
             ids = [r for r in runs if wanted is None or r in wanted]
             data = self._dataset(root, table, optional)
             if not ids or data is None:
                 continue
-            only = pc.field(S.RUN_ID).isin(pa.array(ids, pa.string()))
-            frames.append(data.to_table(columns=columns, filter=only if expr is None else only & expr).to_pandas())
+            packs = self.runs.loc[self.runs[S.RUN_ID].isin(ids), S.PACK_ID].unique()
+            only = pc.field(S.PARTITION).isin(pa.array(packs, pa.string()))  # their packs' folders alone
+            only &= pc.field(S.RUN_ID).isin(pa.array(ids, pa.string()))
+            frames.append(data.to_table(columns=columns, filter=only if expr is None else only & expr))
         if not frames:  # the schema of an empty answer
-            return self.dataset(table, optional).to_table(columns=columns, filter=pc.scalar(False)).to_pandas()
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            return self.dataset(table, optional).to_table(columns=columns, filter=pc.scalar(False))
+        return pa.concat_tables(frames, promote_options="permissive") if len(frames) > 1 else frames[0]
 
 
 def open_results(path: str) -> Results:

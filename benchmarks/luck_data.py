@@ -1,11 +1,12 @@
 """A synthetic Luck Matters experiment of the reproduction's shape, written through the trainer's own writer.
 
 The 40 runs of ``sweeps/luck_matters.py --net fc-small fc-large`` (FC small 10-15-20-25 and large
-50-75-100-125, student 10x; finite and infinite data; BN and not; 5 seeds; 40 epochs, 41 checkpoints),
-cut into the sweep's own packs, each written by ``storage.writer.PackWriter`` block by block with its
-ledger and its winner ranks, and listed in sweep.json as a launch lists them. The metrics are drawn,
-not trained: each teacher node's final winner, a student picked at random, rises from its random
-init correlation to about 0.95 along a logistic in log-steps, the other students drift.
+50-75-100-125, student 10x; finite and infinite data; BN and not; 5 seeds; 40 epochs), cut into the
+sweep's own packs (of one net, data and BN each), at the sweep's own checkpoints. Each pack is written
+by ``storage.writer.PackWriter`` block by block with its ledger and its winner ranks, and listed in
+sweep.json as a launch lists them. The metrics are drawn, not trained: each teacher node's final
+winner, a student picked at random, rises from its random init correlation to about 0.95 along a
+logistic in log-steps, the other students drift.
 
 Axes: R runs of a pack, m teacher nodes, n student nodes.
 """
@@ -26,15 +27,19 @@ from spec_ray.storage.writer import PackWriter
 
 
 def luck_packs() -> list[Pack]:
-    """The reproduction's 40 runs in the sweep's packs, large and small FC alternating, so that every
-    prefix of whole packs is a like share of both."""
+    """The reproduction's 40 runs in the sweep's packs, in pairs that differ in every factor (net, data and
+    BN), so that every prefix of whole pairs holds every cell the report draws and judges."""
     from sweeps.luck_matters import EXPERIMENT
 
     exp = EXPERIMENT.select("net", ["fc-small", "fc-large"]).select("data", ["finite", "infinite"])
     packs = exp.select("dataset", ["gaussian"]).packs()
-    large = [p for p in packs if p.spec.teacher.widths[0] == 50]
-    small = [p for p in packs if p.spec.teacher.widths[0] != 50]
-    return [p for pair in zip(large, small) for p in pair] + large[len(small) :] + small[len(large) :]
+
+    def cell(p: Pack) -> tuple:
+        return p.spec.teacher.widths[0] == 50, p.spec.data.n_train is None, p.spec.student.student_bn != "none"
+
+    small = {cell(p)[1:]: p for p in packs if not cell(p)[0]}
+    pairs = [(p, small[tuple(not f for f in cell(p)[1:])]) for p in packs if cell(p)[0]]
+    return [p for pair in pairs for p in pair]
 
 
 def _checkpoints(pack: Pack, seed: int):

@@ -75,6 +75,16 @@ def winners_in_modulation(res: Results) -> pd.DataFrame:
     runs = _runs(res)
     if runs.empty:
         return pd.DataFrame()
+    # A pack at a time: its m x n rows a layer and stage are the table's bulk (337,500 pairs a large-FC
+    # run), so the memory held is one pack's, whatever the runs (docs/performance.md).
+    parts = [_winner_ranks(res, group) for _, group in runs.groupby(["root", S.PACK_ID], sort=True)]
+    out = pd.concat(parts, ignore_index=True)
+    out = with_runs(out, res, [S.STUDENT_BN])
+    return out.sort_values([S.RUN_ID, S.LAYER, STAGE]).reset_index(drop=True)
+
+
+def _winner_ranks(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
+    """Claim 12's ranks of some runs' final winners in H* and beta*, per run, layer and stage."""
     rows = _staged(res, runs)
     winners = _finals(res, S.TEACHER_NODES, runs, [S.BEST_STUDENT])
     rows = rows.merge(winners, on=[S.RUN_ID, S.LAYER, S.NODE])
@@ -83,8 +93,6 @@ def winners_in_modulation(res: Results) -> pd.DataFrame:
         rank = rows.groupby(key)[value].rank(ascending=False, method="min") - 1  # students strictly above
         rows[f"{value}_rank"] = rank / (rows.groupby(key)[S.STUDENT].transform("size") - 1).clip(lower=1)
     won = rows[rows[S.STUDENT] == rows[S.BEST_STUDENT]]
-    out = won.groupby([S.RUN_ID, S.LAYER, STAGE], as_index=False).agg(
+    return won.groupby([S.RUN_ID, S.LAYER, STAGE], as_index=False).agg(
         h_rank=("h_rank", "mean"), beta_rank=("beta_rank", "mean"), teachers=(S.NODE, "nunique")
     )
-    out = with_runs(out, res, [S.STUDENT_BN])
-    return out.sort_values([S.RUN_ID, S.LAYER, STAGE]).reset_index(drop=True)

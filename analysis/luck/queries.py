@@ -80,8 +80,10 @@ def luck_per_run(res: Results) -> pd.DataFrame:
         if keep is None or not keep.fillna(False).astype(bool).any():
             res.memo["luck_per_run"] = pd.DataFrame()
         else:
-            rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
-            per_run = rows.groupby([S.RUN_ID, S.LAYER, S.EPOCH], as_index=False)[S.BEST_CORR].mean()
+            rows = res.arrow(S.TEACHER_NODES, [S.RUN_ID, S.EPOCH, S.LAYER, S.BEST_CORR], res.done[S.RUN_ID])
+            keys = [S.RUN_ID, S.LAYER, S.EPOCH]  # reduced in Arrow: a node's row never reaches pandas
+            per_run = rows.group_by(keys).aggregate([(S.BEST_CORR, "mean")]).to_pandas()
+            per_run = per_run.rename(columns={f"{S.BEST_CORR}_mean": S.BEST_CORR}).sort_values(keys, ignore_index=True)
             res.memo["luck_per_run"] = _luck_config(res, per_run)
     return res.memo["luck_per_run"]
 

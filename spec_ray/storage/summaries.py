@@ -56,24 +56,50 @@ def _matrices(table: pa.Table) -> Iterator[tuple[int, np.ndarray]]:
         yield i, values[offsets[i] : offsets[i + 1]].reshape(teachers[i], students[i])
 
 
+def _matrix_starts(run, step, layer, node, student) -> np.ndarray | None:
+    """Where each matrix begins when the pairs come a whole matrix at a time, each row-major, no matrix
+    twice (the writer's order: step, run, layer, node, student); None otherwise."""
+    new = np.flatnonzero((run[1:] != run[:-1]) | (step[1:] != step[:-1]) | (layer[1:] != layer[:-1])) + 1
+    starts = np.concatenate([[0], new]).astype(np.int64)  # (rows,)
+    sizes = np.diff(np.append(starts, len(run)))  # (rows,)
+    students = np.repeat(np.maximum.reduceat(student, starts) + 1, sizes)  # (pairs,)
+    if not np.array_equal(node * students + student, np.arange(len(run)) - np.repeat(starts, sizes)):
+        return None
+    heads = np.lexsort((layer[starts], step[starts], run[starts]))  # (rows,)
+    keys = np.stack([run[starts], step[starts], layer[starts]])[:, heads]  # (3, rows)
+    return starts if (np.diff(keys, axis=1) != 0).any(axis=0).all() else None
+
+
 def long_to_matrices(rows: pa.Table) -> pa.Table:
-    """Rows of the long ``correlations`` layout (a row per teacher x student pair) as ``corr_matrices`` rows."""
-    keys = [S.RUN_ID, S.STEP, S.LAYER, S.NODE, S.STUDENT]
-    rows = rows.select([*keys, S.EPOCH, S.CORR]).sort_by([(k, "ascending") for k in keys])
-    frame = rows.select([S.RUN_ID, S.STEP, S.EPOCH, S.LAYER, S.NODE, S.STUDENT]).to_pandas()
-    group = frame.groupby([S.RUN_ID, S.STEP, S.LAYER], sort=False)
-    heads = group.agg(epoch=(S.EPOCH, "first"), teachers=(S.NODE, "max"), students=(S.STUDENT, "max"),
-                      size=(S.NODE, "size")).reset_index()  # fmt: skip
-    offsets = np.concatenate([[0], np.cumsum(heads["size"].to_numpy())]).astype(np.int32)  # (rows + 1,)
-    values = pc.cast(rows.column(S.CORR), pa.float32()).combine_chunks()  # stored float64 of float32 metrics
+    """Rows of the long ``correlations`` layout (a row per teacher x student pair) as ``corr_matrices`` rows.
+    In NumPy on integer keys, sorting only pairs out of the writer's order: the pandas sort and group-by
+    this replaced held a 6-run large-FC sweep's report at 3.7 GiB (docs/performance.md)."""
+    if rows.num_rows == 0:
+        return S.SCHEMAS[S.CORR_MATRICES].empty_table()
+    ids = pc.dictionary_encode(rows.column(S.RUN_ID)).combine_chunks()  # (pairs,) a code a run
+    names = ids.dictionary.to_numpy(zero_copy_only=False)  # (runs,)
+    run = ids.indices.to_numpy()  # (pairs,)
+    step, layer = rows.column(S.STEP).to_numpy(), rows.column(S.LAYER).to_numpy()  # (pairs,)
+    node, student = rows.column(S.NODE).to_numpy(), rows.column(S.STUDENT).to_numpy()  # (pairs,)
+    epoch = rows.column(S.EPOCH).to_numpy()  # (pairs,)
+    corr = rows.column(S.CORR).to_numpy().astype(np.float32)  # (pairs,) stored float64 of float32 metrics
+    starts = _matrix_starts(run, step, layer, node, student)
+    if starts is None:  # pairs in another order: sorted into matrices first
+        order = np.lexsort((student, node, layer, step, run))  # (pairs,) the last key first
+        run, step, layer, node, student, epoch, corr = (
+            a[order] for a in (run, step, layer, node, student, epoch, corr)
+        )
+        starts = _matrix_starts(run, step, layer, node, student)
+        if starts is None:
+            raise ValueError("correlation rows that form no matrices: a pair missing or stored twice")
     out = {
-        S.RUN_ID: heads[S.RUN_ID].astype(str).to_numpy(),
-        S.STEP: heads[S.STEP].to_numpy(np.int64),
-        S.EPOCH: heads[S.EPOCH].to_numpy(np.float64),
-        S.LAYER: heads[S.LAYER].to_numpy(np.int16),
-        S.TEACHERS: (heads["teachers"] + 1).to_numpy(np.int32),
-        S.STUDENTS: (heads["students"] + 1).to_numpy(np.int32),
-        S.CORR: pa.ListArray.from_arrays(pa.array(offsets), values),
+        S.RUN_ID: names[run[starts]],
+        S.STEP: step[starts].astype(np.int64),
+        S.EPOCH: epoch[starts].astype(np.float64),
+        S.LAYER: layer[starts].astype(np.int16),
+        S.TEACHERS: (np.maximum.reduceat(node, starts) + 1).astype(np.int32),
+        S.STUDENTS: (np.maximum.reduceat(student, starts) + 1).astype(np.int32),
+        S.CORR: pa.ListArray.from_arrays(pa.array(np.append(starts, len(run)).astype(np.int32)), pa.array(corr)),
     }
     return pa.table(out, schema=S.SCHEMAS[S.CORR_MATRICES])
 
@@ -97,8 +123,39 @@ def read_matrices(fs: pafs.FileSystem, path: str, long: bool, run_ids: list[str]
     """One stored file of a pack's correlations as ``corr_matrices`` rows, whatever its layout; ``run_ids``:
     only theirs."""
     where = None if run_ids is None else pc.field(S.RUN_ID).isin(pa.array(list(run_ids), pa.string()))
-    table = pq.read_table(path, filesystem=fs, filters=where)
-    return long_to_matrices(table) if long else table
+    if not long:
+        return pq.read_table(path, filesystem=fs, filters=where)
+    try:
+        return pa.concat_tables(list(_long_in_groups(fs, path, where)))
+    except ValueError:  # pairs out of the writer's order across row groups: the file sorted whole
+        return long_to_matrices(pq.read_table(path, filesystem=fs, filters=where, read_dictionary=[S.RUN_ID]))
+
+
+def _long_in_groups(fs: pafs.FileSystem, path: str, where) -> Iterator[pa.Table]:
+    """A long-layout file's matrices a row group at a time, a matrix cut by a group's end carried into the
+    next: memory of a group, not of the file (a 6-run large-FC sweep's report held 2.3 GiB reading files
+    whole; docs/performance.md)."""
+    with fs.open_input_file(path) as source:
+        reader = pq.ParquetFile(source)
+        carry = None
+        for group in range(reader.num_row_groups):
+            rows = reader.read_row_group(group, columns=list(S.SCHEMAS[S.CORRELATIONS].names))
+            rows = rows if where is None else rows.filter(where)
+            rows = rows if carry is None else pa.concat_tables([carry, rows])
+            if group < reader.num_row_groups - 1 and rows.num_rows:
+                cut = _last_start(rows)
+                rows, carry = rows.slice(0, cut), rows.slice(cut)
+            if rows.num_rows:
+                yield long_to_matrices(rows)
+
+
+def _last_start(rows: pa.Table) -> int:
+    """The first row of the last (run, step, layer) in ``rows``, which the next row group may continue."""
+    keys = [rows.column(k).combine_chunks() for k in (S.RUN_ID, S.STEP, S.LAYER)]
+    last = [k[-1] for k in keys]
+    same = pc.and_(pc.and_(pc.equal(keys[0], last[0]), pc.equal(keys[1], last[1])), pc.equal(keys[2], last[2]))
+    differs = np.flatnonzero(~same.to_numpy(zero_copy_only=False))  # (rows,)
+    return int(differs[-1]) + 1 if len(differs) else 0
 
 
 def _final_winners(fs: pafs.FileSystem, files: list[str], long: bool, final_step: int, run_ids) -> Winners:

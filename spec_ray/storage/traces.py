@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -29,13 +30,48 @@ from spec_ray.storage import schema as S
 
 TMP_PREFIX = ".tmp-"
 ENCODINGS: dict[str, dict] = {
-    S.CORR_MATRICES: {"compression": "zstd", "compression_level": 1, "use_byte_stream_split": [S.CORR]},
+    S.CORR_MATRICES: {
+        "compression": "zstd",
+        "compression_level": 1,
+        "use_byte_stream_split": [f"{S.CORR}.list.element"],
+    },
 }
-"""Parquet options of a table beyond the defaults. Correlations: 3.67 bytes each with zstd over float32
-split into byte streams, against 3.98 with snappy, written in 1.7 s a 55 M (measured on a 6-run large-FC
-sweep's; zstd's higher levels saved under 0.3 % at twice the time)."""
+"""Parquet options of a table beyond the defaults. Correlations: float32 split into byte streams (named
+by the list's leaf: the column's own name splits nothing), then zstd; docs/schema.md has the bytes and
+times of each choice."""
+GROUP_BYTES = 1 << 20
+"""A row group holds whole checkpoints, at least this many bytes of them in memory (the last may hold
+less): a read of some steps then decodes only their groups (statistics push-down). The report's read
+of the first and last steps of 40 Luck runs' student_nodes: see docs/performance.md."""
 BLOCK_EPOCHS = 10
 """Epochs of checkpoint rows per Parquet file (and per Tune checkpoint) unless a sweep sets ``block_epochs``."""
+
+PARTITIONING = ds.partitioning(pa.schema([(S.PARTITION, pa.string())]), flavor="hive")
+"""A table's folders, ``pack=<id>``, the id read as a string (inferred, an id of digits alone would read
+as an integer); a filter on it opens only the folders of the packs it names."""
+
+
+def row_groups(rows: pa.Table) -> list[pa.Table]:
+    """``rows`` cut at checkpoint boundaries into slices of at least ``GROUP_BYTES`` (a table without a
+    step column, or an empty one, is one slice)."""
+    if S.STEP not in rows.column_names or rows.num_rows == 0:
+        return [rows]
+    steps = rows.column(S.STEP).to_numpy()  # (rows,)
+    starts = np.flatnonzero(steps[1:] != steps[:-1]) + 1  # (checkpoints - 1,) where a checkpoint begins
+    per_row = max(rows.nbytes / rows.num_rows, 1.0)
+    groups, lo = [], 0
+    for start in (*starts.tolist(), rows.num_rows):
+        if (start - lo) * per_row >= GROUP_BYTES or start == rows.num_rows:
+            groups.append(rows.slice(lo, start - lo))
+            lo = start
+    return groups
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns written with a dictionary: keys (strings, integers, flags), not measurements. A float
+    column would begin every row group dictionary-encoded until its dictionary fills (1 MiB), which
+    compresses worse than plain or split pages (measured: see docs/performance.md)."""
+    return [f.name for f in schema if not (pa.types.is_floating(f.type) or pa.types.is_list(f.type))]
 
 
 def is_uri(storage: str) -> bool:
@@ -259,7 +295,10 @@ class TraceStore:
         final = self.file_path(table, pack_id, "x")
         folder = posixpath.dirname(final)
         sink = pa.BufferOutputStream()
-        pq.write_table(rows, sink, write_page_checksum=True, **ENCODINGS.get(table, {}))
+        options = {"use_dictionary": dictionary_columns(rows.schema), **ENCODINGS.get(table, {})}
+        with pq.ParquetWriter(sink, rows.schema, write_page_checksum=True, **options) as out:
+            for group in row_groups(rows):
+                out.write_table(group, row_group_size=max(group.num_rows, 1))
         data = sink.getvalue()
         self.fs.create_dir(folder, recursive=True)
         tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
@@ -279,7 +318,7 @@ class TraceStore:
 
     def dataset(self, table: str) -> ds.Dataset:
         """A pyarrow dataset of one table (hive partitions, push-down filters)."""
-        return ds.dataset(self.table_dir(table), filesystem=self.fs, format="parquet", partitioning="hive")
+        return ds.dataset(self.table_dir(table), filesystem=self.fs, format="parquet", partitioning=PARTITIONING)
 
     def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """One whole table as a pandas frame."""
