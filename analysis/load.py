@@ -230,12 +230,12 @@ class Results:
         if len(self.roots) == 1 and wanted is None:
             return self.dataset(table, optional).to_table(columns=columns, filter=expr)
         frames = []
-        for root, runs in self.runs.groupby("root", sort=False)[S.RUN_ID]:
-            ids = [r for r in runs if wanted is None or r in wanted]
+        for root, runs in self.runs.groupby("root", sort=False):
+            runs = runs if wanted is None else runs[runs[S.RUN_ID].isin(wanted)]
+            ids, packs = list(runs[S.RUN_ID]), runs[S.PACK_ID].unique()
             data = self._dataset(root, table, optional)
             if not ids or data is None:
                 continue
-            packs = self.runs.loc[self.runs[S.RUN_ID].isin(ids), S.PACK_ID].unique()
             only = pc.field(S.PARTITION).isin(pa.array(packs, pa.string()))  # their packs' folders alone
             only &= pc.field(S.RUN_ID).isin(pa.array(ids, pa.string()))
             frames.append(data.to_table(columns=columns, filter=only if expr is None else only & expr))

@@ -26,13 +26,13 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
+from benchmarks.luck_data import list_packs  # noqa: E402
 from spec_ray.engine.pack import Pack  # noqa: E402
 from spec_ray.engine.protocols import LUCK_FC_LARGE, LUCK_FC_SMALL  # noqa: E402
-from spec_ray.orchestration.plan import SWEEP_VERSION  # noqa: E402
 from spec_ray.orchestration.runner import run_pack  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
 from spec_ray.storage.ledger import FOLDER  # noqa: E402
-from spec_ray.storage.manifest import LEDGERS, SWEEP_FILE, packs_to_dict, write_sweep  # noqa: E402
+from spec_ray.storage.manifest import LEDGERS, SWEEP_FILE  # noqa: E402
 from spec_ray.storage.summaries import matrices_to_long  # noqa: E402
 from spec_ray.storage.traces import TraceStore  # noqa: E402
 
@@ -56,8 +56,7 @@ def write(storage: str, quick: bool) -> TraceStore:
     packs = [Pack(tuple(base.replace(**{"seed": s, "student.student_bn": bn}) for s in (1, 2, 3)))
              for bn in ("none", "after_relu")]  # fmt: skip
     store = TraceStore(storage, "verify-bench")
-    write_sweep(store, {"version": SWEEP_VERSION, "name": store.experiment, LEDGERS: 1, "block_epochs": 10,
-                        "sweep": packs_to_dict(store.experiment, packs)})  # fmt: skip
+    list_packs(store, packs)
     for pack in packs:
         run_pack(pack, store, progress=False)
     return store

@@ -198,13 +198,33 @@ def test_a_saved_state_resumes_exactly(tmp_path) -> None:
     data = prepare(pack)
     straight = train_until(pack, data, init_state(pack), 250)
     half = train_until(pack, data, init_state(pack), 120)
-    save_state(half, str(tmp_path))
+    save_state(pack, half, str(tmp_path))
     resumed = train_until(pack, data, load_state(pack, str(tmp_path)), 250)
     assert len(resumed.opt) == 2 * len(resumed.params) and len(resumed.buffers) == 4
     for a, b in zip(
         (*straight.params, *straight.buffers, *straight.opt), (*resumed.params, *resumed.buffers, *resumed.opt)
     ):
         assert torch.equal(a, b)
+
+
+def test_the_last_blocks_checkpoint_is_a_marker_that_restores_to_a_fresh_start(tmp_path) -> None:
+    """At the pack's last step no state is saved (its rows are all written): a restore from that checkpoint,
+    say after the runs table was lost, starts from step 0, and trains to the same bits."""
+    from spec_ray.orchestration.trial import STATE_FILE, STORED_FILE, load_state, save_state
+
+    pack = Pack(tuple(tiny_spec(seed=s) for s in (1, 2)))
+    data = prepare(pack)
+    end = train_until(pack, data, init_state(pack), pack.spec.total_steps)
+    save_state(pack, end, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STORED_FILE]
+    assert load_state(pack, str(tmp_path)) is None
+    again = train_until(pack, data, init_state(pack), pack.spec.total_steps)
+    assert again.step == end.step and all(torch.equal(a, b) for a, b in zip(end.params, again.params))
+    before = tmp_path / "before"
+    before.mkdir()
+    save_state(pack, train_until(pack, data, init_state(pack), pack.spec.total_steps - 1), str(before))
+    assert sorted(p.name for p in before.iterdir()) == [STATE_FILE]
+    assert load_state(pack, str(before)).step == pack.spec.total_steps - 1
 
 
 def test_incoming_weight_norms_are_nearly_conserved_under_bn_only() -> None:

@@ -31,8 +31,14 @@ STORED_FILE = "stored"
 trains afresh unless the pack is stored done)."""
 
 
-def save_state(state: PackState, folder: str) -> None:
-    """Write a pack state (CPU tensors) into ``folder``."""
+def save_state(pack: Pack, state: PackState, folder: str) -> None:
+    """Write a pack state (CPU tensors) into ``folder``; at the pack's last step, a marker instead: no resume
+    needs that state, yet it would stay as the largest file of a finished sweep (29 MB a large-FC pack of
+    3 runs, 2x the correlations' bytes of a 20-epoch sweep, measured)."""
+    if state.step >= pack.spec.total_steps:
+        with open(os.path.join(folder, STORED_FILE), "w") as out:
+            out.write(pack.pack_id)
+        return
     payload = {
         "params": [p.cpu() for p in state.params],
         "step": state.step,
@@ -44,8 +50,11 @@ def save_state(state: PackState, folder: str) -> None:
     torch.save(payload, os.path.join(folder, STATE_FILE))
 
 
-def load_state(pack: Pack, folder: str) -> PackState:
-    """Read a pack state written by ``save_state`` onto the pack's device."""
+def load_state(pack: Pack, folder: str) -> PackState | None:
+    """Read a pack state written by ``save_state`` onto the pack's device; None for the marker of a last
+    block (the pack, stored whole then, is short since: it trains afresh)."""
+    if os.path.exists(os.path.join(folder, STORED_FILE)):
+        return None
     payload = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
     dev = pack.device
     frozen = payload["frozen"]
@@ -143,8 +152,7 @@ def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -
     start = None
     if restored is not None:
         with restored.as_directory() as folder:
-            stored = os.path.exists(os.path.join(folder, STORED_FILE))
-            start = None if stored else load_state(pack, folder)  # stored, yet short since: trained afresh
+            start = load_state(pack, folder)
     began, start_step = time.perf_counter(), 0 if start is None else start.step
     every = pack.spec.steps_per_epoch
 
@@ -154,14 +162,7 @@ def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -
         metrics = summary(pack, state, ckpt, began, start_step)
         if flushed:
             with tempfile.TemporaryDirectory() as folder:
-                if state.step >= pack.spec.total_steps:
-                    # The last block: its state is no use to a resume, yet would stay as the largest
-                    # file of a finished sweep (29 MB a large-FC pack of 3 runs, 2x the correlations'
-                    # bytes of a 20-epoch sweep, measured). A marker takes its place; Tune keeps one.
-                    with open(os.path.join(folder, STORED_FILE), "w") as out:
-                        out.write(pack.pack_id)
-                else:
-                    save_state(state, folder)
+                save_state(pack, state, folder)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(metrics)

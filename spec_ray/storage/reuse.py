@@ -22,7 +22,7 @@ from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import SWEEP_FILE, load_sweep
 from spec_ray.storage.records import runs_table
 from spec_ray.storage.summaries import read_matrices
-from spec_ray.storage.traces import TraceStore, block_name, blocks, open_storage
+from spec_ray.storage.traces import TraceStore, blocks, open_storage
 from spec_ray.storage.verify import COMPLETE, RUNS_FILE, check_pack, pack_files
 from spec_ray.storage.writer import PackWriter
 
@@ -95,7 +95,7 @@ def copy_pack(store: TraceStore, pack: Pack, sources: dict[str, Source], block_e
         for lo, hi in blocks(pack.spec, block_epochs):  # the writer's order: step, run, node
             part = rows.filter(pc.and_(pc.greater_equal(steps, lo), pc.less_equal(steps, hi)))
             if part.num_rows:  # a block without checkpoints of an opt-in table writes no file, as the trainer
-                writer.ledger.add(store.write(table, pack.pack_id, block_name(lo, hi), part.cast(S.SCHEMAS[table])))
+                writer.write(table, lo, hi, part.cast(S.SCHEMAS[table]))
     writer.summarize()  # made from the copy, as a pack that trained makes them
     runs = pa.concat_tables([_rows(src, S.RUNS, ids) for src, ids in by_source.values()]).to_pandas()
     runs = runs.set_index(S.RUN_ID).loc[list(pack.run_ids)]

@@ -39,12 +39,15 @@ class PackWriter:
         for table, rows in checkpoint_tables(self.pack, ckpt).items():
             self.pending.setdefault(table, []).append(rows)
 
+    def write(self, table: str, lo: int, hi: int, rows: pa.Table) -> None:
+        """Write one table's rows of the block [lo, hi] as its file and list it (saved by ``flush``/``runs``)."""
+        self.ledger.add(self.store.write(table, self.pack.pack_id, block_name(lo, hi), rows))
+
     def flush(self, lo: int, hi: int) -> None:
         """Write the block [lo, hi]'s rows, a file a table, and save the ledger that lists them."""
         for table, parts in self.pending.items():
             if parts:  # an opt-in table may have no rows in a block (modulation: first and last step)
-                rows = pa.concat_tables(parts)
-                self.ledger.add(self.store.write(table, self.pack.pack_id, block_name(lo, hi), rows))
+                self.write(table, lo, hi, pa.concat_tables(parts))
             parts.clear()
         self.ledger.save()
 
