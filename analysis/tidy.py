@@ -33,3 +33,8 @@ def teacher_accuracy(res: Results) -> pd.DataFrame:
             if meta is not None and "test_accuracy" in meta:
                 rows.append({S.LOAD_TEACHER: name, "teacher_accuracy": meta["test_accuracy"]})
     return pd.DataFrame(rows, columns=[S.LOAD_TEACHER, "teacher_accuracy"]).drop_duplicates(S.LOAD_TEACHER)
+
+
+def has_bn(placements: pd.Series) -> pd.Series:
+    """Whether each BatchNorm placement named (a student_bn or teacher_bn column) puts BN in the network."""
+    return placements.map(lambda name: S.record(S.STUDENT_BN, name).present).astype(bool)

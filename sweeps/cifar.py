@@ -6,11 +6,21 @@ digits: no download, three conv layers fit its image). The teacher is pretrained
 (docs/protocol.md, "Teachers from data"); ``--source file --load-teacher PATH`` loads the authors' checkpoint.
 """
 
+from spec_ray.engine.batchnorm import BEFORE_RELU
+from spec_ray.engine.datasets import IMAGE_SETS
+from spec_ray.engine.layer_kinds import CONV
+from spec_ray.engine.losses import MSE_MEAN
 from spec_ray.engine.protocols import DEEP, Smoke, real_data
+from spec_ray.engine.teacher_sources import PRETRAINED
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 
 PRUNE = 0.5  # the paper prunes "to keep strong teacher nodes" without a ratio: half of each layer's channels
+
+
+def layers(name: str) -> int:
+    """The teacher's conv layers on an image set: 4, or as many as its image holds (digits' 8x8: 3)."""
+    return min(4, (IMAGE_SETS[name].side - 1) // 2)
 
 
 def real(name: str, layers: int) -> dict[str, object]:
@@ -26,22 +36,22 @@ EXPERIMENT = Experiment(
     base=DEEP.replace(
         **{
             **real("cifar10", 4),
-            "model.arch": "conv",
-            "teacher.source": "pretrained",
-            "teacher.teacher_bn": "before_relu",
+            "model.arch": CONV.name,
+            "teacher.source": PRETRAINED.name,
+            "teacher.teacher_bn": BEFORE_RELU.name,
             "teacher.teacher_bn_affine": True,
             "teacher.weight_choices": (-0.5, -0.25, 0.0, 0.25, 0.5),
             "teacher.teacher_bias_spread": 0.0,
             "teacher.calibrate": False,
             "teacher.normalize": "first",
-            "train.loss": "mse_mean",
+            "train.loss": MSE_MEAN.name,
             "train.lr": 0.05,
             "train.lr_schedule": ((20, 0.025),),
             "checkpoint.train_every_epochs": 0,
             "checkpoint.keep_correlations": False,
         }
     ),  # fmt: skip
-    variants={"dataset": {"cifar10": real("cifar10", 4), "mnist": real("mnist", 4), "digits": real("digits", 3)}},
+    variants={"dataset": {s.name: real(s.name, layers(s.name)) for s in IMAGE_SETS}},
     default_variants={"dataset": ("cifar10",)},
     axes={"multi": (1, 2, 5, 10), "seed": (1, 2, 3)},
 )

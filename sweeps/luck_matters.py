@@ -9,25 +9,41 @@ teacher is pretrained on the image set's labels with BN (once per storage root),
 8x8 images the FC nets only (four 3x3 layers need 9x9).
 """
 
+from spec_ray.engine.batchnorm import AFTER_RELU, NO_BN
+from spec_ray.engine.datasets import IMAGE_SETS
+from spec_ray.engine.layer_kinds import CONV, LAYER_KINDS, MLP
 from spec_ray.engine.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke, real_data
+from spec_ray.engine.teacher_sources import PRETRAINED
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 
 CNN = {
-    "model.arch": "conv",
+    "model.arch": CONV.name,
     "model.image_size": LUCK_CNN.model.image_size,
     "data.d": LUCK_CNN.data.d,
     "teacher.widths": LUCK_CNN.teacher.widths,
     "student.bn_affine": True,  # ModelConv's nn.BatchNorm2d(k) is affine
     "checkpoint.keep_modulation": False,  # beta* and H* are taken for MLPs
 }
-REAL = ("cifar10", "mnist", "digits")
+REAL = IMAGE_SETS.names
+NETS = {
+    "fc-small": {},
+    "fc-large": {"teacher.widths": LUCK_FC_LARGE.teacher.widths, "checkpoint.keep_modulation": False},
+    "cnn": CNN,
+    "cnn-narrow": {**CNN, "teacher.widths": (8, 8, 8, 8)},
+}
+
+
+def fits(net: dict[str, object], name: str) -> bool:
+    """Whether a net's conv layers fit an image set's image (each unpadded 3x3 layer trims its side by 2)."""
+    conv = LAYER_KINDS[str(net.get("model.arch", MLP.name))].conv
+    return not conv or 2 * len(net["teacher.widths"]) < IMAGE_SETS[name].side
 
 
 def real(name: str) -> dict[str, object]:
     """An image set with a teacher pretrained on it, with BN after the ReLU as the authors' --teacher_bn; the
     checkpoint metrics on 1,024 test images at most, as on Gaussian data."""
-    settings = {**real_data(name), "teacher.source": "pretrained", "teacher.teacher_bn": "after_relu",
+    settings = {**real_data(name), "teacher.source": PRETRAINED.name, "teacher.teacher_bn": AFTER_RELU.name,
                 "teacher.teacher_bn_affine": True}  # fmt: skip
     return {**settings, "data.n_eval": min(1024, settings["data.n_eval"])}
 
@@ -37,21 +53,16 @@ EXPERIMENT = Experiment(
     # the rank of the final winners; fig. 16's beta* and H* (the small FC only: 20x fewer rows)
     base=LUCK_FC_SMALL.replace(**{"checkpoint.keep_correlations": True, "checkpoint.keep_modulation": True}),
     variants={
-        "net": {
-            "fc-small": {},
-            "fc-large": {"teacher.widths": LUCK_FC_LARGE.teacher.widths, "checkpoint.keep_modulation": False},
-            "cnn": CNN,
-            "cnn-narrow": {**CNN, "teacher.widths": (8, 8, 8, 8)},
-        },
+        "net": NETS,
         "data": {"finite": {}, "infinite": LUCK_INFINITE},
         "dataset": {"gaussian": {}, **{name: real(name) for name in REAL}},
     },
     default_variants={"dataset": ("gaussian",)},
     exclude=(
         *({"dataset": name, "data": "infinite"} for name in REAL),  # a real image set is finite
-        *({"dataset": "digits", "net": net} for net in ("cnn", "cnn-narrow")),
+        *({"dataset": name, "net": net} for name in REAL for net, v in NETS.items() if not fits(v, name)),
     ),  # fmt: skip
-    axes={"student_bn": ("none", "after_relu"), "seed": (1, 2, 3, 4, 5)},
+    axes={"student_bn": (NO_BN.name, AFTER_RELU.name), "seed": (1, 2, 3, 4, 5)},
 )
 SMOKE = Smoke(
     settings={"train.epochs": 3, "data.n_train": 2048, "data.n_eval": 512, "checkpoint.first_epoch_points": 2},
@@ -63,7 +74,7 @@ SMOKE = Smoke(
         "data": {"finite": {}, "infinite": {"data.n_train": None, "train.iters_per_epoch": 32}},
         "dataset": {"gaussian": {}, "digits": {**real("digits"), "data.n_train": 512, "data.n_eval": 256}},
     },
-    axes={"student_bn": ("after_relu",), "seed": (1, 2)},  # BN and not: the equivalence tests cover both
+    axes={"student_bn": (AFTER_RELU.name,), "seed": (1, 2)},  # BN and not: the equivalence tests cover both
 )
 
 if __name__ == "__main__":

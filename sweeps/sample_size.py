@@ -1,5 +1,6 @@
 """Figure 6: specialization per layer and evaluation loss vs sample size, MSE vs cross-entropy, 4-layer teacher."""
 
+from spec_ray.engine.losses import CE, MSE_MEAN
 from spec_ray.engine.protocols import DEEP, DEEP_SMOKE, Smoke
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
@@ -13,7 +14,7 @@ EXPERIMENT = Experiment(
     base=DEEP,
     axes={
         "n_train": (1_000, 2_000, 5_000, 10_000, 20_000, 50_000),
-        "loss": ("mse_mean", "ce"),  # the deep protocol's MSE is the mean over outputs
+        "loss": (MSE_MEAN.name, CE.name),  # the deep protocol's MSE is the mean over outputs
         "seed": (1, 2, 3, 4),
     },
 )

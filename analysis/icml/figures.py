@@ -129,7 +129,12 @@ def loss_curves(frame: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def _loss_name(loss: str) -> str:
-    return {"mse": "MSE", "mse_mean": "MSE", "ce": "CE"}.get(loss, loss)
+    return S.record(S.LOSS, loss).short
+
+
+def _loss_style(loss: str) -> str:
+    """Losses on labels dashed, squared errors solid."""
+    return "--" if S.record(S.LOSS, loss).labels else "-"
 
 
 @figure(FIGURES, "sample_size", "Figure 6: sample size", "rho_mean per layer and evaluation loss vs training "
@@ -141,12 +146,11 @@ def sample_size(frame: pd.DataFrame, stem: Path) -> list[Path]:
     frame = frame.assign(samples_k=frame[S.N_TRAIN] / 1000)
     layers = sorted(frame["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("colorblind", n_colors=max(2, len(layers)))))
-    styles = {"mse": "-", "mse_mean": "-", "ce": "--"}
     for (loss, layer), line in frame.groupby([S.LOSS, "layer"]):
-        axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=styles.get(loss, "-"), color=colors[layer],
+        axes[0, 0].plot(line["samples_k"], line["rho_mean"], ls=_loss_style(loss), color=colors[layer],
                         marker="o", ms=3, label=f"layer {layer}, {_loss_name(loss)}")  # fmt: skip
     for loss, line in frame[frame["layer"] == layers[0]].groupby(S.LOSS):
-        axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=styles.get(loss, "-"), color="k", marker="o",
+        axes[0, 1].plot(line["samples_k"], line["eval_loss"], ls=_loss_style(loss), color="k", marker="o",
                         ms=3, label=_loss_name(loss))  # fmt: skip
     axes[0, 0].set(xlabel="samples (x1000)", ylabel="rho_mean", title="specialization per layer")
     axes[0, 1].set(xlabel="samples (x1000)", title="evaluation loss", yscale="log")

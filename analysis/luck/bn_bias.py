@@ -27,7 +27,8 @@ from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
 from spec_ray.storage.teachers import TeacherStore
 
-STORED = Needs(where=((S.SOURCE, ("pretrained", "file")), (S.TEACHER_BN, ("before_relu",))),
+STORED = Needs(where=((S.SOURCE, S.KINDS[S.SOURCE].names_where(stored=True)),
+                      (S.TEACHER_BN, S.KINDS[S.TEACHER_BN].names_where(before=True))),
                words="runs of a stored teacher with BN before the ReLU (sweeps/cifar.py)")  # fmt: skip
 VGG = ("vgg11_bn", "vgg16_bn")
 MOSTLY = 0.5

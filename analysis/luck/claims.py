@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.luck import modulation
 from analysis.luck import queries as Q
 from analysis.registry import ClaimCheck, claim, frame
+from analysis.tidy import has_bn
 from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
 
@@ -136,7 +137,7 @@ def claim11(norms: pd.DataFrame) -> Claim:
     """Under BN the median relative change of a student node's incoming weight norm, init to end, is
     under CONSERVED_BELOW in every layer (gradient flow conserves it; SGD adds O(lr^2) a step)."""
     text = "Under BN each student node's incoming weight norm is conserved."
-    bn = norms[norms[S.STUDENT_BN] != "none"] if not norms.empty else norms
+    bn = norms[has_bn(norms[S.STUDENT_BN])] if not norms.empty else norms
     if bn.empty:
         return Claim(11, text, "needs runs with BN", NO_DATA)
     evidence = "; ".join(f"BN {r[S.STUDENT_BN]} layer {r[S.LAYER] - 1}: median change {r['median_change']:.3f}"
@@ -182,10 +183,13 @@ def claim14(rank: pd.DataFrame, accuracy: pd.DataFrame) -> Claim:
     if real.empty or real[S.STUDENT_BN].nunique() < 2:
         return Claim(14, text, "needs real-image Luck Matters runs with and without BN", NO_DATA)
     mean = real.groupby(CELL)["mean_rank"].mean().unstack(S.STUDENT_BN)
-    bn = [c for c in mean.columns if c != "none"]
+    bn = [c for c in mean.columns if S.record(S.STUDENT_BN, c).present]
+    plain = next((c for c in mean.columns if c not in bn), None)
+    if plain is None or not bn:
+        return Claim(14, text, "needs real-image Luck Matters runs with and without BN", NO_DATA)
     mean = mean.dropna()
-    gain = mean[bn].mean(axis=1) - mean["none"]
-    parts = [f"{net} on {data}: mean rank {row['none']:.3f} without BN, {row[bn].mean():.3f} with"
+    gain = mean[bn].mean(axis=1) - mean[plain]
+    parts = [f"{net} on {data}: mean rank {row[plain]:.3f} without BN, {row[bn].mean():.3f} with"
              for (net, data), row in mean.iterrows()]  # fmt: skip
     ok = bool(len(gain) and (gain <= -BN_MARGIN).all())
     for _, row in accuracy.iterrows():

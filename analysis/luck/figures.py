@@ -107,7 +107,7 @@ def luck_data(frame: pd.DataFrame, stem: Path) -> list[Path]:
 def _beta_caption(data: pd.DataFrame) -> str:
     run = data.iloc[0]
     data_kind = "infinite" if pd.isna(run[S.N_TRAIN]) else "finite"
-    bn = "no BN" if run[S.STUDENT_BN] == "none" else f"BN {run[S.STUDENT_BN]}"
+    bn = f"BN {run[S.STUDENT_BN]}" if S.record(S.STUDENT_BN, run[S.STUDENT_BN]).present else "no BN"
     return (f"One run ({bn}, {data_kind} data, seed {int(run[S.SEED])}; no BN, finite data and the lowest seed "
             "are shown where run): the top-down modulation beta* and its activity-gated H*, teacher nodes down, "
             "student nodes across, grouped by their final best teacher (gray lines between groups) and by "

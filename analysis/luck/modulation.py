@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.load import Results
-from analysis.tidy import with_runs
+from analysis.tidy import has_bn, with_runs
 from spec_ray.storage import schema as S
 
 STAGE = "stage"
@@ -45,7 +45,7 @@ def figure_run(res: Results) -> str | None:
     runs = _runs(res)
     if runs.empty:
         return None
-    order = runs.assign(bn=runs[S.STUDENT_BN] != "none", online=runs[S.N_TRAIN].isna())
+    order = runs.assign(bn=has_bn(runs[S.STUDENT_BN]), online=runs[S.N_TRAIN].isna())
     return str(order.sort_values(["bn", "online", S.SEED, S.RUN_ID]).iloc[0][S.RUN_ID])
 
 

@@ -65,7 +65,9 @@ def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
     or the real image set's name."""
     cols = [S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]
     runs = res.done[[*cols, S.DATASET]].copy() if S.DATASET in res.done else res.done[cols].assign(dataset=None)
-    runs["net"] = runs[S.ARCH].map({"mlp": "FC", "conv": "CNN"}) + " " + runs[S.WIDTHS].str.replace("_", "-")
+    runs["net"] = (
+        runs[S.ARCH].map(lambda arch: S.record(S.ARCH, arch).short) + " " + runs[S.WIDTHS].str.replace("_", "-")
+    )
     real = runs[S.DATASET].isin(S.REAL_DATASETS)
     runs["data"] = np.where(real, runs[S.DATASET], np.where(runs[S.N_TRAIN].isna(), "infinite", "finite"))
     return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")

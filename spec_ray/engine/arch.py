@@ -12,31 +12,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spec_ray.engine.spec import RunSpec, layer_fan_ins
+from spec_ray.engine.activations import ACTIVATIONS, Activation
+from spec_ray.engine.batchnorm import BATCHNORMS, NO_BN, BatchNorm
+from spec_ray.engine.layer_kinds import KERNEL, LAYER_KINDS, LayerKind
+from spec_ray.engine.spec import RunSpec
+
+__all__ = ["BN_EPS", "BN_MOMENTUM", "KERNEL", "Arch", "student", "teacher"]
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm's eps and momentum: the reference uses the modules themselves
 BN_MOMENTUM = 0.1
-KERNEL = 3  # the authors' ModelConv: 3x3, no padding, stride 1
 
 
 @dataclass(frozen=True)
 class Arch:
     """One network's architecture (derived from a ``RunSpec`` by ``teacher`` / ``student``)."""
 
-    kind: str
-    """mlp | conv."""
+    kind: LayerKind
+    """Fully connected or conv layers (a name of ``LAYER_KINDS`` is taken too)."""
     d: int
     """Input features (conv: S^2 pixels of one channel)."""
     widths: tuple[int, ...]
     """Hidden widths, or channels of each conv layer."""
     c: int
     """Outputs."""
-    activation: str
-    """A name of ``activations.NAMES``."""
+    activation: Activation
+    """The hidden nonlinearity (a name of ``ACTIVATIONS`` is taken too)."""
     slope: float
     """leaky_relu's negative slope."""
-    bn: str
-    """none | after_relu | before_relu."""
+    bn: BatchNorm
+    """Where the hidden blocks normalize, if anywhere (a name of ``BATCHNORMS`` is taken too)."""
     bn_affine: bool
     """BN layers carry a weight and a bias."""
     image_size: int
@@ -44,9 +48,14 @@ class Arch:
     channels: int = 1
     """C of the input image, conv only (a real image set's; Gaussian images have 1)."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", LAYER_KINDS.of(self.kind))
+        object.__setattr__(self, "activation", ACTIVATIONS.of(self.activation))
+        object.__setattr__(self, "bn", BATCHNORMS.of(self.bn))
+
     @property
     def conv(self) -> bool:
-        return self.kind == "conv"
+        return self.kind.conv
 
     @property
     def depth(self) -> int:
@@ -68,7 +77,7 @@ class Arch:
     @property
     def fan_ins(self) -> tuple[int, ...]:
         """Inputs of each layer's node, output layer last (without the bias)."""
-        return layer_fan_ins(self.kind, self.d, self.widths, self.image_size, self.channels)
+        return self.kind.fan_ins(self.d, self.widths, self.image_size, self.channels)
 
     @property
     def outs(self) -> tuple[int, ...]:
@@ -84,19 +93,19 @@ class Arch:
     @property
     def bn_layers(self) -> int:
         """Hidden layers with BN (all or none)."""
-        return 0 if self.bn == "none" else self.depth
+        return self.depth if self.bn.present else 0
 
     @property
     def plain(self) -> bool:
         """An MLP without BN: the hand-written passes apply."""
-        return not self.conv and self.bn == "none"
+        return not self.conv and not self.bn.present
 
 
 def teacher(spec: RunSpec) -> Arch:
     """The teacher's architecture: a stored teacher's as pruned (every node it keeps, ``teacher_kept_widths``),
     with its BN folded into its layers."""
     t, m = spec.teacher, spec.model
-    bn = "none" if t.stored else t.teacher_bn
+    bn = NO_BN if t.stored else t.teacher_bn
     return Arch(m.arch, spec.data.d, spec.teacher_kept_widths, t.c, t.teacher_activation, m.leaky_slope, bn,
                 t.teacher_bn_affine, m.image_size, spec.data.channels)  # fmt: skip
 

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, arch, datasets, teachers
+from spec_ray.engine import arch, datasets, teachers
 from spec_ray.engine.network import Network, forward
 from spec_ray.engine.spec import RunSpec
 
@@ -96,7 +96,7 @@ def calibrate(teacher: Network, x: Tensor, shape: arch.Arch) -> Network:
     for layer in range(len(weights) - 1):
         pre = h @ weights[layer].T + biases[layer]  # (N, m_l)
         biases[layer] = biases[layer] - pre.median(dim=0).values  # (m_l,)
-        h = activations.forward(shape.activation, shape.slope, h @ weights[layer].T + biases[layer])  # (N, m_l)
+        h = shape.activation.forward(shape.slope, h @ weights[layer].T + biases[layer])  # (N, m_l)
     out = h @ weights[-1].T + biases[-1]  # (N, c)
     mean, std = out.mean(dim=0), out.std(dim=0).clamp_min(1e-12)  # (c,), (c,)
     weights[-1] = weights[-1] / std[:, None]  # (c, m_L)

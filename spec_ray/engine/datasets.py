@@ -3,10 +3,13 @@ distribution formats, checked, normalized as the authors' ``init_dataset`` does,
 
 Axes: N images, C channels, S image side, d = C S S input features.
 
-``read(name, folder)`` is cached per process: every pack of a node shares one copy. Pixels are
-laid out (N, C, S, S) row-major, as ``torchvision``'s ``ToTensor`` gives them, so a conv layer
-reads the flat row as its (C, S, S) image and an MLP reads the same vector. A missing, partial
-or corrupt folder raises ``DatasetError`` naming the file and the fix, before any training.
+Each image set is a record of ``IMAGE_SETS`` (shapes, splits, normalization, files and checksums,
+reader, downloader); a new one is this file alone: its reader and its record, which data.dataset,
+the flags, the sweeps' image sets and ``download`` read. ``read(name, folder)`` is cached per
+process: every pack of a node shares one copy. Pixels are laid out (N, C, S, S) row-major, as
+``torchvision``'s ``ToTensor`` gives them, so a conv layer reads the flat row as its (C, S, S) image
+and an MLP reads the same vector. A missing, partial or corrupt folder raises ``DatasetError``
+naming the file and the fix, before any training.
 """
 
 from __future__ import annotations
@@ -14,44 +17,18 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import importlib.util
 import os
 import pickle
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from spec_ray.engine.registry import Registry
+
 GAUSSIAN = "gaussian"
 
-
-@dataclass(frozen=True)
-class Info:
-    """What a spec needs to know of an image set without reading it."""
-
-    channels: int
-    side: int
-    classes: int
-    train_size: int
-    test_size: int
-    mean: tuple[float, ...]
-    """Per-channel mean subtracted after scaling pixels to [0, 1] (the authors' Normalize)."""
-    std: tuple[float, ...]
-
-    @property
-    def d(self) -> int:
-        """Input features of one image, C S S."""
-        return self.channels * self.side * self.side
-
-
-INFO = {
-    # init_dataset: CIFAR-10's test transform; its train-time RandomCrop and flip are not applied
-    # (a teacher labels fixed inputs; docs/protocol.md).
-    "cifar10": Info(3, 32, 10, 50_000, 10_000, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "mnist": Info(1, 28, 10, 60_000, 10_000, (0.5,), (0.5,)),  # init_dataset's transform: Normalize((0.5,), (0.5,))
-    # sklearn's 1,797 digits: the first 1,437 (80 %) train, the last 360 test; pixels 0..16, scaled
-    # to [0, 1] and normalized as MNIST.
-    "digits": Info(1, 8, 10, 1437, 360, (0.5,), (0.5,)),
-}
-NAMES = (GAUSSIAN, *INFO)
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_MD5 = {
@@ -121,7 +98,7 @@ def _checked(name: str, folder: str, sub: str, checksums: dict[str, str]) -> dic
 
 def _normalized(name: str, pixels: np.ndarray) -> np.ndarray:
     """(N, C, S, S) in [0, 1] -> (N, d) float64 after the per-channel Normalize."""
-    info = INFO[name]
+    info = IMAGE_SETS[name]
     mean = np.asarray(info.mean, dtype=np.float64)[None, :, None, None]  # (1, C, 1, 1)
     std = np.asarray(info.std, dtype=np.float64)[None, :, None, None]
     # float32 in the cache: CIFAR-10's training set is 0.6 GB so, 1.2 GB in float64
@@ -182,7 +159,7 @@ def read_mnist(folder: str, checksums: dict[str, str] = MNIST_MD5) -> Split:
     return Split(x_train, y_train, x_test, y_test)
 
 
-def read_digits() -> Split:
+def read_digits(folder: str | None = None) -> Split:
     """scikit-learn's bundled 8x8 digits (no download): the first 1,437 train, the last 360 test."""
     try:
         from sklearn.datasets import load_digits
@@ -191,46 +168,105 @@ def read_digits() -> Split:
     bunch = load_digits()
     pixels = bunch.images[:, None].astype(np.float64) / 16.0  # (1797, 1, 8, 8) in [0, 1]
     x, y = _normalized("digits", pixels), bunch.target.astype(np.int64)
-    n = INFO["digits"].train_size
+    n = IMAGE_SETS["digits"].train_size
     return Split(x[:n], y[:n], x[n:], y[n:])
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One real image set: what a spec needs to know of it without reading it, and how it is read."""
+
+    name: str
+    """The value of data.dataset."""
+    channels: int
+    side: int
+    classes: int
+    train_size: int
+    test_size: int
+    mean: tuple[float, ...]
+    """Per-channel mean subtracted after scaling pixels to [0, 1] (the authors' Normalize)."""
+    std: tuple[float, ...]
+    reader: Callable[[str | None], Split] = field(repr=False)
+    """``reader(folder)``: the set read from its distribution files and checked."""
+    folder: str | None = None
+    """Where its files lie under --data-dir; None: it needs no folder (it ships with ``package``)."""
+    checksums: tuple[tuple[str, str], ...] = ()
+    """Its distribution files and their MD5s (those torchvision checks)."""
+    torchvision: str | None = None
+    """The torchvision.datasets class that downloads it; None: nothing to download."""
+    package: str | None = None
+    """The Python package it ships with (no folder, no download)."""
+
+    @property
+    def d(self) -> int:
+        """Input features of one image, C S S."""
+        return self.channels * self.side * self.side
+
+    @property
+    def needs_folder(self) -> bool:
+        """Its files are read from --data-dir."""
+        return self.folder is not None
+
+    def present(self, folder: str | None) -> bool:
+        """Whether its files (or its package) are where ``read`` looks (not checked: ``read`` does that)."""
+        if not self.needs_folder:
+            return self.package is None or importlib.util.find_spec(self.package) is not None
+        return folder is not None and all(os.path.isfile(os.path.join(folder, self.folder, f))
+                                          for f, _ in self.checksums)  # fmt: skip
+
+
+IMAGE_SETS: Registry[ImageSet] = Registry(
+    "data.dataset",
+    # init_dataset: CIFAR-10's test transform; its train-time RandomCrop and flip are not applied
+    # (a teacher labels fixed inputs; docs/protocol.md).
+    ImageSet(
+        "cifar10",
+        3,
+        32,
+        10,
+        50_000,
+        10_000,
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+        read_cifar10,
+        CIFAR_FOLDER,
+        tuple(CIFAR_MD5.items()),
+        "CIFAR10",
+    ),  # fmt: skip
+    # init_dataset's transform: Normalize((0.5,), (0.5,))
+    ImageSet(
+        "mnist", 1, 28, 10, 60_000, 10_000, (0.5,), (0.5,), read_mnist, MNIST_FOLDER, tuple(MNIST_MD5.items()), "MNIST"
+    ),  # fmt: skip
+    # sklearn's 1,797 digits: the first 1,437 (80 %) train, the last 360 test; pixels 0..16, scaled
+    # to [0, 1] and normalized as MNIST.
+    ImageSet("digits", 1, 8, 10, 1437, 360, (0.5,), (0.5,), read_digits, package="sklearn"),
+)
+INFO = IMAGE_SETS
+"""An image set's record by name (the name the shapes were first read under)."""
+NAMES = (GAUSSIAN, *IMAGE_SETS.names)
+"""Every value of data.dataset."""
 
 
 @functools.lru_cache(maxsize=4)
 def read(name: str, folder: str | None) -> Split:
     """The named image set, read and checked once per process."""
-    if name == "digits":
-        return read_digits()
-    if folder is None:
+    image_set = IMAGE_SETS[name]
+    if image_set.needs_folder and folder is None:
         raise DatasetError(f"data.data_dir: None is invalid with data.dataset {name}: allowed the folder that holds "
                            "it; " + _fix(name, "DIR"))  # fmt: skip
-    if name == "cifar10":
-        return read_cifar10(folder)
-    if name == "mnist":
-        return read_mnist(folder)
-    raise DatasetError(f"data.dataset={name!r} is invalid: allowed " + ", ".join(NAMES))
+    return image_set.reader(folder)
 
 
 def present(name: str, folder: str | None) -> bool:
     """Whether the image set's files are where ``read`` looks (not checked: ``read`` does that)."""
-    if name == "digits":
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
-            return False
-        return True
-    files = {"cifar10": (CIFAR_FOLDER, CIFAR_MD5), "mnist": (MNIST_FOLDER, MNIST_MD5)}.get(name)
-    return (
-        files is not None
-        and folder is not None
-        and all(os.path.isfile(os.path.join(folder, files[0], f)) for f in files[1])
-    )
+    return IMAGE_SETS[name].present(folder)
 
 
 @functools.lru_cache(maxsize=2)
 def stand_in(name: str) -> Split:
     """Random images of the set's shapes and sizes, for timing a pack where the set is not at hand
     (``--dry-run``); never trained on."""
-    info = INFO[name]
+    info = IMAGE_SETS[name]
     rng = np.random.default_rng(0)
 
     def part(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,16 +276,21 @@ def stand_in(name: str) -> Split:
     return Split(x_train, y_train, x_test, y_test)
 
 
+DOWNLOADABLE = tuple(s.name for s in IMAGE_SETS if s.torchvision is not None)
+"""The image sets ``download`` fetches (the others ship with a package)."""
+
+
 def download(name: str, folder: str) -> None:
-    """Fetch CIFAR-10 or MNIST into ``folder`` with torchvision (an optional extra) and check them."""
+    """Fetch an image set into ``folder`` with torchvision (an optional extra) and check it."""
+    if name not in DOWNLOADABLE:
+        shipped = ", ".join(f"{s.name} ships with {s.package}" for s in IMAGE_SETS if s.package)
+        raise DatasetError(f"download {name!r} is invalid: allowed {', '.join(DOWNLOADABLE)} ({shipped})")
     try:
         import torchvision.datasets as tv
     except ImportError:
         raise DatasetError(f"download {name}: needs torchvision; fix: pip install torchvision (matching your "
                            "torch), or copy the standard files into --data-dir") from None  # fmt: skip
-    cls = {"cifar10": tv.CIFAR10, "mnist": tv.MNIST}.get(name)
-    if cls is None:
-        raise DatasetError(f"download {name!r} is invalid: allowed cifar10, mnist (digits ships with scikit-learn)")
+    cls = getattr(tv, IMAGE_SETS[name].torchvision)
     for train in (True, False):
         cls(root=folder, train=train, download=True)
     read.cache_clear()

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import losses, optim, parts
+from spec_ray.engine import optim, parts
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.spec import TrainSpec
 
@@ -64,13 +64,7 @@ def step(arch: Arch, train: TrainSpec, tensors: Tensors, batch: Batch, lr: Tenso
     with torch.enable_grad():
         _, y = parts.forward(arch, leaves, buffers, x, runs // x.shape[0], train=True,
                              sgd_rate=lr if in_backward else None)  # fmt: skip  # (R, B, c)
-        if train.loss == "ce":
-            values = losses.cross_entropy(y, target)  # (R,)
-            stat.copy_(values.detach())
-        else:
-            t = target.reshape(y.shape)  # (R, B, c)
-            values = losses.objective(train.loss, y, t)  # (R,)
-            torch.linalg.vector_norm((y - t).detach(), dim=(1, 2), out=stat)
+        values = train.loss_kind.step_values(y, target, stat)  # (R,)
         if in_backward:
             values.sum().backward()  # the layers move here; the BN weights and biases get .grad
             grads = tuple(leaf.grad for leaf in leaves[layers:])

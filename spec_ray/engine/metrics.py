@@ -18,8 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import losses, parts, passes
 from spec_ray.engine import names as N
+from spec_ray.engine import parts, passes
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.modulation import Modulation, modulation
 from spec_ray.engine.network import fanout_norms, fixed_buffers
@@ -34,7 +34,7 @@ class Checkpoint(NamedTuple):
     step: int
     """SGD steps taken."""
     eval_loss: Tensor
-    """(R,) loss on the evaluation set, in ``losses.UNITS``."""
+    """(R,) loss on the evaluation set, in the loss record's ``unit``."""
     train_loss: Tensor | None
     """(R,) loss on the whole training set, same unit (None off the train-metric schedule)."""
     grad_norm: Tensor | None
@@ -152,7 +152,7 @@ def _evaluate(
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
     """Eval loss (R,), accuracy (R,) (real image sets: of the true labels; else cross-entropy runs:
     of the teacher's argmax) and correlations [(R, m_l, n_l)]."""
-    loss = pack.spec.train.loss
+    loss = pack.spec.train.loss_kind
     shape = pack.student_arch
     values, accuracy, corr = [], [], []
     for lo, hi in passes.chunks(pack, data.x_eval.shape[1], _widths(pack)):
@@ -161,9 +161,9 @@ def _evaluate(
         if data.labels_eval is not None:  # a real image set: the true class labels
             truth = data.labels_eval.repeat_interleave(pack.group_size, dim=0)[lo:hi]  # (Rc, Ne)
             accuracy.append((out.argmax(dim=-1) == truth).to(out.dtype).mean(dim=-1))  # (Rc,)
-        elif loss == "ce":
+        elif loss.labels:
             accuracy.append((out.argmax(dim=-1) == t.argmax(dim=-1)).to(out.dtype).mean(dim=-1))  # (Rc,)
-        values.append(passes.reported(loss, out, t))  # (Rc,)
+        values.append(loss.reported_(out, t))  # (Rc,)
         corr.append([passes.correlate(u[lo:hi], a, cache.work) for u, a in zip(cache.teacher_unit, acts)])
     layers = [torch.cat(layer) for layer in zip(*corr)]  # [(R, m_l, n_l)]
     return torch.cat(values), torch.cat(accuracy) if accuracy else None, layers
@@ -173,7 +173,7 @@ def _train_set(
     pack: Pack, data: PackData, cache: EvalCache, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Training-set loss (R,), full-batch gradient norm (R,) and correlations [(R, m_l, n_l)]."""
-    loss = pack.spec.train.loss
+    loss = pack.spec.train.loss_kind
     student, teacher = pack.student_arch, pack.teacher_arch
     values, norms, corr = [], [], []
     x = data.x_train  # (G, N, d+1)
@@ -184,7 +184,7 @@ def _train_set(
         t = run_targets(data.y_train, pack.group_size, lo, hi)  # (Rc, N, c)
         units = [normalize(a) for a in measured(pack, t_acts)]  # [(Rc, N P, m_l)]
         corr.append([passes.correlate(u, a, cache.work) for u, a in zip(units, acts)])
-        values.append(losses.reported(loss, out, t))  # (Rc,)
+        values.append(loss.reported(out, t))  # (Rc,)
         if hidden is not None:
             norms.append(passes.grad_norm(pack, student, x, params, hidden, out, t, lo))  # (Rc,)
         else:

@@ -13,7 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, parts
+from spec_ray.engine import parts
+from spec_ray.engine.activations import RELU
 from spec_ray.engine.arch import Arch
 
 
@@ -51,11 +52,6 @@ def stack(nets: list[Network]) -> Network:
     )
 
 
-def slice_runs(net: Network, lo: int, hi: int) -> Network:
-    """Runs lo..hi-1 of a stacked network (views, no copy)."""
-    return Network(tuple(w[lo:hi] for w in net.weights), tuple(b[lo:hi] for b in net.biases))
-
-
 def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """h W^T + b with the bias fused into the matmul: (.., N, n_in) -> (.., N, n_out)."""
     if h.dim() == 2 and w.dim() == 2:
@@ -84,12 +80,12 @@ def forward(net: Network, x: Tensor, arch: Arch | None = None) -> tuple[list[Ten
     """
     if arch is not None and not arch.plain:
         return _forward_parts(net, x, arch)
-    act = "relu" if arch is None else arch.activation
+    act = RELU if arch is None else arch.activation
     slope = 0.0 if arch is None else arch.slope
     hidden = []
     h = x  # (.., N, d)
     for w, b in zip(net.weights[:-1], net.biases[:-1]):
-        h = activations.forward(act, slope, affine(h, w, b))  # (.., N, n_l)
+        h = act.forward(slope, affine(h, w, b))  # (.., N, n_l)
         hidden.append(h)
     return hidden, affine(h, net.weights[-1], net.biases[-1])  # (.., N, c)
 

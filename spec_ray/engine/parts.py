@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spec_ray.engine import activations
 from spec_ray.engine.arch import BN_EPS, BN_MOMENTUM, KERNEL, Arch
 
 
@@ -53,22 +52,17 @@ class Net(NamedTuple):
 def unpack(arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...]) -> Net:
     """Split the flat tensors of a network (module docstring) into named parts."""
     n = arch.depth + 1
-    affine = arch.bn != "none" and arch.bn_affine and len(params) > n
+    affine = arch.bn.present and arch.bn_affine and len(params) > n
     none = (None,) * arch.depth
     bn_w = params[n : n + arch.depth] if affine else none
     bn_b = params[n + arch.depth : n + 2 * arch.depth] if affine else none
     return Net(params[:n], bn_w, bn_b, buffers[: arch.bn_layers], buffers[arch.bn_layers :])
 
 
-def param_count(arch: Arch) -> int:
-    """Tensors in ``params``: layers, then BN weights and biases when affine."""
-    return arch.depth + 1 + (2 * arch.depth if arch.bn != "none" and arch.bn_affine else 0)
-
-
 def init_bn(arch: Arch, runs: int, like: Tensor, affine: bool) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Fresh BN tensors as ``nn.BatchNorm`` makes them: (weights 1 and biases 0 when ``affine``,
     running means 0 and variances 1), [(R, n_l)] each."""
-    if arch.bn == "none":
+    if not arch.bn.present:
         return (), ()
     ones = [like.new_ones(runs, n) for n in arch.widths]
     zeros = [like.new_zeros(runs, n) for n in arch.widths]
@@ -142,11 +136,8 @@ def _batchnorm(arch: Arch, net: Net, layer: int, h: Tensor, train: bool) -> Tens
 
 def _block(arch: Arch, net: Net, layer: int, z: Tensor, train: bool) -> Tensor:
     """Activation and BN in the authors' order (``Model.forward``): the block's output ``hs``."""
-    act = lambda t: activations.forward(arch.activation, arch.slope, t)  # noqa: E731
-    if arch.bn == "before_relu":
-        return act(_batchnorm(arch, net, layer, z, train))
-    h = act(z)
-    return _batchnorm(arch, net, layer, h, train) if arch.bn == "after_relu" else h
+    return arch.bn.block(lambda t: arch.activation.forward(arch.slope, t),
+                         lambda t: _batchnorm(arch, net, layer, t, train), z)  # fmt: skip
 
 
 def forward(
@@ -211,9 +202,9 @@ def gates(arch: Arch, params: tuple[Tensor, ...], buffers: tuple[Tensor, ...], x
     h, out = x[..., :-1], []  # (R, N, d)
     for layer in range(arch.depth):
         z = _linear(h, net.layers[layer])  # (R, N, n_l)
-        if arch.bn == "before_relu":
+        if arch.bn.before:
             z = _batchnorm(arch, net, layer, z, False)
-        a = activations.forward(arch.activation, arch.slope, z)  # (R, N, n_l)
-        out.append(activations.backward(arch.activation, arch.slope, torch.ones_like(a), a))  # (R, N, n_l)
-        h = _batchnorm(arch, net, layer, a, False) if arch.bn == "after_relu" else a
+        a = arch.activation.forward(arch.slope, z)  # (R, N, n_l)
+        out.append(arch.activation.backward(arch.slope, torch.ones_like(a), a))  # (R, N, n_l)
+        h = _batchnorm(arch, net, layer, a, False) if arch.bn.after else a
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, losses, parts
+from spec_ray.engine import parts
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.scratch import Workspace
@@ -68,13 +68,13 @@ def forward(
     torch.bmm(x, params[0][lo:hi].reshape(g_count, q * n1, d1).transpose(1, 2), out=z)
     h = work.get(f"{tag}0", x, hi - lo, n, n1 + 1, ones_column=True)  # (Rc, N, n1+1)
     out1 = h[..., :n1].view(g_count, q, n, n1)  # (Gc, q, N, n1)
-    activations.forward(arch.activation, arch.slope, z.view(g_count, n, q, n1).transpose(1, 2), out=out1)
+    arch.activation.forward(arch.slope, z.view(g_count, n, q, n1).transpose(1, 2), out=out1)
     hidden = [h]
     for layer, w in enumerate(params[1:-1], start=1):
         z = work.get("z", x, hi - lo, n, w.shape[1])  # (Rc, N, n_l)
         torch.bmm(h, w[lo:hi].transpose(1, 2), out=z)
         h = work.get(f"{tag}{layer}", x, hi - lo, n, w.shape[1] + 1, ones_column=True)  # (Rc, N, n_l+1)
-        activations.forward(arch.activation, arch.slope, z, out=h[..., :-1])
+        arch.activation.forward(arch.slope, z, out=h[..., :-1])
         hidden.append(h)
     if not output:
         return hidden, None
@@ -96,16 +96,6 @@ def correlate(teacher_unit: Tensor, student_act: Tensor, work: Workspace) -> Ten
     return num.div_(norm.unsqueeze(-2))
 
 
-def reported(loss: str, out: Tensor, target: Tensor) -> Tensor:
-    """``losses.reported`` of outputs (Rc, N, c) against teacher outputs; overwrites ``out`` (MSE)."""
-    if loss == "ce":
-        return losses.reported(loss, out, target)
-    n, c = out.shape[1:]
-    err = out.sub_(target).view(out.shape[0], -1)  # (Rc, N c)
-    norm = torch.linalg.vecdot(err, err).sqrt()  # (Rc,): one pass, no squared copy
-    return losses.minibatch_objective(loss, norm, n, c) * losses.report_factor(loss, c)
-
-
 def grad_norm(
     pack: Pack,
     arch: Arch,
@@ -121,16 +111,16 @@ def grad_norm(
     x: (G, N, d+1) every group's inputs; hidden, out: ``forward``'s of runs lo..lo+Rc-1 of a
     plain MLP; target: their teacher outputs (Rc, N, c). Overwrites ``out``.
     """
-    loss = pack.spec.train.loss
+    loss = pack.spec.train.loss_kind
     rc, n, c = out.shape
-    g = losses.residual_(loss, out, target).mul_(losses.grad_scale(loss, n, c))  # (Rc, N, c) dObjective/dy
+    g = loss.residual_(out, target).mul_(loss.grad_scale(n, c))  # (Rc, N, c) dObjective/dy
     sq = out.new_zeros(rc)  # (Rc,)
     for layer in range(len(params) - 1, 0, -1):
         a = hidden[layer - 1]  # (Rc, N, n_{l-1}+1)
         sq += torch.bmm(g.transpose(1, 2), a).square().sum(dim=(1, 2))  # weights and bias
         # Contiguous: with 10,000 rows the strided weight view made this matmul 1.8x slower (measured).
         w = params[layer][lo : lo + rc, :, :-1].contiguous()  # (Rc, n_l, n_{l-1})
-        g = activations.backward(arch.activation, arch.slope, torch.bmm(g, w), a[..., :-1])  # (Rc, N, n_{l-1})
+        g = arch.activation.backward(arch.slope, torch.bmm(g, w), a[..., :-1])  # (Rc, N, n_{l-1})
     xg, q = group_inputs(pack, x, lo, lo + rc)  # (Gc, N, d+1)
     n1 = g.shape[2]
     gg = g.view(-1, q, n, n1).transpose(1, 2).reshape(-1, n, q * n1)  # (Gc, N, q n1)
@@ -150,5 +140,5 @@ def grad_norm_parts(
     leaves = tuple(p.detach().requires_grad_() for p in params)
     with torch.enable_grad():
         _, out = parts.forward(arch, leaves, buffers, xg, q)  # (Rc, N, c)
-        grads = torch.autograd.grad(losses.objective(pack.spec.train.loss, out, target).sum(), leaves)
+        grads = torch.autograd.grad(pack.spec.train.loss_kind.objective(out, target).sum(), leaves)
     return torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()  # (Rc,)

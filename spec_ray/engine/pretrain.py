@@ -21,6 +21,7 @@ from spec_ray.engine.network import Network
 from spec_ray.engine.recipe import RECIPE, Recipe, unpruned
 from spec_ray.engine.reference import TorchNet
 from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.teacher_sources import DRAWN
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _fit(
     """SGD on cross-entropy for ``epochs`` passes, the rate / 10 in the last third; ``held``: the pruning
     masks, applied after every step (the fine-tuning of ``model_gen.prune``)."""
     opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    bn = net.shape is not None and net.shape.bn != "none"
+    bn = net.shape is not None and net.shape.bn.present
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = recipe.lr * (0.1 if epoch >= 2 * epochs // 3 else 1.0)
@@ -109,7 +110,7 @@ def initial(spec: RunSpec, recipe: Recipe = RECIPE) -> Network:
     """The teacher's weights before pretraining: torch's default init of every node, drawn in the
     pretraining's own stream (never a student's)."""
     init_spec = spec.replace(**{"student.multi": 1, "student.init": "torch", "student.init_scale": 1.0,
-                                "teacher.prune": (), "teacher.source": "random", "teacher.load_teacher": None,
+                                "teacher.prune": (), "teacher.source": DRAWN.name, "teacher.load_teacher": None,
                                 "seed": recipe.seed, "init_seed": None})  # fmt: skip
     return construct.init_student(init_spec, purpose="pretrain")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spec_ray.engine.datasets import INFO
+from spec_ray.engine.datasets import IMAGE_SETS
+from spec_ray.engine.layer_kinds import CONV
+from spec_ray.engine.losses import MSE_MEAN
 from spec_ray.engine.spec import RunSpec, apply_overrides
 
 
@@ -94,7 +96,7 @@ LUCK_FC_SMALL = RunSpec().replace(
         "train.lr": 0.01,
         "train.epochs": 40,
         "train.iters_per_epoch": None,  # DataLoader(shuffle=True): one pass of ceil(100,000 / 64) steps
-        "train.loss": "mse_mean",
+        "train.loss": MSE_MEAN.name,
         # The authors take train-set statistics on 3 batches of 64 (getCorrs); a pass over all
         # 100,000 samples would hold a CNN run's activations at once (about 49 GB at 80 channels).
         "checkpoint.train_every_epochs": 0,
@@ -108,7 +110,7 @@ LUCK_FC_LARGE = LUCK_FC_SMALL.replace(**{"teacher.widths": (50, 75, 100, 125)})
 """Luck Matters' large FC: teacher 50-75-100-125, otherwise as ``LUCK_FC_SMALL``."""
 
 LUCK_CNN = LUCK_FC_SMALL.replace(
-    **{"model.arch": "conv", "model.image_size": 16, "data.d": 256, "teacher.widths": (64, 64, 64, 64)}
+    **{"model.arch": CONV.name, "model.image_size": 16, "data.d": 256, "teacher.widths": (64, 64, 64, 64)}
 )
 """Luck Matters' CNN (``--use_cnn``): 1 x 16 x 16 Gaussian images, teacher 64-64-64-64 channels of
 3x3 filters (``ModelConv``), student 10x (640 channels a layer: GPU work). Its BN is
@@ -145,7 +147,7 @@ RUN_SMOKE = Smoke(
 )
 """``python -m spec_ray run --smoke``: one pack of 12 runs that finishes in seconds on 2 cores."""
 
-CONV_SMOKE = {"teacher.normalize": "all", "train.loss": "mse_mean"}
+CONV_SMOKE = {"teacher.normalize": "all", "train.loss": MSE_MEAN.name}
 """What ``--smoke`` adds with ``--arch conv`` (flags given win): every teacher row normalized, as
 the authors' conv teacher (``teacher.normalize()``), and nn.MSELoss. With the two-layer
 protocol's unnormalized 640-wide output layer the smoke teacher's outputs are in the hundreds,
@@ -155,6 +157,6 @@ and with BN at lr 0.01 the student's loss grows without bound (the reference's t
 def real_data(name: str) -> dict[str, object]:
     """The settings a real image set fixes: its name, image (d, conv side), classes as the teacher's
     outputs, and all of its training and test images."""
-    info = INFO[name]
+    info = IMAGE_SETS[name]
     return {"data.dataset": name, "data.d": info.d, "model.image_size": info.side, "teacher.c": info.classes,
             "data.n_train": info.train_size, "data.n_eval": info.test_size}  # fmt: skip

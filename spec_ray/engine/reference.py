@@ -1,9 +1,11 @@
 """The reference trainer: one run at a time, written for clarity, as the paper's code trains.
 
 ``torch.nn`` layers (Linear, Conv2d, BatchNorm1d/2d, ReLU/LeakyReLU), autograd and
-``torch.optim`` (SGD with momentum and weight decay, Adam); metrics in plain NumPy. It is
-the ground truth of the packed trainer in tests and its baseline in the benchmark. It
-reads the same construction (teacher, data, init, minibatch order), so the two must agree.
+``torch.optim`` (SGD with momentum and weight decay, Adam); metrics in plain NumPy, from the
+papers' definitions, sharing no code with the packed metrics they check. It is the ground truth
+of the packed trainer in tests and its baseline in the benchmark. It reads the same construction
+(teacher, data, init, minibatch order) and the same records of the spec's kinds (loss, activation,
+BN placement, optimizer: each defined once), so the two must agree.
 Training runs in train mode; metrics in eval mode (BN on its running statistics).
 
 Axes: N samples, B batch, d input, P positions of a conv layer, m_l teacher width,
@@ -19,12 +21,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray.engine import activations, arch, construct, losses, precision
+from spec_ray.engine import arch, construct, precision
 from spec_ray.engine import names as N
+from spec_ray.engine.activations import RELU
 from spec_ray.engine.arch import KERNEL, Arch
-from spec_ray.engine.metrics import rho_mean, success
-from spec_ray.engine.network import Network, fanout_norms
-from spec_ray.engine.optim import ADAM_BETAS, ADAM_EPS
+from spec_ray.engine.network import Network
 from spec_ray.engine.pack import checkpoint_steps, run_id, train_metric_steps
 from spec_ray.engine.spec import RunSpec
 
@@ -49,10 +50,10 @@ class TorchNet(nn.Module):
                 layer.weight.copy_(w.view(layer.weight.shape))
                 layer.bias.copy_(b)
             self.layers.append(layer)
-            if shape is not None and shape.bn != "none" and i < len(init.weights) - 1:
+            if shape is not None and shape.bn.present and i < len(init.weights) - 1:
                 norm = nn.BatchNorm2d if conv else nn.BatchNorm1d
                 self.bns.append(norm(w.shape[0], affine=shape.bn_affine, dtype=w.dtype))
-        self.act = activations.module(*(("relu", 0.0) if shape is None else (shape.activation, shape.slope)))
+        self.act = RELU.module(0.0) if shape is None else shape.activation.module(shape.slope)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """x (N, d) -> (hidden block outputs per node [(N P, n_l)], outputs (N, c))."""
@@ -63,7 +64,7 @@ class TorchNet(nn.Module):
         hidden = []
         for i, layer in enumerate(self.layers[:-1]):
             x = layer(x)
-            if shape is not None and shape.bn == "before_relu":
+            if shape is not None and shape.bn.before:
                 x = self.act(self.bns[i](x))
             else:
                 x = self.act(x)
@@ -121,10 +122,7 @@ def teacher_model(spec: RunSpec, problem: Problem) -> TorchNet:
 
 def optimizer(spec: RunSpec, net: TorchNet) -> torch.optim.Optimizer:
     """torch.optim's SGD or Adam with the spec's settings."""
-    t = spec.train
-    if t.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=t.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=t.weight_decay)
-    return torch.optim.SGD(net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return spec.train.optimizer_kind.reference(spec.train, net.parameters())
 
 
 def train_steps(
@@ -159,12 +157,25 @@ def _steps(spec: RunSpec, net: TorchNet, opt: torch.optim.Optimizer, problem: Pr
                 idx = idx[: spec.last_batch]  # a shuffled pass ends on the remainder
             x, target = problem.x_train[idx], problem.y_train[idx]
         opt.zero_grad()
-        loss = losses.objective(spec.train.loss, net(x)[1], target)
+        loss = spec.train.loss_kind.objective(net(x)[1], target)
         if not torch.isfinite(loss):
             return step
         loss.backward()
         opt.step()
     return -1
+
+
+def outgoing_norms(net: Network, widths: tuple[int, ...]) -> list[np.ndarray]:
+    """The fan-out norm of every hidden node (docs/protocol.md): the norm of all the weights that read it, bias
+    excluded. The next layer's flat weight (n_out, n_l taps) holds node k's taps as one block of columns:
+    an MLP's column k, a 3x3 filter's channel k (C_in-major), or channel k's H W positions of a flattened
+    conv output. [(n_l,)] per hidden layer."""
+    norms = []
+    for w, n in zip(net.weights[1:], widths):
+        flat = w.detach().double().cpu().numpy().reshape(w.shape[0], n, -1)  # (n_out, n_l, taps)
+        with np.errstate(over="ignore"):  # a diverged run's weights: inf, as the packed norm gives
+            norms.append(np.sqrt((flat**2).sum(axis=(0, 2))))  # (n_l,)
+    return norms
 
 
 def _rank(init_corr: np.ndarray, corr: np.ndarray, j: int) -> float:
@@ -190,20 +201,20 @@ def _metrics(
     if with_train:
         net.zero_grad()
         s_train, out_train = net(problem.x_train)
-        loss = losses.objective(spec.train.loss, out_train, problem.y_train)
+        loss = spec.train.loss_kind.objective(out_train, problem.y_train)
         loss.backward()
-        train_loss = float(loss.detach()) * losses.report_factor(spec.train.loss, spec.teacher.c)
+        train_loss = float(loss.detach()) * spec.train.loss_kind.report_factor(spec.teacher.c)
         grad_norm = float(np.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in net.parameters())))
         with torch.no_grad():
             t_train, _ = teacher(problem.x_train)
     teacher_rows, student_rows = [], []
     # The measured teacher nodes: the first active_widths of those it keeps (RunSpec.teacher_kept_widths).
     active = spec.teacher.active_widths
-    t_fan = [f[:m] for f, m in zip(fanout_norms(problem.teacher, spec.teacher_kept_widths), active)]
+    t_fan = [f[:m] for f, m in zip(outgoing_norms(problem.teacher, spec.teacher_kept_widths), active)]
     t_eval = [t[:, :m] for t, m in zip(t_eval, active)]
     t_train = [t[:, :m] for t, m in zip(t_train, active)] if with_train else None
     student = net.network()
-    s_fan = fanout_norms(student, spec.student_widths)
+    s_fan = outgoing_norms(student, spec.student_widths)
     s_in = [torch.cat([w, b.unsqueeze(1)], dim=1).norm(dim=1) for w, b in zip(student.weights, student.biases)]
     for layer in range(spec.teacher.depth):
         corr = correlation(t_eval[layer].double().numpy(), s_eval[layer].detach().double().numpy())
@@ -218,7 +229,7 @@ def _metrics(
             best = corr[j].max()
             teacher_rows.append(
                 {**key, N.LAYER: layer + 1, N.NODE: j, N.BEST_CORR: best, N.BEST_STUDENT: int(corr[j].argmax()),
-                 N.SUCCESS: bool(success(best, spec.checkpoint.success_threshold)),
+                 N.SUCCESS: bool(best > spec.checkpoint.success_threshold),  # recovered (docs/protocol.md)
                  N.FANOUT_NORM: float(t_fan[layer][j]), N.BEST_CORR_TRAIN: corr_train[j].max(),
                  N.BEST_INIT_RANK: _rank(init_corr[layer], corr, j)}
             )  # fmt: skip
@@ -229,18 +240,17 @@ def _metrics(
                  N.BEST_CORR_TRAIN: corr_train[:, k].max(), N.IN_NORM: float(s_in[layer][k])}
             )  # fmt: skip
     first = correlation(t_eval[0].double().numpy(), s_eval[0].detach().double().numpy())
-    ce = spec.train.loss == "ce"
     truth = construct.eval_labels(spec)  # a real image set's class labels, else the teacher's argmax
     truth = problem.y_eval.argmax(dim=1) if truth is None else truth.to(out_eval.device)
     accuracy = float((out_eval.argmax(dim=1) == truth).double().mean())
     scalars = {
         **key,
         N.TRAIN_LOSS: train_loss,
-        N.EVAL_LOSS: float(losses.reported(spec.train.loss, out_eval, problem.y_eval)),
-        N.RHO_MEAN: float(rho_mean(first.max(axis=1))),
+        N.EVAL_LOSS: float(spec.train.loss_kind.reported(out_eval, problem.y_eval)),
+        N.RHO_MEAN: float(first.max(axis=1).mean()),  # mean over teacher nodes of their best correlation
         N.GRAD_NORM: grad_norm,
         N.DIVERGED: diverged,
-        N.EVAL_ACCURACY: accuracy if ce or spec.data.real else float("nan"),
+        N.EVAL_ACCURACY: accuracy if spec.train.loss_kind.labels or spec.data.real else float("nan"),
         N.MEAN_BEST_INIT_RANK: float(np.mean([_rank(init_corr[0], first, j) for j in range(first.shape[0])])),
     }
     return {

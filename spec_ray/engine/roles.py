@@ -15,7 +15,11 @@ the roles (``spec_ray.engine.spec_io.flat_roles``):
   content it names is checked (checksums), so moving it changes no result;
 * nullable: read from the annotation (``int | None``), for the runs table's Arrow type.
 
-Adding a spec field is one edit in ``spec.py`` (its role, type, default and doc) plus its docs.
+* ``kinds``: the field names a kind of a closed set (a loss, a BatchNorm placement, ...): the
+  registry of its records, whose names are its allowed values.
+
+Adding a spec field is one edit in its section's dataclass (``sections.py``: its role, type, default
+and doc) plus its docs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class Role:
     """None is a valid value (set from the annotation by ``spec_io.flat_roles``)."""
     base: str = ""
     """A nullable field's type besides None, as annotated: int | str (the runs table's column type)."""
+    kinds: Any = None
+    """The field names a record of this registry (``spec_ray.engine.registry``), or one of these names:
+    the allowed values, which the flags' help lists."""
 
     @property
     def in_id_always(self) -> bool:
@@ -66,10 +73,11 @@ DERIVED = Role()
 
 
 def role_field(
-    default: Any, *, per_run: bool = False, data: bool = False, neutral: Any = ALWAYS, location: bool = False
-) -> Any:
+    default: Any, *, per_run: bool = False, data: bool = False, neutral: Any = ALWAYS, location: bool = False,
+    kinds: Any = None,
+) -> Any:  # fmt: skip
     """A dataclass field with its default and its role (see the module docstring)."""
-    role = Role(per_run=per_run, data=data, neutral=neutral, location=location)
+    role = Role(per_run=per_run, data=data, neutral=neutral, location=location, kinds=kinds)
     return dataclasses.field(default=default, metadata={ROLE: role})
 
 

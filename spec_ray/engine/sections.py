@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from spec_ray.engine.activations import NAMES as ACTIVATIONS
+from spec_ray.engine.activations import ACTIVATIONS, RELU, Activation
+from spec_ray.engine.batchnorm import BATCHNORMS, NO_BN, BatchNorm
 from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES
 from spec_ray.engine.checks import check_bool as _check_bool
 from spec_ray.engine.checks import check_choice as _check_choice
@@ -20,20 +21,21 @@ from spec_ray.engine.checks import check_int as _check_int
 from spec_ray.engine.checks import check_unit as _check_unit
 from spec_ray.engine.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.checks import fail as _fail
-from spec_ray.engine.datasets import GAUSSIAN, INFO
+from spec_ray.engine.datasets import GAUSSIAN, IMAGE_SETS, ImageSet
 from spec_ray.engine.datasets import NAMES as DATASETS
+from spec_ray.engine.layer_kinds import LAYER_KINDS, MLP, LayerKind
+from spec_ray.engine.losses import LOSSES, MSE, Loss
+from spec_ray.engine.optim import OPTIMIZERS, SGD, Optimizer
 from spec_ray.engine.roles import role_field
+from spec_ray.engine.teacher_sources import DRAWN, TEACHER_SOURCES, TeacherSource
 
-LOSSES = ("mse", "mse_mean", "ce")
 INITS = ("gaussian", "torch")
 AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 NORMALIZATIONS = ("first", "all")
-ARCHS = ("mlp", "conv")
-BN_MODES = ("none", "after_relu", "before_relu")
-TEACHER_SOURCES = ("random", "pretrained", "file")
+ARCHS = LAYER_KINDS.names
+BN_MODES = BATCHNORMS.names
 PRUNE_GROUPINGS = ("authors", "channel")
-OPTIMIZERS = ("sgd", "adam")
 MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
 
 
@@ -60,16 +62,16 @@ class TeacherSpec:
     calibrate: bool = role_field(False, per_run=True, data=True)
     """Shift hidden biases by the median pre-activation on the eval set and rescale the
     output layer to zero mean and unit std (deep protocol)."""
-    teacher_activation: str = role_field("relu", neutral="relu")
+    teacher_activation: str = role_field(RELU.name, neutral=RELU.name, kinds=ACTIVATIONS)
     """The teacher's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
     model.leaky_slope), linear, ..."""
-    teacher_bn: str = role_field("none", neutral="none")
+    teacher_bn: str = role_field(NO_BN.name, neutral=NO_BN.name, kinds=BATCHNORMS)
     """none | after_relu | before_relu: BatchNorm in the teacher, as the authors' --teacher_bn.
     The teacher is never trained and runs in eval mode, so its BN holds PyTorch's fresh running
     statistics (mean 0, variance 1): it scales by 1/sqrt(1 + 1e-5)."""
     teacher_bn_affine: bool = role_field(False, neutral=False)
     """Affine BN parameters in the teacher (fresh: weight 1, bias 0), as --teacher_bn_affine."""
-    source: str = role_field("random", neutral="random")
+    source: str = role_field(DRAWN.name, neutral=DRAWN.name, kinds=TEACHER_SOURCES)
     """random: drawn as above | pretrained: trained by spec-ray on the dataset's labels (docs/protocol.md,
     "Teachers from data"), once per storage root | file: the authors' checkpoint format ({'net':
     state_dict}), given as teacher.load_teacher. A stored teacher's BN (teacher_bn) is folded into
@@ -108,21 +110,21 @@ class TeacherSpec:
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
         _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
         _check_bool("teacher.calibrate", self.calibrate)
-        _check_choice("teacher.teacher_activation", self.teacher_activation, ACTIVATIONS)
-        _check_choice("teacher.teacher_bn", self.teacher_bn, BN_MODES)
+        _check_choice("teacher.teacher_activation", self.teacher_activation, ACTIVATIONS.names)
+        _check_choice("teacher.teacher_bn", self.teacher_bn, BATCHNORMS.names)
         _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
-        _check_choice("teacher.source", self.source, TEACHER_SOURCES)
+        _check_choice("teacher.source", self.source, TEACHER_SOURCES.names)
         _check_choice("teacher.prune_grouping", self.prune_grouping, PRUNE_GROUPINGS)
         object.__setattr__(self, "prune", tuple(float(v) for v in self.prune))
         if self.prune and (len(self.prune) != len(self.widths) or not all(0 <= v < 1 for v in self.prune)):
             _fail("teacher.prune", self.prune, f"{len(self.widths)} fractions in [0, 1), one per hidden layer")
-        if self.prune and self.source == "random":
-            _fail("teacher.prune", self.prune, "() with teacher.source random (pruning keeps a trained teacher's "
-                  "strong nodes)")  # fmt: skip
-        if self.source == "file" and not self.load_teacher:
-            _fail("teacher.load_teacher", self.load_teacher, "a checkpoint path with teacher.source file")
-        if self.source == "random" and self.load_teacher is not None:
-            _fail("teacher.load_teacher", self.load_teacher, "None with teacher.source random")
+        if self.prune and not self.stored:
+            _fail("teacher.prune", self.prune, f"() with teacher.source {self.source} (pruning keeps a trained "
+                  "teacher's strong nodes)")  # fmt: skip
+        if self.source_kind.from_file and not self.load_teacher:
+            _fail("teacher.load_teacher", self.load_teacher, f"a checkpoint path with teacher.source {self.source}")
+        if not self.stored and self.load_teacher is not None:
+            _fail("teacher.load_teacher", self.load_teacher, f"None with teacher.source {self.source}")
 
     @property
     def active_widths(self) -> tuple[int, ...]:
@@ -134,7 +136,22 @@ class TeacherSpec:
     @property
     def stored(self) -> bool:
         """The teacher is a stored network (pretrained or loaded), not drawn."""
-        return self.source != "random"
+        return self.source_kind.stored
+
+    @property
+    def source_kind(self) -> TeacherSource:
+        """The record of ``source``."""
+        return TEACHER_SOURCES[self.source]
+
+    @property
+    def activation_kind(self) -> Activation:
+        """The record of ``teacher_activation``."""
+        return ACTIVATIONS[self.teacher_activation]
+
+    @property
+    def bn_kind(self) -> BatchNorm:
+        """The record of ``teacher_bn``."""
+        return BATCHNORMS[self.teacher_bn]
 
     @property
     def m(self) -> int:
@@ -160,10 +177,10 @@ class StudentSpec:
     init (U[+-1/sqrt(fan_in)] weights and biases) times init_scale (deep protocol)."""
     init_scale: float = role_field(0.1, per_run=True)
     """Scale of the torch init."""
-    student_activation: str = role_field("relu", neutral="relu")
+    student_activation: str = role_field(RELU.name, neutral=RELU.name, kinds=ACTIVATIONS)
     """The student's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
     model.leaky_slope), linear, ..."""
-    student_bn: str = role_field("none", neutral="none")
+    student_bn: str = role_field(NO_BN.name, neutral=NO_BN.name, kinds=BATCHNORMS)
     """none | after_relu | before_relu: BatchNorm after every hidden layer's activation, or
     between its linear map and the activation (the authors' --bn and --bn_before_relu).
     Training uses batch statistics; checkpoint metrics use the running ones (eval mode)."""
@@ -176,9 +193,19 @@ class StudentSpec:
         _check_float("student.init_std", self.init_std, 0.0, strict=True)
         _check_choice("student.init", self.init, INITS)
         _check_float("student.init_scale", self.init_scale, 0.0, strict=True)
-        _check_choice("student.student_activation", self.student_activation, ACTIVATIONS)
-        _check_choice("student.student_bn", self.student_bn, BN_MODES)
+        _check_choice("student.student_activation", self.student_activation, ACTIVATIONS.names)
+        _check_choice("student.student_bn", self.student_bn, BATCHNORMS.names)
         _check_bool("student.bn_affine", self.bn_affine)
+
+    @property
+    def activation_kind(self) -> Activation:
+        """The record of ``student_activation``."""
+        return ACTIVATIONS[self.student_activation]
+
+    @property
+    def bn_kind(self) -> BatchNorm:
+        """The record of ``student_bn``."""
+        return BATCHNORMS[self.student_bn]
 
 
 @dataclass(frozen=True)
@@ -202,7 +229,7 @@ class DataSpec:
     """Lower end of alpha ~ U[lo, hi], the teacher_aware shift off a boundary."""
     aware_alpha_hi: float = role_field(2.0, per_run=True, data=True)
     """Upper end of alpha ~ U[lo, hi]."""
-    dataset: str = role_field(GAUSSIAN, data=True, neutral=GAUSSIAN)
+    dataset: str = role_field(GAUSSIAN, data=True, neutral=GAUSSIAN, kinds=DATASETS)
     """gaussian: N(0, sigma^2 I) as above | cifar10 | mnist | digits (scikit-learn's 8x8, no download):
     real images, normalized as the authors' init_dataset, the first n_train training images and the
     first n_eval test ones (``datasets``); data.d must be the images' C x S x S."""
@@ -225,7 +252,7 @@ class DataSpec:
             _fail("data.augmentation", self.augmentation, "none when data.n_train is None (online data)")
         _check_choice("data.dataset", self.dataset, DATASETS)
         if self.real:
-            info = INFO[self.dataset]
+            info = self.image_set
             if self.d != info.d:
                 _fail("data.d", self.d, f"{info.d} with data.dataset {self.dataset} ({info.channels} x {info.side} "
                       f"x {info.side} images)")  # fmt: skip
@@ -237,21 +264,26 @@ class DataSpec:
                 _fail("data.augmentation", self.augmentation, f"none with data.dataset {self.dataset}")
 
     @property
+    def image_set(self) -> ImageSet | None:
+        """The record of a real ``dataset``; None for Gaussian inputs."""
+        return None if self.dataset == GAUSSIAN else IMAGE_SETS[self.dataset]
+
+    @property
     def real(self) -> bool:
         """Inputs are a real image set, not Gaussian."""
-        return self.dataset != GAUSSIAN
+        return self.image_set is not None
 
     @property
     def channels(self) -> int:
         """Channels of an input image: the image set's, 1 for Gaussian images."""
-        return INFO[self.dataset].channels if self.real else 1
+        return self.image_set.channels if self.real else 1
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """The architecture teacher and student share: layer kind, input image, activation slope."""
 
-    arch: str = role_field("mlp", neutral="mlp")
+    arch: str = role_field(MLP.name, neutral=MLP.name, kinds=LAYER_KINDS)
     """mlp: fully connected layers | conv: 3x3 convolutions without padding (each shrinks the
     image by 2; teacher.widths are channels), then a linear map to c outputs (the authors' ModelConv)."""
     image_size: int = role_field(10, neutral=10)
@@ -262,9 +294,14 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
-        _check_choice("model.arch", self.arch, ARCHS)
+        _check_choice("model.arch", self.arch, LAYER_KINDS.names)
         _check_int("model.image_size", self.image_size, 3)
         _check_unit("model.leaky_slope", self.leaky_slope)
+
+    @property
+    def layer_kind(self) -> LayerKind:
+        """The record of ``arch``."""
+        return LAYER_KINDS[self.arch]
 
 
 @dataclass(frozen=True)
@@ -282,7 +319,7 @@ class TrainSpec:
     """SGD steps per epoch, minibatches drawn uniformly with replacement (two-layer protocol,
     online data) | None: an epoch is one shuffled pass over the training set without
     replacement, ceil(N/B) steps, the last batch holding the remainder (deep protocol)."""
-    loss: str = role_field("mse")
+    loss: str = role_field(MSE.name, kinds=LOSSES)
     """mse: (1/2) mean over the batch of the squared error summed over outputs (two-layer
     protocol) | mse_mean: mean over batch and outputs, as nn.MSELoss (deep protocol) | ce:
     cross-entropy with label = argmax of the teacher output."""
@@ -290,7 +327,7 @@ class TrainSpec:
     """(epoch, lr) pairs: from that epoch on, that learning rate (deep protocol: ((20, 0.1),))."""
     dtype: str = role_field("float32")
     """float32 | float64 (the authors used float64)."""
-    optimizer: str = role_field("sgd", neutral="sgd")
+    optimizer: str = role_field(SGD.name, neutral=SGD.name, kinds=OPTIMIZERS)
     """sgd | adam, each with torch.optim's semantics (Adam: betas 0.9, 0.999, eps 1e-8)."""
     momentum: float = role_field(0.0, neutral=0.0)
     """SGD momentum in [0, 1), dampening 0, as torch.optim.SGD."""
@@ -308,25 +345,35 @@ class TrainSpec:
         _check_int("train.epochs", self.epochs, 1, MAX_EPOCHS)
         if self.iters_per_epoch is not None:
             _check_int("train.iters_per_epoch", self.iters_per_epoch, 1, MAX_ITERS_PER_EPOCH)
-        _check_choice("train.loss", self.loss, LOSSES)
+        _check_choice("train.loss", self.loss, LOSSES.names)
         object.__setattr__(self, "lr_schedule", tuple((int(e), float(v)) for e, v in self.lr_schedule))
         for epoch, value in self.lr_schedule:
             if epoch < 0 or not math.isfinite(value) or value <= 0:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
         _check_choice("train.dtype", self.dtype, DTYPES)
-        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS.names)
         _check_unit("train.momentum", self.momentum)
-        if self.optimizer == "adam" and self.momentum != 0.0:
-            _fail("train.momentum", self.momentum, "0 with train.optimizer adam (Adam's betas are fixed at 0.9, 0.999)")
+        if not self.optimizer_kind.takes_momentum and self.momentum != 0.0:
+            _fail("train.momentum", self.momentum, f"0 with train.optimizer {self.optimizer} (its momentum is fixed)")
         _check_float("train.weight_decay", self.weight_decay, 0.0)
         _check_choice("train.matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         if self.dtype != "float32" and self.matmul_precision != "ieee":
             _fail("train.matmul_precision", self.matmul_precision, "ieee with train.dtype " + self.dtype)
 
     @property
+    def loss_kind(self) -> Loss:
+        """The record of ``loss``."""
+        return LOSSES[self.loss]
+
+    @property
+    def optimizer_kind(self) -> Optimizer:
+        """The record of ``optimizer``."""
+        return OPTIMIZERS[self.optimizer]
+
+    @property
     def plain_sgd(self) -> bool:
         """SGD without momentum or weight decay: the hand-fused update applies."""
-        return self.optimizer == "sgd" and self.momentum == 0.0 and self.weight_decay == 0.0
+        return self.optimizer_kind.plain_step and self.momentum == 0.0 and self.weight_decay == 0.0
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate during ``epoch`` (0-based), after the schedule."""

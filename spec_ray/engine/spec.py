@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from spec_ray.engine.checks import MAX_SEEDS
 from spec_ray.engine.checks import check_int as _check_int
 from spec_ray.engine.checks import fail as _fail
-from spec_ray.engine.datasets import INFO
 from spec_ray.engine.roles import role_field
 from spec_ray.engine.sections import (
     ARCHS,
@@ -44,7 +43,7 @@ __all__ = [
     "ARCHS", "AUGMENTATIONS", "BN_MODES", "DTYPES", "INITS", "LOSSES", "MATMUL_PRECISIONS", "NORMALIZATIONS",
     "OPTIMIZERS", "PRUNE_GROUPINGS", "TEACHER_SOURCES", "CheckpointSpec", "DataSpec", "ModelSpec", "StudentSpec",
     "TeacherSpec", "TrainSpec", "NO_BF16", "PRECISIONS_ON", "SECTIONS", "RunSpec", "apply_overrides",
-    "check_matmul_precision", "bf16_applies", "layer_fan_ins", "seed_range",
+    "check_matmul_precision", "bf16_applies", "seed_range",
 ]  # fmt: skip
 
 PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
@@ -102,16 +101,6 @@ def seed_range(count: object) -> tuple[int, ...]:
     return tuple(range(1, count + 1))
 
 
-def layer_fan_ins(arch: str, d: int, widths: tuple[int, ...], image_size: int, channels: int = 1) -> tuple[int, ...]:
-    """Inputs of each layer's node, output layer last: an MLP row, or a 3x3 conv filter over
-    C_in channels (C_in x 9; the image's ``channels`` at layer 1); a conv stack's output layer sees
-    every channel at every position."""
-    if arch == "mlp":
-        return (d, *widths)
-    side = image_size - 2 * len(widths)
-    return (9 * channels, *(9 * w for w in widths[:-1]), widths[-1] * side * side)
-
-
 SECTIONS = ("model", "teacher", "student", "data", "train", "checkpoint")
 
 
@@ -143,8 +132,8 @@ class RunSpec:
         # Teacher rows must be distinct and non-zero (docs/protocol.md): the choice set
         # must hold enough distinct rows for every layer, fan-in = row length (a conv filter:
         # C_in x 3 x 3; the output layer: every channel at every position).
-        fan_ins = layer_fan_ins(self.model.arch, self.data.d, self.teacher.widths, self.model.image_size,
-                                self.data.channels)  # fmt: skip
+        fan_ins = self.model.layer_kind.fan_ins(self.data.d, self.teacher.widths, self.model.image_size,
+                                                self.data.channels)  # fmt: skip
         fan_outs = (*self.teacher.widths, self.teacher.c)
         k = len(self.teacher.weight_choices)
         for layer, (rows, cols) in enumerate(zip(fan_outs, fan_ins), start=1):
@@ -161,7 +150,8 @@ class RunSpec:
     def _check_model(self) -> None:
         """Checks across sections: BN needs two samples, a conv stack must fit its image."""
         self._check_real()
-        if self.model.arch == "conv":
+        conv = self.model.layer_kind.conv
+        if conv:
             side, channels = self.model.image_size, self.data.channels
             if self.data.d != channels * side * side:
                 times = f"{channels} x " if channels > 1 else ""
@@ -170,28 +160,31 @@ class RunSpec:
             if side - 2 * self.teacher.depth < 1:
                 allowed = f"at most {(side - 1) // 2} conv layers on a {side} x {side} image (3x3 layers take 2 each)"
                 _fail("teacher.widths", self.teacher.widths, allowed)
-        if self.teacher.calibrate and (self.model.arch == "conv" or self.teacher.teacher_bn != "none"):
+        if self.teacher.calibrate and (conv or self.teacher.bn_kind.present):
             _fail("teacher.calibrate", True, "false with a conv or BN teacher (calibration is the deep MLP protocol's)")
-        if self.model.arch == "conv" and self.checkpoint.keep_modulation:
+        if conv and self.checkpoint.keep_modulation:
             _fail("checkpoint.keep_modulation", True, "false with model.arch conv (beta* and H* are taken for MLPs)")
-        if self.model.arch == "conv" and self.data.augmentation == "teacher_aware":
+        if conv and self.data.augmentation == "teacher_aware":
             _fail("data.augmentation", "teacher_aware", "none or teacher_agnostic with model.arch conv")
-        if self.student.student_bn != "none":
+        if self.student.bn_kind.present:
             if self.train.batch < 2:
                 _fail("train.batch", self.train.batch, "at least 2 with student.student_bn (batch statistics)")
-            if self.model.arch == "mlp" and self.last_batch < 2:
+            if not conv and self.last_batch < 2:
                 _fail("data.n_train", self.data.n_train,
                       "a size whose last shuffled batch holds 2 or more samples with student.student_bn")  # fmt: skip
 
     def _check_real(self) -> None:
         """A real image set fixes the conv image; a stored teacher needs labels and the classes as outputs."""
         d, t = self.data, self.teacher
-        if d.real and self.model.arch == "conv" and self.model.image_size != INFO[d.dataset].side:
-            _fail("model.image_size", self.model.image_size, f"{INFO[d.dataset].side} with data.dataset {d.dataset}")
-        if t.source == "pretrained" and not d.real:
-            _fail("teacher.source", t.source, "random or file with data.dataset gaussian (pretraining needs labels)")
-        if t.stored and d.real and t.c != INFO[d.dataset].classes:
-            _fail("teacher.c", t.c, f"{INFO[d.dataset].classes}, the classes of {d.dataset}, with teacher.source "
+        if d.real and self.model.layer_kind.conv and self.model.image_size != d.image_set.side:
+            _fail("model.image_size", self.model.image_size, f"{d.image_set.side} with data.dataset {d.dataset}")
+        if t.source_kind.needs_labels and not d.real:
+            unlabelled = " or ".join(
+                TEACHER_SOURCES.names[i] for i, s in enumerate(TEACHER_SOURCES) if not s.needs_labels
+            )
+            _fail("teacher.source", t.source, f"{unlabelled} with data.dataset {d.dataset} (pretraining needs labels)")
+        if t.stored and d.real and t.c != d.image_set.classes:
+            _fail("teacher.c", t.c, f"{d.image_set.classes}, the classes of {d.dataset}, with teacher.source "
                   f"{t.source}")  # fmt: skip
         if t.stored and t.calibrate:
             _fail("teacher.calibrate", True, f"false with teacher.source {t.source}")
@@ -199,7 +192,7 @@ class RunSpec:
     @property
     def fused(self) -> bool:
         """A plain MLP student (no BN) under plain SGD: the hand-written fused step and passes apply."""
-        return self.model.arch == "mlp" and self.student.student_bn == "none" and self.train.plain_sgd
+        return not self.model.layer_kind.conv and not self.student.bn_kind.present and self.train.plain_sgd
 
     @property
     def epoch_is_pass(self) -> bool:
@@ -237,7 +230,7 @@ class RunSpec:
         t, m = self.teacher, self.model
         last = m.image_size - 2 * len(t.widths)  # an unpadded 3x3 conv layer trims a side by 2
         pruned = bool(t.prune) and int(t.widths[-1] * t.prune[-1]) > 0
-        return pruned and t.prune_grouping == "authors" and m.arch == "conv" and last > 1
+        return pruned and t.prune_grouping == "authors" and m.layer_kind.conv and last > 1
 
     @property
     def teacher_kept_widths(self) -> tuple[int, ...]:

@@ -23,9 +23,11 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from spec_ray.engine import activations, general, losses
+from spec_ray.engine import general
+from spec_ray.engine.activations import RELU, Activation
 from spec_ray.engine.arch import Arch
 from spec_ray.engine.general import Batch, Tensors
+from spec_ray.engine.losses import LOSSES
 from spec_ray.engine.scratch import Workspace
 from spec_ray.engine.spec import RunSpec
 
@@ -68,7 +70,7 @@ def sgd_step(
     acts: list[Tensor],
     k: int,
     ce: bool,
-    act: str = "relu",
+    act: Activation = RELU,
     slope: float = 0.0,
 ) -> None:
     """One SGD step of every run, in place (``act``, ``slope``: the hidden activation).
@@ -84,22 +86,18 @@ def sgd_step(
     z = torch.bmm(x, w1g.transpose(1, 2))  # (G, B, k n1)
     # The activation written straight into the run-major buffer: the permute costs no extra pass.
     out1 = acts[0][..., :n1].view(g_count, k, batch, n1)  # (G, k, B, n1)
-    activations.forward(act, slope, z.view(g_count, batch, k, n1).transpose(1, 2), out=out1)
+    act.forward(slope, z.view(g_count, batch, k, n1).transpose(1, 2), out=out1)
     for w, a_in, a_out in zip(params[1:-1], acts[:-1], acts[1:]):
         z = torch.bmm(a_in, w.transpose(1, 2))  # (R, B, n_l)
-        activations.forward(act, slope, z, out=a_out[..., :-1])  # (R, B, n_l)
+        act.forward(slope, z, out=a_out[..., :-1])  # (R, B, n_l)
     y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
-    if not ce:
-        err = losses.residual_("mse", y.view(target.shape), target).view(y.shape)  # (R, B, c) y - t
-        torch.linalg.vector_norm(err, dim=(1, 2), out=stat)  # (R,)
-    else:
-        lse = torch.logsumexp(y, dim=2, keepdim=True)  # (R, B, 1)
-        stat.copy_(losses.cross_entropy(y, target, lse))  # (R,)
-        err = losses.residual_("ce", y, None, target, lse)  # (R, B, c) softmax - onehot
+    # The residual and the statistic depend only on whether the targets are labels (a squared error's
+    # scale is in ``scale``).
+    err = LOSSES.where(labels=ce)[0].fused_residual_(y, target, stat)  # (R, B, c)
     g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
     for layer in range(len(params) - 1, 0, -1):
         a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
-        g_below = activations.backward(act, slope, torch.bmm(g, w[..., :-1]), a[..., :-1])  # (R, B, n_{l-1})
+        g_below = act.backward(slope, torch.bmm(g, w[..., :-1]), a[..., :-1])  # (R, B, n_{l-1})
         w.baddbmm_(g.transpose(1, 2), a, alpha=-1.0)  # (R, n_l, n_{l-1}+1): weights and bias
         g = g_below
     gg = g.view(g_count, k, batch, n1).transpose(1, 2).reshape(g_count, batch, k * n1)  # (G, B, k n1)
@@ -113,7 +111,7 @@ class _Fused:
 
     def prepare(self, spec: RunSpec, lr: Tensor, alive: Tensor, rows: int, like: Tensor, work: Workspace) -> FusedArgs:
         """lr: (R, 1, 1) this epoch's rates; alive: (R,) bool; like: a tensor of the pack's device and dtype."""
-        scale = torch.where(alive.view(-1, 1, 1), lr * losses.grad_scale(spec.train.loss, rows, spec.teacher.c), 0.0)
+        scale = torch.where(alive.view(-1, 1, 1), lr * spec.train.loss_kind.grad_scale(rows, spec.teacher.c), 0.0)
         acts = [work.get(f"a{i}", like, lr.shape[0], rows, n + 1, ones_column=True)
                 for i, n in enumerate(spec.student_widths)]  # fmt: skip
         return FusedArgs(scale, acts)  # (R, 1, 1), [(R, rows, n_l+1)]
@@ -121,7 +119,7 @@ class _Fused:
     def take(self, spec: RunSpec, arch: Arch, k: int, tensors: Tensors, batch: Batch, args: FusedArgs,
              count: int) -> None:  # fmt: skip
         sgd_step(tensors.params, batch.x, batch.target, scale=args.scale, stat=batch.stat, acts=args.acts, k=k,
-                 ce=spec.train.loss == "ce", act=arch.activation, slope=arch.slope)  # fmt: skip
+                 ce=spec.train.loss_kind.labels, act=arch.activation, slope=arch.slope)  # fmt: skip
 
     def freeze(self, args: FusedArgs, dying: Tensor) -> None:
         args.scale[dying] = 0.0

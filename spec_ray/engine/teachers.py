@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from spec_ray.engine.arch import BN_EPS
+from spec_ray.engine.batchnorm import BatchNorm
 from spec_ray.engine.network import Network
-from spec_ray.engine.spec import RunSpec, layer_fan_ins
+from spec_ray.engine.spec import RunSpec
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
@@ -52,7 +53,7 @@ def from_bytes(blob: bytes, where: str) -> dict[str, Tensor]:
 def _shapes(spec: RunSpec) -> list[tuple[int, int]]:
     """(rows, fan_in) of every layer of the unpruned teacher, output layer last."""
     t, m = spec.teacher, spec.model
-    fan_ins = layer_fan_ins(m.arch, spec.data.d, t.widths, m.image_size, spec.data.channels)
+    fan_ins = m.layer_kind.fan_ins(spec.data.d, t.widths, m.image_size, spec.data.channels)
     return list(zip((*t.widths, t.c), fan_ins))
 
 
@@ -73,7 +74,7 @@ def layers(state: dict[str, Tensor], spec: RunSpec, where: str) -> tuple[Network
                              "to the checkpoint's")  # fmt: skip
         weights.append(w.detach().reshape(rows, cols).double())
         biases.append(b.detach().double())
-        if layer < len(shapes) - 1 and spec.teacher.teacher_bn != "none":
+        if layer < len(shapes) - 1 and spec.teacher.bn_kind.present:
             bn = {k: state.get(f"ws_bn.{layer}.{k}") for k in BN_KEYS}
             if bn["running_mean"] is None or bn["running_var"] is None:
                 raise ValueError(f"teacher.load_teacher: {where} has no ws_bn.{layer} statistics, but "
@@ -124,13 +125,13 @@ def masks(net: Network, widths: tuple[int, ...], gone: list[list[int]], authors_
     return out
 
 
-def fold(net: Network, bns: list[dict[str, Tensor]], mode: str) -> Network:
-    """The network with its eval-mode BN folded into the layers (``mode`` before_relu | after_relu)."""
+def fold(net: Network, bns: list[dict[str, Tensor]], placement: BatchNorm) -> Network:
+    """The network with its eval-mode BN, placed as ``placement``, folded into the layers."""
     weights, biases = list(net.weights), list(net.biases)
     for layer, bn in enumerate(bns):
         scale = bn["weight"] / torch.sqrt(bn["running_var"] + BN_EPS)  # (n_l,)
         shift = bn["bias"] - scale * bn["running_mean"]  # (n_l,)
-        if mode == "before_relu":  # relu(BN(W x + b)) = relu(s W x + s b + t)
+        if placement.before:  # relu(BN(W x + b)) = relu(s W x + s b + t)
             weights[layer] = weights[layer] * scale[:, None]  # (n_l, f_l)
             biases[layer] = biases[layer] * scale + shift  # (n_l,)
         else:  # the next layer reads s relu(.) + t: its columns of node j scale by s_j, its bias takes W t
@@ -181,7 +182,7 @@ def network(state: dict[str, Tensor], spec: RunSpec, where: str = "the stored te
         weights[-1] = weights[-1] * masks(net, t.widths, gone, authors)[-1]
         net = Network(tuple(weights), net.biases)
     if bns:
-        net = fold(net, bns, t.teacher_bn)
+        net = fold(net, bns, t.bn_kind)
     if authors:
         net = measured_first(net, t.widths, len(t.widths) - 1, gone[-1])
         gone = [*gone[:-1], []]
@@ -196,7 +197,7 @@ def placeholder(spec: RunSpec) -> dict[str, Tensor]:
         name = "final_w" if layer == len(spec.teacher.widths) else f"ws_linear.{layer}"
         state[f"{name}.weight"] = torch.randn(rows, cols, generator=gen, dtype=torch.float64) / cols**0.5
         state[f"{name}.bias"] = torch.zeros(rows, dtype=torch.float64)
-        if name != "final_w" and spec.teacher.teacher_bn != "none":
+        if name != "final_w" and spec.teacher.bn_kind.present:
             state.update({f"ws_bn.{layer}.{k}": (torch.ones(rows) if k in ("weight", "running_var") else
                           torch.zeros(rows)).double() for k in BN_KEYS})  # fmt: skip
     return state

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from spec_ray.engine import construct, datasets, losses, optim, parts, precision, steps
+from spec_ray.engine import construct, datasets, optim, parts, precision, steps
 from spec_ray.engine.general import Batch, Tensors
 from spec_ray.engine.network import Network, forward, stack, with_bias_column
 from spec_ray.engine.pack import Pack
@@ -231,7 +231,7 @@ def minibatches(
         t = t.view(*idx.shape, k, -1).transpose(2, 3)  # (T, G, k, B, c)
     if rows is not None:
         x, t = x[:, :, :rows], t[:, :, :, :rows]  # a pass's short last batch
-    if pack.spec.train.loss == "ce":
+    if pack.spec.train.loss_kind.labels:
         t = construct.labels(t).reshape(t.shape[0], r_count, -1)  # (T, R, B)
     return x, t
 
@@ -289,7 +289,7 @@ def _train_until(
     on_progress: Callable[[int], None] | None,
 ) -> PackState:
     spec, step_kind, arch, k = pack.spec, steps.step_for(pack.spec), pack.student_arch, pack.group_size
-    iters, batch, c, loss = spec.steps_per_epoch, spec.train.batch, spec.teacher.c, spec.train.loss
+    iters, batch, c, loss = spec.steps_per_epoch, spec.train.batch, spec.teacher.c, spec.train.loss_kind
     r_count = pack.size
     dev, dt = data.x_eval.device, data.x_eval.dtype
     work = Workspace()
@@ -319,7 +319,7 @@ def _train_until(
         tensors = Tensors(params, state.buffers, state.opt)
         for i in range(count):
             step_kind.take(spec, arch, k, tensors, chunk.batch(i), args, step + i + 1)
-        values = losses.minibatch_objective(loss, stats, rows, c)  # (T, R) as the reference computes it
+        values = loss.minibatch_objective(stats, rows, c)  # (T, R) as the reference computes it
         bad = ~values.isfinite() & (diverged < 0)  # (T, R)
         if bool(bad.any()):
             frozen = frozen or tuple(torch.zeros_like(p) for p in params)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from spec_ray.engine import datasets
+from spec_ray.engine.layer_kinds import LAYER_KINDS
 from spec_ray.engine.pack import Pack
 from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
 from spec_ray.engine.spec import RunSpec, check_matmul_precision
@@ -37,7 +38,8 @@ def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
     (``commandline.experiment_from_args``): the smoke preset, then the flags; p, lr and init seeds are
     per-run fields, so their values stay one pack."""
     settings = dict(RUN_SMOKE.settings)
-    if args.smoke and getattr(args, "arch", NOT_GIVEN) == "conv":
+    arch = getattr(args, "arch", NOT_GIVEN)
+    if args.smoke and arch in LAYER_KINDS and LAYER_KINDS[arch].conv:
         settings.update(CONV_SMOKE)  # the flags given still win
     smoke = Smoke(settings=settings, axes={"p": RUN_SMOKE.axes["p"]} if args.smoke else {})
     if args.seeds is None:

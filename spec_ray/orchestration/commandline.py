@@ -13,6 +13,7 @@ import sys
 import typing
 from dataclasses import asdict
 
+from spec_ray.engine.datasets import DOWNLOADABLE
 from spec_ray.engine.pack import DEVICES
 from spec_ray.engine.protocols import Smoke
 from spec_ray.engine.spec import RunSpec, seed_range
@@ -139,9 +140,9 @@ def command_parser() -> argparse.ArgumentParser:
         "its AVX-512 kernels on AMD CPUs; no CMD: print the library (docs/performance.md)",
     )
     mkl.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
-    fetch = sub.add_parser("download", help="fetch CIFAR-10 or MNIST with torchvision (pip install torchvision) "
-                           "into --data-dir and check their MD5s")  # fmt: skip
-    fetch.add_argument("dataset", choices=("cifar10", "mnist"), help="the image set")
+    fetch = sub.add_parser("download", help=f"fetch {' or '.join(DOWNLOADABLE)} with torchvision (pip install "
+                           "torchvision) into --data-dir and check their MD5s")  # fmt: skip
+    fetch.add_argument("dataset", choices=DOWNLOADABLE, help="the image set")
     fetch.add_argument("--data-dir", required=True, help="the folder to fetch it into (the sweeps' --data-dir)")
     return parser
 

@@ -134,7 +134,7 @@ def teacher_ref(spec: RunSpec) -> str | None:
     t = spec.teacher
     if not t.stored or (t.load_teacher or "").startswith("sha256:"):
         return None
-    if t.source == "file":
+    if t.source_kind.from_file:
         return "file:" + t.load_teacher
     return "pretrained:" + json.dumps(recipe.key(spec), sort_keys=True)
 

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Collection
 
 from spec_ray.engine import spec as specs
+from spec_ray.engine.roles import role_of
 from spec_ray.engine.spec_io import field_docs
 
 NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
@@ -91,6 +92,9 @@ def add_spec_flags(
             parse, is_tuple = value_parser(hints[f.name])
             many = several is None or f.name in several
             extra = "One or more values: a pack axis." if many and several is not None else ""
+            kinds = role_of(f).kinds
+            if kinds is not None:  # the registry's names, never a list kept in the doc
+                extra = f"Allowed: {', '.join(getattr(kinds, 'names', kinds))}. {extra}"
             default = f.default
             shown = (
                 "none" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default

@@ -155,8 +155,8 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     params = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(shape.fan_ins, shape.outs))
     x = torch.randn(groups, b, spec.data.d + 1, dtype=dt)  # (G, B, d+1)
     stat = torch.empty(runs, dtype=dt)  # (R,)
-    ce = spec.train.loss == "ce"
-    t = torch.randint(0, c, (runs, b)) if ce else torch.randn(runs, b, c, dtype=dt)  # (R, B) or (R, B, c)
+    labels = spec.train.loss_kind.labels
+    t = torch.randint(0, c, (runs, b)) if labels else torch.randn(runs, b, c, dtype=dt)  # (R, B) or (R, B, c)
     step = step_for(spec)  # the trainer's own choice
     if step is FUSED:
         tensors = Tensors(params)

@@ -80,7 +80,7 @@ def resolve(experiment: Experiment, storage: str, check_data: bool = True) -> Re
         ref = teacher_ref(run)
         if ref is None or ref in known or ref in missing:
             continue
-        if run.teacher.source == "file":
+        if run.teacher.source_kind.from_file:
             blob = _file_bytes(run.teacher.load_teacher)
             _check_file(blob, run, run.teacher.load_teacher)
             name = digest(blob)
@@ -106,10 +106,10 @@ def provide(resolution: Resolution, storage: str, log=sys.stderr) -> Experiment:
     known = dict(resolution.experiment.teachers)
     for ref, run in resolution.missing.items():
         t = run.teacher
-        if t.source == "file":
+        if t.source_kind.from_file:
             blob = _file_bytes(t.load_teacher)
             state = teachers.from_bytes(blob, t.load_teacher)
-            known[ref] = store.put(blob, {"source": "file", "path": t.load_teacher, "bn_bias": bn_biases(state)})
+            known[ref] = store.put(blob, {"source": t.source, "path": t.load_teacher, "bn_bias": bn_biases(state)})
             continue
         shape = "-".join(map(str, t.widths))
         print(f"pretraining a {run.model.arch} teacher {shape} on {run.data.dataset} (once per storage root) ...",
@@ -117,7 +117,7 @@ def provide(resolution: Resolution, storage: str, log=sys.stderr) -> Experiment:
         done = pretrain.pretrain(run)
         key = recipe.key(run)
         blob = teachers.to_bytes(done.state, test_accuracy=done.test_accuracy, **done.extra)
-        name = store.put(blob, {"source": "pretrained", "key": key, "test_accuracy": done.test_accuracy,
+        name = store.put(blob, {"source": run.teacher.source, "key": key, "test_accuracy": done.test_accuracy,
                                 "train_accuracy": done.train_accuracy, "seconds": round(done.seconds, 1),
                                 "bn_bias": bn_biases(done.state)})  # fmt: skip
         store.remember(key, name)

@@ -7,12 +7,13 @@ Layout on storage (hive-partitioned, docs/schema.md):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 # Tables and metric names: the engine declares what it measures (spec_ray.engine.names).
 from spec_ray.engine import names as N
+from spec_ray.engine.datasets import IMAGE_SETS
 from spec_ray.engine.names import (
     CORR_MATRICES,
     CORRELATIONS,
@@ -28,6 +29,7 @@ from spec_ray.engine.names import (
     TEACHER_NODES,
     WINNER_RANKS,
 )
+from spec_ray.engine.registry import Registry
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.spec_io import flat_fields, flat_roles
 
@@ -79,8 +81,18 @@ DATASET = "dataset"
 SOURCE = "source"
 TEACHER_BN = "teacher_bn"
 LOAD_TEACHER = "load_teacher"
-REAL_DATASETS = ("cifar10", "mnist", "digits")
+REAL_DATASETS = IMAGE_SETS.names
 """The real image sets of ``data.dataset`` (``spec_ray.engine.datasets``)."""
+KINDS = {name: role.kinds for name, role in flat_roles().items() if isinstance(role.kinds, Registry)}
+"""The runs table's columns that name a kind (loss, arch, student_bn, ...): each holds names of its registry's
+records, which the read side asks what they are (``record``) instead of comparing names."""
+
+
+def record(column: str, name: str) -> Any:
+    """The record a kind column's value names, e.g. ``record(STUDENT_BN, "none").present``."""
+    return KINDS[column][name]
+
+
 SPEC_COLUMNS = tuple(flat_roles())
 """Every spec column of the runs table, in order (spec_ray.engine.spec_io)."""
 
