@@ -22,6 +22,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "CheckpointSpec": "spec_ray.engine.spec",
     "DataSpec": "spec_ray.engine.spec",
+    "ModelSpec": "spec_ray.engine.spec",
     "Pack": "spec_ray.engine.pack",
     "RunSpec": "spec_ray.engine.spec",
     "StudentSpec": "spec_ray.engine.spec",

@@ -1,5 +1,5 @@
-"""ICML 2020, *Student Specialization in Deep Rectified Networks*: figures 5-9, the loss curves and
-claims 1-6 (docs/protocol.md). Each figure and claim registers itself where it is written
+"""ICML 2020, *Student Specialization in Deep Rectified Networks*: figures 5-10, the loss curves and
+claims 1-6 and 13 (docs/protocol.md). Each figure and claim registers itself where it is written
 (``figures.py``, ``claims.py``); their needs are in ``queries.py``."""
 
 from __future__ import annotations

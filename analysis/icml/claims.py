@@ -256,14 +256,18 @@ def claim6(aware: pd.DataFrame) -> Claim:
     text = "With few samples a teacher-aware dataset gives much lower evaluation loss than an agnostic one."
     evals = aware[aware["set"] == "eval"] if not aware.empty else aware
     both = evals.pivot_table(index=S.N_TRAIN, columns=S.AUGMENTATION, values="mse") if not evals.empty else evals
-    agnostic = next((c for c in ("none", "teacher_agnostic") if c in getattr(both, "columns", [])), None)
-    if agnostic is None or "teacher_aware" not in both.columns or both[[agnostic, "teacher_aware"]].dropna().empty:
+    kinds = S.KINDS[S.AUGMENTATION]
+    present = list(getattr(both, "columns", []))
+    # the agnostic baseline: plain Gaussian data where run, else Definition 7a's
+    agnostic = next((c for c in kinds.names_where(teacher_aware=False) if c in present), None)
+    aware = next((c for c in kinds.names_where(teacher_aware=True) if c in present), None)
+    if agnostic is None or aware is None or both[[agnostic, aware]].dropna().empty:
         return Claim(6, text, "needs teacher-aware and agnostic runs of the same size", NO_DATA)
-    both = both[[agnostic, "teacher_aware"]].dropna()
+    both = both[[agnostic, aware]].dropna()
     n = both.index.min()
-    ratio = both.loc[n, "teacher_aware"] / both.loc[n, agnostic]
+    ratio = both.loc[n, aware] / both.loc[n, agnostic]
     evidence = (
-        f"n={n:g}: eval MSE teacher-aware {both.loc[n, 'teacher_aware']:.3g} vs agnostic {both.loc[n, agnostic]:.3g} "
+        f"n={n:g}: eval MSE teacher-aware {both.loc[n, aware]:.3g} vs agnostic {both.loc[n, agnostic]:.3g} "
         f"(ratio {ratio:.2f})"
     )
     return Claim(6, text, evidence, verdict(bool(ratio < 0.5)))

@@ -166,12 +166,11 @@ def teacher_aware(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure 9: train and evaluation MSE vs samples, teacher-aware vs agnostic data."""
     fig, axes = panel_grid(1)
     ax = axes[0, 0]
-    colors = {"teacher_aware": "tab:blue", "none": "tab:orange", "teacher_agnostic": "tab:green"}
-    names = {"teacher_aware": "teacher-aware", "none": "agnostic (Gaussian)", "teacher_agnostic": "agnostic (7a)"}
     for (aug, which), line in frame.groupby([S.AUGMENTATION, "set"]):  # one loss per experiment
-        ax.errorbar(line[S.N_TRAIN], line["mse"], yerr=line["std"].fillna(0), color=colors.get(aug, "k"),
+        kind = S.record(S.AUGMENTATION, aug)
+        ax.errorbar(line[S.N_TRAIN], line["mse"], yerr=line["std"].fillna(0), color=kind.color,
                     ls="-" if which == "eval" else "--", marker="o", ms=3, capsize=2, lw=1.2,
-                    label=f"{names.get(aug, aug)}, {which}")  # fmt: skip
+                    label=f"{kind.label}, {which}")  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="training samples")
     ax.set_ylabel(loss_label(frame[S.LOSS].unique(), S.LOSS), fontsize=7)
     ax.legend(fontsize=6)

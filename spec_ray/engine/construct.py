@@ -159,10 +159,8 @@ def train_inputs(spec: RunSpec, split: datasets.Split | None = None) -> Tensor:
         return torch.from_numpy(_images(spec, split).x_train[: d.n_train]).to(F64)  # (N, d)
     if d.n_train is None:
         return torch.zeros(0, d.d, dtype=F64)
-    if d.augmentation == "teacher_agnostic":
-        return _agnostic(spec)
-    if d.augmentation == "teacher_aware":
-        return _aware(spec)
+    if d.augmentation_kind.present:
+        return (_aware if d.augmentation_kind.teacher_aware else _agnostic)(spec)
     gen = stream(spec.seed, "train", d.d, d.n_train)
     return torch.randn(d.n_train, d.d, generator=gen, dtype=F64) * d.sigma  # (N, d)
 

@@ -52,7 +52,8 @@ class Checkpoint(NamedTuple):
     diverged_step: Tensor
     """(R,) int64, -1 while the run is alive."""
     eval_accuracy: Tensor | None
-    """(R,) fraction of eval samples whose argmax matches the teacher's (cross-entropy only)."""
+    """(R,) fraction of eval samples whose argmax matches the label: a real image set's class, else the
+    teacher's argmax (losses on labels only); None otherwise."""
     init_rank: list[Tensor]
     """Per hidden layer, (R, m_l): rank at init of each teacher node's current best student
     among all students by correlation with that teacher, scaled to [0, 1] (Luck Matters)."""

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from spec_ray.engine.activations import ACTIVATIONS, RELU, Activation
+from spec_ray.engine.augmentations import AUGMENTATIONS, NONE, Augmentation
 from spec_ray.engine.batchnorm import BATCHNORMS, NO_BN, BatchNorm
 from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES
 from spec_ray.engine.checks import check_bool as _check_bool
@@ -30,7 +31,6 @@ from spec_ray.engine.roles import role_field
 from spec_ray.engine.teacher_sources import DRAWN, TEACHER_SOURCES, TeacherSource
 
 INITS = ("gaussian", "torch")
-AUGMENTATIONS = ("none", "teacher_agnostic", "teacher_aware")
 DTYPES = ("float32", "float64")
 NORMALIZATIONS = ("first", "all")
 ARCHS = LAYER_KINDS.names
@@ -221,7 +221,7 @@ class DataSpec:
     Gaussian batch every step."""
     n_eval: int = role_field(10_000, data=True)
     """Evaluation-set size (fresh Gaussian samples, never augmented)."""
-    augmentation: str = role_field("none", per_run=True, data=True)
+    augmentation: str = role_field(NONE.name, per_run=True, data=True, kinds=AUGMENTATIONS)
     """none | teacher_agnostic (Definition 7a) | teacher_aware (Definition 7b)."""
     agnostic_delta: float = role_field(0.1, per_run=True, data=True)
     """Shift +-delta along every axis for teacher_agnostic augmentation."""
@@ -244,12 +244,12 @@ class DataSpec:
         if self.n_train is not None:
             _check_int("data.n_train", self.n_train, 1, MAX_SAMPLES)
         _check_int("data.n_eval", self.n_eval, 2, MAX_SAMPLES)
-        _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS)
+        _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS.names)
         _check_float("data.agnostic_delta", self.agnostic_delta, 0.0, strict=True)
         _check_float("data.aware_alpha_lo", self.aware_alpha_lo, 0.0)
         _check_float("data.aware_alpha_hi", self.aware_alpha_hi, self.aware_alpha_lo)
-        if self.n_train is None and self.augmentation != "none":
-            _fail("data.augmentation", self.augmentation, "none when data.n_train is None (online data)")
+        if self.n_train is None and self.augmentation_kind.present:
+            _fail("data.augmentation", self.augmentation, f"{NONE.name} when data.n_train is None (online data)")
         _check_choice("data.dataset", self.dataset, DATASETS)
         if self.real:
             info = self.image_set
@@ -260,8 +260,13 @@ class DataSpec:
                 _fail("data.n_train", self.n_train, f"1..{info.train_size}: {self.dataset}'s training images")
             if self.n_eval > info.test_size:
                 _fail("data.n_eval", self.n_eval, f"2..{info.test_size}: {self.dataset}'s test images")
-            if self.augmentation != "none":
-                _fail("data.augmentation", self.augmentation, f"none with data.dataset {self.dataset}")
+            if self.augmentation_kind.present:
+                _fail("data.augmentation", self.augmentation, f"{NONE.name} with data.dataset {self.dataset}")
+
+    @property
+    def augmentation_kind(self) -> Augmentation:
+        """The record of ``augmentation``."""
+        return AUGMENTATIONS[self.augmentation]
 
     @property
     def image_set(self) -> ImageSet | None:

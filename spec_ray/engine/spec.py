@@ -101,9 +101,6 @@ def seed_range(count: object) -> tuple[int, ...]:
     return tuple(range(1, count + 1))
 
 
-SECTIONS = ("model", "teacher", "student", "data", "train", "checkpoint")
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: everything that determines its trajectory."""
@@ -164,8 +161,9 @@ class RunSpec:
             _fail("teacher.calibrate", True, "false with a conv or BN teacher (calibration is the deep MLP protocol's)")
         if conv and self.checkpoint.keep_modulation:
             _fail("checkpoint.keep_modulation", True, "false with model.arch conv (beta* and H* are taken for MLPs)")
-        if conv and self.data.augmentation == "teacher_aware":
-            _fail("data.augmentation", "teacher_aware", "none or teacher_agnostic with model.arch conv")
+        if conv and self.data.augmentation_kind.teacher_aware:
+            allowed = " or ".join(AUGMENTATIONS.names_where(teacher_aware=False))
+            _fail("data.augmentation", self.data.augmentation, f"{allowed} with model.arch {self.model.arch}")
         if self.student.bn_kind.present:
             if self.train.batch < 2:
                 _fail("train.batch", self.train.batch, "at least 2 with student.student_bn (batch statistics)")
@@ -242,6 +240,10 @@ class RunSpec:
     def replace(self, **changes: object) -> RunSpec:
         """Copy with dotted-path changes, e.g. ``replace(**{"teacher.p": 1.0})``."""
         return apply_overrides(self, changes)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.default_factory is not dataclasses.MISSING)
+"""RunSpec's sections (its fields that are dataclasses), in its order: model, teacher, ..., checkpoint."""
 
 
 def apply_overrides(spec: RunSpec, changes: dict[str, object]) -> RunSpec:

@@ -15,23 +15,11 @@ import textwrap
 from spec_ray.engine.roles import DERIVED, Role, role_of
 from spec_ray.engine.spec import (
     SECTIONS,
-    CheckpointSpec,
-    DataSpec,
-    ModelSpec,
     RunSpec,
-    StudentSpec,
-    TeacherSpec,
-    TrainSpec,
 )
 
-_SECTION_CLASSES = {
-    "model": ModelSpec,
-    "teacher": TeacherSpec,
-    "student": StudentSpec,
-    "data": DataSpec,
-    "train": TrainSpec,
-    "checkpoint": CheckpointSpec,
-}
+_SECTION_CLASSES = {f.name: f.default_factory for f in dataclasses.fields(RunSpec) if f.name in SECTIONS}
+"""Each section's dataclass, from RunSpec's own fields."""
 _TOP = ("seed", "init_seed")
 """RunSpec's own fields (not sections), in the flat record's order: seed first, init_seed after the sections."""
 

@@ -24,8 +24,9 @@ forward                serves                                      kept apart be
 ``calibrate``          the deep protocol's teacher calibration     each layer's bias moves before the
                        (``construct``)                             next layer runs: no whole forward
 ``parts.gates``        f'(x) of every node, for beta* and H*       derivatives, not outputs
-``reference``          the ground truth of every equivalence       independent of all of the above
-                       test (``torch.nn``, one run)                by design
+``reference``          the ground truth of every equivalence       torch.nn modules, autograd, torch.optim;
+                       test (``torch.nn``, one run)                its metrics its own (NumPy); it shares
+                                                                   the construction and the kinds' records
 =====================  ==========================================  ===================================
 
 Measured choices of the fused step (docs/performance.md), each cutting kernels on the hot path:

@@ -26,10 +26,11 @@ from spec_ray.engine.spec import NO_BF16, RunSpec, check_matmul_precision
 from spec_ray.engine.spec_io import flat_fields
 from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
+from spec_ray.storage import manifest
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import Ledger, of_files
-from spec_ray.storage.manifest import LEDGERS, commit_sweep, has_tables, load_sweep, sweep_digest
-from spec_ray.storage.reuse import Source, find_done
+from spec_ray.storage.manifest import LEDGERS, has_tables, load_sweep, sweep_digest
+from spec_ray.storage.reuse import Source, copy_pack, find_done
 from spec_ray.storage.summaries import write_winner_ranks
 from spec_ray.storage.traces import BLOCK_EPOCHS, TraceStore
 from spec_ray.storage.verify import BROKEN, COMPLETE, UNFINISHED, PackCheck, long_layout, pack_tables, strays, verify
@@ -188,7 +189,7 @@ class Launch:
 
     def commit(self, rebuild: bool = False) -> str:
         """Remove the strays, give an older spec-ray's complete packs their ledgers, write sweep.json and copy
-        the copied packs' rows (``manifest.commit_sweep``); the Tune folder. ``rebuild``: Tune's stored state
+        the copied packs' rows (``commit_sweep``); the Tune folder. ``rebuild``: Tune's stored state
         is unreadable, so a new Tune run is started."""
         for path in self.strays:
             self.store.remove(path)
@@ -315,3 +316,18 @@ def plan(request: LaunchRequest) -> Launch:
         strays=tuple(strays(store, old) + [f for c in checks for f in c.extra]) if old else (),
         basis=None if found is None else found.digest,
     )
+
+
+def commit_sweep(store: TraceStore, meta: dict, packs: list[Pack], *, restore: bool, resume: bool,
+                 copies: tuple[Pack, ...], sources: dict, block_epochs: int) -> str:  # fmt: skip
+    """Write sweep.json (``packs``: the stored ones as they were, then the copied and new ones)
+    unless Tune's state is restored as it is, then copy the copied packs' rows from ``sources``.
+    Returns the Tune folder of this launch."""
+    meta = dict(meta)
+    if not restore:
+        meta["sweep"] = manifest.packs_to_dict(meta["name"], packs)
+        meta["tune_dir"] = manifest.next_tune_dir(meta) if resume else manifest.TUNE_DIR
+        manifest.write_sweep(store, meta)
+    for pack in copies:
+        copy_pack(store, pack, sources, block_epochs)
+    return meta.get("tune_dir", manifest.TUNE_DIR)

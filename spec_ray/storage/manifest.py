@@ -162,20 +162,3 @@ def next_tune_dir(meta: dict) -> str:
     now = meta.get("tune_dir", TUNE_DIR)
     generation = int(now.rpartition("-")[2]) + 1 if now != TUNE_DIR else 2
     return f"{TUNE_DIR}-{generation}"
-
-
-def commit_sweep(store: TraceStore, meta: dict, packs: list[Pack], *, restore: bool, resume: bool,
-                 copies: tuple[Pack, ...], sources: dict, block_epochs: int) -> str:  # fmt: skip
-    """Write sweep.json (``packs``: the stored ones as they were, then the copied and new ones)
-    unless Tune's state is restored as it is, then copy the copied packs' rows from ``sources``.
-    Returns the Tune folder of this launch."""
-    from spec_ray.storage.reuse import copy_pack  # reuse reads sweep.json through this module
-
-    meta = dict(meta)
-    if not restore:
-        meta["sweep"] = packs_to_dict(meta["name"], packs)
-        meta["tune_dir"] = next_tune_dir(meta) if resume else TUNE_DIR
-        write_sweep(store, meta)
-    for pack in copies:
-        copy_pack(store, pack, sources, block_epochs)
-    return meta.get("tune_dir", TUNE_DIR)

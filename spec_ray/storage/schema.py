@@ -14,6 +14,10 @@ import pyarrow as pa
 # Tables and metric names: the engine declares what it measures (spec_ray.engine.names).
 from spec_ray.engine import names as N
 from spec_ray.engine.datasets import IMAGE_SETS
+
+# Every table, key and metric name the engine declares, under this module too: analysis and the
+# writer read them as ``S.BEST_CORR`` without a list to keep here (a star import linters and IDEs follow).
+from spec_ray.engine.names import *  # noqa: F403
 from spec_ray.engine.names import (
     CORR_MATRICES,
     CORRELATIONS,
@@ -32,10 +36,6 @@ from spec_ray.engine.names import (
 from spec_ray.engine.registry import Registry
 from spec_ray.engine.spec import RunSpec
 from spec_ray.engine.spec_io import flat_fields, flat_roles
-
-# Every table, key and metric name the engine declares, under this module too: analysis and the
-# writer read them as ``S.BEST_CORR`` without a list to keep here.
-globals().update({k: v for k, v in vars(N).items() if k.isupper() and isinstance(v, str)})
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
