@@ -68,3 +68,8 @@ class Registry(Generic[K]):
 
     def __repr__(self) -> str:
         return f"Registry({self.what}: {', '.join(self._by_name)})"
+
+
+def record_of(field: str, registry: Registry[K]) -> property:
+    """A spec section's property: the record its ``field`` names (checked when the section was made)."""
+    return property(lambda self: registry[getattr(self, field)], doc=f"The record of ``{field}``.")

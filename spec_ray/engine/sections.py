@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from spec_ray.engine.activations import ACTIVATIONS, RELU, Activation
-from spec_ray.engine.augmentations import AUGMENTATIONS, NONE, Augmentation
-from spec_ray.engine.batchnorm import BATCHNORMS, NO_BN, BatchNorm
+from spec_ray.engine.activations import ACTIVATIONS, RELU
+from spec_ray.engine.augmentations import AUGMENTATIONS, NONE
+from spec_ray.engine.batchnorm import BATCHNORMS, NO_BN
 from spec_ray.engine.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES
 from spec_ray.engine.checks import check_bool as _check_bool
 from spec_ray.engine.checks import check_choice as _check_choice
@@ -24,11 +24,12 @@ from spec_ray.engine.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.checks import fail as _fail
 from spec_ray.engine.datasets import GAUSSIAN, IMAGE_SETS, ImageSet
 from spec_ray.engine.datasets import NAMES as DATASETS
-from spec_ray.engine.layer_kinds import LAYER_KINDS, MLP, LayerKind
-from spec_ray.engine.losses import LOSSES, MSE, Loss
-from spec_ray.engine.optim import OPTIMIZERS, SGD, Optimizer
+from spec_ray.engine.layer_kinds import LAYER_KINDS, MLP
+from spec_ray.engine.losses import LOSSES, MSE
+from spec_ray.engine.optim import OPTIMIZERS, SGD
+from spec_ray.engine.registry import record_of
 from spec_ray.engine.roles import role_field
-from spec_ray.engine.teacher_sources import DRAWN, TEACHER_SOURCES, TeacherSource
+from spec_ray.engine.teacher_sources import DRAWN, TEACHER_SOURCES
 
 INITS = ("gaussian", "torch")
 DTYPES = ("float32", "float64")
@@ -138,20 +139,9 @@ class TeacherSpec:
         """The teacher is a stored network (pretrained or loaded), not drawn."""
         return self.source_kind.stored
 
-    @property
-    def source_kind(self) -> TeacherSource:
-        """The record of ``source``."""
-        return TEACHER_SOURCES[self.source]
-
-    @property
-    def activation_kind(self) -> Activation:
-        """The record of ``teacher_activation``."""
-        return ACTIVATIONS[self.teacher_activation]
-
-    @property
-    def bn_kind(self) -> BatchNorm:
-        """The record of ``teacher_bn``."""
-        return BATCHNORMS[self.teacher_bn]
+    source_kind = record_of("source", TEACHER_SOURCES)
+    activation_kind = record_of("teacher_activation", ACTIVATIONS)
+    bn_kind = record_of("teacher_bn", BATCHNORMS)
 
     @property
     def m(self) -> int:
@@ -197,15 +187,8 @@ class StudentSpec:
         _check_choice("student.student_bn", self.student_bn, BATCHNORMS.names)
         _check_bool("student.bn_affine", self.bn_affine)
 
-    @property
-    def activation_kind(self) -> Activation:
-        """The record of ``student_activation``."""
-        return ACTIVATIONS[self.student_activation]
-
-    @property
-    def bn_kind(self) -> BatchNorm:
-        """The record of ``student_bn``."""
-        return BATCHNORMS[self.student_bn]
+    activation_kind = record_of("student_activation", ACTIVATIONS)
+    bn_kind = record_of("student_bn", BATCHNORMS)
 
 
 @dataclass(frozen=True)
@@ -263,10 +246,7 @@ class DataSpec:
             if self.augmentation_kind.present:
                 _fail("data.augmentation", self.augmentation, f"{NONE.name} with data.dataset {self.dataset}")
 
-    @property
-    def augmentation_kind(self) -> Augmentation:
-        """The record of ``augmentation``."""
-        return AUGMENTATIONS[self.augmentation]
+    augmentation_kind = record_of("augmentation", AUGMENTATIONS)
 
     @property
     def image_set(self) -> ImageSet | None:
@@ -303,10 +283,7 @@ class ModelSpec:
         _check_int("model.image_size", self.image_size, 3)
         _check_unit("model.leaky_slope", self.leaky_slope)
 
-    @property
-    def layer_kind(self) -> LayerKind:
-        """The record of ``arch``."""
-        return LAYER_KINDS[self.arch]
+    layer_kind = record_of("arch", LAYER_KINDS)
 
 
 @dataclass(frozen=True)
@@ -365,15 +342,8 @@ class TrainSpec:
         if self.dtype != "float32" and self.matmul_precision != "ieee":
             _fail("train.matmul_precision", self.matmul_precision, "ieee with train.dtype " + self.dtype)
 
-    @property
-    def loss_kind(self) -> Loss:
-        """The record of ``loss``."""
-        return LOSSES[self.loss]
-
-    @property
-    def optimizer_kind(self) -> Optimizer:
-        """The record of ``optimizer``."""
-        return OPTIMIZERS[self.optimizer]
+    loss_kind = record_of("loss", LOSSES)
+    optimizer_kind = record_of("optimizer", OPTIMIZERS)
 
     @property
     def plain_sgd(self) -> bool:
