@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from spec_ray.engine.losses import UNITS  # noqa: E402
+from spec_ray.engine.kinds.losses import UNITS  # noqa: E402
 
 PANEL = 2.6  # inches per panel side
 

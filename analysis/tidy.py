@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.load import Results
 from spec_ray.storage import schema as S
-from spec_ray.storage.teachers import TeacherStore
+from spec_ray.storage.teacher_store import TeacherStore
 
 
 def with_runs(frame: pd.DataFrame, res: Results, cols: list[str]) -> pd.DataFrame:
@@ -24,7 +24,7 @@ def final_steps(res: Results) -> set[int]:
 
 def teacher_accuracy(res: Results) -> pd.DataFrame:
     """Each stored teacher's test accuracy on its whole test split, from the storage root beside the
-    experiments (``spec_ray.storage.teachers``). Columns: load_teacher, teacher_accuracy."""
+    experiments (``spec_ray.storage.teacher_store``). Columns: load_teacher, teacher_accuracy."""
     rows = []
     for root in res.roots:
         store = TeacherStore(posixpath.dirname(root.rstrip("/")), res.fs)

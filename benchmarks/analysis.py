@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
 from benchmarks.synthetic import write_experiment  # noqa: E402
-from spec_ray.engine.pack import checkpoint_steps  # noqa: E402
+from spec_ray.engine.training.pack import checkpoint_steps  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
 
 RANKS_SQL = ("SELECT r.student_bn, w.layer, w.step, avg(w.mean_rank) AS mean_rank FROM winner_ranks w "

@@ -42,12 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
 from benchmarks import peak as peak_of  # noqa: E402
-from spec_ray.engine import arch, construct, metrics  # noqa: E402
-from spec_ray.engine.pack import Pack, checkpoint_steps  # noqa: E402
-from spec_ray.engine.protocols import DEEP, LUCK_CNN, LUCK_FC_LARGE  # noqa: E402
+from spec_ray.engine.inputs import construct  # noqa: E402
+from spec_ray.engine.measure import metrics  # noqa: E402
+from spec_ray.engine.nets import arch  # noqa: E402
 from spec_ray.engine.reference import TorchNet, build_problem, optimizer, train_steps  # noqa: E402
-from spec_ray.engine.spec import NO_BF16, RunSpec, bf16_applies  # noqa: E402
-from spec_ray.engine.trainer import init_state, prepare, train_until  # noqa: E402
+from spec_ray.engine.specs.protocols import DEEP, LUCK_CNN, LUCK_FC_LARGE  # noqa: E402
+from spec_ray.engine.specs.spec import NO_BF16, RunSpec, bf16_applies  # noqa: E402
+from spec_ray.engine.training.pack import Pack, checkpoint_steps  # noqa: E402
+from spec_ray.engine.training.trainer import init_state, prepare, train_until  # noqa: E402
 from spec_ray.orchestration import mkl_dispatch  # noqa: E402
 from spec_ray.storage.records import checkpoint_tables  # noqa: E402
 from spec_ray.storage.traces import TraceStore  # noqa: E402

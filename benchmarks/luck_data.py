@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from spec_ray.engine.metrics import Checkpoint, ranks
-from spec_ray.engine.modulation import Modulation
-from spec_ray.engine.pack import Pack, checkpoint_steps
+from spec_ray.engine.measure.metrics import Checkpoint, ranks
+from spec_ray.engine.measure.modulation import Modulation
+from spec_ray.engine.training.pack import Pack, checkpoint_steps
 from spec_ray.orchestration.plan import SWEEP_VERSION
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import LEDGERS, packs_to_dict, write_sweep

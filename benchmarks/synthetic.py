@@ -16,9 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from spec_ray.engine.pack import checkpoint_steps
-from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.spec_io import flat_fields
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.specs.spec_io import flat_fields
+from spec_ray.engine.training.pack import checkpoint_steps
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TraceStore, block_name, blocks
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
 from benchmarks.luck_data import list_packs  # noqa: E402
-from spec_ray.engine.pack import Pack  # noqa: E402
-from spec_ray.engine.protocols import LUCK_FC_LARGE, LUCK_FC_SMALL  # noqa: E402
+from spec_ray.engine.specs.protocols import LUCK_FC_LARGE, LUCK_FC_SMALL  # noqa: E402
+from spec_ray.engine.training.pack import Pack  # noqa: E402
 from spec_ray.orchestration.runner import run_pack  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
 from spec_ray.storage.ledger import FOLDER  # noqa: E402

@@ -20,17 +20,17 @@ __version__ = "0.2.0"
 # Exports load on first use (PEP 562): the read side imports spec_ray.storage.schema or
 # spec_ray.orchestration.flags without pulling in torch through the trainer.
 _EXPORTS = {
-    "CheckpointSpec": "spec_ray.engine.spec",
-    "DataSpec": "spec_ray.engine.spec",
-    "ModelSpec": "spec_ray.engine.spec",
-    "Pack": "spec_ray.engine.pack",
-    "RunSpec": "spec_ray.engine.spec",
-    "StudentSpec": "spec_ray.engine.spec",
-    "TeacherSpec": "spec_ray.engine.spec",
+    "CheckpointSpec": "spec_ray.engine.specs.spec",
+    "DataSpec": "spec_ray.engine.specs.spec",
+    "ModelSpec": "spec_ray.engine.specs.spec",
+    "Pack": "spec_ray.engine.training.pack",
+    "RunSpec": "spec_ray.engine.specs.spec",
+    "StudentSpec": "spec_ray.engine.specs.spec",
+    "TeacherSpec": "spec_ray.engine.specs.spec",
     "TraceStore": "spec_ray.storage.traces",
-    "TrainSpec": "spec_ray.engine.spec",
-    "checkpoint_steps": "spec_ray.engine.pack",
-    "run_id": "spec_ray.engine.pack",
+    "TrainSpec": "spec_ray.engine.specs.spec",
+    "checkpoint_steps": "spec_ray.engine.training.pack",
+    "run_id": "spec_ray.engine.training.pack",
     "run_pack": "spec_ray.orchestration.runner",
 }
 __all__ = sorted(_EXPORTS)

@@ -6,12 +6,12 @@ digits: no download, three conv layers fit its image). The teacher is pretrained
 (docs/protocol.md, "Teachers from data"); ``--source file --load-teacher PATH`` loads the authors' checkpoint.
 """
 
-from spec_ray.engine.batchnorm import BEFORE_RELU
-from spec_ray.engine.datasets import IMAGE_SETS
-from spec_ray.engine.layer_kinds import CONV
-from spec_ray.engine.losses import MSE_MEAN
-from spec_ray.engine.protocols import DEEP, Smoke, real_data
-from spec_ray.engine.teacher_sources import PRETRAINED
+from spec_ray.engine.inputs.datasets import IMAGE_SETS
+from spec_ray.engine.kinds.batchnorm import BEFORE_RELU
+from spec_ray.engine.kinds.layer_kinds import CONV
+from spec_ray.engine.kinds.losses import MSE_MEAN
+from spec_ray.engine.kinds.teacher_sources import PRETRAINED
+from spec_ray.engine.specs.protocols import DEEP, Smoke, real_data
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 

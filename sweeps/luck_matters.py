@@ -9,11 +9,11 @@ teacher is pretrained on the image set's labels with BN (once per storage root),
 8x8 images the FC nets only (four 3x3 layers need 9x9).
 """
 
-from spec_ray.engine.batchnorm import AFTER_RELU, NO_BN
-from spec_ray.engine.datasets import IMAGE_SETS
-from spec_ray.engine.layer_kinds import CONV, LAYER_KINDS, MLP
-from spec_ray.engine.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke, real_data
-from spec_ray.engine.teacher_sources import PRETRAINED
+from spec_ray.engine.inputs.datasets import IMAGE_SETS
+from spec_ray.engine.kinds.batchnorm import AFTER_RELU, NO_BN
+from spec_ray.engine.kinds.layer_kinds import CONV, LAYER_KINDS, MLP
+from spec_ray.engine.kinds.teacher_sources import PRETRAINED
+from spec_ray.engine.specs.protocols import LUCK_CNN, LUCK_FC_LARGE, LUCK_FC_SMALL, LUCK_INFINITE, Smoke, real_data
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 

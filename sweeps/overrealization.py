@@ -1,7 +1,7 @@
 """Figure 5: student specialization vs fan-out norm for m = 10 under over-realization 1x-10x and p in {0, 1, 2}."""
 
-from spec_ray.engine.protocols import TWO_LAYER_SMOKE, Smoke
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.specs.protocols import TWO_LAYER_SMOKE, Smoke
+from spec_ray.engine.specs.spec import RunSpec
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 

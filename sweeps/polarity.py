@@ -1,7 +1,7 @@
 """Figures 7 and 8 and the loss curves: recovery of strong and weak teacher nodes vs polarity p and over-realization."""
 
-from spec_ray.engine.protocols import TWO_LAYER_SMOKE, Smoke
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.specs.protocols import TWO_LAYER_SMOKE, Smoke
+from spec_ray.engine.specs.spec import RunSpec
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 

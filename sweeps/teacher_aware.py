@@ -1,7 +1,7 @@
 """Figure 9: train and evaluation MSE vs number of samples, teacher-aware (Definition 7b) vs plain Gaussian data."""
 
-from spec_ray.engine.protocols import TWO_LAYER_SMOKE, Smoke
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.specs.protocols import TWO_LAYER_SMOKE, Smoke
+from spec_ray.engine.specs.spec import RunSpec
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.sweep import main
 

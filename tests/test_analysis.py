@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_spec
 from PIL import Image
+from spec_ray.engine.pack import Pack
 
 from analysis import verdicts
 from analysis.icml import claims, queries
@@ -19,7 +20,6 @@ from analysis.load import AnalysisError, open_results
 from analysis.luck import queries as luck_queries
 from analysis.report import build_report
 from benchmarks.synthetic import write_experiment
-from spec_ray.engine.pack import Pack
 from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.summaries import matrices_to_long
@@ -294,7 +294,8 @@ def test_query_without_duckdb_says_how_to_install(engine_experiment: Path, monke
 
 @pytest.mark.slow  # a process
 def test_the_read_side_imports_no_torch_and_no_ray() -> None:
-    engine = ("torch", "ray", "spec_ray.engine.trainer", "spec_ray.orchestration.runner", "spec_ray.engine.construct")
+    engine = ("torch", "ray", "spec_ray.engine.training.trainer", "spec_ray.orchestration.runner",
+              "spec_ray.engine.inputs.construct")  # fmt: skip
     code = (
         "import sys, analysis.report, analysis.cli, analysis.icml, analysis.luck, analysis.load\n"
         f"print([m for m in {engine!r} if m in sys.modules])\n"

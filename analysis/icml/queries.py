@@ -129,7 +129,7 @@ def loss_curves(res: Results) -> pd.DataFrame:
     """log10 eval loss over seeds per (p, multi, m, epoch) at whole epochs: mean and std.
 
     Columns: p, multi, m, loss, epoch, log10_eval_loss, std, seeds (loss: ``train.loss``,
-    whose unit is ``spec_ray.engine.losses.UNITS[loss]``).
+    whose unit is ``spec_ray.engine.kinds.losses.UNITS[loss]``).
     """
     rows = res.read(S.SCALARS, [S.RUN_ID, S.EPOCH, S.EVAL_LOSS], res.done[S.RUN_ID])
     rows = rows[np.isclose(rows[S.EPOCH] % 1, 0)]

@@ -25,7 +25,7 @@ from analysis.plots import label_rows, save, suptitle, wrapped
 from analysis.registry import Needs, claim, figure, frame
 from analysis.verdicts import NO_DATA, Claim, verdict
 from spec_ray.storage import schema as S
-from spec_ray.storage.teachers import TeacherStore
+from spec_ray.storage.teacher_store import TeacherStore
 
 STORED = Needs(where=((S.SOURCE, S.KINDS[S.SOURCE].names_where(stored=True)),
                       (S.TEACHER_BN, S.KINDS[S.TEACHER_BN].names_where(before=True))),

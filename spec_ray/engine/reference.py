@@ -21,13 +21,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spec_ray.engine import arch, construct, precision
-from spec_ray.engine import names as N
-from spec_ray.engine.activations import RELU
-from spec_ray.engine.arch import KERNEL, Arch
-from spec_ray.engine.network import Network
-from spec_ray.engine.pack import checkpoint_steps, run_id, train_metric_steps
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.inputs import construct
+from spec_ray.engine.kinds.activations import RELU
+from spec_ray.engine.measure import names as N
+from spec_ray.engine.nets import arch
+from spec_ray.engine.nets.arch import KERNEL, Arch
+from spec_ray.engine.nets.network import Network
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.training import precision
+from spec_ray.engine.training.pack import checkpoint_steps, run_id, train_metric_steps
 
 
 class TorchNet(nn.Module):

@@ -15,12 +15,12 @@ import dataclasses
 import sys
 import time
 
-from spec_ray.engine import datasets
-from spec_ray.engine.layer_kinds import LAYER_KINDS
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
-from spec_ray.engine.spec import RunSpec, check_matmul_precision
-from spec_ray.orchestration import mkl_dispatch, teachers
+from spec_ray.engine.inputs import datasets
+from spec_ray.engine.kinds.layer_kinds import LAYER_KINDS
+from spec_ray.engine.specs.protocols import CONV_SMOKE, RUN_SMOKE, Smoke
+from spec_ray.engine.specs.spec import RunSpec, check_matmul_precision
+from spec_ray.engine.training.pack import Pack
+from spec_ray.orchestration import launch_teachers, mkl_dispatch
 from spec_ray.orchestration.commandline import command_parser, experiment_from_args, request_from_args, resume_command
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import NOT_GIVEN
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
     try:
         mkl_dispatch.mode()  # a bad switch exits 2 here; the preload itself is the entry's (__main__)
         exp, smoke = run_experiment(args)
-        found = teachers.resolve(exp, args.storage)  # reads only: image sets, stored teachers, checkpoint files
+        found = launch_teachers.resolve(exp, args.storage)  # reads only: image sets, stored teachers, checkpoint files
         request = request_from_args(found.experiment, args, smoke if args.smoke else None)
         launch = plan(request)
         todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
             launch = plan(request)
             todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
         if found.missing:  # every input checked: the teachers are trained and stored, then the launch replanned
-            launch = plan(dataclasses.replace(request, experiment=teachers.provide(found, args.storage)))
+            launch = plan(dataclasses.replace(request, experiment=launch_teachers.provide(found, args.storage)))
             todo = [Pack(p.runs, placement=args.device) for p in launch.todo]
     except ValueError as err:
         if lease is not None:

@@ -13,10 +13,10 @@ import sys
 import typing
 from dataclasses import asdict
 
-from spec_ray.engine.datasets import DOWNLOADABLE
-from spec_ray.engine.pack import DEVICES
-from spec_ray.engine.protocols import Smoke
-from spec_ray.engine.spec import RunSpec, seed_range
+from spec_ray.engine.inputs.datasets import DOWNLOADABLE
+from spec_ray.engine.specs.protocols import Smoke
+from spec_ray.engine.specs.spec import RunSpec, seed_range
+from spec_ray.engine.training.pack import DEVICES
 from spec_ray.orchestration.experiment import AXES, Experiment, axis_path
 from spec_ray.orchestration.flags import Parser, add_spec_flags
 from spec_ray.orchestration.plan import RESUME_ENV, RESUME_MODES, REUSE_MODES, LaunchRequest, Resources, resume_mode

@@ -13,7 +13,7 @@ import argparse
 import os
 import time
 
-from spec_ray.engine.pack import Pack
+from spec_ray.engine.training.pack import Pack
 from spec_ray.orchestration.plan import Resources
 from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 

@@ -15,9 +15,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spec_ray.engine import arch, optim, recipe
-from spec_ray.engine.pack import Pack, data_key, shape_key
-from spec_ray.engine.spec import SECTIONS, RunSpec, apply_overrides
+from spec_ray.engine.inputs import recipe
+from spec_ray.engine.kinds import optim
+from spec_ray.engine.nets import arch
+from spec_ray.engine.specs.spec import SECTIONS, RunSpec, apply_overrides
+from spec_ray.engine.training.pack import Pack, data_key, shape_key
 
 MAX_RUNS = 10_000_000  # a factorial past this is refused before it is expanded
 
@@ -70,7 +72,7 @@ class Experiment:
     """Variant names a command line runs when it names none of an axis (absent: every variant)."""
     teachers: Mapping[str, str] = field(default_factory=dict)
     """Stored teachers by ``teacher_ref`` -> content hash, set in every run's ``teacher.load_teacher``
-    (``orchestration.teachers.resolve`` fills it at launch)."""
+    (``orchestration.launch_teachers.resolve`` fills it at launch)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", {k: tuple(v) for k, v in self.axes.items()})

@@ -10,9 +10,9 @@ import dataclasses
 import typing
 from collections.abc import Collection
 
-from spec_ray.engine import spec as specs
-from spec_ray.engine.roles import role_of
-from spec_ray.engine.spec_io import field_docs
+from spec_ray.engine.specs import spec as specs
+from spec_ray.engine.specs.roles import role_of
+from spec_ray.engine.specs.spec_io import field_docs
 
 NOT_GIVEN = argparse.SUPPRESS  # a flag left out (None is a value: --iters-per-epoch none)
 

@@ -110,14 +110,14 @@ def pending() -> bool:
 def bf16_applies_in_workers() -> bool:
     """``spec.bf16_applies`` where a sweep's trials run: measured in a child with the MKL preload when this
     process would give its children one it lacks (with it, MKL takes the matmuls oneDNN would run in bf16)."""
-    from spec_ray.engine.spec import bf16_applies
+    from spec_ray.engine.specs.spec import bf16_applies
 
     if not wanted() or loaded():
         return bf16_applies()
     path = build()
     if path is None:
         return bf16_applies()
-    code = "from spec_ray.engine.spec import bf16_applies; print(bf16_applies())"
+    code = "from spec_ray.engine.specs.spec import bf16_applies; print(bf16_applies())"
     env = {k: v for k, v in _with_preload(dict(os.environ), path).items() if k != REEXEC_ENV}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     return out.stdout.strip() == "True"

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
-from spec_ray.engine.pack import Pack, run_id
-from spec_ray.engine.spec import NO_BF16, RunSpec, check_matmul_precision
-from spec_ray.engine.spec_io import flat_fields
+from spec_ray.engine.specs.spec import NO_BF16, RunSpec, check_matmul_precision
+from spec_ray.engine.specs.spec_io import flat_fields
+from spec_ray.engine.training.pack import Pack, run_id
 from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.experiment import Experiment, axis_path, pack_runs
 from spec_ray.storage import manifest

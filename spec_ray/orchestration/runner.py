@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from spec_ray.engine import metrics
-from spec_ray.engine.metrics import Checkpoint
-from spec_ray.engine.pack import Pack, checkpoint_steps
-from spec_ray.engine.trainer import PackState, init_state, prepare, train_until
-from spec_ray.orchestration import teachers
+from spec_ray.engine.measure import metrics
+from spec_ray.engine.measure.metrics import Checkpoint
+from spec_ray.engine.training.pack import Pack, checkpoint_steps
+from spec_ray.engine.training.trainer import PackState, init_state, prepare, train_until
+from spec_ray.orchestration import launch_teachers
 from spec_ray.orchestration.progress import Progress
 from spec_ray.storage import schema as S
 from spec_ray.storage.records import runs_table
@@ -50,7 +50,7 @@ def run_pack(
     resumable checkpoint.
     """
     began = time.perf_counter()
-    data = prepare(pack, teachers.load(pack, store.storage))  # stored teachers, read from the storage root
+    data = prepare(pack, launch_teachers.load(pack, store.storage))  # stored teachers, read from the storage root
     state = start if start is not None else init_state(pack)
     cache = metrics.prepare(pack, data)
     spec = pack.spec

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spec_ray.engine import arch
-from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.nets import arch
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.training.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.children import in_children
 
@@ -48,7 +48,7 @@ def useful_flops(spec: RunSpec) -> float:
 
 def metric_flops(spec: RunSpec) -> float:
     """Matmul flops of one run's checkpoint metrics over its whole schedule, as
-    ``spec_ray.engine.metrics`` takes them: the eval set's student forward and correlations
+    ``spec_ray.engine.measure.metrics`` takes them: the eval set's student forward and correlations
     at every checkpoint and once at init, the teacher's eval activations once, and on the
     train-metric schedule the training set's teacher and student forward, the gradient
     (about two forwards) and the correlations."""
@@ -144,26 +144,24 @@ def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) ->
     shapes: no data to build, so a whole large pack is timed in a fraction of a second."""
     import torch
 
-    from spec_ray.engine import arch, optim, parts, precision
-    from spec_ray.engine.general import Batch, Tensors
-    from spec_ray.engine.scratch import Workspace
-    from spec_ray.engine.steps import FUSED, step_for
+    from spec_ray.engine.nets import arch
+    from spec_ray.engine.training import precision
+    from spec_ray.engine.training.general import Batch, Tensors
+    from spec_ray.engine.training.scratch import Workspace
+    from spec_ray.engine.training.steps import step_for
+    from spec_ray.engine.training.trainer import fresh_state
 
     dt = getattr(torch, spec.train.dtype)
     shape = arch.student(spec)
     b, c, groups = spec.train.batch, spec.teacher.c, max(1, runs // k)
-    params = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(shape.fan_ins, shape.outs))
+    layers = tuple(0.1 * torch.randn(runs, o, i + 1, dtype=dt) for i, o in zip(shape.fan_ins, shape.outs))
     x = torch.randn(groups, b, spec.data.d + 1, dtype=dt)  # (G, B, d+1)
     stat = torch.empty(runs, dtype=dt)  # (R,)
     labels = spec.train.loss_kind.labels
     t = torch.randint(0, c, (runs, b)) if labels else torch.randn(runs, b, c, dtype=dt)  # (R, B) or (R, B, c)
-    step = step_for(spec)  # the trainer's own choice
-    if step is FUSED:
-        tensors = Tensors(params)
-    else:
-        bn, buffers = parts.init_bn(shape, runs, params[0], spec.student.bn_affine)
-        params = (*params, *bn)
-        tensors = Tensors(params, buffers, optim.init(spec.train, params))
+    step = step_for(spec)  # the trainer's own choice, state and step wiring, on random layers
+    state = fresh_state(spec, shape, layers)
+    tensors = Tensors(state.params, state.buffers, state.opt)
     lr, alive = torch.full((runs, 1, 1), 1e-4, dtype=dt), torch.ones(runs, dtype=torch.bool)  # (R, 1, 1), (R,)
     args = step.prepare(spec, lr, alive, b, x, Workspace())
     batch = Batch(x, t, stat, alive)
@@ -183,8 +181,9 @@ def measure(pack: Pack, threads: int = 1) -> ShapeCost:
     """Time construction, steps and checkpoints of this pack's shape on this machine (about a second)."""
     import torch
 
-    from spec_ray.engine import datasets, metrics, teachers
-    from spec_ray.engine.trainer import init_state, prepare, train_until
+    from spec_ray.engine.inputs import datasets, teacher_checkpoints
+    from spec_ray.engine.measure import metrics
+    from spec_ray.engine.training.trainer import init_state, prepare, train_until
     from spec_ray.storage.records import checkpoint_tables
 
     old_threads = torch.get_num_threads()
@@ -198,7 +197,9 @@ def measure(pack: Pack, threads: int = 1) -> ShapeCost:
     try:
         for groups in sizes:
             sub = Pack(pack.runs[: groups * k])
-            stand_ins = {r.teacher.load_teacher: teachers.placeholder(r) for r in sub.runs if r.teacher.stored}
+            stand_ins = {
+                r.teacher.load_teacher: teacher_checkpoints.placeholder(r) for r in sub.runs if r.teacher.stored
+            }
             d = spec.data  # an image set not at hand (a dry run's projection) is timed on random images
             images = datasets.stand_in(d.dataset) if d.real and not datasets.present(d.dataset, d.data_dir) else None
             clock = time.perf_counter()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import textwrap
 
-from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.spec_io import flat_fields
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.specs.spec_io import flat_fields
 from spec_ray.orchestration.experiment import axis_path
 from spec_ray.orchestration.plan import Launch
 from spec_ray.storage.verify import COMPLETE

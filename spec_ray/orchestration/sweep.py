@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from spec_ray.engine.protocols import Smoke
-from spec_ray.orchestration import dryrun, mkl_dispatch, teachers
+from spec_ray.engine.specs.protocols import Smoke
+from spec_ray.orchestration import dryrun, launch_teachers, mkl_dispatch
 from spec_ray.orchestration.cluster import check_address
 from spec_ray.orchestration.commandline import experiment_from_args, request_from_args, resume_command, sweep_parser
 from spec_ray.orchestration.experiment import Experiment
@@ -32,8 +32,8 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         smoke = smoke or Smoke()
         exp = experiment_from_args(experiment, args, smoke)
         check_address(args.address)
-        absent = teachers.absent_datasets(exp.runs()) if args.dry_run else []
-        found = teachers.resolve(exp, args.storage, check_data=not absent)  # reads only: data, stored teachers
+        absent = launch_teachers.absent_datasets(exp.runs()) if args.dry_run else []
+        found = launch_teachers.resolve(exp, args.storage, check_data=not absent)  # reads only: data, stored teachers
         request = request_from_args(found.experiment, args, smoke if args.smoke else None)
         launch = plan(request)
         mkl_dispatch.preload_environ()  # for the local Ray and calibration processes this driver starts
@@ -51,7 +51,7 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
             if not launch.current():  # another launch committed between the plan and the lease
                 launch = plan(request)
             if found.missing:  # every input checked: now the teachers are trained and stored, then replanned
-                exp = teachers.provide(found, args.storage)
+                exp = launch_teachers.provide(found, args.storage)
                 launch = plan(dataclasses.replace(request, experiment=exp))
     except ValueError as err:
         _give_back(lease)

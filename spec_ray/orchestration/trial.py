@@ -18,10 +18,10 @@ import ray
 import torch
 from ray import tune
 
-from spec_ray.engine.metrics import Checkpoint, rho_mean, success
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec_io import spec_from_dict
-from spec_ray.engine.trainer import PackState
+from spec_ray.engine.measure.metrics import Checkpoint, rho_mean, success
+from spec_ray.engine.specs.spec_io import spec_from_dict
+from spec_ray.engine.training.pack import Pack
+from spec_ray.engine.training.trainer import PackState
 from spec_ray.orchestration.runner import device_name, finished, run_pack
 from spec_ray.storage.traces import TraceStore, disk_full_message, is_disk_full
 
@@ -39,15 +39,17 @@ def save_state(pack: Pack, state: PackState, folder: str) -> None:
         with open(os.path.join(folder, STORED_FILE), "w") as out:
             out.write(pack.pack_id)
         return
-    payload = {
-        "params": [p.cpu() for p in state.params],
-        "step": state.step,
-        "diverged_step": state.diverged_step.cpu(),
-        "frozen": None if state.frozen is None else [f.cpu() for f in state.frozen],
-        "buffers": [b.cpu() for b in state.buffers],
-        "opt": [o.cpu() for o in state.opt],
-    }
+    payload = {name: _moved(value, "cpu", list) for name, value in state._asdict().items()}  # every field
     torch.save(payload, os.path.join(folder, STATE_FILE))
+
+
+def _moved(value: object, device: object, seq: type) -> object:
+    """A state field onto ``device``: a tensor, a sequence of them (as ``seq``), or a plain value."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return seq(v.to(device) for v in value)
+    return value
 
 
 def load_state(pack: Pack, folder: str) -> PackState | None:
@@ -56,16 +58,9 @@ def load_state(pack: Pack, folder: str) -> PackState | None:
     if os.path.exists(os.path.join(folder, STORED_FILE)):
         return None
     payload = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
-    dev = pack.device
-    frozen = payload["frozen"]
-    return PackState(
-        params=tuple(p.to(dev) for p in payload["params"]),
-        step=int(payload["step"]),
-        diverged_step=payload["diverged_step"].to(dev),
-        frozen=None if frozen is None else tuple(f.to(dev) for f in frozen),
-        buffers=tuple(b.to(dev) for b in payload.get("buffers", [])),  # BN statistics, optimizer state
-        opt=tuple(o.to(dev) for o in payload.get("opt", [])),
-    )
+    # a state saved before BN or optimizers were kept has no buffers or opt: PackState's defaults
+    state = PackState(**{name: _moved(value, pack.device, tuple) for name, value in payload.items()})
+    return state._replace(step=int(state.step))
 
 
 def summary(pack: Pack, state: PackState, ckpt: Checkpoint, began: float, start_step: int) -> dict:

@@ -17,8 +17,8 @@ import shlex
 import sys
 import time
 
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec_io import spec_to_dict
+from spec_ray.engine.specs.spec_io import spec_to_dict
+from spec_ray.engine.training.pack import Pack
 from spec_ray.orchestration.cluster import (
     check_address,
     cluster_slots,

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spec_ray.engine.pack import Pack
+from spec_ray.engine.training.pack import Pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.rows import Finding, expected_rows, pack_files, schema_problem
 from spec_ray.storage.traces import TraceStore

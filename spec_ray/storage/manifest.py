@@ -15,8 +15,8 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec_io import spec_from_dict, spec_to_dict
+from spec_ray.engine.specs.spec_io import spec_from_dict, spec_to_dict
+from spec_ray.engine.training.pack import Pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import FOLDER as LEDGER_FOLDER
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore, is_uri, open_storage

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from spec_ray.engine.metrics import Checkpoint, scalar_columns, student_columns, teacher_columns
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.spec_io import flat_fields
+from spec_ray.engine.measure.metrics import Checkpoint, scalar_columns, student_columns, teacher_columns
+from spec_ray.engine.specs.spec_io import flat_fields
+from spec_ray.engine.training.pack import Pack
 from spec_ray.storage import schema as S
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from spec_ray.engine.pack import Pack
+from spec_ray.engine.training.pack import Pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import SWEEP_FILE, load_sweep
 from spec_ray.storage.records import runs_table

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spec_ray.engine.pack import checkpoint_steps
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.training.pack import checkpoint_steps
 from spec_ray.storage import schema as S
 from spec_ray.storage.traces import TMP_PREFIX, TraceStore
 

@@ -11,14 +11,16 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-# Tables and metric names: the engine declares what it measures (spec_ray.engine.names).
-from spec_ray.engine import names as N
-from spec_ray.engine.datasets import IMAGE_SETS
+from spec_ray.engine.inputs.datasets import IMAGE_SETS
+from spec_ray.engine.kinds.registry import Registry
+
+# Tables and metric names: the engine declares what it measures (spec_ray.engine.measure.names).
+from spec_ray.engine.measure import names as N
 
 # Every table, key and metric name the engine declares, under this module too: analysis and the
 # writer read them as ``S.BEST_CORR`` without a list to keep here (a star import linters and IDEs follow).
-from spec_ray.engine.names import *  # noqa: F403
-from spec_ray.engine.names import (
+from spec_ray.engine.measure.names import *  # noqa: F403
+from spec_ray.engine.measure.names import (
     CORR_MATRICES,
     CORRELATIONS,
     DIVERGED,
@@ -33,9 +35,8 @@ from spec_ray.engine.names import (
     TEACHER_NODES,
     WINNER_RANKS,
 )
-from spec_ray.engine.registry import Registry
-from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.spec_io import flat_fields, flat_roles
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.specs.spec_io import flat_fields, flat_roles
 
 RUNS = "runs"
 TABLES = (RUNS, TEACHER_NODES, STUDENT_NODES, SCALARS)
@@ -82,7 +83,7 @@ SOURCE = "source"
 TEACHER_BN = "teacher_bn"
 LOAD_TEACHER = "load_teacher"
 REAL_DATASETS = IMAGE_SETS.names
-"""The real image sets of ``data.dataset`` (``spec_ray.engine.datasets``)."""
+"""The real image sets of ``data.dataset`` (``spec_ray.engine.inputs.datasets``)."""
 KINDS = {name: role.kinds for name, role in flat_roles().items() if isinstance(role.kinds, Registry)}
 """The runs table's columns that name a kind (loss, arch, student_bn, ...): each holds names of its registry's
 records, which the read side asks what they are (``record``) instead of comparing names."""
@@ -94,7 +95,7 @@ def record(column: str, name: str) -> Any:
 
 
 SPEC_COLUMNS = tuple(flat_roles())
-"""Every spec column of the runs table, in order (spec_ray.engine.spec_io)."""
+"""Every spec column of the runs table, in order (spec_ray.engine.specs.spec_io)."""
 
 # Columns of the runs table beyond the spec fields.
 PACK_ID = "pack_id"
@@ -125,7 +126,7 @@ def _arrow(col: N.Col) -> Column:
 
 
 COLUMNS: dict[str, tuple[Column, ...]] = {t: tuple(map(_arrow, cols)) for t, cols in N.COLUMNS.items()}
-"""Every column of the three checkpoint tables, in order (declared in ``spec_ray.engine.names``)."""
+"""Every column of the three checkpoint tables, in order (declared in ``spec_ray.engine.measure.names``)."""
 CORR_MATRIX_COLUMNS = tuple(map(_arrow, N.CORR_MATRIX_COLUMNS))
 """The opt-in ``corr_matrices`` table: one row per run, checkpoint and layer, its correlation matrix a list."""
 WINNER_RANK_COLUMNS = tuple(map(_arrow, N.WINNER_RANK_COLUMNS))

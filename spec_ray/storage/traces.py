@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spec_ray.engine.spec import RunSpec
+from spec_ray.engine.specs.spec import RunSpec
 from spec_ray.storage import schema as S
 
 TMP_PREFIX = ".tmp-"

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spec_ray.engine.pack import Pack, id_of_fields
-from spec_ray.engine.spec import RunSpec
-from spec_ray.engine.spec_io import flat_fields
+from spec_ray.engine.specs.spec import RunSpec
+from spec_ray.engine.specs.spec_io import flat_fields
+from spec_ray.engine.training.pack import Pack, id_of_fields
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import FOLDER as LEDGER_FOLDER
 from spec_ray.storage.ledger import Ledger, LedgerError, ledger_ids

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from spec_ray.engine.metrics import Checkpoint
-from spec_ray.engine.pack import Pack
+from spec_ray.engine.measure.metrics import Checkpoint
+from spec_ray.engine.training.pack import Pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.ledger import Ledger, LedgerError
 from spec_ray.storage.records import checkpoint_tables

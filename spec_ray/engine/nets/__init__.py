@@ -1,0 +1,1 @@
+"""Networks: one network's shape (``arch``), networks as tensor records, the packed parts."""
