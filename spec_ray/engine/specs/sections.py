@@ -64,8 +64,8 @@ class TeacherSpec:
     """Shift hidden biases by the median pre-activation on the eval set and rescale the
     output layer to zero mean and unit std (deep protocol)."""
     teacher_activation: str = role_field(RELU.name, neutral=RELU.name, kinds=ACTIVATIONS)
-    """The teacher's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
-    model.leaky_slope), linear, ..."""
+    """The teacher's hidden nonlinearity, a record of ``activations.ACTIVATIONS`` (leaky_relu's negative
+    slope is model.leaky_slope)."""
     teacher_bn: str = role_field(NO_BN.name, neutral=NO_BN.name, kinds=BATCHNORMS)
     """none | after_relu | before_relu: BatchNorm in the teacher, as the authors' --teacher_bn.
     The teacher is never trained and runs in eval mode, so its BN holds PyTorch's fresh running
@@ -168,8 +168,8 @@ class StudentSpec:
     init_scale: float = role_field(0.1, per_run=True)
     """Scale of the torch init."""
     student_activation: str = role_field(RELU.name, neutral=RELU.name, kinds=ACTIVATIONS)
-    """The student's hidden nonlinearity, a name of ``activations.NAMES``: relu, leaky_relu (slope
-    model.leaky_slope), linear, ..."""
+    """The student's hidden nonlinearity, a record of ``activations.ACTIVATIONS`` (leaky_relu's negative
+    slope is model.leaky_slope)."""
     student_bn: str = role_field(NO_BN.name, neutral=NO_BN.name, kinds=BATCHNORMS)
     """none | after_relu | before_relu: BatchNorm after every hidden layer's activation, or
     between its linear map and the activation (the authors' --bn and --bn_before_relu).
