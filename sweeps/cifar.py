@@ -10,6 +10,7 @@ from spec_ray.engine.inputs.datasets import IMAGE_SETS
 from spec_ray.engine.kinds.batchnorm import BEFORE_RELU
 from spec_ray.engine.kinds.layer_kinds import CONV
 from spec_ray.engine.kinds.losses import MSE_MEAN
+from spec_ray.engine.kinds.normalizations import FIRST
 from spec_ray.engine.kinds.teacher_sources import PRETRAINED
 from spec_ray.engine.specs.protocols import DEEP, Smoke, real_data
 from spec_ray.orchestration.experiment import Experiment
@@ -43,7 +44,7 @@ EXPERIMENT = Experiment(
             "teacher.weight_choices": (-0.5, -0.25, 0.0, 0.25, 0.5),
             "teacher.teacher_bias_spread": 0.0,
             "teacher.calibrate": False,
-            "teacher.normalize": "first",
+            "teacher.normalize": FIRST.name,
             "train.loss": MSE_MEAN.name,
             "train.lr": 0.05,
             "train.lr_schedule": ((20, 0.025),),

@@ -172,7 +172,7 @@ def run_bytes(spec: RunSpec) -> int:
     metrics, parameters with their diverged copy and snapshot, optimizer state and BN
     statistics, minibatch buffers, and a step's activations kept for autograd. Checkpoint
     metrics work in bounded chunks on top of this."""
-    item = 4 if spec.train.dtype == "float32" else 8
+    item = spec.train.dtype_kind.bytes
     d, c, batch = spec.data.d, spec.teacher.c, spec.train.batch
     student, teacher = arch.student(spec), arch.teacher(spec)
     samples = (spec.data.n_train or 0) + spec.data.n_eval

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
+from spec_ray.engine.kinds.precisions import PRECISIONS
 from spec_ray.engine.specs.spec import NO_BF16, RunSpec, check_matmul_precision
 from spec_ray.engine.specs.spec_io import flat_fields
 from spec_ray.engine.training.pack import Pack, run_id
@@ -251,9 +252,9 @@ def plan(request: LaunchRequest) -> Launch:
     if request.device is None:  # a sweep trains by its GPU share; spec_ray run checks --device
         where = "cuda" if resources.gpus_per_trial > 0 else "cpu"
         for value in sorted({r.train.matmul_precision for p in asked for r in p.runs}):
-            if value == "bf16" and where == "cpu":  # measured once, where the trials run (their MKL preload)
-                if not mkl_dispatch.bf16_applies_in_workers():
-                    raise ValueError(f"train.matmul_precision='bf16' is invalid: allowed {NO_BF16}")
+            if PRECISIONS[value].needs_bf16_unit and where == "cpu":  # measured once, where the trials run
+                if not mkl_dispatch.bf16_applies_in_workers():  # (their MKL preload)
+                    raise ValueError(f"train.matmul_precision={value!r} is invalid: allowed {NO_BF16}")
             else:
                 check_matmul_precision(value, where)
     found = load_sweep(store)  # read once: its record, packs and digest

@@ -72,13 +72,13 @@ def build_teacher(spec: RunSpec, stored: dict[str, Tensor] | None = None) -> Net
         # Uniform noise is drawn even at spread 0, so the rest of the stream never shifts.
         noise = torch.rand(rows, generator=gen, dtype=F64) * 2 - 1  # (m_l,) U[-1, 1]
         b = t.teacher_bias + t.teacher_bias_spread * noise  # (m_l,)
-        if layer == 0 and t.normalize == "first":
+        if layer == 0 and t.normalize_kind.unit_first_layer:
             w = w / w.norm(dim=1, keepdim=True)  # unit-norm rows; the bias is kept
         if layer > 0:
             # Eqn. 10: ||v*_j|| ~ 1/j^p on every layer above the first (a conv channel: all its taps).
             strength = torch.arange(1, fan_out[layer - 1] + 1, dtype=F64) ** -t.p  # (m_{l-1},)
             w = w * strength.repeat_interleave(cols // fan_out[layer - 1])  # (m_l, fan_in)
-        if t.normalize == "all":
+        if t.normalize_kind.every_layer:
             norm = w.norm(dim=1)  # (m_l,)
             w, b = w / norm[:, None], b / norm  # (m_l, m_{l-1}), (m_l,)
         weights.append(w)
@@ -128,14 +128,9 @@ def init_student(spec: RunSpec, purpose: str = "student") -> Network:
     s = spec.student
     weights, biases = [], []
     for rows, cols in zip(fan_out, fan_in):
-        if s.init == "torch":
-            # nn.Linear's default (kaiming_uniform with a=sqrt(5)): U[-1/sqrt(fan_in), 1/sqrt(fan_in)].
-            bound = s.init_scale / cols**0.5
-            weights.append((torch.rand(rows, cols, generator=gen, dtype=F64) * 2 - 1) * bound)  # (n_l, n_{l-1})
-            biases.append((torch.rand(rows, generator=gen, dtype=F64) * 2 - 1) * bound)  # (n_l,)
-        else:
-            weights.append(torch.randn(rows, cols, generator=gen, dtype=F64) * s.init_std)  # (n_l, n_{l-1})
-            biases.append(torch.zeros(rows, dtype=F64))  # (n_l,)
+        w, b = s.init_kind.draw(s, gen, rows, cols)  # (n_l, n_{l-1}), (n_l,)
+        weights.append(w)
+        biases.append(b)
     return Network(tuple(weights), tuple(biases))
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from spec_ray.engine.inputs import construct, datasets, teacher_checkpoints
 from spec_ray.engine.inputs.recipe import RECIPE, Recipe, unpruned
+from spec_ray.engine.kinds.inits import TORCH_INIT
 from spec_ray.engine.kinds.teacher_sources import DRAWN
 from spec_ray.engine.nets import arch
 from spec_ray.engine.nets.network import Network
@@ -111,7 +112,7 @@ def _fit(
 def initial(spec: RunSpec, recipe: Recipe = RECIPE) -> Network:
     """The teacher's weights before pretraining: torch's default init of every node, drawn in the
     pretraining's own stream (never a student's)."""
-    init_spec = spec.replace(**{"student.multi": 1, "student.init": "torch", "student.init_scale": 1.0,
+    init_spec = spec.replace(**{"student.multi": 1, "student.init": TORCH_INIT.name, "student.init_scale": 1.0,
                                 "teacher.prune": (), "teacher.source": DRAWN.name, "teacher.load_teacher": None,
                                 "seed": recipe.seed, "init_seed": None})  # fmt: skip
     return construct.init_student(init_spec, purpose="pretrain")

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spec_ray.engine.inputs.datasets import IMAGE_SETS
+from spec_ray.engine.kinds.inits import TORCH_INIT
 from spec_ray.engine.kinds.layer_kinds import CONV
 from spec_ray.engine.kinds.losses import MSE_MEAN
+from spec_ray.engine.kinds.normalizations import ALL
 from spec_ray.engine.specs.spec import RunSpec, apply_overrides
 
 
@@ -43,7 +45,7 @@ DEEP_TEACHER = {
     "teacher.teacher_bias": 0.0,
     "teacher.teacher_bias_spread": 0.5,
     "teacher.calibrate": True,
-    "teacher.normalize": "all",
+    "teacher.normalize": ALL.name,
 }
 """The deep script's teacher: entries from -1..1, biases U[-0.5, 0.5], polarity then
 row normalization, calibrated to half-active nodes and standardized outputs."""
@@ -56,7 +58,7 @@ DEEP = RunSpec().replace(
         "student.multi": 2,
         # Scale 1.0, not the text's 0.1: the authors' reset_parameters() undid their scaling
         # (docs/protocol.md, "Where we differ").
-        "student.init": "torch",
+        "student.init": TORCH_INIT.name,
         "student.init_scale": 1.0,
         "data.d": 20,
         "data.sigma": 10.0,
@@ -74,7 +76,7 @@ lr 0.2 then 0.1 from epoch 20, 100 epochs of one shuffled pass each."""
 LUCK_TEACHER = {
     "teacher.teacher_bias": 0.0,
     "teacher.teacher_bias_spread": 0.5,
-    "teacher.normalize": "all",
+    "teacher.normalize": ALL.name,
 }
 """Luck Matters' teacher (``model_gen.init_w``, then ``normalize``): entries from {-0.5, ..., 0.5}
 (the default choices), biases U[-0.5, 0.5], every row and its bias divided by the row norm, no
@@ -86,7 +88,7 @@ LUCK_FC_SMALL = RunSpec().replace(
         "teacher.widths": (10, 15, 20, 25),
         "teacher.c": 100,
         "student.multi": 10,
-        "student.init": "torch",  # the students' reset_parameters(): PyTorch's default init
+        "student.init": TORCH_INIT.name,  # the students' reset_parameters(): PyTorch's default init
         "student.init_scale": 1.0,
         "data.d": 20,
         "data.sigma": 10.0,
@@ -147,7 +149,7 @@ RUN_SMOKE = Smoke(
 )
 """``python -m spec_ray run --smoke``: one pack of 12 runs that finishes in seconds on 2 cores."""
 
-CONV_SMOKE = {"teacher.normalize": "all", "train.loss": MSE_MEAN.name}
+CONV_SMOKE = {"teacher.normalize": ALL.name, "train.loss": MSE_MEAN.name}
 """What ``--smoke`` adds with ``--arch conv`` (flags given win): every teacher row normalized, as
 the authors' conv teacher (``teacher.normalize()``), and nn.MSELoss. With the two-layer
 protocol's unnormalized 640-wide output layer the smoke teacher's outputs are in the hundreds,

@@ -16,9 +16,14 @@ from spec_ray.engine.inputs.datasets import NAMES as DATASETS
 from spec_ray.engine.kinds.activations import ACTIVATIONS, RELU
 from spec_ray.engine.kinds.augmentations import AUGMENTATIONS, NONE
 from spec_ray.engine.kinds.batchnorm import BATCHNORMS, NO_BN
+from spec_ray.engine.kinds.dtypes import DTYPES, FLOAT32
+from spec_ray.engine.kinds.inits import GAUSSIAN_INIT, INITS
 from spec_ray.engine.kinds.layer_kinds import LAYER_KINDS, MLP
 from spec_ray.engine.kinds.losses import LOSSES, MSE
+from spec_ray.engine.kinds.normalizations import FIRST, NORMALIZATIONS
 from spec_ray.engine.kinds.optim import OPTIMIZERS, SGD
+from spec_ray.engine.kinds.precisions import IEEE, PRECISIONS
+from spec_ray.engine.kinds.prune_groupings import AUTHORS, PRUNE_GROUPINGS
 from spec_ray.engine.kinds.registry import record_of
 from spec_ray.engine.kinds.teacher_sources import DRAWN, TEACHER_SOURCES
 from spec_ray.engine.specs.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES
@@ -31,13 +36,9 @@ from spec_ray.engine.specs.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.specs.checks import fail as _fail
 from spec_ray.engine.specs.roles import role_field
 
-INITS = ("gaussian", "torch")
-DTYPES = ("float32", "float64")
-NORMALIZATIONS = ("first", "all")
 ARCHS = LAYER_KINDS.names
 BN_MODES = BATCHNORMS.names
-PRUNE_GROUPINGS = ("authors", "channel")
-MATMUL_PRECISIONS = ("ieee", "tf32", "bf16")
+MATMUL_PRECISIONS = PRECISIONS.names
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class TeacherSpec:
     """Polarity: fan-out weights of node j (0-based) are divided by (j+1)^p."""
     weight_choices: tuple[float, ...] = role_field((-0.5, -0.25, 0.0, 0.25, 0.5), per_run=True, data=True)
     """Values the un-normalised teacher weight entries are drawn from."""
-    normalize: str = role_field("first", per_run=True, data=True)
+    normalize: str = role_field(FIRST.name, per_run=True, data=True, kinds=NORMALIZATIONS)
     """first: layer-1 rows scaled to unit norm, the layers above kept as drawn, then the
     polarity division (two-layer protocol) | all: the polarity division first, then every
     layer's rows and biases divided by the row norm (deep protocol)."""
@@ -84,7 +85,7 @@ class TeacherSpec:
     """Structured pruning of a stored teacher as ICML's model_gen.prune: per hidden layer, the fraction
     of its nodes (channels) with the smallest mean |outgoing weight| removed; the student is
     over-realized on the nodes that remain. Empty: none."""
-    prune_grouping: str = role_field("authors", neutral="authors")
+    prune_grouping: str = role_field(AUTHORS.name, neutral=AUTHORS.name, kinds=PRUNE_GROUPINGS)
     """How a conv teacher's last layer is pruned, where the output layer reads it: authors (as
     model_gen.prune: the output's columns viewed as (H W, C), 'channel' k is every column j with
     j mod C = k, masked; the teacher keeps every channel, and its 'pruned' ones, which still feed the
@@ -107,7 +108,7 @@ class TeacherSpec:
             _fail("teacher.weight_choices", self.weight_choices, "finite values, one non-zero")
         if len(set(self.weight_choices)) != len(self.weight_choices):
             _fail("teacher.weight_choices", self.weight_choices, "distinct values")
-        _check_choice("teacher.normalize", self.normalize, NORMALIZATIONS)
+        _check_choice("teacher.normalize", self.normalize, NORMALIZATIONS.names)
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
         _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
         _check_bool("teacher.calibrate", self.calibrate)
@@ -115,7 +116,7 @@ class TeacherSpec:
         _check_choice("teacher.teacher_bn", self.teacher_bn, BATCHNORMS.names)
         _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
         _check_choice("teacher.source", self.source, TEACHER_SOURCES.names)
-        _check_choice("teacher.prune_grouping", self.prune_grouping, PRUNE_GROUPINGS)
+        _check_choice("teacher.prune_grouping", self.prune_grouping, PRUNE_GROUPINGS.names)
         object.__setattr__(self, "prune", tuple(float(v) for v in self.prune))
         if self.prune and (len(self.prune) != len(self.widths) or not all(0 <= v < 1 for v in self.prune)):
             _fail("teacher.prune", self.prune, f"{len(self.widths)} fractions in [0, 1), one per hidden layer")
@@ -140,6 +141,8 @@ class TeacherSpec:
         return self.source_kind.stored
 
     source_kind = record_of("source", TEACHER_SOURCES)
+    normalize_kind = record_of("normalize", NORMALIZATIONS)
+    prune_grouping_kind = record_of("prune_grouping", PRUNE_GROUPINGS)
     activation_kind = record_of("teacher_activation", ACTIVATIONS)
     bn_kind = record_of("teacher_bn", BATCHNORMS)
 
@@ -162,7 +165,7 @@ class StudentSpec:
     """Over-realisation: student width n_l = multi * m_l at every hidden layer."""
     init_std: float = role_field(0.005, per_run=True)
     """Standard deviation of the Gaussian student weight init (biases start at 0)."""
-    init: str = role_field("gaussian", per_run=True)
+    init: str = role_field(GAUSSIAN_INIT.name, per_run=True, kinds=INITS)
     """gaussian: N(0, init_std^2) weights, zero biases | torch: PyTorch's default Linear
     init (U[+-1/sqrt(fan_in)] weights and biases) times init_scale (deep protocol)."""
     init_scale: float = role_field(0.1, per_run=True)
@@ -181,12 +184,13 @@ class StudentSpec:
         _coerce_floats(self)
         _check_int("student.multi", self.multi, 1)
         _check_float("student.init_std", self.init_std, 0.0, strict=True)
-        _check_choice("student.init", self.init, INITS)
+        _check_choice("student.init", self.init, INITS.names)
         _check_float("student.init_scale", self.init_scale, 0.0, strict=True)
         _check_choice("student.student_activation", self.student_activation, ACTIVATIONS.names)
         _check_choice("student.student_bn", self.student_bn, BATCHNORMS.names)
         _check_bool("student.bn_affine", self.bn_affine)
 
+    init_kind = record_of("init", INITS)
     activation_kind = record_of("student_activation", ACTIVATIONS)
     bn_kind = record_of("student_bn", BATCHNORMS)
 
@@ -307,7 +311,7 @@ class TrainSpec:
     cross-entropy with label = argmax of the teacher output."""
     lr_schedule: tuple[tuple[int, float], ...] = role_field((), per_run=True)
     """(epoch, lr) pairs: from that epoch on, that learning rate (deep protocol: ((20, 0.1),))."""
-    dtype: str = role_field("float32")
+    dtype: str = role_field(FLOAT32.name, kinds=DTYPES)
     """float32 | float64 (the authors used float64)."""
     optimizer: str = role_field(SGD.name, neutral=SGD.name, kinds=OPTIMIZERS)
     """sgd | adam, each with torch.optim's semantics (Adam: betas 0.9, 0.999, eps 1e-8)."""
@@ -315,7 +319,7 @@ class TrainSpec:
     """SGD momentum in [0, 1), dampening 0, as torch.optim.SGD."""
     weight_decay: float = role_field(0.0, neutral=0.0)
     """L2 penalty added to the gradient (torch.optim's weight_decay), SGD and Adam."""
-    matmul_precision: str = role_field("ieee", neutral="ieee")
+    matmul_precision: str = role_field(IEEE.name, neutral=IEEE.name, kinds=PRECISIONS)
     """Arithmetic of the training steps' float32 matmuls and convolutions: ieee (fp32) | bf16
     (CPU: oneDNN rounds the operands to bfloat16, accumulates in fp32) | tf32 (CUDA tensor
     cores). Weights, updates and every metric stay fp32; float64 runs take ieee only."""
@@ -332,17 +336,20 @@ class TrainSpec:
         for epoch, value in self.lr_schedule:
             if epoch < 0 or not math.isfinite(value) or value <= 0:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
-        _check_choice("train.dtype", self.dtype, DTYPES)
+        _check_choice("train.dtype", self.dtype, DTYPES.names)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS.names)
         _check_unit("train.momentum", self.momentum)
         if not self.optimizer_kind.takes_momentum and self.momentum != 0.0:
             _fail("train.momentum", self.momentum, f"0 with train.optimizer {self.optimizer} (its momentum is fixed)")
         _check_float("train.weight_decay", self.weight_decay, 0.0)
-        _check_choice("train.matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
-        if self.dtype != "float32" and self.matmul_precision != "ieee":
-            _fail("train.matmul_precision", self.matmul_precision, "ieee with train.dtype " + self.dtype)
+        _check_choice("train.matmul_precision", self.matmul_precision, PRECISIONS.names)
+        if not self.dtype_kind.reducible and not self.precision_kind.exact:
+            exact = " or ".join(PRECISIONS.names_where(exact=True))
+            _fail("train.matmul_precision", self.matmul_precision, f"{exact} with train.dtype {self.dtype}")
 
     loss_kind = record_of("loss", LOSSES)
+    dtype_kind = record_of("dtype", DTYPES)
+    precision_kind = record_of("matmul_precision", PRECISIONS)
     optimizer_kind = record_of("optimizer", OPTIMIZERS)
 
     @property

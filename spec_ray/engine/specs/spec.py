@@ -15,6 +15,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from spec_ray.engine.kinds.precisions import PRECISIONS
 from spec_ray.engine.specs.checks import MAX_SEEDS
 from spec_ray.engine.specs.checks import check_int as _check_int
 from spec_ray.engine.specs.checks import fail as _fail
@@ -46,9 +47,8 @@ __all__ = [
     "check_matmul_precision", "bf16_applies", "seed_range",
 ]  # fmt: skip
 
-PRECISIONS_ON = {"cpu": ("ieee", "bf16"), "cuda": ("ieee", "tf32")}
-"""The matmul precisions each device runs (``spec_ray.engine.training.precision``): CPUs have no tf32 unit,
-and torch's CUDA backend takes no bf16 setting for fp32 matmuls."""
+PRECISIONS_ON = {device: tuple(p.name for p in PRECISIONS if device in p.devices) for device in ("cpu", "cuda")}
+"""The matmul precisions each device runs (``spec_ray.engine.training.precision``), from their records."""
 
 
 NO_BF16 = ("ieee on this CPU: a bf16 setting leaves its float32 matmuls as they were (measured), so bf16 would "
@@ -88,10 +88,10 @@ def bf16_applies() -> bool:
 def check_matmul_precision(value: str, device_type: str) -> None:
     """ValueError naming ``train.matmul_precision`` unless ``value`` runs on ``device_type`` (cpu, cuda)
     of this process: bf16 also needs a bf16 setting that changes its matmuls (``bf16_applies``, measured)."""
-    allowed = PRECISIONS_ON.get(device_type, ("ieee",))
+    allowed = PRECISIONS_ON.get(device_type, PRECISIONS.names_where(exact=True))
     if value not in allowed:
         _fail("train.matmul_precision", value, f"{', '.join(allowed)} on {device_type}")
-    if value == "bf16" and device_type == "cpu" and not bf16_applies():
+    if PRECISIONS[value].needs_bf16_unit and device_type == "cpu" and not bf16_applies():
         _fail("train.matmul_precision", value, NO_BF16)
 
 
@@ -228,7 +228,7 @@ class RunSpec:
         t, m = self.teacher, self.model
         last = m.image_size - 2 * len(t.widths)  # an unpadded 3x3 conv layer trims a side by 2
         pruned = bool(t.prune) and int(t.widths[-1] * t.prune[-1]) > 0
-        return pruned and t.prune_grouping == "authors" and m.layer_kind.conv and last > 1
+        return pruned and t.prune_grouping_kind.authors_mod and m.layer_kind.conv and last > 1
 
     @property
     def teacher_kept_widths(self) -> tuple[int, ...]:
