@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from conftest import tiny_spec
 from PIL import Image
-from spec_ray.engine.pack import Pack
 
 from analysis import verdicts
 from analysis.icml import claims, queries
@@ -20,6 +19,7 @@ from analysis.load import AnalysisError, open_results
 from analysis.luck import queries as luck_queries
 from analysis.report import build_report
 from benchmarks.synthetic import write_experiment
+from spec_ray.engine.pack import Pack
 from spec_ray.orchestration.runner import run_pack
 from spec_ray.storage import schema as S
 from spec_ray.storage.summaries import matrices_to_long

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_spec
-from spec_ray.engine.arch import student
-from spec_ray.engine.pack import Pack
-from spec_ray.engine.trainer import init_state, prepare, train_until
 from test_packed import assert_same_run, packed_run
 
 from spec_ray.engine import parts
+from spec_ray.engine.arch import student
+from spec_ray.engine.pack import Pack
 from spec_ray.engine.reference import train_run
+from spec_ray.engine.trainer import init_state, prepare, train_until
 
 STEPS = 200  # 1.3 epochs: both epochs' minibatch orders, every checkpoint kind (the fused path's tests run 300)
 CONV = {"model.arch": "conv", "data.d": 36, "model.image_size": 6, "teacher.widths": (3, 2), "student.multi": 2}
