@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from spec_ray.engine.specs.roles import ROLE
+
 # Sizes past these fit no machine or no run time; refused at once instead of planned for minutes.
 MAX_EPOCHS = 1_000_000
 MAX_ITERS_PER_EPOCH = 10_000_000
@@ -47,6 +49,14 @@ def check_unit(name: str, value: object) -> None:
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         fail(name, value, "one of " + ", ".join(allowed))
+
+
+def check_kinds(obj: object, section: str) -> None:
+    """Each field of a section that declares its kinds (``roles.role_field(kinds=...)``) names one of them."""
+    for f in dataclasses.fields(obj):
+        role = f.metadata.get(ROLE)
+        if role is not None and role.kinds is not None:
+            check_choice(f"{section}.{f.name}", getattr(obj, f.name), tuple(getattr(role.kinds, "names", role.kinds)))
 
 
 def check_bool(name: str, value: object) -> None:

@@ -28,9 +28,9 @@ from spec_ray.engine.kinds.registry import record_of
 from spec_ray.engine.kinds.teacher_sources import DRAWN, TEACHER_SOURCES
 from spec_ray.engine.specs.checks import MAX_EPOCHS, MAX_ITERS_PER_EPOCH, MAX_SAMPLES
 from spec_ray.engine.specs.checks import check_bool as _check_bool
-from spec_ray.engine.specs.checks import check_choice as _check_choice
 from spec_ray.engine.specs.checks import check_float as _check_float
 from spec_ray.engine.specs.checks import check_int as _check_int
+from spec_ray.engine.specs.checks import check_kinds as _check_kinds
 from spec_ray.engine.specs.checks import check_unit as _check_unit
 from spec_ray.engine.specs.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.specs.checks import fail as _fail
@@ -94,6 +94,7 @@ class TeacherSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
+        _check_kinds(self, "teacher")
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "weight_choices", tuple(float(v) for v in self.weight_choices))
         if not self.widths:
@@ -108,15 +109,10 @@ class TeacherSpec:
             _fail("teacher.weight_choices", self.weight_choices, "finite values, one non-zero")
         if len(set(self.weight_choices)) != len(self.weight_choices):
             _fail("teacher.weight_choices", self.weight_choices, "distinct values")
-        _check_choice("teacher.normalize", self.normalize, NORMALIZATIONS.names)
         _check_float("teacher.teacher_bias", self.teacher_bias, -math.inf)
         _check_float("teacher.teacher_bias_spread", self.teacher_bias_spread, 0.0)
         _check_bool("teacher.calibrate", self.calibrate)
-        _check_choice("teacher.teacher_activation", self.teacher_activation, ACTIVATIONS.names)
-        _check_choice("teacher.teacher_bn", self.teacher_bn, BATCHNORMS.names)
         _check_bool("teacher.teacher_bn_affine", self.teacher_bn_affine)
-        _check_choice("teacher.source", self.source, TEACHER_SOURCES.names)
-        _check_choice("teacher.prune_grouping", self.prune_grouping, PRUNE_GROUPINGS.names)
         object.__setattr__(self, "prune", tuple(float(v) for v in self.prune))
         if self.prune and (len(self.prune) != len(self.widths) or not all(0 <= v < 1 for v in self.prune)):
             _fail("teacher.prune", self.prune, f"{len(self.widths)} fractions in [0, 1), one per hidden layer")
@@ -182,12 +178,10 @@ class StudentSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
+        _check_kinds(self, "student")
         _check_int("student.multi", self.multi, 1)
         _check_float("student.init_std", self.init_std, 0.0, strict=True)
-        _check_choice("student.init", self.init, INITS.names)
         _check_float("student.init_scale", self.init_scale, 0.0, strict=True)
-        _check_choice("student.student_activation", self.student_activation, ACTIVATIONS.names)
-        _check_choice("student.student_bn", self.student_bn, BATCHNORMS.names)
         _check_bool("student.bn_affine", self.bn_affine)
 
     init_kind = record_of("init", INITS)
@@ -226,18 +220,17 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
+        _check_kinds(self, "data")
         _check_int("data.d", self.d, 1)
         _check_float("data.sigma", self.sigma, 0.0, strict=True)
         if self.n_train is not None:
             _check_int("data.n_train", self.n_train, 1, MAX_SAMPLES)
         _check_int("data.n_eval", self.n_eval, 2, MAX_SAMPLES)
-        _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS.names)
         _check_float("data.agnostic_delta", self.agnostic_delta, 0.0, strict=True)
         _check_float("data.aware_alpha_lo", self.aware_alpha_lo, 0.0)
         _check_float("data.aware_alpha_hi", self.aware_alpha_hi, self.aware_alpha_lo)
         if self.n_train is None and self.augmentation_kind.present:
             _fail("data.augmentation", self.augmentation, f"{NONE.name} when data.n_train is None (online data)")
-        _check_choice("data.dataset", self.dataset, DATASETS)
         if self.real:
             info = self.image_set
             if self.d != info.d:
@@ -283,7 +276,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
-        _check_choice("model.arch", self.arch, LAYER_KINDS.names)
+        _check_kinds(self, "model")
         _check_int("model.image_size", self.image_size, 3)
         _check_unit("model.leaky_slope", self.leaky_slope)
 
@@ -326,23 +319,20 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         _coerce_floats(self)
+        _check_kinds(self, "train")
         _check_float("train.lr", self.lr, 0.0, strict=True)
         _check_int("train.batch", self.batch, 1)
         _check_int("train.epochs", self.epochs, 1, MAX_EPOCHS)
         if self.iters_per_epoch is not None:
             _check_int("train.iters_per_epoch", self.iters_per_epoch, 1, MAX_ITERS_PER_EPOCH)
-        _check_choice("train.loss", self.loss, LOSSES.names)
         object.__setattr__(self, "lr_schedule", tuple((int(e), float(v)) for e, v in self.lr_schedule))
         for epoch, value in self.lr_schedule:
             if epoch < 0 or not math.isfinite(value) or value <= 0:
                 _fail("train.lr_schedule", self.lr_schedule, "(epoch >= 0, finite lr > 0) pairs")
-        _check_choice("train.dtype", self.dtype, DTYPES.names)
-        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS.names)
         _check_unit("train.momentum", self.momentum)
         if not self.optimizer_kind.takes_momentum and self.momentum != 0.0:
             _fail("train.momentum", self.momentum, f"0 with train.optimizer {self.optimizer} (its momentum is fixed)")
         _check_float("train.weight_decay", self.weight_decay, 0.0)
-        _check_choice("train.matmul_precision", self.matmul_precision, PRECISIONS.names)
         if not self.dtype_kind.reducible and not self.precision_kind.exact:
             exact = " or ".join(PRECISIONS.names_where(exact=True))
             _fail("train.matmul_precision", self.matmul_precision, f"{exact} with train.dtype {self.dtype}")
