@@ -1,7 +1,7 @@
 """Stored teachers in the storage root, beside the experiments, on any pyarrow filesystem.
 
 Layout: ``<storage>/teachers/<hash>.pt``, a checkpoint in the authors' format whose content hash
-(``engine.teachers.digest``) is its name and the runs' ``teacher.load_teacher``, and
+(``digest``) is its name and the runs' ``teacher.load_teacher``, and
 ``<storage>/teachers/<hash>.json``, what it is: its source, the pretraining key and recipe, its
 test accuracy. ``<storage>/teachers/key-<digest>.json`` points a pretraining key at its
 teacher, so every later sweep of the root reuses it. Files are written to a temporary name and
