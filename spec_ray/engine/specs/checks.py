@@ -6,6 +6,7 @@ Torch-free: the read side and every command line validate through ``spec`` befor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from spec_ray.engine.specs.roles import ROLE
@@ -53,10 +54,17 @@ def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 def check_kinds(obj: object, section: str) -> None:
     """Each field of a section that declares its kinds (``roles.role_field(kinds=...)``) names one of them."""
-    for f in dataclasses.fields(obj):
-        role = f.metadata.get(ROLE)
-        if role is not None and role.kinds is not None:
-            check_choice(f"{section}.{f.name}", getattr(obj, f.name), tuple(getattr(role.kinds, "names", role.kinds)))
+    for name, allowed in _kind_fields(type(obj)):
+        value = getattr(obj, name)
+        if value not in allowed:
+            fail(f"{section}.{name}", value, "one of " + ", ".join(allowed))
+
+
+@functools.cache
+def _kind_fields(cls: type) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(field, allowed names) of a section's kind fields, read once a class: specs are made by the thousand."""
+    roles = ((f.name, f.metadata.get(ROLE)) for f in dataclasses.fields(cls))
+    return tuple((name, tuple(getattr(r.kinds, "names", r.kinds))) for name, r in roles if r and r.kinds is not None)
 
 
 def check_bool(name: str, value: object) -> None:
