@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -210,7 +211,11 @@ class ImageSet:
     def present(self, folder: str | None) -> bool:
         """Whether its files (or its package) are where ``read`` looks (not checked: ``read`` does that)."""
         if not self.needs_folder:
-            return self.package is None or importlib.util.find_spec(self.package) is not None
+            return (
+                self.package is None
+                or self.package in sys.modules
+                or importlib.util.find_spec(self.package) is not None
+            )
         return folder is not None and all(os.path.isfile(os.path.join(folder, self.folder, f))
                                           for f, _ in self.checksums)  # fmt: skip
 
