@@ -35,6 +35,11 @@ def teacher_accuracy(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[S.LOAD_TEACHER, "teacher_accuracy"]).drop_duplicates(S.LOAD_TEACHER)
 
 
+def asked(column: pd.Series, what: str) -> pd.Series:
+    """What each value of a kind column (``schema.KINDS``) names answers to ``what``: its record's attribute."""
+    return column.map(lambda name: getattr(S.record(str(column.name), name), what))
+
+
 def has_bn(placements: pd.Series) -> pd.Series:
     """Whether each BatchNorm placement named (a student_bn or teacher_bn column) puts BN in the network."""
-    return placements.map(lambda name: S.record(S.STUDENT_BN, name).present).astype(bool)
+    return asked(placements, "present").astype(bool)

@@ -21,7 +21,7 @@ PRUNE = 0.5  # the paper prunes "to keep strong teacher nodes" without a ratio: 
 
 def layers(name: str) -> int:
     """The teacher's conv layers on an image set: 4, or as many as its image holds (digits' 8x8: 3)."""
-    return min(4, (IMAGE_SETS[name].side - 1) // 2)
+    return min(4, CONV.max_depth(IMAGE_SETS[name].side))
 
 
 def real(name: str, layers: int) -> dict[str, object]:

@@ -35,9 +35,9 @@ NETS = {
 
 
 def fits(net: dict[str, object], name: str) -> bool:
-    """Whether a net's conv layers fit an image set's image (each unpadded 3x3 layer trims its side by 2)."""
-    conv = LAYER_KINDS[str(net.get("model.arch", MLP.name))].conv
-    return not conv or 2 * len(net["teacher.widths"]) < IMAGE_SETS[name].side
+    """Whether a net's layers fit an image set's image (``LayerKind.max_depth``)."""
+    kind = LAYER_KINDS[str(net.get("model.arch", MLP.name))]
+    return len(net.get("teacher.widths", LUCK_FC_SMALL.teacher.widths)) <= kind.max_depth(IMAGE_SETS[name].side)
 
 
 def real(name: str) -> dict[str, object]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.load import Results
 from analysis.registry import Needs
-from analysis.tidy import final_steps, with_runs
+from analysis.tidy import asked, final_steps, with_runs
 from spec_ray.storage import schema as S
 
 # What the figures and claims need of the runs (``analysis.registry``).
@@ -154,7 +154,7 @@ def sample_size(res: Results) -> pd.DataFrame:
     Uses plain-data runs (augmentation none) when the experiment has any.
     Columns: n_train, loss, layer, rho_mean, eval_loss, seeds (layer-level rows).
     """
-    plain = res.done[~res.done[S.AUGMENTATION].map(lambda aug: S.record(S.AUGMENTATION, aug).present).astype(bool)]
+    plain = res.done[~asked(res.done[S.AUGMENTATION], "present").astype(bool)]
     ids = (plain if not plain.empty else res.done)[S.RUN_ID]
     rows = res.read(S.TEACHER_NODES, [S.RUN_ID, S.STEP, S.LAYER, S.BEST_CORR], ids, final_steps(res))
     rows = with_runs(rows, res, ["final_step", S.N_TRAIN, S.LOSS])

@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.load import AnalysisError, Results
 from analysis.registry import Needs
-from analysis.tidy import final_steps, teacher_accuracy, with_runs
+from analysis.tidy import asked, final_steps, teacher_accuracy, with_runs
 from spec_ray.storage import schema as S
 
 # What the figures and claims need of the runs (``analysis.registry``).
@@ -65,9 +65,7 @@ def _luck_config(res: Results, frame: pd.DataFrame) -> pd.DataFrame:
     or the real image set's name."""
     cols = [S.RUN_ID, S.ARCH, S.WIDTHS, S.STUDENT_BN, S.N_TRAIN]
     runs = res.done[[*cols, S.DATASET]].copy() if S.DATASET in res.done else res.done[cols].assign(dataset=None)
-    runs["net"] = (
-        runs[S.ARCH].map(lambda arch: S.record(S.ARCH, arch).short) + " " + runs[S.WIDTHS].str.replace("_", "-")
-    )
+    runs["net"] = asked(runs[S.ARCH], "short") + " " + runs[S.WIDTHS].str.replace("_", "-")  # FC 10-15-20-25
     real = runs[S.DATASET].isin(S.REAL_DATASETS)
     runs["data"] = np.where(real, runs[S.DATASET], np.where(runs[S.N_TRAIN].isna(), "infinite", "finite"))
     return frame.merge(runs[[S.RUN_ID, *LUCK_CONFIG]], on=S.RUN_ID, how="inner")

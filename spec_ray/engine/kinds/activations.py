@@ -98,15 +98,3 @@ RELU = ReLU("relu")
 LEAKY_RELU = LeakyReLU("leaky_relu")
 LINEAR = Linear("linear")
 ACTIVATIONS: Registry[Activation] = Registry("activation", RELU, LEAKY_RELU, LINEAR)
-NAMES = ACTIVATIONS.names
-"""Every hidden nonlinearity's name."""
-
-
-def forward(act: Activation | str, slope: float, z: Tensor, out: Tensor | None = None) -> Tensor:
-    """``Activation.forward`` of a record or its name."""
-    return ACTIVATIONS.of(act).forward(slope, z, out)
-
-
-def backward(act: Activation | str, slope: float, grad: Tensor, a: Tensor) -> Tensor:
-    """``Activation.backward`` of a record or its name."""
-    return ACTIVATIONS.of(act).backward(slope, grad, a)

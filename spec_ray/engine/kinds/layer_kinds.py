@@ -9,6 +9,7 @@ model.arch and --help) plus its packed and reference parts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from spec_ray.engine.kinds.registry import Registry
@@ -26,6 +27,11 @@ class LayerKind:
     """Its name in a figure: FC, CNN."""
     conv: bool
     """3x3 convolutions over an image (teacher.widths are channels), not fully connected layers."""
+
+    def max_depth(self, image_size: int) -> float:
+        """Hidden layers an S x S image holds: an unpadded 3x3 layer trims its side by 2, and the last must
+        keep one pixel; fully connected layers: any number."""
+        return (image_size - 1) // (KERNEL - 1) if self.conv else math.inf
 
     def fan_ins(self, d: int, widths: tuple[int, ...], image_size: int, channels: int = 1) -> tuple[int, ...]:
         """Inputs of each layer's node, output layer last: an MLP row, or a 3x3 conv filter over

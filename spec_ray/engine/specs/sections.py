@@ -36,10 +36,6 @@ from spec_ray.engine.specs.checks import coerce_floats as _coerce_floats
 from spec_ray.engine.specs.checks import fail as _fail
 from spec_ray.engine.specs.roles import role_field
 
-ARCHS = LAYER_KINDS.names
-BN_MODES = BATCHNORMS.names
-MATMUL_PRECISIONS = PRECISIONS.names
-
 
 @dataclass(frozen=True)
 class TeacherSpec:

@@ -21,13 +21,12 @@ from spec_ray.engine.specs.checks import check_int as _check_int
 from spec_ray.engine.specs.checks import fail as _fail
 from spec_ray.engine.specs.roles import role_field
 from spec_ray.engine.specs.sections import (
-    ARCHS,
     AUGMENTATIONS,
-    BN_MODES,
+    BATCHNORMS,
     DTYPES,
     INITS,
+    LAYER_KINDS,
     LOSSES,
-    MATMUL_PRECISIONS,
     NORMALIZATIONS,
     OPTIMIZERS,
     PRUNE_GROUPINGS,
@@ -41,7 +40,7 @@ from spec_ray.engine.specs.sections import (
 )
 
 __all__ = [
-    "ARCHS", "AUGMENTATIONS", "BN_MODES", "DTYPES", "INITS", "LOSSES", "MATMUL_PRECISIONS", "NORMALIZATIONS",
+    "AUGMENTATIONS", "BATCHNORMS", "DTYPES", "INITS", "LAYER_KINDS", "LOSSES", "PRECISIONS", "NORMALIZATIONS",
     "OPTIMIZERS", "PRUNE_GROUPINGS", "TEACHER_SOURCES", "CheckpointSpec", "DataSpec", "ModelSpec", "StudentSpec",
     "TeacherSpec", "TrainSpec", "NO_BF16", "PRECISIONS_ON", "SECTIONS", "RunSpec", "apply_overrides",
     "check_matmul_precision", "bf16_applies", "seed_range",
@@ -154,8 +153,9 @@ class RunSpec:
                 times = f"{channels} x " if channels > 1 else ""
                 _fail("data.d", self.data.d, f"{times}model.image_size^2 = {channels * side * side} with "
                       "model.arch conv (set --d)")  # fmt: skip
-            if side - 2 * self.teacher.depth < 1:
-                allowed = f"at most {(side - 1) // 2} conv layers on a {side} x {side} image (3x3 layers take 2 each)"
+            if self.teacher.depth > self.model.layer_kind.max_depth(side):
+                most = self.model.layer_kind.max_depth(side)
+                allowed = f"at most {most} conv layers on a {side} x {side} image (3x3 layers take 2 each)"
                 _fail("teacher.widths", self.teacher.widths, allowed)
         if self.teacher.calibrate and (conv or self.teacher.bn_kind.present):
             _fail("teacher.calibrate", True, "false with a conv or BN teacher (calibration is the deep MLP protocol's)")
@@ -177,9 +177,7 @@ class RunSpec:
         if d.real and self.model.layer_kind.conv and self.model.image_size != d.image_set.side:
             _fail("model.image_size", self.model.image_size, f"{d.image_set.side} with data.dataset {d.dataset}")
         if t.source_kind.needs_labels and not d.real:
-            unlabelled = " or ".join(
-                TEACHER_SOURCES.names[i] for i, s in enumerate(TEACHER_SOURCES) if not s.needs_labels
-            )
+            unlabelled = " or ".join(TEACHER_SOURCES.names_where(needs_labels=False))
             _fail("teacher.source", t.source, f"{unlabelled} with data.dataset {d.dataset} (pretraining needs labels)")
         if t.stored and d.real and t.c != d.image_set.classes:
             _fail("teacher.c", t.c, f"{d.image_set.classes}, the classes of {d.dataset}, with teacher.source "

@@ -31,6 +31,10 @@ from spec_ray.engine.training import general
 from spec_ray.engine.training.general import Batch, Tensors
 from spec_ray.engine.training.scratch import Workspace
 
+_BY_TARGETS = {labels: LOSSES.where(labels=labels)[0] for labels in (False, True)}
+"""The fused step's residual and statistic: one loss on teacher outputs, one on labels (a squared error's
+scale is in the step's ``scale``), looked up once, not every step."""
+
 
 class FusedArgs(NamedTuple):
     """What the fused step needs besides the batch, set once a chunk."""
@@ -91,9 +95,7 @@ def sgd_step(
         z = torch.bmm(a_in, w.transpose(1, 2))  # (R, B, n_l)
         act.forward(slope, z, out=a_out[..., :-1])  # (R, B, n_l)
     y = torch.bmm(acts[-1], params[-1].transpose(1, 2))  # (R, B, c)
-    # The residual and the statistic depend only on whether the targets are labels (a squared error's
-    # scale is in ``scale``).
-    err = LOSSES.where(labels=ce)[0].fused_residual_(y, target, stat)  # (R, B, c)
+    err = _BY_TARGETS[ce].fused_residual_(y, target, stat)  # (R, B, c)
     g = err.mul_(scale)  # (R, B, c): lr * dLoss/dy
     for layer in range(len(params) - 1, 0, -1):
         a, w = acts[layer - 1], params[layer]  # (R, B, n_{l-1}+1), (R, n_l, n_{l-1}+1)
