@@ -19,6 +19,8 @@ def build_parser() -> Parser:
     report.add_argument(
         "--out", default=None, help="output folder, a path or a URI like RESULTS (default: RESULTS/report)"
     )
+    report.add_argument("--html", action="store_true", help="also index.html: the report as one self-contained page "
+                        "(figures embedded; opens from disk)")  # fmt: skip
     tables = ", ".join((*S.TABLES, *S.OPTIONAL_TABLES, f"{S.CORRELATIONS} (corr_matrices as long rows)"))
     query = sub.add_parser("query", help=f"run SQL over the tables {tables} (the opt-in ones where stored)")
     query.add_argument("results", help="an experiment folder (or a storage root of several); path or URI")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             from analysis.report import build_report
 
             out = args.out or f"{args.results.rstrip('/')}/report"  # a URI stays a URI
-            path = build_report(args.results, out)
+            path = build_report(args.results, out, html=args.html)
             print(f"wrote {path} and its figures")
         elif args.command == "bn-bias":
             print(bn_bias(args.sources, args.out))

@@ -400,5 +400,5 @@ def test_a_registered_figure_and_claim_reach_the_report_through_their_needs(engi
     text = Path(build_report(str(engine_experiment), tmp_path / "out")).read_text()
     assert "| 99 | as many runs at every p | [3, 3] | **supported** |" in text  # multi 2's 6 done runs, 3 per p
     assert "### Runs per p" in text and "6 runs" in text and (tmp_path / "out" / "per_p.png").exists()
-    assert "Not shown, for want of data: never (two losses)." in text
+    assert "Not shown, for want of data:\n\n- never (two losses)\n" in text  # one item a line
     assert "criteria of the test paper" in text and "Figure 7" not in text

@@ -116,7 +116,7 @@ def test_smoke_sweep_lands_every_row_once(script: str, tmp_path: Path) -> None:
         claims = text.split("## Claims")[1].split("## Figures")[0]
         assert not (tmp_path / "report" / "success_rate.png").exists() and "| 1 | " not in claims
         assert "| 4 | " not in claims and "| 7 | " in claims
-        assert "Not shown, for want of data: success_rate (two-layer runs (depth 1))" in text
+        assert "Not shown, for want of data:\n\n- success_rate (two-layer runs (depth 1))" in text
         assert "One run (BN after_relu, finite data, seed 1;" in text  # the smoke has BN runs only: says so
         configs = text.split("## Runs and configurations")[1]
         rows = [line for line in configs.splitlines() if line.startswith("| ")]

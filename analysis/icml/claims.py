@@ -312,6 +312,8 @@ CRITERIA = (
     "Criteria are in `analysis/icml/claims.py` and docs/protocol.md: strongest/weakest = the first/last "
     f"quarter of teacher nodes; rates within {TOLERANCE} are equal, both >= {1 - TOLERANCE:g} "
     "is a tie; claim 2 is a paired bootstrap over seeds within each p; claim 3 a Spearman correlation > "
-    f"{MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < {UNSPECIALIZED_BELOW}."
+    f"{MIN_RANK_CORR}; 'much lower' = under half; unspecialized = best correlation < {UNSPECIALIZED_BELOW}; "
+    f"claim 13 compares the smallest and largest multi at the last epoch, each layer's rho_mean and the test "
+    f"accuracy, every difference of seed means over {NOISE_SE:g}x its standard error, on {MIN_SEEDS_13}+ seeds of each."
 )
 """The thresholds behind the verdicts, as the report states them."""

@@ -52,6 +52,11 @@ def run_experiment(args: argparse.Namespace) -> tuple[Experiment, Smoke]:
 def main(argv: list[str] | None = None, at_entry: bool = False) -> int:
     """The command line; ``at_entry``: called by ``python -m spec_ray`` itself, which may let
     ``mkl-preload -- CMD`` replace the process. Called in-process, nothing replaces the caller."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reproduce"]:  # the one command above the sweeps: it plans and runs their declarations
+        from sweeps.reproduce import main as reproduce
+
+        return reproduce(argv[1:])
     args = command_parser().parse_args(argv)
     if args.command == "verify":
         return verify_command(args.results)

@@ -140,6 +140,13 @@ def command_parser() -> argparse.ArgumentParser:
         "its AVX-512 kernels on AMD CPUs; no CMD: print the library (docs/performance.md)",
     )
     mkl.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    repro = sub.add_parser(
+        "reproduce",
+        add_help=False,
+        help="plan, run and report a whole paper within a time "
+        "budget: reproduce {icml2020,luck-matters,all} --budget 30m (see reproduce --help)",
+    )
+    repro.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     fetch = sub.add_parser("download", help=f"fetch {' or '.join(DOWNLOADABLE)} with torchvision (pip install "
                            "torchvision) into --data-dir and check their MD5s")  # fmt: skip
     fetch.add_argument("dataset", choices=DOWNLOADABLE, help="the image set")

@@ -117,7 +117,11 @@ def trial_device(gpus: float, cuda_available: bool) -> str:
 
 
 def train_pack(config: dict, storage: str, experiment: str, block_epochs: int) -> None:
-    """Tune trainable: train the pack ``config["pack"]`` describes (``sweep.trial_config``)."""
+    """Tune trainable: train the pack ``config["pack"]`` describes (``tune_driver.trial_config``), into its own
+    experiment where several launches train together."""
+    storage = config["pack"].get("storage", storage)
+    experiment = config["pack"].get("experiment", experiment)
+    block_epochs = config["pack"].get("block_epochs", block_epochs)
     pack = Pack(tuple(spec_from_dict(r) for r in config["pack"]["runs"]))
     if pack.pack_id != config["pack"]["id"]:
         raise RuntimeError(f"trial config names pack {config['pack']['id']} but holds the runs of {pack.pack_id}")

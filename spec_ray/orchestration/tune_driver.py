@@ -16,9 +16,10 @@ import posixpath
 import shlex
 import sys
 import time
+from typing import NamedTuple
 
 from spec_ray.engine.specs.spec_io import spec_to_dict
-from spec_ray.engine.training.pack import Pack
+from spec_ray.engine.training.pack import Pack, shape_key
 from spec_ray.orchestration.cluster import (
     check_address,
     cluster_slots,
@@ -45,12 +46,16 @@ def label(pack: Pack) -> str:
     return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
 
 
-def trial_config(pack: Pack, fresh: bool) -> dict:
+def trial_config(pack: Pack, fresh: bool, launch: Launch | None = None) -> dict:
     """A trial's ``pack`` setting: its own runs (a trial parses nothing else), whether to train it afresh
-    although its runs are stored as done (its files are short or corrupt), and its shape, last: Tune's
-    console shows the end of this value."""
-    return {"id": pack.pack_id, "fresh": fresh, "runs": [spec_to_dict(r) for r in pack.runs],
-            "shape": f"{label(pack)}_r{pack.size}"}  # fmt: skip
+    although its runs are stored as done (its files are short or corrupt), where it writes when several
+    launches train together (``launch``: its storage root, experiment and block length), and its shape,
+    last: Tune's console shows the end of this value."""
+    config = {"id": pack.pack_id, "fresh": fresh, "runs": [spec_to_dict(r) for r in pack.runs]}
+    if launch is not None:
+        store = launch.store
+        config.update(storage=store.storage, experiment=store.experiment, block_epochs=launch.resources.block_epochs)
+    return {**config, "shape": f"{label(pack)}_r{pack.size}"}
 
 
 def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
@@ -74,16 +79,37 @@ def schedule_packs(packs: list[Pack], res: Resources) -> list[Pack]:
 def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False, command: str | None = None) -> int:
     """Start Ray and Tune (or restore), wait, print where the results are. Returns an exit code;
     2 (nothing written) when the cluster cannot run the sweep."""
-    import ray
-
-    from spec_ray.orchestration.faults import Stop, ended_by
-
-    store, res = launch.store, launch.resources
+    store = launch.store
     command = command or resume_command()
     if not launch.todo:  # every run copied from other experiments: no Ray needed
         print(launch_summary(launch, "not started: every run to add is copied"), file=sys.stderr)
         launch.commit()
         return report_end(store, launch.packs(), 0.0, [], command)
+    trained = train_launches([launch], address, verbose, command)
+    if isinstance(trained, int):
+        return trained
+    return report_end(store, trained.launches[0].packs(), trained.wall, trained.errors, command)
+
+
+class Trained(NamedTuple):
+    """What ``train_launches`` ran: the launches as scheduled, Tune's wall time and each failed trial's error."""
+
+    launches: list[Launch]
+    wall: float
+    errors: list
+
+
+def train_launches(launches: list[Launch], address: str | None, verbose: bool, command: str,
+                   costs: dict | None = None, together: str | None = None) -> Trained | int:  # fmt: skip
+    """Train every launch's packs in one Tune run: one launch restores Tune's saved state where it can;
+    several (``together``: the Tune folder's name under the first launch's storage root) are scheduled as
+    one sweep on ``costs`` (calibrated already) and always start a new Tune run. Returns an exit code
+    where the cluster refused the launch or a signal or a full disk stopped it."""
+    import ray
+
+    from spec_ray.orchestration.faults import Stop, ended_by
+
+    store, res = launches[0].store, launches[0].resources
     # Every checkpoint is kept (one a block, a few MB): a driver killed between a checkpoint
     # and Tune's next state save leaves a state that names an older one, which must still
     # exist for --resume (measured: with two kept, a SIGKILLed sweep could not resume).
@@ -95,6 +121,7 @@ def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False,
     address, local = init_address(check_address(address))
     shortfall = local_gpu_shortfall(res.gpus_per_trial) if local else None  # refused before a Ray starts
     if not shortfall:
+        quiet_token_notice()
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError) as err:  # measured: a token cluster without its token, 20 s then this
@@ -103,17 +130,25 @@ def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False,
                   "cluster this launch may join (RAY_AUTH_MODE=token and the head's RAY_AUTH_TOKEN where it asks "
                   "for a token), or --address local", file=sys.stderr)  # fmt: skip
             return 2
-        shortfall = gpu_shortfall(res.gpus_per_trial) or storage_shortfall(store)
+        shortfall = gpu_shortfall(res.gpus_per_trial)
+        for launch in launches:
+            shortfall = shortfall or storage_shortfall(launch.store)
     if shortfall:
         print(f"error: {shortfall}", file=sys.stderr)
         ray.shutdown()
         return 2
-    print(launch_summary(launch, joined(local)), file=sys.stderr)
+    where = joined(local)
+    for launch in launches:
+        print(launch_summary(launch, where), file=sys.stderr)
     failure: BaseException | None = None
     results, began = [], time.perf_counter()
     with Stop() as stop:  # from here a signal stops every trial at its last checkpoint, the calibration at once
         try:
-            launch, tuner = _tuner(launch, verbose)
+            if len(launches) == 1 and together is None:
+                launch, tuner = _tuner(launches[0], verbose)
+                launches = [launch]
+            else:
+                launches, tuner = _tuner_together(launches, verbose, costs or {}, together or "tune-together")
             began = time.perf_counter()
             results = list(tuner.fit())
         except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - a full disk or a signal: said below
@@ -124,8 +159,23 @@ def run_sweep(launch: Launch, address: str | None = None, verbose: bool = False,
         return ended[1]
     if failure is not None:
         raise failure
-    errors = [r.error for r in results if r.error]
-    return report_end(store, launch.packs(), time.perf_counter() - began, errors, command)
+    return Trained(launches, time.perf_counter() - began, [r.error for r in results if r.error])
+
+
+TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+"""Ray 2.60's notice at every local start: the launch summary already says which Ray it joined."""
+
+
+def quiet_token_notice() -> None:
+    """Ray's token notice off the console (its warning that a cluster runs without a token stays)."""
+    import logging
+
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(getattr(f, "notice", None) == TOKEN_NOTICE for f in log.filters):
+        drop = logging.Filter()
+        drop.notice = TOKEN_NOTICE
+        drop.filter = lambda record: not str(record.getMessage()).startswith(TOKEN_NOTICE)
+        log.addFilter(drop)
 
 
 def _tuner(launch: Launch, verbose: bool):
@@ -133,53 +183,102 @@ def _tuner(launch: Launch, verbose: bool):
     restored where it can finish the sweep as it is, else a new Tune run. Returns the scheduled launch too."""
     from ray import tune
 
-    from spec_ray.orchestration.console import SweepConsole
-    from spec_ray.orchestration.faults import FullDisk, quiet_tune, tune_state_readable
-    from spec_ray.orchestration.trial import train_pack
+    from spec_ray.orchestration.faults import tune_state_readable
 
-    store, res = launch.store, launch.resources
+    store = launch.store
     if launch.new:
-        launch = launch.scheduled(schedule_packs(list(launch.new), res))
-    todo = list(launch.todo)
+        launch = launch.scheduled(schedule_packs(list(launch.new), launch.resources))
     rebuild = launch.restore and not tune_state_readable(store, launch.meta.get("tune_dir", TUNE_DIR))
     if rebuild:
         print("  tune:     its saved state is unreadable (cut short); a new Tune run starts from sweep.json, "
               "unfinished packs from their first step", file=sys.stderr)  # fmt: skip
     tune_dir = launch.commit(rebuild)
+    trainable, callbacks, run = _trial_parts([launch], verbose)
+    state = posixpath.join(store.uri, tune_dir)
+    if launch.restore and not rebuild and tune.Tuner.can_restore(state):
+        return launch, tune.Tuner.restore(state, trainable, resume_errored=True)
+    # Also a resume whose Tune state was never saved (a crash right after launch): Tune
+    # starts afresh on the packs to train, and trials of packs already done return at once.
+    return launch, run([(p, None) for p in launch.todo], tune_dir, store.uri)
+
+
+def _tuner_together(launches: list[Launch], verbose: bool, costs: dict, name: str):
+    """Several launches as one sweep: their new packs scheduled together (``schedule``) on the slots, each
+    launch's sweep.json committed, and a new Tune run of every pack to train, each trial writing to its
+    own experiment."""
+    from spec_ray.orchestration.schedule import schedule
+
+    res = launches[0].resources
+    slots = cluster_slots(res.cpus_per_trial, res.gpus_per_trial)
+    new = [p for launch in launches for p in launch.new]
+    missing = [p for p in new if shape_key(p.spec) not in costs]
+    if missing:
+        costs = {**costs, **measure_shapes(missing, max(1, int(res.cpus_per_trial)), workers=slots)}
+    placed = schedule(new, costs, slots) if new else []
+    order = {p.pack_id: i for i, p in enumerate(placed)}
+    # A run two launches both add (two smoke experiments may share one) is trained for each: a pack goes
+    # back to the first launch still owed all of its runs.
+    owed = [{r for p in launch.new for r in p.run_ids} for launch in launches]
+    mine: list[list[Pack]] = [[] for _ in launches]
+    for pack in placed:
+        i = next(i for i, runs in enumerate(owed) if runs.issuperset(pack.run_ids))
+        owed[i].difference_update(pack.run_ids)
+        mine[i].append(pack)
+    launches = [launch.scheduled(m) if launch.new else launch for launch, m in zip(launches, mine)]
+    for launch in launches:
+        launch.commit()
+    todo = [(p, launch) for launch in launches for p in launch.todo]
+    todo.sort(key=lambda item: order.get(item[0].pack_id, -1))  # unfinished and broken first, then longest first
+    store = launches[0].store  # Tune's folder in the first launch's storage root
+    _, _, run = _trial_parts(launches, verbose)
+    return launches, run(todo, name, store.storage)
+
+
+def _trial_parts(launches: list[Launch], verbose: bool):
+    """The trainable, the callbacks and a function making a new Tuner of packs, for these launches."""
+    from ray import tune
+
+    from spec_ray.orchestration.console import SweepConsole
+    from spec_ray.orchestration.faults import FullDisk, quiet_tune
+    from spec_ray.orchestration.trial import train_pack
+
+    store, res = launches[0].store, launches[0].resources
     trainable = tune.with_parameters(train_pack, storage=store.storage, experiment=store.experiment,
                                      block_epochs=res.block_epochs)  # fmt: skip
     trainable = tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
     if not verbose:  # Tune's newer console prints its configuration box and a TensorBoard hint even when silent
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         quiet_tune()
+    todo = [p for launch in launches for p in launch.todo]
     callbacks = [FullDisk(store.storage)]
     if not verbose:
         callbacks.append(SweepConsole({p.pack_id: (p.size, p.spec.total_steps) for p in todo}))
-    state = posixpath.join(store.uri, tune_dir)
-    if launch.restore and not rebuild and tune.Tuner.can_restore(state):
-        return launch, tune.Tuner.restore(state, trainable, resume_errored=True)
-    # Also a resume whose Tune state was never saved (a crash right after launch): Tune
-    # starts afresh on the packs to train, and trials of packs already done return at once.
-    retrain = {p.pack_id for p in launch.retrain}
-    space = {
-        # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
-        "pack": tune.grid_search([trial_config(p, p.pack_id in retrain) for p in todo]),
-        "threads": max(1, int(res.cpus_per_trial)),
-        "gpu_fraction": res.gpus_per_trial,
-    }  # fmt: skip
-    return launch, tune.Tuner(
-        trainable,
-        param_space=space,
-        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
-        run_config=tune.RunConfig(
-            name=tune_dir,
-            storage_path=store.uri,
-            failure_config=tune.FailureConfig(max_failures=res.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a resume starts from the latest
-            verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
-            callbacks=callbacks,
-        ),
-    )
+    retrain = {p.pack_id for launch in launches for p in launch.retrain}
+
+    def run(packs: list[tuple[Pack, Launch | None]], tune_dir: str, storage_path: str):
+        """A new Tuner of these packs, each with the launch it writes to (None: the one launch's)."""
+        configs = [trial_config(p, p.pack_id in retrain, launch) for p, launch in packs]
+        space = {
+            # Each trial gets its own pack's runs; the shape makes the console and trial names readable.
+            "pack": tune.grid_search(configs),
+            "threads": max(1, int(res.cpus_per_trial)),
+            "gpu_fraction": res.gpus_per_trial,
+        }  # fmt: skip
+        return tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder),
+            run_config=tune.RunConfig(
+                name=tune_dir,
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a resume starts from the latest
+                verbose=1 if verbose else 0,  # Tune's tables only with --verbose; else SweepConsole's one line
+                callbacks=callbacks,
+            ),
+        )
+
+    return trainable, callbacks, run
 
 
 def joined(local: bool) -> str:
