@@ -206,7 +206,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
             diff = x.mean() - y.mean()
             se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
             z = math.inf if bad else 0.0 if diff == 0 else (diff / se if se > 0 else math.inf)
-            rows.append({"cell": cell, "layer": layer - 1, "quantity": q, "spec_ray": x.mean(), "recipe": y.mean(),
+            rows.append({"cell": cell, "layer": layer, "quantity": q, "spec_ray": x.mean(), "recipe": y.mean(),
                          "diff": diff, "z": z, "nonfinite": bad})  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -67,7 +67,8 @@ ICML2020 = PaperStudies(
             "teacher nodes unrecovered, mostly without over-realization.",
             (1, 2, 3, 4),
             3,
-        ),  # fmt: skip
+            shown=("lshape",),
+        ),
         Study(
             "polarity",
             "polarity",
@@ -78,7 +79,8 @@ ICML2020 = PaperStudies(
             "recovers more. Figure 8 follows each teacher node's best correlation over iterations.",
             (1, 2, 3, 4),
             3,
-        ),  # fmt: skip
+            shown=("success_rate", "dynamics", "loss_curves"),
+        ),
         Study(
             "sample_size",
             "sample_size",
@@ -88,7 +90,8 @@ ICML2020 = PaperStudies(
             "the evaluation loss falls, for MSE and cross-entropy, and the lowest layer specializes best.",
             (5,),
             2,
-        ),  # fmt: skip
+            shown=("sample_size",),
+        ),
         Study(
             "teacher_aware",
             "teacher_aware",
@@ -99,7 +102,8 @@ ICML2020 = PaperStudies(
             "lower evaluation loss.",
             (6,),
             2,
-        ),  # fmt: skip
+            shown=("teacher_aware",),
+        ),
         Study(
             "cifar_digits",
             "cifar",
@@ -110,7 +114,8 @@ ICML2020 = PaperStudies(
             "accuracy. The paper uses CIFAR-10; here scikit-learn's 8x8 digits, which need no download.",
             (13,),
             3,
-        ),  # fmt: skip
+            shown=("real_data",),
+        ),
         Study(
             "cifar10",
             "cifar",
@@ -122,7 +127,7 @@ ICML2020 = PaperStudies(
             here=False,
             needs="CIFAR-10's files (python -m spec_ray download cifar10 --data-dir DATA) and a GPU "
             "(--gpus-per-trial 1)",
-        ),  # fmt: skip
+        ),
     ),
 )
 
@@ -142,7 +147,8 @@ LUCK_MATTERS = PaperStudies(
             "weight norm is conserved; beta* and H* concentrate on the winners (fig. 16).",
             (7, 8, 9, 10, 11, 12),
             2,
-        ),  # fmt: skip
+            shown=("luck_rho", "luck_rank", "luck_data", "luck_beta"),
+        ),
         Study(
             "luck_digits",
             "luck_matters",
@@ -152,7 +158,8 @@ LUCK_MATTERS = PaperStudies(
             "The paper uses CIFAR-10; here scikit-learn's 8x8 digits.",
             (14,),
             2,
-        ),  # fmt: skip
+            shown=("luck_rho", "luck_rank"),
+        ),
         Study(
             "teacher_bn",
             "cifar",
@@ -163,7 +170,8 @@ LUCK_MATTERS = PaperStudies(
             "BN before the ReLU.",
             (15,),
             1,
-        ),  # fmt: skip
+            shown=("bn_bias",),
+        ),
         Study(
             "luck_fc_large",
             "luck_matters",
@@ -173,7 +181,8 @@ LUCK_MATTERS = PaperStudies(
             "BatchNorm helps it.",
             (7, 8, 9, 10),
             2,
-        ),  # fmt: skip
+            shown=("luck_size", "luck_rho"),
+        ),
         Study(
             "luck_cnn_narrow",
             "luck_matters",
@@ -182,7 +191,8 @@ LUCK_MATTERS = PaperStudies(
             "The CNN teacher's measures, at an eighth of the paper's channels.",
             (7, 8, 9, 10),
             2,
-        ),  # fmt: skip
+            shown=("luck_rho", "luck_rank"),
+        ),
         Study(
             "luck_cnn",
             "luck_matters",
@@ -193,7 +203,7 @@ LUCK_MATTERS = PaperStudies(
             2,
             here=False,
             needs="a GPU (--gpus-per-trial 1)",
-        ),  # fmt: skip
+        ),
         Study(
             "luck_cifar10",
             "luck_matters",
@@ -205,7 +215,7 @@ LUCK_MATTERS = PaperStudies(
             here=False,
             needs="CIFAR-10's files (python -m spec_ray download cifar10 --data-dir DATA) and a GPU "
             "(--gpus-per-trial 1)",
-        ),  # fmt: skip
+        ),
     ),
 )
 

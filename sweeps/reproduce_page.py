@@ -97,7 +97,9 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
             f"<p><b>The paper.</b> {H.esc(e.study.shows)}</p>",
         ]
         if content is not None:
-            for s in content.sections:
+            for s in sorted(
+                (s for s in content.sections if s.name in e.study.shown), key=lambda s: e.study.shown.index(s.name)
+            ):
                 part.append(H.figure(s.png, s.title, f"{s.title}. {s.caption}"))
             claims = [c for c in content.claims if c.number in e.study.claims]
             part.append(H.claims_table(claims, {c.number: runs for c in claims}))

@@ -402,3 +402,27 @@ def test_a_registered_figure_and_claim_reach_the_report_through_their_needs(engi
     assert "### Runs per p" in text and "6 runs" in text and (tmp_path / "out" / "per_p.png").exists()
     assert "Not shown, for want of data:\n\n- never (two losses)\n" in text  # one item a line
     assert "criteria of the test paper" in text and "Figure 7" not in text
+
+
+def test_report_html_is_one_page_with_every_figure_inside(engine_experiment: Path, tmp_path: Path) -> None:
+    """``analysis report --html``: index.html holds each figure as a data URI (it opens from disk, alone), the
+    claims table with every verdict, and the runs table with infinite data's training set named, not nan."""
+    import base64
+    import re
+    from io import BytesIO
+
+    from analysis.cli import main
+
+    assert main(["report", str(engine_experiment), "--out", str(tmp_path / "out"), "--html"]) == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(pngs) >= 4  # every drawn figure, inside the page
+    for data in images:
+        with Image.open(BytesIO(base64.b64decode(data))) as img:
+            assert img.width >= 400 and len(np.unique(np.asarray(img.convert("L")))) > 20
+    claims = page.split('<table class="claims">')[1].split("</table>")[0]
+    assert claims.count("<tr>") == 1 + (tmp_path / "out" / "report.md").read_text().split("## Claims")[1].split(
+        "## Figures")[0].count("\n| ") - 1  # fmt: skip
+    assert "not enough data" in claims and "nan" not in page.split("Runs and configurations")[1]
+    assert 'src="http' not in page and "<script" not in page

@@ -96,7 +96,7 @@ def test_claim12_winners_high_in_h() -> None:
         return pd.concat([frame, other])  # fmt: skip
 
     assert L.claim12(ranks(0.05)).verdict == SUPPORTED  # BN runs are reported, not judged
-    assert "BN after_relu L1 0.300->0.300" in L.claim12(ranks(0.05)).evidence
+    assert "BN after_relu L2 0.300->0.300" in L.claim12(ranks(0.05)).evidence  # layers from 1, as stored
     assert L.claim12(ranks(0.4)).verdict == NOT_SUPPORTED  # one layer where the winners sit mid-column
     assert L.claim12(ranks(0.05, bn="after_relu")).verdict == NO_DATA  # no run without BN
     assert L.claim12(pd.DataFrame()).verdict == NO_DATA and L.claim12(pd.DataFrame()).number == 12

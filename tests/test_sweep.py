@@ -400,7 +400,7 @@ def test_a_sweep_grows_training_only_the_new_runs(tmp_path: Path) -> None:
     before = _mtimes(root)
     grown = sweep(*args, "--seeds", "4", "--resume")
     assert grown.returncode == 0, grown.stdout[-2000:] + grown.stderr[-2000:]
-    assert "runs:     8 done and reused; 8 new in" in grown.stderr
+    assert "runs:     8 of these flags' runs done and reused; 8 new in" in grown.stderr
     packs = stored_packs(root)
     assert packs[: len(old)] == old and {r.seed for p in packs[len(old) :] for r in p.runs} == {3, 4}
     assert {p: t for p, t in _mtimes(root).items() if p in before} == before  # the first packs' files untouched

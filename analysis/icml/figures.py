@@ -7,14 +7,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 
 from analysis.icml import queries as Q
-from analysis.plots import PANEL, label_rows, loss_label, panel_grid, save, wrapped
+from analysis.plots import PANEL, label_rows, loss_label, panel_grid, save, suptitle, wrapped
 from analysis.registry import Figure, figure
 from analysis.tidy import teacher_accuracy
 from spec_ray.storage import schema as S
 
 FIGURES: list[Figure] = []
+SEEDS_IN_LEGEND = 10
+"""Figure 5's legend names at most this many seeds' colours."""
 """ICML 2020's figures, in the report's order."""
 
 
@@ -106,7 +109,12 @@ def lshape(frame: pd.DataFrame, stem: Path) -> list[Path]:
             if j == 0:
                 ax.set_ylabel("fan-out norm")
     where = "training set" if frame["on_train"].all() else "evaluation set"
-    fig.suptitle(f"Student specialization ({where}) vs fan-out norm; colour = seed", fontsize=9)
+    shown = seeds[:SEEDS_IN_LEGEND]  # a colour a seed; a legend of 32 would crowd the panels out
+    handles = [Line2D([], [], ls="", marker="o", ms=3, color=palette[s]) for s in shown]
+    more = f" (first {len(shown)} of {len(seeds)})" if len(seeds) > len(shown) else ""
+    fig.legend(handles, [str(s) for s in shown], title=f"seed{more}", fontsize=6, title_fontsize=6,
+               loc="outside right center")  # fmt: skip
+    suptitle(fig, f"Student specialization ({where}) vs fan-out norm, a colour a seed", len(multis))
     return save(fig, stem)
 
 

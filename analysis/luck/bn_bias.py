@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from analysis.load import AnalysisError, Results
 from analysis.luck.claims import CLAIMS
@@ -99,6 +100,8 @@ def draw(biases: pd.DataFrame, stem: Path) -> list[Path]:
         ax.hist(values[values >= 0], bins=edges, color=orange)
         ax.set_title(f"{str(source)[:18]} layer {layer}: {(values < 0).mean():.0%} < 0", fontsize=7)
         ax.set_xlabel("BN bias")
+    for ax in axes:  # counts of biases: whole numbers only on the axis
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     label_rows(axes, "count")
     suptitle(fig, "BatchNorm biases per layer (blue: negative, orange: positive)", len(cells))
     return save(fig, stem)

@@ -52,7 +52,7 @@ def claim7(rho: pd.DataFrame) -> Claim:
     last = ends["rho_end"].unstack(S.LAYER)
     lowest_top = last[1] >= last.max(axis=1) - BN_MARGIN
     evidence = "; ".join(
-        f"{net} BN {bn} {data}: " + ", ".join(f"L{layer - 1} {a:.2f}->{b:.2f}" for (layer, a, b) in zip(
+        f"{net} BN {bn} {data}: " + ", ".join(f"L{layer} {a:.2f}->{b:.2f}" for (layer, a, b) in zip(
             sub.index.get_level_values(S.LAYER), sub["rho_init"], sub["rho_end"]))
         for (net, bn, data), sub in ends.groupby(level=CELL)
     )  # fmt: skip
@@ -140,7 +140,7 @@ def claim11(norms: pd.DataFrame) -> Claim:
     bn = norms[has_bn(norms[S.STUDENT_BN])] if not norms.empty else norms
     if bn.empty:
         return Claim(11, text, "needs runs with BN", NO_DATA)
-    evidence = "; ".join(f"BN {r[S.STUDENT_BN]} layer {r[S.LAYER] - 1}: median change {r['median_change']:.3f}"
+    evidence = "; ".join(f"BN {r[S.STUDENT_BN]} layer {r[S.LAYER]}: median change {r['median_change']:.3f}"
                          for _, r in norms.iterrows())  # fmt: skip
     return Claim(11, text, evidence, verdict(bool((bn["median_change"] < CONSERVED_BELOW).all())))
 
@@ -160,7 +160,7 @@ def claim12(ranks: pd.DataFrame) -> Claim:
     if "end" not in per["h_rank"] or "none" not in per.index.get_level_values(S.STUDENT_BN):
         return Claim(12, text, "needs modulation rows of finished runs without BN", NO_DATA)
     evidence = "winners' mean rank in H* / beta*, init -> end: " + "; ".join(
-        f"BN {bn} L{layer - 1} {r[('h_rank', 'init')]:.3f}->{r[('h_rank', 'end')]:.3f} / "
+        f"BN {bn} L{layer} {r[('h_rank', 'init')]:.3f}->{r[('h_rank', 'end')]:.3f} / "
         f"{r[('beta_rank', 'init')]:.3f}->{r[('beta_rank', 'end')]:.3f}"
         for (bn, layer), r in per.iterrows()
     )

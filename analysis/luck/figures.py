@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 
 from analysis.luck import modulation
 from analysis.luck import queries as Q
@@ -34,7 +35,7 @@ def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float,
         cell = frame[(frame["net"] == net) & (frame[S.STUDENT_BN] == bn) & (frame["inputs"] == inputs)]
         for (layer, data), line in cell.groupby([S.LAYER, "data"]):
             c, style = colors[layer], "--" if data == "finite" else "-"
-            ax.plot(line[S.EPOCH], line[value], style, color=c, lw=1.2, label=f"layer {layer - 1}, {data}")
+            ax.plot(line[S.EPOCH], line[value], style, color=c, lw=1.2, label=f"layer {layer}, {data}")
             if median:
                 ax.plot(line[S.EPOCH], line["median_rank"], ":", color=c, lw=1.0)
             ax.fill_between(line[S.EPOCH], line[f"{value}_min"], line[f"{value}_max"], color=c, alpha=0.15, lw=0)
@@ -42,17 +43,22 @@ def _luck_layers(frame: pd.DataFrame, value: str, stem: Path, ylim: tuple[float,
         ax.set_xlabel("epoch")
         ax.set_ylim(*ylim)
     label_rows(axes, ylabel)
-    axes[0].legend(fontsize=6, loc="lower right" if not median else "upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if median:  # the dotted median's style, beside the layers' colours
+        handles.append(Line2D([], [], ls=":", color="gray", lw=1.0))
+        labels.append("median (any layer)")
+    # below the panels, where it hides no band (inside the first panel it covered part of one)
+    fig.legend(handles, labels, fontsize=6, loc="outside lower center", ncols=min(4, len(labels)))
     suptitle(fig, title, len(cells))
     return save(fig, stem)
 
 
 @figure(FIGURES, "luck_rho", "Luck Matters figs. 5, 19, 20: rho-bar per layer", "Mean over teacher nodes of the "
-        "best correlation, per layer (0 = lowest), mean over seeds with min/max band; dashed: a finite training "
-        "set, solid: infinite data.", Q.luck_rho, Q.LUCK)  # fmt: skip
+        "best correlation, per layer (1 = lowest, as in every table), mean over seeds with min/max band; dashed: "
+        "a finite training set, solid: infinite data.", Q.luck_rho, Q.LUCK)  # fmt: skip
 def luck_rho(frame: pd.DataFrame, stem: Path) -> list[Path]:
     """Luck Matters fig. 5 / 19 / 20: rho-bar per layer vs epoch, min/max band over seeds; dashed: finite data."""
-    title = "Luck Matters: correlation with the teacher per layer (layer 0 = lowest); band = min/max over seeds"
+    title = "Luck Matters: correlation with the teacher per layer (layer 1 = lowest); band = min/max over seeds"
     return _luck_layers(frame, "rho", stem, (0, 1.02), "rho-bar (mean best correlation)", title)
 
 
@@ -137,7 +143,7 @@ def luck_beta(frame: pd.DataFrame, stem: Path) -> list[Path]:
             ax.set_xticks([])
             ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.grid(False)
-            ax.set_title(f"layer {layer - 1}: {'beta*' if value == S.BETA else 'H*'}, {stage} (|max| {scale:.2g})",
+            ax.set_title(f"layer {layer}: {'beta*' if value == S.BETA else 'H*'}, {stage} (|max| {scale:.2g})",
                          fontsize=7)  # fmt: skip
             if col == 0:
                 ax.set_ylabel("teacher node", fontsize=7)

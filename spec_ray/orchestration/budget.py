@@ -142,6 +142,25 @@ def cost_of(costs: Mapping[tuple, ShapeCost]) -> Callable[[Pack], float]:
     return lambda pack: costs[shape_key(pack.spec)].seconds(pack)
 
 
+def _most_studies(candidates: Mapping[str, Candidate], fits: Callable[[list[str]], bool]) -> dict[str, int]:
+    """The most studies that fit at their fewest seeds (so a larger budget never decides fewer), of those the
+    paper's earliest; every subset is tried where there are few studies, else the paper's order greedily."""
+    names = list(candidates)
+    if len(names) <= 12:
+        subsets = sorted(range(1 << len(names)), key=lambda m: (-bin(m).count("1"), [-(m >> i & 1) for i in
+                                                                                       range(len(names))]))  # fmt: skip
+        for mask in subsets:
+            chosen = [n for i, n in enumerate(names) if mask >> i & 1]
+            if fits(chosen):
+                return {n: candidates[n].min_seeds for n in chosen}
+        return {}
+    chosen = []
+    for name in names:
+        if fits([*chosen, name]):
+            chosen.append(name)
+    return {n: candidates[n].min_seeds for n in chosen}
+
+
 def fill(candidates: Mapping[str, Candidate], costs: Mapping[tuple, ShapeCost], budget: float, slots: int) -> Plan:
     """The most seeds that fit ``budget`` seconds on ``slots`` slots (see the module's docstring)."""
     cost = cost_of(costs)
@@ -161,10 +180,7 @@ def fill(candidates: Mapping[str, Candidate], costs: Mapping[tuple, ShapeCost], 
         whole = projected_wall(every, costs, slots, taught, len(seeds))
         return Plan(tuple(picks), wall, max(wall, whole), slots)
 
-    chosen: dict[str, int] = {}
-    for name, cand in candidates.items():  # the paper's order: the first figures first
-        if plan({**chosen, name: cand.min_seeds}).whole <= budget:
-            chosen[name] = cand.min_seeds
+    chosen = _most_studies(candidates, lambda names: plan({n: candidates[n].min_seeds for n in names}).whole <= budget)
     full = set()
     while True:
         growable = [n for n in chosen if n not in full and chosen[n] < candidates[n].max_seeds]

@@ -14,6 +14,7 @@ import os
 import time
 
 from spec_ray.engine.training.pack import Pack
+from spec_ray.orchestration.budget import TRIAL_S
 from spec_ray.orchestration.plan import Resources
 from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 
@@ -47,8 +48,12 @@ def check_flags(args: argparse.Namespace, res: Resources) -> None:
 
 
 def _label(pack: Pack) -> str:
+    """A pack's shape in at most 28 characters: widths, multi, training set (online: infinite data), loss, BN."""
     s = pack.spec
-    return f"m{'-'.join(map(str, s.teacher.widths))} x{s.student.multi} n{s.data.n_train} {s.train.loss}"
+    n = "online" if s.data.n_train is None else f"n{s.data.n_train}"
+    bn = f" bn:{s.student.student_bn}" if s.student.bn_kind.present else ""
+    text = f"m{'-'.join(map(str, s.teacher.widths))} x{s.student.multi} {n} {s.train.loss}{bn}"
+    return text if len(text) <= 28 else text[:27] + "~"
 
 
 def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
@@ -60,6 +65,8 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
     costs = measure_shapes(packs, threads, workers=here)
     cost = cost_function(costs)
     took = time.perf_counter() - began
+    timed = cost
+    cost = lambda pack: timed(pack) + TRIAL_S  # noqa: E731 - Tune's own cost a trial: it dominates tiny packs
     local = lpt(schedule(packs, costs, here), cost, here)
     lines = [
         f"dry run: nothing started, nothing written; calibrated {len(costs)} shape(s) on this machine "
@@ -72,10 +79,11 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
             f"{p.slot:>4} {p.start:>8.1f} {p.end:>8.1f}"
         )
     total = sum(p.end - p.start for p in local)
+    split = f" (the plan's {len(packs)} split along seeds to fill the slots)" if len(local) != len(packs) else ""
     wall = makespan(local) + RAY_OVERHEAD_S
     lines.append(
         f"this machine: {cores} CPU(s), {here} pack(s) at a time ({res.cpus_per_trial:g} CPU a trial): "
-        f"{len(local)} packs, {total:,.0f} s of pack time, projected wall {wall:,.0f} s ({wall / 60:.1f} min)"
+        f"{len(local)} packs{split}, {total:,.0f} s of pack time, projected wall {wall:,.0f} s ({wall / 60:.1f} min)"
     )
     if args.nodes > 1 or args.node_gpus > 0 or args.node_cpus is not None:
         node_cpus = args.node_cpus if args.node_cpus is not None else cores

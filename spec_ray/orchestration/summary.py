@@ -24,10 +24,11 @@ def _values(values: tuple) -> str:
 def _runs_line(launch: Launch) -> str | None:
     """How many runs are reused, new, copied or retrained; None for a plain fresh sweep."""
     count = lambda packs: sum(p.size for p in packs)  # noqa: E731
-    done = sum(c.pack.size for c in launch.checks if c.state == COMPLETE)
+    named = {r for p in launch.experiment.packs() for r in p.run_ids} if launch.left_out else None
+    done = sum(sum(named is None or r in named for r in c.pack.run_ids) for c in launch.checks if c.state == COMPLETE)
     parts = []
     if launch.resume:
-        parts.append(f"{done} done and reused")
+        parts.append(f"{done} of these flags' runs done and reused")
     if launch.new:
         parts.append(f"{count(launch.new)} new in {len(launch.new)} pack(s)")
     if launch.copies:
@@ -39,8 +40,8 @@ def _runs_line(launch: Launch) -> str | None:
         parts.append(f"{count(launch.retrain)} in {len(launch.retrain)} pack(s) with missing or corrupt files, "
                      "trained again")  # fmt: skip
     if launch.left_out:
-        parts.append(f"{launch.left_out} stored not named by these flags")
-    if not parts or parts == ["0 done and reused"]:
+        parts.append(f"{launch.left_out} more stored, which these flags do not name: kept as they are")
+    if not parts or parts == ["0 of these flags' runs done and reused"]:
         return None
     if launch.resume and not launch.todo and not launch.copies:
         parts.append("nothing to train")
@@ -67,7 +68,7 @@ def launch_summary(launch: Launch, ray: str) -> str:
     res = launch.resources
     lines = [
         f"sweep {exp.name}: {sum(p.size for p in packs)} runs in {len(packs)} packs "
-        f"({small if small == large else f'{small} to {large}'} runs a pack)",
+        f"({small if small == large else f'{small} to {large}'} run{'s' if large > 1 else ''} a pack)",
         textwrap.fill(
             ", ".join(changed) if changed else "the two-layer protocol's defaults",
             width=110,

@@ -25,7 +25,7 @@ from spec_ray.storage.lease import Lease
 def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | None = None) -> int:
     """Entry point of every sweep script."""
     doc = (sys.modules["__main__"].__doc__ or "").strip()
-    parser = sweep_parser(experiment, doc.splitlines()[0] if doc else None)
+    parser = sweep_parser(experiment, " ".join(doc.split("\n\n")[0].split()) if doc else None)  # its first paragraph
     args = parser.parse_args(argv)
     lease = None
     try:
@@ -63,7 +63,11 @@ def main(experiment: Experiment, smoke: Smoke | None = None, argv: list[str] | N
         return 130
     if args.dry_run:
         print(launch_summary(launch, planned_ray(args.address)), file=sys.stderr)
-        todo = [*launch.todo] or launch.packs()
+        if launch.resume and not launch.todo:
+            print("nothing to train: every run these flags name is stored, and every stored pack is complete; "
+                  "projected wall 0 s")  # fmt: skip
+            return 0
+        todo = list(launch.todo) if launch.resume else launch.packs()
         try:
             print(dryrun.report(todo, args, launch.resources))
         except KeyboardInterrupt:  # its calibration workers die with it (``children``)

@@ -89,9 +89,9 @@ def count_rows(store: TraceStore, pack: Pack, done: bool, tables: tuple[str, ...
         have = int(counts.reindex(pack.run_ids, fill_value=0).sum())
         if have < want:
             short = [r for r, n in counts.reindex(pack.run_ids, fill_value=0).items() if n < per_run]
-            there = "no files there" if not files else f"in the {len(files)} file(s) there"
-            findings.append(Finding(table, f"missing {want - have} of {want} rows: {len(short)} of {pack.size} "
-                                           f"runs short, {there}"))  # fmt: skip
+            there = "no file holds any" if not files else f"the {len(files)} file(s) there hold too few"
+            findings.append(Finding(table, f"missing {want - have} of {want} rows: {len(short)} of the pack's "
+                                           f"{pack.size} runs lack rows; {there}"))  # fmt: skip
         if twice > 0:
             findings.append(Finding(table, f"{twice} rows stored twice"))
     return findings, bad

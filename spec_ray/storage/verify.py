@@ -161,7 +161,13 @@ def _by_ledger(store: TraceStore, pack: Pack, ledger: Ledger, done: bool,
         if done and table != S.RUNS:
             want = expected_rows(pack.spec, table) * pack.size
             if have < want:
-                findings.append(Finding(table, f"missing {want - have} of {want} rows ({len(mine)} file(s) listed)"))
+                findings.append(
+                    Finding(
+                        table,
+                        f"missing {want - have} of {want} rows: the {len(mine)} file(s) its ledger lists, all present, "
+                        "hold too few",
+                    )
+                )
             elif have > want:
                 findings.append(Finding(table, f"{have - want} rows stored twice"))
     return findings, bad, extra
