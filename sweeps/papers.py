@@ -28,6 +28,8 @@ class Study:
     """The claims (``analysis``'s numbers) the study decides."""
     min_seeds: int
     """The fewest seeds those claims need (their ``ClaimCheck.seeds``)."""
+    shown: tuple[str, ...] = ()
+    """The figures (``analysis``'s names) the paper's page shows for it; its own report has every one."""
     here: bool = True
     """Whether a CPU machine can run it; False: named with its cost and ``needs``, never planned."""
     needs: str = ""
@@ -163,7 +165,7 @@ LUCK_MATTERS = PaperStudies(
         Study(
             "teacher_bn",
             "cifar",
-            ("--dataset", "digits", "--multi", "1"),
+            ("--dataset", "digits", "--multi", "1", "--seeds", "1"),
             "Figs. 4, 14 (sec. 3.1), on digits",
             "The BatchNorm biases of a pre-trained network are mostly negative. The paper reads VGG11/16 on "
             "ImageNet (python -m analysis bn-bias vgg16_bn); here the ConvNet teacher pretrained on digits, "
