@@ -37,16 +37,9 @@ from benchmarks import peak as peak_of  # noqa: E402
 from spec_ray.orchestration import dryrun, mkl_dispatch  # noqa: E402
 from spec_ray.orchestration.commandline import experiment_from_args, request_from_args  # noqa: E402
 from spec_ray.orchestration.commandline import sweep_parser as build_parser  # noqa: E402
+from spec_ray.orchestration.costs import metric_flops, useful_flops  # noqa: E402
 from spec_ray.orchestration.plan import plan  # noqa: E402
-from spec_ray.orchestration.schedule import (  # noqa: E402
-    cost_function,
-    lpt,
-    makespan,
-    measure_shapes,
-    metric_flops,
-    schedule,
-    useful_flops,
-)
+from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule  # noqa: E402
 from spec_ray.storage import schema as S  # noqa: E402
 from spec_ray.storage.manifest import packs_from_dict  # noqa: E402
 from sweeps.polarity import EXPERIMENT, SMOKE  # noqa: E402

@@ -24,11 +24,12 @@ from spec_ray.engine.training.pack import run_id, shape_key
 from spec_ray.orchestration import launch_teachers, mkl_dispatch
 from spec_ray.orchestration.budget import Candidate, Plan, fill, parse_duration, projected_wall, with_seeds
 from spec_ray.orchestration.commandline import experiment_from_args, sweep_parser
+from spec_ray.orchestration.costs import FAST_CORE_FLOPS, metric_flops, useful_flops
 from spec_ray.orchestration.dryrun import local_cores
 from spec_ray.orchestration.experiment import Experiment
 from spec_ray.orchestration.flags import Parser
 from spec_ray.orchestration.plan import Launch, LaunchRequest, Resources, plan
-from spec_ray.orchestration.schedule import measure_shapes, metric_flops, useful_flops
+from spec_ray.orchestration.schedule import measure_shapes
 from spec_ray.storage.lease import Lease
 from spec_ray.storage.traces import BLOCK_EPOCHS
 from sweeps.papers import PAPERS, PaperStudies, Study
@@ -36,9 +37,6 @@ from sweeps.papers import PAPERS, PaperStudies, Study
 ALL = "all"
 MARGIN = 1.25
 """The budget named as enough, over the smallest study's estimate: room for the calibration's own noise."""
-FAST_FLOPS_PER_CORE = 2e11
-"""More fp32 flops a second than one core of any CPU this runs on reaches (the 2-core Ice Lake: 170-186 G a
-core, benchmarks/peak.py): a study's flops at this rate are a floor on its time, known without timing it."""
 
 
 def build_parser() -> Parser:
@@ -72,7 +70,7 @@ class Entry:
     candidate: Candidate | None
     """None: the study cannot run here."""
     floor: float
-    """Its flops at ``FAST_FLOPS_PER_CORE`` on the slots, at its fewest seeds: no plan is faster."""
+    """Its flops at ``FAST_CORE_FLOPS`` on the slots, at its fewest seeds: no plan is faster."""
     paper_runs: int
     epochs: int
 
@@ -90,10 +88,10 @@ def study_experiment(study: Study, smoke: bool) -> Experiment:
 
 
 def seconds_floor(experiment: Experiment, seeds: int, slots: int, cpus: float) -> float:
-    """A study's flops at ``FAST_FLOPS_PER_CORE`` on ``slots`` slots of ``cpus`` cores."""
+    """A study's flops at ``FAST_CORE_FLOPS`` on ``slots`` slots of ``cpus`` cores."""
     runs = with_seeds(experiment, seeds).runs()
     flops = sum(useful_flops(r) * r.total_steps + metric_flops(r) for r in runs)
-    return flops / (FAST_FLOPS_PER_CORE * max(1.0, cpus) * slots)
+    return flops / (FAST_CORE_FLOPS * max(1.0, cpus) * slots)
 
 
 def entries(papers: list[PaperStudies], storage: str, smoke: bool, slots: int, cpus: float) -> list[Entry]:

@@ -15,7 +15,7 @@ import pytest
 from conftest import shared_ray
 
 from spec_ray.orchestration import budget as B
-from spec_ray.orchestration.schedule import Curve, ShapeCost
+from spec_ray.orchestration.costs import Curve, ShapeCost
 from spec_ray.storage import schema as S
 
 ROOT = Path(__file__).resolve().parents[1]

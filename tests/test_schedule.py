@@ -12,21 +12,17 @@ from test_sweep import sweep
 from spec_ray.engine.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
 from spec_ray.engine.protocols import LUCK_CNN
 from spec_ray.engine.trainer import init_state, prepare, train_until
-from spec_ray.orchestration.schedule import (
+from spec_ray.orchestration.costs import (
     GPU_CHECKPOINT_S,
     GPU_FP32_FLOPS,
     GPU_STEP_S,
     Curve,
     ShapeCost,
-    balance,
     gpu_cost,
-    lpt,
-    makespan,
-    measure,
     metric_flops,
-    resize,
     useful_flops,
 )
+from spec_ray.orchestration.schedule import balance, lpt, makespan, measure, resize
 
 
 def seeds_pack(seeds: int, ps=(0.0, 1.0)) -> Pack:
@@ -145,3 +141,26 @@ def test_dry_run_prints_every_pack_and_a_projection_and_writes_nothing(tmp_path:
     assert "Tune" not in proc.stdout + proc.stderr and "ray.init" not in proc.stderr
     bad = sweep("polarity", "--smoke", "--storage", str(storage), "--dry-run", "--nodes", "0", timeout=60)
     assert bad.returncode == 2 and "--nodes=0" in bad.stderr and not storage.exists()
+
+
+def test_a_shape_too_large_to_time_is_priced_from_its_flops_at_once() -> None:
+    """A pack whose calibration would itself take minutes (the 640-channel CNN's took 20) is not timed: its
+    flops at the packed trainer's rate price it, in well under a second."""
+    import time
+
+    from spec_ray.engine.specs.spec import RunSpec
+    from spec_ray.engine.training.pack import Pack, shape_key
+    from spec_ray.orchestration.costs import CALIBRATION_BOUND_S, calibration_floor, flops_cost
+    from spec_ray.orchestration.schedule import measure_shapes
+
+    huge = RunSpec().replace(**{"teacher.widths": (2000, 2000), "data.d": 2000, "student.multi": 10})
+    small = RunSpec().replace(**{"teacher.widths": (5,), "data.d": 10, "train.epochs": 1, "train.iters_per_epoch": 20})
+    big, little = Pack(tuple(huge.replace(seed=s) for s in (1, 2))), Pack((small,))
+    assert calibration_floor(big) > CALIBRATION_BOUND_S > calibration_floor(little)
+    began = time.perf_counter()
+    costs = measure_shapes([big, little])
+    assert time.perf_counter() - began < 5  # the small shape timed, the huge one not
+    assert costs[shape_key(huge)] == flops_cost(big)
+    per_step = costs[shape_key(huge)].step.at(2)
+    assert per_step == pytest.approx(2 * useful_flops(huge) / 5e10)  # its flops at 50 GFLOP/s a thread
+    assert costs[shape_key(small)] != flops_cost(little)  # timed

@@ -21,8 +21,9 @@ from functools import cached_property
 
 from spec_ray.engine.specs.spec import RunSpec
 from spec_ray.engine.training.pack import Pack, run_id, shape_key
+from spec_ray.orchestration.costs import ShapeCost
 from spec_ray.orchestration.experiment import Experiment, pack_runs
-from spec_ray.orchestration.schedule import ShapeCost, lpt, makespan, schedule
+from spec_ray.orchestration.schedule import lpt, makespan, schedule
 
 RAY_START_S = 10.0
 """A local Ray's start and Tune's fixed cost (docs/performance.md, "Sweeps: Ray Tune overhead")."""

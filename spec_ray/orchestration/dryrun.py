@@ -1,9 +1,10 @@
 """``--dry-run``: the packs, their estimated times and the projected wall time, before paying for anything.
 
-Costs are calibrated on this machine (``schedule.measure``, a second or so a shape). The
+Costs are calibrated on this machine (``schedule.measure``, a second or so a shape; one whose timing would
+run past 30 s is priced from its flops, ``costs.flops_cost``), plus Tune's own second a trial. The
 cluster projection (``--nodes``, ``--node-cpus``, ``--node-gpus``) uses the same CPU
 calibration per core, or for GPU trials the constants measured on an H100, or a pack's flops
-at its fp32 peak where those take longer (``schedule.gpu_cost``).
+at its fp32 peak where those take longer (``costs.gpu_cost``).
 Nothing is started and nothing is written.
 """
 

@@ -4,7 +4,9 @@ A pack's time is its construction, its SGD steps and its checkpoints. Each part 
 on sub-packs of the real shape: one shared-minibatch group, then up to 32 runs. The SGD step
 is also timed at the pack's full size on random tensors, since large packs step slower per
 run. Between and beyond those points, costs are straight lines in the pack's runs
-(``measure``); checked against real sweeps in benchmarks/sweep.py (docs/performance.md).
+(``measure``, into ``costs.ShapeCost``); checked against real sweeps in benchmarks/sweep.py
+(docs/performance.md). A shape whose calibration would itself run past ``costs.CALIBRATION_BOUND_S`` is
+priced from its flops instead (``costs.flops_cost``).
 Packs then start longest first, and packs too long to balance are split along their
 shared-minibatch groups (seeds). A split keeps every result unchanged: a run's data,
 minibatches and initialisation depend on its own spec only (tests/test_packed.py).
@@ -18,125 +20,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spec_ray.engine.nets import arch
 from spec_ray.engine.specs.spec import RunSpec
-from spec_ray.engine.training.pack import Pack, checkpoint_steps, shape_key, train_metric_steps
+from spec_ray.engine.training.pack import Pack, shape_key
 from spec_ray.orchestration import mkl_dispatch
 from spec_ray.orchestration.children import in_children
+from spec_ray.orchestration.costs import (  # the records and flops a schedule is made of; their old home
+    CALIBRATION_BOUND_S,
+    CALIBRATION_RUNS,
+    CALIBRATION_STEPS,
+    Curve,
+    ShapeCost,
+    at_most,
+    calibration_floor,
+    flops_cost,
+    gpu_cost,
+)
 
-CALIBRATION_RUNS = 32  # the larger calibration sub-pack: enough runs for the per-run slope
-CALIBRATION_STEPS = 64  # one chunk of the trainer
-# An H100 runs these shapes launch-bound: 0.3-0.55 ms a pack step whatever the width, and
-# 11-24 ms a checkpoint (docs/performance.md, "GPU"). The GPU projection uses the middle.
-GPU_STEP_S = 4.5e-4
-GPU_CHECKPOINT_S = 0.02
-GPU_PREPARE_S = 1.0
-GPU_FP32_FLOPS = {"ieee": 67e12, "tf32": 495e12}
-"""An H100 SXM's fp32 peak by ``train.matmul_precision`` (NVIDIA's datasheet, dense; an H200's is the same):
-no pack can step or measure faster than its flops at this rate. The constants above were measured on
-launch-bound two-layer packs and say nothing of a wide ConvNet."""
 # Below this much estimated work a sweep keeps its packs as planned: cutting them gains
 # seconds at most, and a smoke sweep stays the same from run to run.
 MIN_SCHEDULED_S = 60.0
-
-
-def useful_flops(spec: RunSpec) -> float:
-    """Useful SGD flops of one run's step: forward and backward of each layer, 6 B (fan_in+1) fan_out
-    (a conv layer: at each output position)."""
-    return 6.0 * spec.train.batch * sum(arch.student(spec).macs)
-
-
-def metric_flops(spec: RunSpec) -> float:
-    """Matmul flops of one run's checkpoint metrics over its whole schedule, as
-    ``spec_ray.engine.measure.metrics`` takes them: the eval set's student forward and correlations
-    at every checkpoint and once at init, the teacher's eval activations once, and on the
-    train-metric schedule the training set's teacher and student forward, the gradient
-    (about two forwards) and the correlations."""
-    student, teacher = arch.student(spec), arch.teacher(spec)
-    forward = sum(student.macs)  # multiply-adds a sample
-    teacher_forward = sum(teacher.macs[:-1])  # its hidden layers
-    corr = sum(m * n * p for m, n, p in zip(teacher.widths, student.widths, student.positions))
-    steps = checkpoint_steps(spec)
-    train = len(set(steps) & train_metric_steps(spec)) if spec.data.n_train is not None else 0
-    evals = spec.data.n_eval * ((len(steps) + 1) * (forward + corr) + teacher_forward)
-    trains = (spec.data.n_train or 0) * train * (teacher_forward + 3 * forward + corr)
-    return 2.0 * (evals + trains)
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Seconds as a function of a pack's runs: straight lines between measured (runs, seconds)
-    points, extended from the end segments; proportional to runs through a single point."""
-
-    points: tuple[tuple[int, float], ...]
-    """Measured (runs, seconds), sorted by runs; seconds made non-decreasing against noise."""
-
-    @staticmethod
-    def through(points: list[tuple[int, float]]) -> Curve:
-        best, out = 0.0, []
-        for runs, seconds in sorted(points):
-            best = max(best, seconds)
-            out.append((runs, best))
-        return Curve(tuple(out))
-
-    def at(self, runs: int) -> float:
-        pts = self.points
-        if len(pts) == 1:
-            return pts[0][1] * runs / pts[0][0]
-        segment = next((i for i in range(len(pts) - 1) if runs <= pts[i + 1][0]), len(pts) - 2)
-        (r0, t0), (r1, t1) = pts[segment], pts[segment + 1]
-        return max(0.0, t0 + (t1 - t0) / (r1 - r0) * (runs - r0)) if r1 > r0 else t1
-
-
-@dataclass(frozen=True)
-class ShapeCost:
-    """Calibrated costs of one pack shape on one device and thread count."""
-
-    prepare: Curve
-    """Building teachers, data and labels."""
-    step: Curve
-    """One SGD step of every run."""
-    checkpoint: Curve
-    """Eval-set metrics and their rows."""
-    train_checkpoint: Curve
-    """What the training-set metrics add on their schedule."""
-    best_runs: int | None = None
-    """The pack size with the cheapest step per run (None: any size); larger packs are split."""
-
-    def seconds(self, pack: Pack) -> float:
-        """Estimated wall time of the whole pack."""
-        spec, runs = pack.spec, pack.size
-        steps = checkpoint_steps(spec)
-        with_train = len(set(steps) & train_metric_steps(spec)) if spec.data.n_train is not None else 0
-        return (
-            self.prepare.at(runs)
-            + spec.total_steps * self.step.at(runs)
-            + (len(steps) + 1) * self.checkpoint.at(runs)  # + 1: the initial correlations
-            + with_train * self.train_checkpoint.at(runs)
-        )
-
-
-def _flat(seconds: float) -> Curve:
-    return Curve(((1, seconds), (2, seconds)))
-
-
-def gpu_cost(pack: Pack) -> ShapeCost:
-    """A GPU's costs for this pack's shape: the measured H100 constants, or the pack's flops at the fp32
-    peak (``GPU_FP32_FLOPS``) where those take longer. A floor, not a measurement, for packs that big."""
-    spec, checkpoints = pack.spec, len(checkpoint_steps(pack.spec)) + 1
-    peak = GPU_FP32_FLOPS.get(spec.train.matmul_precision, GPU_FP32_FLOPS["ieee"])
-    sizes = sorted({1, 2, pack.size, *(2**i for i in range(pack.size.bit_length()))})
-
-    def curve(launch_bound: float, flops_a_run: float) -> Curve:
-        return Curve.through([(r, max(launch_bound, r * flops_a_run / peak)) for r in sizes])
-
-    metrics_a_checkpoint = metric_flops(spec) / checkpoints
-    return ShapeCost(
-        prepare=_flat(GPU_PREPARE_S),
-        step=curve(GPU_STEP_S, useful_flops(spec)),
-        checkpoint=curve(GPU_CHECKPOINT_S, metrics_a_checkpoint),
-        train_checkpoint=_flat(GPU_CHECKPOINT_S),
-    )
 
 
 def synthetic_step_seconds(spec: RunSpec, runs: int, k: int, steps: int = 16) -> float:
@@ -263,26 +165,9 @@ def _calibration_pack(pack: Pack) -> tuple[Pack, dict[str, float]]:
     return Pack(runs, placement=pack.placement), scale
 
 
-SLOW_STEP_S = 2e-3
-"""More than any small pack's SGD step costs besides its flops (measured: 0.1-0.5 ms on a 2-core CPU)."""
-SLOW_FLOPS = 1e9
-"""Fewer flops a second than any CPU this runs on reaches on a pack's matmuls (a 2-core CPU: 60-180 G)."""
-
-
-def at_most(packs: list[Pack]) -> float:
-    """An upper bound of the packs' seconds from their steps and flops alone, without timing anything: where
-    it is under ``MIN_SCHEDULED_S`` the packs are launched as planned, and calibrating them beside each other
-    in processes of their own (3.5 s for a smoke sweep, measured) would buy nothing."""
-    total = 0.0
-    for pack in packs:
-        spec = pack.spec
-        steps = spec.total_steps * (SLOW_STEP_S + pack.size * useful_flops(spec) / SLOW_FLOPS)
-        total += steps + pack.size * metric_flops(spec) / SLOW_FLOPS + 0.05 * len(checkpoint_steps(spec))
-    return total
-
-
 def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, workers: int = 1) -> dict[tuple, ShapeCost]:
-    """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: ``gpu_cost``).
+    """One ``ShapeCost`` per distinct shape, calibrated on its largest pack (GPU: ``gpu_cost``; a shape whose
+    calibration would take over ``CALIBRATION_BOUND_S``: ``flops_cost``).
 
     ``workers`` > 1 calibrates shapes side by side in that many processes: packs of a sweep
     share the machine's memory bandwidth, and one pack timed alone ran up to 35 % faster
@@ -296,13 +181,19 @@ def measure_shapes(packs: list[Pack], threads: int = 1, gpu: bool = False, worke
             largest[key] = p
     if gpu:
         return {key: gpu_cost(p) for key, p in largest.items()}
+    huge = {
+        key: flops_cost(p, threads) for key, p in largest.items() if calibration_floor(p, threads) > CALIBRATION_BOUND_S
+    }
+    largest = {key: p for key, p in largest.items() if key not in huge}
+    if not largest:
+        return huge
     # Measured on a Zen 3: a large-FC BN step 57 ms without the MKL preload, 38 ms with it, so a driver
     # that calibrated in its own process priced BN packs 1.4x too high.
     here = (workers <= 1 or len(largest) <= 1) and not mkl_dispatch.pending()
     if here or at_most(packs) < MIN_SCHEDULED_S:  # a sweep too small to schedule: timed here, 0.4 s not 3.5 s
-        return {key: measure(p, threads) for key, p in largest.items()}
+        return {**huge, **{key: measure(p, threads) for key, p in largest.items()}}
     costs = in_children(measure, list(largest.values()), [threads] * len(largest), workers=min(workers, len(largest)))
-    return dict(zip(largest, costs))
+    return {**huge, **dict(zip(largest, costs))}
 
 
 def cost_function(costs: dict[tuple, ShapeCost]) -> Callable[[Pack], float]:

@@ -37,7 +37,7 @@ from spec_ray.storage import schema as S
 from spec_ray.storage.manifest import TUNE_DIR
 from spec_ray.storage.traces import TraceStore
 
-GPU_NOTE = ", GPU: H100 constants or fp32 peak"  # schedule.gpu_cost
+GPU_NOTE = ", GPU: H100 constants or fp32 peak"  # costs.gpu_cost
 
 
 def label(pack: Pack) -> str:
