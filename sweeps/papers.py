@@ -30,6 +30,9 @@ class Study:
     """The fewest seeds those claims need (their ``ClaimCheck.seeds``)."""
     shown: tuple[str, ...] = ()
     """The figures (``analysis``'s names) the paper's page shows for it; its own report has every one."""
+    judged_with: tuple[str, ...] = ()
+    """Other studies of the paper whose runs its figures and claims read beside its own (claim 9 compares the
+    small FC teacher with the large one)."""
     here: bool = True
     """Whether a CPU machine can run it; False: named with its cost and ``needs``, never planned."""
     needs: str = ""
@@ -177,13 +180,14 @@ LUCK_MATTERS = PaperStudies(
         Study(
             "luck_fc_large",
             "luck_matters",
-            ("--net", "fc-large", "--data", "finite", "infinite"),
-            "Figs. 15a, 19 (secs. 6-7), large FC on Gaussian data",
-            "The large FC teacher (50-75-100-125): rho-bar converges more slowly than the small one's, and "
-            "BatchNorm helps it.",
-            (7, 8, 9, 10),
+            ("--net", "fc-large", "--data", "finite"),
+            "Figs. 15a, 19 (secs. 6-8), large FC on Gaussian data",
+            "The large FC teacher (50-75-100-125) beside the small one: rho-bar converges much more slowly, and "
+            "BatchNorm helps the large model while it does not help the small one.",
+            (9,),
             2,
             shown=("luck_size", "luck_rho"),
+            judged_with=("luck_fc_small",),
         ),
         Study(
             "luck_cnn_narrow",

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from analysis import page as H
-from analysis.load import AnalysisError, open_results
+from analysis.load import AnalysisError, Results, open_results
 from analysis.report import collect, configurations, markdown
 from analysis.verdicts import NO_DATA
 from spec_ray.orchestration.budget import Plan, cost_of, duration
@@ -73,6 +73,10 @@ def _study_report(entry) -> tuple[object | None, str]:
         return None, "not run"
     try:
         res = open_results(str(folder))
+        beside = [str((Path(entry.root) / name).resolve()) for name in entry.study.judged_with]
+        beside = [b for b in beside if (Path(b) / "runs").is_dir()]
+        if beside:  # its figures and claims read these studies' runs too, each checked by its sweep.json
+            res = Results(path=str(Path(entry.root).resolve()), fs=res.fs, roots=[*res.roots, *beside])
     except AnalysisError as err:
         return None, str(err)
     content = collect(str(folder), folder / "report", res)
@@ -80,7 +84,8 @@ def _study_report(entry) -> tuple[object | None, str]:
     (folder / "report" / "index.html").write_text(H.report_page(content, configurations(res)))
     done = res.done
     seeds = int(done["seed"].nunique()) if len(done) else 0
-    return content, f"{len(done)} done runs, seeds 1..{seeds}, of experiment {entry.study.name}"
+    names = ", ".join([entry.study.name, *entry.study.judged_with])
+    return content, f"{len(done)} done runs, seeds 1..{seeds}, of experiment(s) {names}"
 
 
 def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -> Path:

@@ -19,6 +19,8 @@ from spec_ray.orchestration.budget import TRIAL_S
 from spec_ray.orchestration.plan import Resources
 from spec_ray.orchestration.schedule import cost_function, lpt, makespan, measure_shapes, schedule
 
+SHOWN_PACKS = 40
+"""The dry run's table lists this many packs, longest first (one of 70,000 runs printed 5,067 lines)."""
 RAY_OVERHEAD_S = 10.0  # starting a local Ray (about 7 s) and Tune's fixed cost (2.3 s), docs/performance.md
 
 
@@ -74,11 +76,15 @@ def report(packs: list[Pack], args: argparse.Namespace, res: Resources) -> str:
         f"in {took:.1f} s ({threads} thread(s) a pack)",
         f"{'pack':<28} {'runs':>5} {'steps':>9} {'est. s':>8} {'slot':>4} {'start s':>8} {'end s':>8}",
     ]
-    for p in local:
+    for p in local[:SHOWN_PACKS]:
         lines.append(
             f"{_label(p.pack):<28} {p.pack.size:>5} {p.pack.spec.total_steps:>9,} {p.end - p.start:>8.1f} "
             f"{p.slot:>4} {p.start:>8.1f} {p.end:>8.1f}"
         )
+    if len(local) > SHOWN_PACKS:  # a factorial of thousands of packs: the longest, then the rest in one line
+        rest = local[SHOWN_PACKS:]
+        lines.append(f"... {len(rest):,} more packs of {min(p.end - p.start for p in rest):.1f}-"
+                     f"{max(p.end - p.start for p in rest):.1f} s each")  # fmt: skip
     total = sum(p.end - p.start for p in local)
     split = f" (the plan's {len(packs)} split along seeds to fill the slots)" if len(local) != len(packs) else ""
     wall = makespan(local) + RAY_OVERHEAD_S
