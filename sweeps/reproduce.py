@@ -78,6 +78,11 @@ class Entry:
     def key(self) -> str:
         return f"{self.paper.key}/{self.study.name}"
 
+    @property
+    def command(self) -> str:
+        """The sweep command that runs the study at the paper's size into this storage root."""
+        return self.study.command(self.root[: -len(self.paper.key)].rstrip("/") or ".", self.paper.key)
+
 
 def study_experiment(study: Study, smoke: bool) -> Experiment:
     """The study's experiment as its sweep script builds it from the study's flags (``--smoke``: the tiny one)."""
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
               f"about {reproduce_page.duration(least)} here, its timing included; allowed --budget {enough} or more",
               file=sys.stderr)  # fmt: skip
         return 2
-    print(reproduce_page.plan_table(found, chosen, budget, spent, args.storage), file=sys.stderr)
+    print(reproduce_page.plan_table(found, chosen, budget, spent), file=sys.stderr)
     if args.dry_run:
         return 0
     command = shlex.join(["python", "-m", "spec_ray", "reproduce", *(argv if argv is not None else sys.argv[2:])])

@@ -23,7 +23,7 @@ def _claims(numbers: tuple[int, ...]) -> str:
     return ", ".join(map(str, numbers))
 
 
-def plan_table(found: list, chosen: Plan, budget: float, spent: float, storage: str) -> str:
+def plan_table(found: list, chosen: Plan, budget: float, spent: float) -> str:
     """The plan: one row per study (paper size, planned size, what was cut, estimated time, claims), then
     the studies that do not fit with their cost and command, and the projected wall time."""
     lines = [f"{'study':<28} {'figures':<34} {'paper size':<26} {'planned':<22} {'est.':>7}  claims"]
@@ -48,7 +48,7 @@ def plan_table(found: list, chosen: Plan, budget: float, spent: float, storage: 
         else:
             why = f"does not fit: {duration(pick.min_seconds)} of packs at {cand.min_seeds} seeds"
         lines.append(f"{name:<28} {figs:<34} {size:<26} {'-':<22} {'-':>7}  {_claims(e.study.claims)}")
-        later.append(f"  {e.study.name}: {why}; run it where it fits: {e.study.command(storage, e.paper.key)}")
+        later.append(f"  {e.study.name}: {why}; run it where it fits: {e.command}")
     cut = [f"{p.name.split('/')[-1]} {p.seeds}" for p in chosen.picks if p.seeds is not None]
     lines.append(f"planned on {chosen.slots} slot(s): seeds {', '.join(cut)}; never fewer epochs than the paper")
     if later:
@@ -113,7 +113,7 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
                 f'<p class="note">Its own report: <a href="{e.study.name}/report/index.html">'
                 f"{e.study.name}/report/index.html</a> (every figure and claim its runs support).</p>"
             )
-        part.append(f"<p><b>Budget.</b> {H.esc(_budget_words(e, pick, cost))}</p>")
+        part.append(f"<p><b>Budget.</b> {H.esc(_budget_words(e, pick, cost, content is not None))}</p>")
         parts.append("\n".join(part))
         provenance.append((e.study.name, runs))
     decided = [c for _, c in rows if c.verdict != NO_DATA]
@@ -154,19 +154,20 @@ def _claims_by_study(rows: list) -> str:
     return f'<table class="claims">{head}{body}</table>'
 
 
-def _budget_words(entry, pick, cost) -> str:
+def _budget_words(entry, pick, cost, stored: bool) -> str:
     """What the budget cut from the study, and what more budget would add."""
     cand = entry.candidate
     if cand is None:
         return (
             f"Not run here: it needs {entry.study.needs}, and its flops alone take at least "
-            f"{duration(entry.floor)} on this machine. Run: {entry.study.command('results', entry.paper.key)}."
+            f"{duration(entry.floor)} on this machine. Run: {entry.command}."
         )
     if pick is None or pick.seeds is None:
         least = pick.min_seconds if pick is not None else entry.floor
+        kept = "Its runs above are kept from an earlier launch; this budget planned no more. " if stored else ""
         return (
-            f"Not run: at its fewest seeds ({cand.min_seeds}) it takes about {duration(least)}, more than the "
-            f"budget left. A budget that large, or: {entry.study.command('results', entry.paper.key)}."
+            f"{kept}Not planned: at its fewest seeds ({cand.min_seeds}) it takes about {duration(least)}, more "
+            f"than the budget left. A budget that large, or: {entry.command}."
         )
     if pick.seeds >= cand.max_seeds:
         return f"Nothing cut: the paper's {cand.max_seeds} seeds, at its length ({entry.epochs} epochs)."

@@ -43,7 +43,9 @@ GPU_NOTE = ", GPU: H100 constants or fp32 peak"  # costs.gpu_cost
 def label(pack: Pack) -> str:
     """Readable trial name part: the shape of the pack."""
     s = pack.spec
-    return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_n{s.data.n_train}_{s.train.loss}"
+    n = "online" if s.data.n_train is None else f"n{s.data.n_train}"
+    bn = f"_bn-{s.student.student_bn}" if s.student.bn_kind.present else ""
+    return f"m{'-'.join(map(str, s.teacher.widths))}_x{s.student.multi}_{n}_{s.train.loss}{bn}"
 
 
 def trial_config(pack: Pack, fresh: bool, launch: Launch | None = None) -> dict:
