@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from spec_ray.orchestration.budget import parse_duration
-from sweeps.papers import PAPERS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sweeps' declarations, from a checkout
+from spec_ray.orchestration.budget import parse_duration  # noqa: E402
+from sweeps.papers import PAPERS  # noqa: E402
 
 
 def verdicts(root: Path, paper: str) -> dict[str, str]:
@@ -53,6 +54,9 @@ def main() -> int:
                       "projected_s": estimate, "wall_over_budget": round(wall / budget, 3),
                       "estimate_over_wall": round(estimate / wall, 3), "verdicts": found, "decided": decided,
                       "claims": len(found)}))  # fmt: skip
+    log = Path(args.storage) / args.paper / "reproduce.log"  # the plan's table and the launch's lines, kept
+    if log.parent.is_dir():
+        log.write_text(done.stderr)
     if done.returncode:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode

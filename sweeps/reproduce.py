@@ -119,7 +119,7 @@ def entries(papers: list[PaperStudies], storage: str, smoke: bool, slots: int, c
                 out.append(Entry(paper, study, root, None, floor, len(exp.runs()), epochs))
                 continue
             found = launch_teachers.resolve(exp, root)
-            launch = plan(_request(found.experiment, root, smoke))
+            launch = plan(_request(found.experiment, root, smoke, cpus))
             cand = Candidate(
                 found.experiment,
                 least,
@@ -131,10 +131,10 @@ def entries(papers: list[PaperStudies], storage: str, smoke: bool, slots: int, c
     return out
 
 
-def _request(experiment: Experiment, root: str, smoke: bool) -> LaunchRequest:
-    return LaunchRequest(
-        experiment, root, resume="auto", given={"cpus_per_trial": 1.0}, block_epochs=1 if smoke else BLOCK_EPOCHS
-    )
+def _request(experiment: Experiment, root: str, smoke: bool, cpus: float) -> LaunchRequest:
+    """A study's launch request: resumed where its experiment exists (stored runs are kept and grown)."""
+    return LaunchRequest(experiment, root, resume="auto", given={"cpus_per_trial": cpus},
+                         block_epochs=1 if smoke else BLOCK_EPOCHS)  # fmt: skip
 
 
 def calibrate(found: list[Entry], budget: float, slots: int, threads: int) -> dict[tuple, object]:
@@ -178,7 +178,7 @@ def smallest_budget(found: list[Entry], costs: dict, slots: int, spent: float) -
     return spent + min(walls or floors or [0.0])
 
 
-def runnable_launches(found: list[Entry], chosen: Plan, smoke: bool) -> tuple[list[Launch], list[Lease]]:
+def runnable_launches(found: list[Entry], chosen: Plan, smoke: bool, cpus: float) -> tuple[list[Launch], list[Lease]]:
     """Each planned study's launch at its seeds, its lease taken and its teachers pretrained, then replanned."""
     launches, leases = [], []
     try:
@@ -187,7 +187,7 @@ def runnable_launches(found: list[Entry], chosen: Plan, smoke: bool) -> tuple[li
             if pick is None or pick.seeds is None:
                 continue
             exp = with_seeds(entry.candidate.experiment, max(pick.seeds, _stored_seeds(entry)))
-            request = _request(exp, entry.root, smoke)
+            request = _request(exp, entry.root, smoke, cpus)
             launch = plan(request)
             launch.store.check_writable()
             lease = Lease.acquire(launch.store)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = shlex.join(["python", "-m", "spec_ray", "reproduce", *(argv if argv is not None else sys.argv[2:])])
     try:
-        launches, leases = runnable_launches(found, chosen, args.smoke)
+        launches, leases = runnable_launches(found, chosen, args.smoke, args.cpus_per_trial)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

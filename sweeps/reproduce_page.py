@@ -93,7 +93,7 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
     cost = cost_of(costs)
     root = Path(found[0].root)
     body = [f"<h1>Reproducing {H.esc(paper.title)}</h1>"]
-    rows, provenance, parts = [], [], []
+    rows, provenance, parts, glance = [], [], [], []
     for e in found:
         content, runs = _study_report(e)
         pick = next((p for p in chosen.picks if p.name == e.key), None)
@@ -115,6 +115,7 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
             )
         part.append(f"<p><b>Budget.</b> {H.esc(_budget_words(e, pick, cost, content is not None))}</p>")
         parts.append("\n".join(part))
+        glance.append(_glance(e, content, runs, pick))
         provenance.append((e.study.name, runs))
     decided = [c for _, c in rows if c.verdict != NO_DATA]
     supported = sum(c.verdict == "supported" for c in decided)
@@ -125,11 +126,8 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
         " Each section below: what the paper shows, our figure, the verdicts and what the budget cut; "
         "then every claim, the provenance and each experiment's own report.</p>"
     )
-    body += [
-        "<p>Contents: "
-        + " &middot; ".join(f'<a href="#{e.study.name}">{H.esc(e.study.figures)}</a>' for e in found)
-        + "</p>"
-    ]
+    head = "<tr><th>figure</th><th>runs</th><th>claims</th></tr>"
+    body += [f'<table class="glance">{head}{"".join(glance)}</table>']
     body += parts
     body += ["<h2>Claims</h2>", _claims_by_study(rows)]
     body += [
@@ -142,6 +140,21 @@ def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -
     out = root / "index.html"
     out.write_text(H.document(f"Reproducing {paper.title}", body))
     return out
+
+
+def _glance(entry, content, runs: str, pick) -> str:
+    """A study's row of the table at the top: its figure (a link to its section), its runs, its verdicts."""
+    if content is None:
+        least = pick.min_seconds if pick is not None else entry.floor
+        cut = f"not planned: about {duration(least)} at its fewest seeds, over the budget"
+        what, verdicts = ("not run here: " + entry.study.needs) if entry.candidate is None else cut, "-"
+    else:
+        what = runs.split(", of experiment")[0]
+        what += f" (the paper's: {entry.candidate.max_seeds})" if entry.candidate is not None else ""
+        mine = [c for c in content.claims if c.number in entry.study.claims]
+        verdicts = ", ".join(f"{c.number} {H.verdict(c.verdict)}" for c in mine) or "-"
+    link = f'<a href="#{entry.study.name}">{H.esc(entry.study.figures)}</a>'
+    return f"<tr><td>{link}</td><td>{H.esc(what)}</td><td>{verdicts}</td></tr>"
 
 
 def _claims_by_study(rows: list) -> str:
