@@ -103,7 +103,6 @@ def run_reproduce(*args: str, env: dict | None = None, timeout: float = 600) -> 
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -112,20 +111,34 @@ def run_reproduce(*args: str, env: dict | None = None, timeout: float = 600) -> 
             "argument paper: invalid choice: 'nature2021' (choose from 'icml2020', 'luck-matters', 'all')",
         ),
         (["icml2020", "--budget", "half an hour"], "--budget='half an hour' is invalid: allowed a duration such as"),
-        (["icml2020", "--smoke", "--budget", "1s"], "--budget=1s is too small for any claim of icml2020"),
+        pytest.param(
+            ["icml2020", "--smoke", "--budget", "1s"],
+            "--budget=1s is too small for any claim of icml2020",
+            marks=pytest.mark.slow,
+        ),  # it times the smoke's shapes, twice: 15 s
+        (["icml2020", "--smoke", "--slots", "0"], "--slots=0 is invalid: allowed an integer >= 1"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(args: list[str], says: str, tmp_path: Path) -> None:
-    done = run_reproduce(*args, "--storage", str(tmp_path / "store"))
-    assert done.returncode == 2, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and says in errors[0], done.stderr
-    if "too small" in says:  # it names the smallest budget that works, and that one plans
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(args: list[str], says: str, tmp_path: Path,
+                                                            capsys) -> None:  # fmt: skip
+    """In-process (the command line's own ``main``): before any training, nothing written."""
+    from spec_ray.orchestration.cli import main
+
+    storage = tmp_path / "store"
+    try:
+        code = main(["reproduce", *args, "--storage", str(storage)])
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and says in errors[0], errors
+    if "too small" in says:  # it names a budget that works, and that one plans
         assert "allowed --budget " in errors[0] and " or more" in errors[0]
         least = errors[0].split("allowed --budget ")[1].split()[0]
-        plan = run_reproduce("icml2020", "--smoke", "--budget", least, "--dry-run", "--storage", str(tmp_path / "s"))
-        assert plan.returncode == 0 and "projected wall" in plan.stderr, plan.stderr
-    assert not (tmp_path / "store").exists()
+        assert (
+            main(["reproduce", "icml2020", "--smoke", "--budget", least, "--dry-run", "--storage", str(storage)]) == 0
+        )
+        assert "projected wall" in capsys.readouterr().err
+    assert not storage.exists()
 
 
 def _done(folder: Path) -> dict[str, int]:
