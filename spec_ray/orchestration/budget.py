@@ -89,9 +89,17 @@ class Candidate:
     def packs(self, seeds: int, new: bool = True) -> list[Pack]:
         """The packs a launch at ``seeds`` seeds trains, packed as ``plan`` packs them: the runs not stored and
         ``fixed`` (``new``), or every run of those seeds (what the budget pays for, stored or not)."""
-        exp = self.experiment
-        runs = [r for r in self._runs if r.seed <= seeds and not (new and run_id(r) in self.stored)]
-        return [*(self.fixed if new else ()), *(pack_runs(runs, exp.pack_size, exp.pack_memory) if runs else [])]
+        key = (seeds, new)
+        if key not in self._packed:  # the planner asks for the same few sizes many times
+            exp = self.experiment
+            runs = [r for r in self._runs if r.seed <= seeds and not (new and run_id(r) in self.stored)]
+            packed = pack_runs(runs, exp.pack_size, exp.pack_memory) if runs else []
+            self._packed[key] = [*(self.fixed if new else ()), *packed]
+        return list(self._packed[key])
+
+    @cached_property
+    def _packed(self) -> dict[tuple[int, bool], list[Pack]]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,16 @@ def fill(candidates: Mapping[str, Candidate], costs: Mapping[tuple, ShapeCost], 
         whole = projected_wall(every, costs, slots, taught, len(seeds))
         return Plan(tuple(picks), wall, max(wall, whole), slots)
 
-    chosen = _most_studies(candidates, lambda names: plan({n: candidates[n].min_seeds for n in names}).whole <= budget)
+    least = {n: sum(cost(p) + TRIAL_S for p in c.packs(c.min_seeds, new=False)) for n, c in candidates.items()}
+
+    def fits(names: list[str]) -> bool:
+        # half the packs' seconds spread evenly over the slots: a bound, cheap to check (the schedule may cut a
+        # pack into cheaper pieces, never to half its time)
+        if RAY_START_S + 0.5 * sum(least[n] for n in names) / slots > budget:
+            return False
+        return plan({n: candidates[n].min_seeds for n in names}).whole <= budget
+
+    chosen = _most_studies(candidates, fits)
     full = set()
     while True:
         growable = [n for n in chosen if n not in full and chosen[n] < candidates[n].max_seeds]
