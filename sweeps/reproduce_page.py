@@ -19,6 +19,10 @@ from spec_ray.orchestration.budget import Plan, cost_of, duration
 __all__ = ["duration", "plan_table", "write"]
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def _claims(numbers: tuple[int, ...]) -> str:
     return ", ".join(map(str, numbers))
 
@@ -31,12 +35,12 @@ def plan_table(found: list, chosen: Plan, budget: float, spent: float) -> str:
     for e in found:
         cand = e.candidate
         pick = next((p for p in chosen.picks if p.name == e.key), None)
-        size = f"{e.paper_runs} runs x {e.epochs} ep" + (f", {cand.max_seeds} seeds" if cand is not None else "")
+        size = f"{e.paper_runs} runs x {e.epochs} ep" + (f", {_seeds(cand.max_seeds)}" if cand is not None else "")
         name, figs = f"{e.paper.key}/{e.study.name}"[-28:], e.study.figures[:34]
         if pick is not None and pick.seeds is not None:
             runs = sum(p.size for p in pick.packs)
             stored = f", {len(cand.stored)} stored" if cand.stored else ""
-            planned = f"{pick.seeds} seeds: {runs} new{stored}" if runs else f"{pick.seeds} seeds, all stored"
+            planned = f"{_seeds(pick.seeds)}: {runs} new{stored}" if runs else f"{_seeds(pick.seeds)}, all stored"
             lines.append(
                 f"{name:<28} {figs:<34} {size:<26} {planned:<22} {duration(pick.seconds):>7}  {_claims(e.study.claims)}"
             )
@@ -44,9 +48,12 @@ def plan_table(found: list, chosen: Plan, budget: float, spent: float) -> str:
         if cand is None:
             why = f"not on this machine: needs {e.study.needs}; at least {duration(e.floor)} here on its flops"
         elif pick is None:
-            why = f"does not fit: at least {duration(e.floor)} on its flops at {cand.min_seeds} seeds (not timed)"
+            why = f"does not fit: at least {duration(e.floor)} on its flops at {_seeds(cand.min_seeds)} (not timed)"
         else:
-            why = f"does not fit: {duration(pick.min_seconds)} of packs at {cand.min_seeds} seeds"
+            why = (
+                f"does not fit in what the budget leaves: {duration(pick.min_seconds)} of packs at "
+                f"{_seeds(cand.min_seeds)}, besides its report and any teacher to pretrain"
+            )
         lines.append(f"{name:<28} {figs:<34} {size:<26} {'-':<22} {'-':>7}  {_claims(e.study.claims)}")
         later.append(f"  {e.study.name}: {why}; run it where it fits: {e.command}")
     cut = [f"{p.name.split('/')[-1]} {p.seeds}" for p in chosen.picks if p.seeds is not None]
