@@ -150,7 +150,7 @@ LUCK_MATTERS = PaperStudies(
             "the lowest layer best; the students that win in the end were lucky at initialization (a low rank "
             "among all students); finite data stalls below infinite data; under BatchNorm each node's incoming "
             "weight norm is conserved; beta* and H* concentrate on the winners (fig. 16).",
-            (7, 8, 9, 10, 11, 12),
+            (7, 8, 10, 11, 12),  # 9 in the large FC's study: it needs both sizes
             2,
             shown=("luck_rho", "luck_rank", "luck_data", "luck_beta"),
         ),
