@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from spec_ray.engine.training.pack import run_id, shape_key
+from spec_ray.engine.training.pack import shape_key
 from spec_ray.orchestration import launch_teachers, mkl_dispatch
 from spec_ray.orchestration.budget import Candidate, Plan, fill, parse_duration, projected_wall, with_seeds
 from spec_ray.orchestration.commandline import experiment_from_args, sweep_parser
@@ -187,7 +187,7 @@ def runnable_launches(found: list[Entry], chosen: Plan, smoke: bool, cpus: float
             pick = next((p for p in chosen.picks if p.name == entry.key), None)
             if pick is None or pick.seeds is None:
                 continue
-            exp = with_seeds(entry.candidate.experiment, max(pick.seeds, _stored_seeds(entry)))
+            exp = with_seeds(entry.candidate.experiment, max(pick.seeds, entry.candidate.stored_seeds))
             request = _request(exp, entry.root, smoke, cpus)
             launch = plan(request)
             launch.store.check_writable()
@@ -202,13 +202,6 @@ def runnable_launches(found: list[Entry], chosen: Plan, smoke: bool, cpus: float
             lease.release()
         raise
     return launches, leases
-
-
-def _stored_seeds(entry: Entry) -> int:
-    """The seeds stored already: a smaller budget keeps them in the sweep (its runs stay listed)."""
-    stored = entry.candidate.stored
-    seeds = [r.seed for r in entry.candidate.experiment.runs() if run_id(r) in stored]
-    return max(seeds, default=0)
 
 
 def provenance(budget: float, wall: float, slots: int) -> dict[str, str]:

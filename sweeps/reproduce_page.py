@@ -14,7 +14,8 @@ from analysis import page as H
 from analysis.load import AnalysisError, Results, open_results
 from analysis.report import collect, configurations, markdown
 from analysis.verdicts import NO_DATA
-from spec_ray.orchestration.budget import Plan, cost_of, duration
+from spec_ray.orchestration.budget import Plan, duration
+from spec_ray.orchestration.schedule import cost_function
 
 __all__ = ["duration", "plan_table", "write"]
 
@@ -97,7 +98,7 @@ def _study_report(entry) -> tuple[object | None, str]:
 
 def write(paper, found: list, chosen: Plan, info: dict[str, str], costs: dict) -> Path:
     """The paper's page; returns its path."""
-    cost = cost_of(costs)
+    cost = cost_function(costs)
     root = Path(found[0].root)
     body = [f"<h1>Reproducing {H.esc(paper.title)}</h1>"]
     rows, provenance, parts, glance = [], [], [], []

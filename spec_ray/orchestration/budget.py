@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from spec_ray.engine.specs.spec import RunSpec
-from spec_ray.engine.training.pack import Pack, run_id, shape_key
+from spec_ray.engine.training.pack import Pack, run_id
 from spec_ray.orchestration.costs import ShapeCost
 from spec_ray.orchestration.experiment import Experiment, pack_runs
-from spec_ray.orchestration.schedule import lpt, makespan, schedule
+from spec_ray.orchestration.schedule import cost_function, lpt, makespan, schedule
 
 RAY_START_S = 10.0
 """A local Ray's start and Tune's fixed cost (docs/performance.md, "Sweeps: Ray Tune overhead")."""
@@ -97,6 +97,11 @@ class Candidate:
             self._packed[key] = [*(self.fixed if new else ()), *packed]
         return list(self._packed[key])
 
+    @property
+    def stored_seeds(self) -> int:
+        """The most seeds stored already (0: none): a smaller budget keeps them in the sweep."""
+        return max((r.seed for r in self._runs if run_id(r) in self.stored), default=0)
+
     @cached_property
     def _packed(self) -> dict[tuple[int, bool], list[Pack]]:
         return {}
@@ -140,15 +145,10 @@ def projected_wall(
     first on ``slots``, as Tune runs them), and the fixed costs."""
     if not packs:
         return reports * REPORT_S
-    cost = cost_of(costs)
+    cost = cost_function(costs)
     ordered = schedule(list(packs), dict(costs), slots)
     span = makespan(lpt(ordered, lambda p: cost(p) + TRIAL_S, slots))
     return RAY_START_S + teachers * PRETRAIN_S + span + reports * REPORT_S
-
-
-def cost_of(costs: Mapping[tuple, ShapeCost]) -> Callable[[Pack], float]:
-    """Seconds of any pack whose shape (its seeds aside) was calibrated."""
-    return lambda pack: costs[shape_key(pack.spec)].seconds(pack)
 
 
 def _most_studies(candidates: Mapping[str, Candidate], fits: Callable[[list[str]], bool]) -> dict[str, int]:
@@ -172,7 +172,7 @@ def _most_studies(candidates: Mapping[str, Candidate], fits: Callable[[list[str]
 
 def fill(candidates: Mapping[str, Candidate], costs: Mapping[tuple, ShapeCost], budget: float, slots: int) -> Plan:
     """The most seeds that fit ``budget`` seconds on ``slots`` slots (see the module's docstring)."""
-    cost = cost_of(costs)
+    cost = cost_function(costs)
 
     def plan(seeds: Mapping[str, int]) -> Plan:
         picks, packs, every, teachers = [], [], [], 0

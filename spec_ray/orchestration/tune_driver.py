@@ -11,6 +11,7 @@ Storage layout under ``<storage>/<name>/``: the Parquet tables (docs/schema.md),
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import shlex
@@ -168,16 +169,18 @@ TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
 """Ray 2.60's notice at every local start: the launch summary already says which Ray it joined."""
 
 
-def quiet_token_notice() -> None:
-    """Ray's token notice off the console (its warning that a cluster runs without a token stays)."""
-    import logging
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(TOKEN_NOTICE)
 
-    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(getattr(f, "notice", None) == TOKEN_NOTICE for f in log.filters):
-        drop = logging.Filter()
-        drop.notice = TOKEN_NOTICE
-        drop.filter = lambda record: not str(record.getMessage()).startswith(TOKEN_NOTICE)
-        log.addFilter(drop)
+
+_DROP_TOKEN_NOTICE = _DropTokenNotice()
+
+
+def quiet_token_notice() -> None:
+    """Ray's token notice off the console (its warning that a cluster runs without a token stays); adding the
+    same filter again is a no-op."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DROP_TOKEN_NOTICE)
 
 
 def _tuner(launch: Launch, verbose: bool):
@@ -195,7 +198,7 @@ def _tuner(launch: Launch, verbose: bool):
         print("  tune:     its saved state is unreadable (cut short); a new Tune run starts from sweep.json, "
               "unfinished packs from their first step", file=sys.stderr)  # fmt: skip
     tune_dir = launch.commit(rebuild)
-    trainable, callbacks, run = _trial_parts([launch], verbose)
+    trainable, run = _trial_parts([launch], verbose)
     state = posixpath.join(store.uri, tune_dir)
     if launch.restore and not rebuild and tune.Tuner.can_restore(state):
         return launch, tune.Tuner.restore(state, trainable, resume_errored=True)
@@ -232,12 +235,13 @@ def _tuner_together(launches: list[Launch], verbose: bool, costs: dict, name: st
     todo = [(p, launch) for launch in launches for p in launch.todo]
     todo.sort(key=lambda item: order.get(item[0].pack_id, -1))  # unfinished and broken first, then longest first
     store = launches[0].store  # Tune's folder in the first launch's storage root
-    _, _, run = _trial_parts(launches, verbose)
+    _, run = _trial_parts(launches, verbose)
     return launches, run(todo, name, store.storage)
 
 
 def _trial_parts(launches: list[Launch], verbose: bool):
-    """The trainable, the callbacks and a function making a new Tuner of packs, for these launches."""
+    """The trainable and a function making a new Tuner of packs (with the console and full-disk callbacks),
+    for these launches."""
     from ray import tune
 
     from spec_ray.orchestration.console import SweepConsole
@@ -280,7 +284,7 @@ def _trial_parts(launches: list[Launch], verbose: bool):
             ),
         )
 
-    return trainable, callbacks, run
+    return trainable, run
 
 
 def joined(local: bool) -> str:
